@@ -1,0 +1,94 @@
+"""The ``market-ticks`` message, version 1: one trade print with the quote around it.
+
+Key: the ticker (UTF-8). Value: a JSON object, see ``contracts/schemas/tick.v1.json``::
+
+    {"version":1,"ticker":"SYNTH","seq":42,"timestamp":1705318245123,"price":152.34,
+     "bid":152.33,"ask":152.35,"bid_size":300,"ask_size":500,"volume":12500}
+
+Invariants checked at construction and on decode: ``price > 0``, ``0 < bid < ask``, prices on the $0.01
+grid, sizes and volume ``>= 0``, ``seq >= 0``, ``timestamp`` an epoch-millisecond integer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from common.errors import ContractError
+
+TICK_SCHEMA_VERSION = 1
+#: Prices are quoted in whole cents; anything further than this from the grid is rejected.
+_GRID_TOLERANCE = 1e-6
+#: 2001-09-09 .. 2286-11-20 in epoch ms: catches seconds or microseconds sent by mistake.
+_MIN_TS_MS = 1_000_000_000_000
+_MAX_TS_MS = 9_999_999_999_999
+
+
+def on_cent_grid(value: float) -> bool:
+    """True when ``value`` is a whole number of cents (within float noise)."""
+    return abs(value * 100.0 - round(value * 100.0)) < _GRID_TOLERANCE * max(1.0, abs(value))
+
+
+class Tick(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=False):
+    """One tick. Construct with keyword arguments; invalid values raise :class:`ContractError`."""
+
+    ticker: str
+    seq: int
+    timestamp: int
+    price: float
+    bid: float
+    ask: float
+    bid_size: int
+    ask_size: int
+    volume: int
+    version: int = TICK_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        problem = tick_problem(self)
+        if problem is not None:
+            msg = f"invalid tick for {self.ticker!r} seq={self.seq!r}: {problem}"
+            raise ContractError(msg)
+
+
+def tick_problem(t: Tick) -> str | None:
+    """The first broken invariant of ``t`` as a short reason, or None when the tick is valid."""
+    if t.version != TICK_SCHEMA_VERSION:
+        return f"unsupported version {t.version!r} (expected {TICK_SCHEMA_VERSION})"
+    if not t.ticker or len(t.ticker) > 32:
+        return f"ticker must be 1-32 characters, got {t.ticker!r}"
+    if not (math.isfinite(t.price) and t.price > 0):
+        return f"price must be > 0, got {t.price!r}"
+    if not (math.isfinite(t.bid) and math.isfinite(t.ask) and 0 < t.bid < t.ask):
+        return f"need 0 < bid < ask, got bid={t.bid!r} ask={t.ask!r}"
+    for name, value in (("price", t.price), ("bid", t.bid), ("ask", t.ask)):
+        if not on_cent_grid(value):
+            return f"{name} {value!r} is not on the $0.01 grid"
+    if t.volume < 0 or t.bid_size < 0 or t.ask_size < 0:
+        return f"sizes must be >= 0, got volume={t.volume!r} bid_size={t.bid_size!r} ask_size={t.ask_size!r}"
+    if t.seq < 0:
+        return f"seq must be >= 0, got {t.seq!r}"
+    if not _MIN_TS_MS <= t.timestamp <= _MAX_TS_MS:
+        return f"timestamp must be epoch milliseconds, got {t.timestamp!r}"
+    return None
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Tick)
+
+
+def encode_tick(tick: Tick) -> bytes:
+    """The JSON value of ``tick`` as published on ``market-ticks``."""
+    return _ENCODER.encode(tick)
+
+
+def decode_tick(raw: bytes) -> Tick:
+    """Decode and validate one ``market-ticks`` value; raises :class:`ContractError` with the reason."""
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.ValidationError as err:
+        msg = f"tick does not match contract v{TICK_SCHEMA_VERSION}: {err}"
+        raise ContractError(msg) from err
+    except msgspec.DecodeError as err:
+        msg = f"tick is not valid JSON: {err}"
+        raise ContractError(msg) from err

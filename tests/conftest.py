@@ -1,0 +1,138 @@
+"""Session fixtures that start real servers (Kafka, PostgreSQL, Redis) on free ports for integration tests.
+
+They use the same start-up code as ``make up`` (:mod:`stack.services`), in a throw-away directory, and are only
+started when a test asks for them, so unit tests never touch the network. Each test gets its own topics
+(``make_topic``), its own database cloned from a migrated template (``pg_url``) and an empty Redis (``redis_url``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.runner import ManagedProcess, running
+from stack.services import (
+    create_database,
+    create_topics,
+    free_port,
+    prepare_kafka,
+    prepare_postgres,
+    prepare_redis,
+)
+from stack.settings import StackSettings
+
+
+@pytest.fixture(scope="session")
+def stack_home() -> Iterator[Path]:
+    """A world-traversable temp dir (PostgreSQL runs as the 'postgres' user when tests run as root)."""
+    home = Path(tempfile.mkdtemp(prefix="md-test-stack-"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack_home: Path) -> StackSettings:
+    """Settings of the test stack: free ports, data under ``stack_home``; jars cached in the repo's .local."""
+    from stack.settings import REPO_ROOT
+
+    return StackSettings(
+        home=REPO_ROOT / ".local",  # jar cache shared with `make up`; test data lives in stack_home
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        redis_port=free_port(),
+        kafka_heap="512m",
+        kafka_partitions=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
+    """A real single-node KRaft broker."""
+    spec = prepare_kafka(stack_settings, stack_home / "data")
+    with running(spec, stack_home / "logs", timeout_s=120) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_server: ManagedProcess, stack_settings: StackSettings) -> str:
+    """``host:port`` of the test broker."""
+    return stack_settings.kafka_bootstrap_servers
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
+    """Create a uniquely named topic: ``make_topic(partitions=6) -> name``."""
+
+    def make(partitions: int = 6, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        create_topics(kafka_bootstrap, [name], partitions)
+        return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
+    """A real PostgreSQL server (private cluster, fsync off)."""
+    spec = prepare_postgres(stack_settings, stack_home / "data", durable=False)
+    with running(spec, stack_home / "logs", timeout_s=60) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_server: ManagedProcess, stack_settings: StackSettings) -> str:
+    """Name of a database with every migration applied, cloned for each test."""
+    from stack.migrate import apply_migrations
+
+    name = "md_template"
+    create_database(stack_settings, name)
+    apply_migrations(_db_url(stack_settings, name))
+    return name
+
+
+def _db_url(settings: StackSettings, dbname: str) -> str:
+    pw = settings.postgres_password.get_secret_value()
+    return f"postgresql://{settings.postgres_user}:{pw}@127.0.0.1:{settings.postgres_port}/{dbname}"
+
+
+@pytest.fixture
+def pg_url(pg_template: str, stack_settings: StackSettings) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own (dropped afterwards)."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"md_{uuid.uuid4().hex[:12]}"
+    admin = _db_url(stack_settings, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(pg_template))
+        )
+    yield _db_url(stack_settings, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def redis_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
+    """A real Redis server without persistence."""
+    spec = prepare_redis(stack_settings, stack_home / "data", durable=False)
+    with running(spec, stack_home / "logs", timeout_s=30) as proc:
+        yield proc
+
+
+@pytest.fixture
+def redis_url(redis_server: ManagedProcess, stack_settings: StackSettings) -> str:
+    """URL of the test Redis, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(stack_settings.redis_url)
+    client.flushall()
+    client.close()
+    return stack_settings.redis_url
