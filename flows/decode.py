@@ -1,0 +1,191 @@
+"""Batch decoding of raw ``market-ticks`` values into columns of valid ticks plus dead-letter records.
+
+:func:`decode_batch` never raises on bad input: a value that is not JSON, misses or mistypes a field, has a
+non-positive or off-grid price, ``bid >= ask``, an out-of-range timestamp or an unknown schema version becomes
+a :class:`DeadLetter` carrying the original bytes, its Kafka origin when known and the reason.
+
+Speed: values are decoded one call each into a slim msgspec struct whose per-field constraints (ranges,
+lengths, the version literal) are checked in C; only the cross-field and $0.01-grid checks run afterwards,
+vectorised with NumPy over the whole batch. The reason text of a rejected tick comes from
+:func:`contracts.tick.tick_problem`, so it reads exactly like the contract's own validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Literal, cast
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, TICK_SCHEMA_VERSION, Tick, tick_problem
+
+#: Largest size/volume accepted: beyond 2**53 a JSON number loses integer precision in most consumers.
+MAX_SIZE = 2**53
+#: Prices at or above this are rejected (it also rules out ``inf`` from an overflowing JSON number).
+MAX_PRICE = 1e9
+_GRID_TOLERANCE = 1e-6  # the contract's on_cent_grid tolerance
+
+_Price = Annotated[float, msgspec.Meta(gt=0, lt=MAX_PRICE)]
+_Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+
+
+class WireTick(msgspec.Struct, frozen=True, gc=False):
+    """A decoded ``market-ticks`` value (contract v1) before the cross-field checks; no ``__post_init__``."""
+
+    ticker: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    timestamp: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]
+    price: _Price
+    bid: _Price
+    ask: _Price
+    bid_size: _Size
+    ask_size: _Size
+    volume: _Size
+    version: Literal[1] = 1  # contract v1; a test pins this to TICK_SCHEMA_VERSION
+
+
+class RawBatch(msgspec.Struct, frozen=True, gc=False):
+    """Raw values consumed from one Kafka partition, in offset order (what a source partition emits)."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    values: list[bytes]
+
+
+class Origin(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Where a value was read from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True, gc=False):
+    """A rejected input: ``kind`` is ``"malformed"`` (never a valid tick) or ``"late"`` (valid but too late)."""
+
+    kind: Literal["malformed", "late"]
+    reason: str
+    raw: bytes
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class DecodedBatch(msgspec.Struct, gc=False):
+    """The valid ticks of a batch in arrival order, as columns (NumPy arrays) plus the objects themselves."""
+
+    ticks: list[WireTick]
+    raws: list[bytes]
+    origins: list[Origin | None] | None
+    tickers: list[str]
+    timestamps: npt.NDArray[np.int64]
+    cents: npt.NDArray[np.int64]
+    volumes: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+
+_DECODER = msgspec.json.Decoder(WireTick)
+
+
+def _reason(err: msgspec.MsgspecError) -> str:
+    if isinstance(err, msgspec.ValidationError):
+        return f"tick does not match contract v{TICK_SCHEMA_VERSION}: {err}"
+    return f"tick is not valid JSON: {err}"
+
+
+def _flatten(items: Iterable[bytes | RawBatch]) -> tuple[list[bytes], list[Origin | None] | None]:
+    values: list[bytes] = []
+    origins: list[Origin | None] = []
+    any_origin = False
+    for item in items:
+        if isinstance(item, RawBatch):
+            any_origin = True
+            if len(origins) < len(values):
+                origins.extend([None] * (len(values) - len(origins)))
+            values.extend(item.values)
+            origins.extend(Origin(item.topic, item.partition, off) for off in item.offsets)
+        else:
+            values.append(item)
+    if not any_origin:
+        return values, None
+    origins.extend([None] * (len(values) - len(origins)))
+    return values, origins
+
+
+def dead_letter(kind: Literal["malformed", "late"], reason: str, raw: bytes, origin: Origin | None) -> DeadLetter:
+    """A :class:`DeadLetter` for ``raw`` with its origin when known."""
+    if origin is None:
+        return DeadLetter(kind=kind, reason=reason, raw=raw)
+    return DeadLetter(
+        kind=kind, reason=reason, raw=raw, topic=origin.topic, partition=origin.partition, offset=origin.offset
+    )
+
+
+def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        return None, f"value is not bytes but {type(raw).__name__}"
+    try:
+        return _DECODER.decode(raw), None
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        return None, _reason(err)
+
+
+def decode_batch(items: Sequence[bytes | RawBatch]) -> tuple[DecodedBatch, list[DeadLetter]]:
+    """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters."""
+    values, origins = _flatten(items)
+    dead: list[DeadLetter] = []
+    try:
+        ticks: list[WireTick | None] = list(map(_DECODER.decode, values))
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        # rare: redo this batch one value at a time to tell the bad ones apart
+        ticks = []
+        for i, raw in enumerate(values):
+            tick, reason = _decode_one(raw)
+            ticks.append(tick)
+            if reason is not None:
+                safe = raw if isinstance(raw, bytes) else repr(raw).encode()
+                dead.append(dead_letter("malformed", reason, safe, origins[i] if origins else None))
+
+    prices = np.array([t.price if t is not None else 1.0 for t in ticks], dtype=np.float64)
+    bids = np.array([t.bid if t is not None else 1.0 for t in ticks], dtype=np.float64)
+    asks = np.array([t.ask if t is not None else 2.0 for t in ticks], dtype=np.float64)
+    bad = bids >= asks
+    for column in (prices, bids, asks):
+        scaled = column * 100.0
+        bad |= np.abs(scaled - np.rint(scaled)) >= _GRID_TOLERANCE * np.maximum(1.0, column)
+    keep = np.ones(len(ticks), dtype=bool)
+    if dead:
+        keep &= np.array([t is not None for t in ticks], dtype=bool)
+    for i in np.flatnonzero(bad).tolist():
+        tick = ticks[i]
+        if tick is None:
+            continue
+        problem = tick_problem(cast(Tick, tick))  # duck-typed: the same attributes as contracts.tick.Tick
+        if problem is not None:
+            keep[i] = False
+            dead.append(dead_letter("malformed", problem, values[i], origins[i] if origins else None))
+
+    if keep.all():
+        valid = cast(list[WireTick], ticks)
+        raws, kept_origins, kept_prices = values, origins, prices
+    else:
+        idx = np.flatnonzero(keep).tolist()
+        valid = [cast(WireTick, ticks[i]) for i in idx]
+        raws = [values[i] for i in idx]
+        kept_origins = [origins[i] for i in idx] if origins else None
+        kept_prices = prices[keep]
+    batch = DecodedBatch(
+        ticks=valid,
+        raws=raws,
+        origins=kept_origins,
+        tickers=[t.ticker for t in valid],
+        timestamps=np.array([t.timestamp for t in valid], dtype=np.int64),
+        cents=np.rint(kept_prices * 100.0).astype(np.int64),
+        volumes=np.array([t.volume for t in valid], dtype=np.int64),
+    )
+    return batch, dead

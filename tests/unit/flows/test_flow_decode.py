@@ -1,0 +1,120 @@
+"""Tests of :mod:`flows.decode`: valid ticks become columns, every kind of bad input a dead letter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contracts.tick import TICK_SCHEMA_VERSION, Tick, encode_tick
+from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
+
+T0 = 1_705_318_245_123
+
+
+def tick_bytes(**overrides: object) -> bytes:
+    fields: dict[str, object] = {
+        "ticker": "SYNTH",
+        "seq": 1,
+        "timestamp": T0,
+        "price": 152.34,
+        "bid": 152.33,
+        "ask": 152.35,
+        "bid_size": 300,
+        "ask_size": 500,
+        "volume": 12_500,
+    }
+    fields.update(overrides)
+    return encode_tick(Tick(**fields))  # type: ignore[arg-type]
+
+
+def raw_json(**overrides: object) -> bytes:
+    """A JSON value built without the contract's checks, to produce invalid ticks."""
+    import json
+
+    fields: dict[str, object] = {
+        "version": 1,
+        "ticker": "SYNTH",
+        "seq": 1,
+        "timestamp": T0,
+        "price": 152.34,
+        "bid": 152.33,
+        "ask": 152.35,
+        "bid_size": 300,
+        "ask_size": 500,
+        "volume": 12_500,
+    }
+    fields.update(overrides)
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+def test_wire_version_is_the_contract_version() -> None:
+    assert WireTick.__struct_defaults__[-1] == TICK_SCHEMA_VERSION
+
+
+def test_valid_batch_becomes_exact_columns() -> None:
+    values = [tick_bytes(seq=i, timestamp=T0 + i, price=100.0 + i / 100, volume=i) for i in range(50)]
+    batch, dead = decode_batch(values)
+    assert dead == []
+    assert len(batch) == 50
+    assert batch.tickers == ["SYNTH"] * 50
+    np.testing.assert_array_equal(batch.timestamps, T0 + np.arange(50))
+    np.testing.assert_array_equal(batch.cents, 10_000 + np.arange(50))
+    np.testing.assert_array_equal(batch.volumes, np.arange(50))
+    assert batch.raws == values
+    assert batch.origins is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2]", "does not match contract"),
+        (raw_json(price=...), "price"),
+        (raw_json(volume="12"), "volume"),
+        (raw_json(price=0), "price"),
+        (raw_json(price=-1.5), "price"),
+        (raw_json(bid=152.35, ask=152.35), "bid < ask"),
+        (raw_json(bid=152.36, ask=152.35), "bid < ask"),
+        (raw_json(price=152.345), "grid"),
+        (raw_json(version=2), "version"),
+        (raw_json(timestamp=1_705_318_245), "timestamp"),
+        (raw_json(ticker=""), "ticker"),
+        (raw_json(volume=-1), "volume"),
+        (raw_json(seq=-1), "seq"),
+    ],
+)
+def test_malformed_values_become_dead_letters(raw: bytes, reason: str) -> None:
+    good = tick_bytes()
+    batch, dead = decode_batch([good, raw, good])
+    assert len(batch) == 2
+    assert batch.raws == [good, good]
+    assert len(dead) == 1
+    assert dead[0].kind == "malformed"
+    assert dead[0].raw == raw
+    assert reason in dead[0].reason
+
+
+def test_non_bytes_value_does_not_raise() -> None:
+    batch, dead = decode_batch([None, tick_bytes()])  # type: ignore[list-item]
+    assert len(batch) == 1
+    assert dead[0].reason.startswith("value is not bytes")
+
+
+def test_origins_are_kept_for_kafka_batches() -> None:
+    good, bad = tick_bytes(), b"{"
+    items = [RawBatch("market-ticks", 3, [10, 11, 15], [good, bad, good]), tick_bytes(seq=9)]
+    batch, dead = decode_batch(items)
+    assert dead == [
+        DeadLetter(kind="malformed", reason=dead[0].reason, raw=bad, topic="market-ticks", partition=3, offset=11)
+    ]
+    assert batch.origins is not None
+    assert [o.offset if o else None for o in batch.origins] == [10, 15, None]
+    assert len(batch) == 3
+
+
+def test_empty_batch() -> None:
+    batch, dead = decode_batch([])
+    assert len(batch) == 0
+    assert dead == []
+    assert batch.cents.dtype == np.int64
