@@ -1,0 +1,235 @@
+"""The tick engine: simulated clock + market model + microstructure -> columnar tick batches.
+
+Every ticker ticks once per ``tick_ms`` while the session is open. The engine works in fixed *blocks* of
+simulated time (``block_ms``, default one minute): per block it draws all randomness for its ``[steps x
+tickers]`` grid in step-major order, updates the market variance and regime at the block end, and applies the
+overnight gap before the first block of each session. Because blocks are defined by the simulated clock, the
+stream is byte-identical for the same universe, session, seed and start whatever batch sizes or pacing the
+caller uses: :meth:`TickEngine.batches` only re-cuts the same rows. Within a block, ticker groups (each with
+its own random streams) may run in parallel threads and in row chunks that fit the CPU cache; neither changes
+a single number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+
+from common.errors import ConfigError
+from contracts.tick import Tick
+from simulator.microstructure import MicrostructureParams, Quotes, dress_into, ticker_micro
+from simulator.models import SeedLike
+from simulator.session import Session, from_ms, intraday_volume_shape
+from simulator.universe import Universe
+
+I64 = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TickBatch:
+    """Ticks as parallel columns (step-major: all tickers of step k, then step k+1). Prices in cents."""
+
+    ticker: NDArray[np.int32]
+    seq: I64
+    ts_ms: I64
+    price: I64
+    bid: I64
+    ask: I64
+    bid_size: I64
+    ask_size: I64
+    volume: I64
+
+    def __len__(self) -> int:
+        return int(self.ticker.size)
+
+    def take(self, start: int, stop: int) -> TickBatch:
+        """Rows ``[start, stop)`` (views, no copy)."""
+        return TickBatch(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: list[TickBatch]) -> TickBatch:
+        """One batch from several, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    def to_ticks(self, symbols: list[str]) -> list[Tick]:
+        """Contract objects (validating every invariant); for tests and small exports, not the hot path."""
+        cols = [getattr(self, f.name).tolist() for f in fields(self)]
+        return [
+            Tick(ticker=symbols[t], seq=s, timestamp=ts, price=p / 100, bid=b / 100, ask=a / 100,
+                 bid_size=bs, ask_size=asz, volume=v)
+            for t, s, ts, p, b, a, bs, asz, v in zip(*cols, strict=True)
+        ]
+
+
+class TickEngine:
+    """Deterministic multi-ticker tick generator on a simulated clock."""
+
+    def __init__(
+        self, universe: Universe, session: Session, seed: SeedLike, start_ms: int, tick_ms: int = 100,
+        block_ms: int = 60_000, micro: MicrostructureParams | None = None, threads: int = 1, chunk_rows: int = 64,
+    ) -> None:
+        if tick_ms <= 0 or block_ms % tick_ms:
+            msg = f"tick interval {tick_ms!r} ms must be positive and divide the block length {block_ms!r} ms"
+            raise ConfigError(msg)
+        if session.mode == "exchange" and (session.session_seconds * 1000) % block_ms:
+            msg = f"session length {session.session_seconds!r} s must be a whole number of {block_ms!r} ms blocks"
+            raise ConfigError(msg)
+        self.universe = universe
+        self.session = session
+        self.tick_ms = tick_ms
+        self.block_ms = block_ms
+        self.micro = micro or MicrostructureParams()
+        self.model = universe.model(seed)
+        self.n = len(universe)
+        self.steps_per_block = block_ms // tick_ms
+        self._x = np.log(universe.start_prices)
+        self._sd = universe.ticker_params.diffusive_sigma
+        self._tick_volume = universe.tick_volumes
+        self._dt = tick_ms / 1000.0 * session.years_per_second()
+        self._dts = np.full(self.steps_per_block, self._dt)
+        self._seq = 0
+        self._tickers = np.tile(np.arange(self.n, dtype=np.int32), self.steps_per_block)
+        self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
+        self._starts = self._block_starts(start_ms)
+        self._next: tuple[int, bool] | None = None
+        self._pending: TickBatch | None = None
+        self.ticks_generated = 0
+        self.chunk_rows = max(1, chunk_rows)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sim") if threads > 1 else None
+
+    # -- clock
+
+    def _block_starts(self, start_ms: int) -> Iterator[tuple[int, bool]]:
+        """(block start ms, overnight gap before it) in order, from the first block at or after ``start_ms``."""
+        b = self.block_ms
+        if self.session.mode == "24/7":
+            t = -(-start_ms // b) * b
+            while True:
+                yield t, False
+                t += b
+        first = True
+        day = from_ms(start_ms).astimezone(self.session.tz).date()
+        while True:
+            if day.weekday() in self.session.weekdays:
+                open_ms, close_ms = self.session.day_bounds(day)
+                t = open_ms if start_ms <= open_ms else open_ms + -(-(start_ms - open_ms) // b) * b
+                gap = not first
+                while t < close_ms:
+                    yield t, gap
+                    first, gap = False, False
+                    t += b
+            day += timedelta(days=1)
+
+    def next_ts_ms(self) -> int:
+        """Timestamp of the next tick the engine will emit."""
+        if self._pending is not None and len(self._pending):
+            return int(self._pending.ts_ms[0])
+        if self._next is None:
+            self._next = next(self._starts)
+        return self._next[0]
+
+    # -- generation
+
+    def _generate_block(self) -> TickBatch:
+        if self._next is None:
+            self._next = next(self._starts)
+        t0, gap = self._next
+        self._next = None
+        model = self.model
+        if gap and self.session.gap_years() > 0.0:
+            self._x = self._x + model.advance(1, self.session.gap_years()).log_returns[0]
+        price0 = np.rint(np.exp(self._x) * 100.0).astype(np.int64)
+        m = self.steps_per_block
+        block = model.begin(m, self._dt)
+        coef = ticker_micro(price0, block.sigma, block.sigma * math.sqrt(self._dt), self._tick_volume,
+                            block.sigma / self._sd, self.micro)
+        ts = t0 + self._offsets * self.tick_ms
+        pos = self.session.session_position(ts)
+        shape = None if pos is None else intraday_volume_shape(pos, self.micro.intraday_depth)
+        out = Quotes.empty(m, self.n)
+
+        def run_group(g: int) -> None:
+            cols = model.groups[g]
+            x = self._x[cols].copy()
+            gcoef = coef.slice(cols)
+            rng = model.group_streams[g]["micro"]
+            for r0 in range(0, m, self.chunk_rows):
+                r1 = min(m, r0 + self.chunk_rows)
+                r = model.chunk_returns(block, g, r0, r1)
+                lm = np.cumsum(r, axis=0)
+                lm += x
+                x = lm[-1]
+                dress_into(out.view(slice(r0, r1), cols), lm, r, gcoef, None if shape is None else shape[r0:r1],
+                           rng, self.micro)
+            self._x[cols] = x
+
+        if self._pool is not None and len(model.groups) > 1:
+            list(self._pool.map(run_group, range(len(model.groups))))
+        else:
+            for g in range(len(model.groups)):
+                run_group(g)
+        model.end(block)
+        seq = np.repeat(self._seq + self._offsets, self.n)
+        self._seq += m
+        self.ticks_generated += m * self.n
+        return TickBatch(
+            ticker=self._tickers, seq=seq, ts_ms=np.repeat(ts, self.n), price=out.price.ravel(), bid=out.bid.ravel(),
+            ask=out.ask.ravel(), bid_size=out.bid_size.ravel(), ask_size=out.ask_size.ravel(),
+            volume=out.volume.ravel(),
+        )
+
+    def close(self) -> None:
+        """Stop the worker threads (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def blocks(self, end_ms: int | None = None) -> Iterator[TickBatch]:
+        """Ticks with ``ts < end_ms`` (unbounded when None), one simulated block at a time.
+
+        Stopping early keeps the rest of a cut block for the next call, so consecutive calls continue the
+        same stream seamlessly.
+        """
+        while True:
+            if self._pending is not None:
+                block, self._pending = self._pending, None
+            else:
+                if end_ms is not None and self.next_ts_ms() >= end_ms:
+                    return
+                block = self._generate_block()
+            if end_ms is not None and int(block.ts_ms[-1]) >= end_ms:
+                cut = int(np.searchsorted(block.ts_ms, end_ms, side="left"))
+                if cut < len(block):
+                    self._pending = block.take(cut, len(block))
+                if cut:
+                    yield block.take(0, cut)
+                return
+            yield block
+
+    def batches(self, max_ticks: int, end_ms: int | None = None) -> Iterator[TickBatch]:
+        """The same stream as :meth:`blocks`, re-cut into batches of at most ``max_ticks`` rows."""
+        if max_ticks <= 0:
+            msg = f"batch size must be positive, got {max_ticks!r}"
+            raise ConfigError(msg)
+        buf: list[TickBatch] = []
+        size = 0
+        for block in self.blocks(end_ms):
+            start = 0
+            while start < len(block):
+                take = min(max_ticks - size, len(block) - start)
+                buf.append(block.take(start, start + take))
+                size += take
+                start += take
+                if size == max_ticks:
+                    yield TickBatch.concat(buf)
+                    buf, size = [], 0
+        if buf:
+            yield TickBatch.concat(buf)

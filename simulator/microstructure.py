@@ -1,0 +1,165 @@
+"""From model log prices to quotes and trades: cent grid, bid/ask spread, sizes and volume.
+
+* Trade price: the model mid rounded to whole cents (never clamped; at least 1 cent on the grid).
+* Spread (cents, >= 1 tick): ``price * spread_bps * (sigma / 20 %) * sqrt($100 / price)`` per ticker and
+  block, plus one extra tick with probability ``extra_tick_prob`` - wider with volatility, and wider relative
+  to price for cheaper stocks. Upticks trade at the ask, downticks at the bid (bid-ask bounce).
+* Volume: heavy-tailed (log-normal noise) around ``tick_volume``, scaled by the intraday U shape, by the
+  current vol level (``activity``) and by the size of the tick's move, so volume correlates with |return|.
+* Bid/ask sizes: round lots (100 shares), heavy-tailed, scaled with the ticker's ``tick_volume``.
+
+The per-tick randomness is one 64-bit word from the ``micro`` stream split into four 16-bit uniforms that
+index fixed inverse-CDF tables (16 bits for volume noise, 8 bits for each quote size, 16 bits for the extra
+spread tick): one draw per tick instead of four, which keeps tick generation fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import ndtri
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+_U16 = (np.arange(65536, dtype=np.float64) + 0.5) / 65536.0
+_NORMAL_Q = ndtri(_U16)
+#: log-normal volume noise with mean 1 (sigma 0.9: heavy right tail)
+VOLUME_NOISE = np.exp(0.9 * _NORMAL_Q - 0.5 * 0.9**2)
+_MEAN_ABS_Z = float(np.sqrt(2.0 / np.pi))
+
+
+@dataclass(frozen=True)
+class MicrostructureParams:
+    """Spread and volume shape parameters (shared by all tickers of a universe)."""
+
+    spread_bps: float = 2.0
+    extra_tick_prob: float = 0.2
+    volume_move_weight: float = 0.6
+    activity_power: float = 1.5
+    intraday_depth: float = 0.6
+
+
+def base_spread_cents(price_cents: I64, sigma: F64, params: MicrostructureParams) -> I64:
+    """Spread in cents per ticker (>= 1) from the current price and annualised vol."""
+    px = np.maximum(price_cents, 1).astype(np.float64)
+    bps = params.spread_bps * (sigma / 0.2) * np.sqrt(10_000.0 / px)
+    return np.maximum(1, np.rint(px * bps * 1e-4)).astype(np.int64)
+
+
+@dataclass
+class Quotes:
+    """Per-tick trade and quote columns, all ``[m, n]`` int64 (prices in cents); often views of a block."""
+
+    price: I64
+    bid: I64
+    ask: I64
+    bid_size: I64
+    ask_size: I64
+    volume: I64
+
+    @classmethod
+    def empty(cls, m: int, n: int) -> Quotes:
+        """Uninitialised columns for ``m`` steps of ``n`` tickers."""
+        return cls(*(np.empty((m, n), dtype=np.int64) for _ in range(6)))
+
+    def view(self, rows: slice, cols: slice) -> Quotes:
+        """The sub-block ``[rows, cols]`` of every column (views)."""
+        names = ("price", "bid", "ask", "bid_size", "ask_size", "volume")
+        return Quotes(*(getattr(self, k)[rows, cols] for k in names))
+
+
+@dataclass(frozen=True)
+class TickerMicro:
+    """Per-ticker coefficients ``[n]`` for one block: spread, quote lot size and the volume model."""
+
+    spread: I64
+    lot_shares: I64
+    vol_base: F64
+    vol_move: F64
+
+    def slice(self, cols: slice) -> TickerMicro:
+        """Coefficients of a ticker group."""
+        return TickerMicro(self.spread[cols], self.lot_shares[cols], self.vol_base[cols], self.vol_move[cols])
+
+
+def ticker_micro(
+    price_cents: I64, sigma: F64, sigma_step: F64, tick_volume: F64, activity: F64, params: MicrostructureParams,
+) -> TickerMicro:
+    """Block coefficients from the block-start price, the vol in force and the ticker's mean trade size."""
+    w = params.volume_move_weight
+    scale = tick_volume * activity ** params.activity_power
+    return TickerMicro(
+        spread=base_spread_cents(price_cents, sigma, params),
+        lot_shares=100 * np.maximum(1, np.rint(tick_volume / 500.0)).astype(np.int64),
+        vol_base=scale * (1.0 - w),
+        vol_move=scale * (w / _MEAN_ABS_Z) / sigma_step,
+    )
+
+
+def dress_into(
+    out: Quotes, log_mid: F64, log_returns: F64, coef: TickerMicro, shape: F64 | None, rng: np.random.Generator,
+    params: MicrostructureParams,
+) -> None:
+    """Fill ``out`` (``[c, k]`` views) with trades and quotes for log mids/returns ``[c, k]`` of one group.
+
+    ``shape`` ``[c]`` is the intraday volume multiplier (None for flat).
+    """
+    c, k = log_mid.shape
+    raw = rng.bit_generator.random_raw(c * k).reshape(c, k)
+    tmp = np.exp(log_mid)
+    tmp *= 100.0
+    np.rint(tmp, out=tmp)
+    price = out.price
+    price[...] = tmp
+    np.maximum(price, 1, out=price)
+    spread = (raw >> _S48) < np.uint64(int(params.extra_tick_prob * 65536))
+    spread = spread + coef.spread  # bool + int64 -> int64
+    bid = out.bid
+    np.subtract(price, spread * (log_returns > 0.0), out=bid)  # upticks trade at the ask
+    low = bid < 1
+    if low.any():
+        bid[low] = price[low]
+    np.add(bid, spread, out=out.ask)
+    np.multiply(SIZE_LOTS_INT[(raw >> _S16) & _M8], coef.lot_shares, out=out.bid_size)
+    np.multiply(SIZE_LOTS_INT[(raw >> _S32) & _M8], coef.lot_shares, out=out.ask_size)
+    np.abs(log_returns, out=tmp)
+    tmp *= coef.vol_move
+    tmp += coef.vol_base
+    tmp *= VOLUME_NOISE[raw & _M16]
+    if shape is not None:
+        tmp *= shape[:, None]
+    np.rint(tmp, out=tmp)
+    out.volume[...] = tmp
+
+
+_S16, _S32, _S48 = np.uint64(16), np.uint64(32), np.uint64(48)
+_M8, _M16 = np.uint64(0xFF), np.uint64(0xFFFF)
+#: quote size in lots for an 8-bit uniform: log-normal (median 3 lots), at least 1
+SIZE_LOTS_INT = np.maximum(1, np.rint(np.exp(np.log(3.0) + 0.8 * ndtri((np.arange(256) + 0.5) / 256)))).astype(np.int64)
+
+
+def bridge_high_low(log_open: F64, log_close: F64, var: F64, u_hi: F64, u_lo: F64) -> tuple[F64, F64]:
+    """Max and min of a Brownian bridge from open to close with total variance ``var`` (exact sampling)."""
+    d = log_close - log_open
+    hi = 0.5 * (log_open + log_close + np.sqrt(d * d - 2.0 * var * np.log(u_hi)))
+    lo = 0.5 * (log_open + log_close - np.sqrt(d * d - 2.0 * var * np.log(u_lo)))
+    return hi, lo
+
+
+def bar_volume(
+    n_ticks: float, log_returns: F64, sigma_step: F64, tick_volume: F64, activity: F64, shape: F64 | None,
+    u: F64, params: MicrostructureParams,
+) -> I64:
+    """Volume of bars simulated directly at a coarse step: expected tick volume times a move/noise factor."""
+    w = params.volume_move_weight
+    move = (1.0 - w) + (w / _MEAN_ABS_Z) * np.abs(log_returns) / sigma_step[None, :]
+    # aggregated noise is less dispersed than per-tick noise: sigma 0.35 log-normal, mean 1
+    noise = np.exp(0.35 * ndtri(u) - 0.5 * 0.35**2)
+    vol = n_ticks * tick_volume[None, :] * (activity ** params.activity_power)[None, :] * move * noise
+    if shape is not None:
+        vol *= shape[:, None]
+    out: I64 = np.rint(vol).astype(np.int64)
+    return out
