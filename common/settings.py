@@ -65,3 +65,18 @@ class SharedSettings(BaseSettings):
             )
             object.__setattr__(self, "database_url", SecretStr(url))
         return self
+
+
+def env_names(cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable name a settings class reads (aliases and prefixed field names)."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices if isinstance(choice, str))
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return names

@@ -33,7 +33,7 @@ def timeframe_ms(timeframe: str) -> int:
     try:
         return TIMEFRAMES[timeframe]
     except KeyError:
-        msg = f"unknown timeframe {timeframe!r}; expected one of {sorted(TIMEFRAMES, key=TIMEFRAMES.get)}"
+        msg = f"unknown timeframe {timeframe!r}; expected one of {list(TIMEFRAMES)}"
         raise ContractError(msg) from None
 
 

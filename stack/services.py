@@ -99,7 +99,8 @@ def _chown_for(path: Path, user: str | None) -> None:
 
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - local http only
-        return 200 <= resp.status < 300
+        status: int = resp.status
+        return 200 <= status < 300
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -175,7 +176,7 @@ def kafka_ready(bootstrap: str) -> bool:
 
 def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
     """Create ``topics`` with ``partitions`` each; existing topics are left as they are."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
@@ -249,12 +250,14 @@ def _pg_ready(url: str) -> bool:
 
 
 def create_database(settings: StackSettings, dbname: str | None = None) -> None:
-    """Create the application database if it does not exist yet."""
+    """Create the application database (or ``dbname``) on the server ``DATABASE_URL`` points at, if missing."""
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    name = dbname or settings.postgres_db
-    with psycopg.connect(_admin_url(settings, "postgres"), autocommit=True) as conn:
+    url = settings.database_url.get_secret_value()
+    name = dbname or str(conninfo_to_dict(url).get("dbname", settings.postgres_db))
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -287,7 +290,7 @@ def _redis_ready(port: int) -> bool:
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
     try:
-        return bool(client.ping())
+        return client.ping() is True
     finally:
         client.close()
 

@@ -1,0 +1,56 @@
+# The two set-up commands are `make up` and `make test`; everything else is a convenience.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: up down clean status test test-unit test-integration lint venv bench-simulator bench-flow bench-api
+
+venv: $(VENV_STAMP)
+
+# (Re)install the project into .venv whenever pyproject.toml changes; uv makes a fresh install take seconds.
+$(VENV_STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install -q --disable-pip-version-check uv
+	@$(PY) -m uv pip install -q --python $(PY) -e '.[dev]'
+	@touch $(VENV_STAMP)
+
+## make up: install what is missing, start Kafka, PostgreSQL, Redis, Prometheus and the platform, print URLs
+up: venv
+	@test -f .env || cp .env.example .env
+	$(PY) -m stack up
+
+## make down: stop every process `make up` started (data is kept)
+down: venv
+	$(PY) -m stack down
+
+## make clean: stop and delete all local data and logs (downloaded jars are kept)
+clean: venv
+	$(PY) -m stack clean
+
+status: venv
+	$(PY) -m stack status
+
+## make test: install what the tests need, then run lint, unit, integration and end-to-end tests
+test: venv
+	$(PY) -m stack install
+	$(MAKE) lint
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-integration: venv
+	$(PY) -m stack install
+	$(PY) -m pytest tests/integration tests/e2e
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy .
+
+bench-simulator: venv
+	$(PY) bench/bench_simulator_generate.py
+
+bench-flow: venv
+	$(PY) bench/bench_flow_memory.py

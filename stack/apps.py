@@ -1,0 +1,111 @@
+"""The platform's own processes for ``make up``: simulator, bars and ticks flows, gateway.
+
+Each is a :class:`~stack.services.ServiceSpec` run by supervisord after the infrastructure is ready; readiness
+is the process's own HTTP endpoint (``/metrics`` or ``/health``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from common.errors import StackError
+from stack.services import ServiceSpec, _http_ok
+from stack.settings import REPO_ROOT, StackSettings
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _metrics_ready(port: int) -> Callable[[], bool]:
+    return lambda: _http_ok(f"http://127.0.0.1:{port}/metrics")
+
+
+def init_recovery(directory: Path, partitions: int) -> None:
+    """Create Bytewax recovery partitions once (``python -m bytewax.recovery DIR N``)."""
+    if directory.exists() and any(directory.glob("part-*.sqlite3")):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [_python(), "-m", "bytewax.recovery", str(directory), str(partitions)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        msg = f"could not initialise Bytewax recovery in {directory}: {proc.stderr[-2000:]}"
+        raise StackError(msg)
+
+
+def app_specs(settings: StackSettings) -> list[ServiceSpec]:
+    """Supervised processes of the platform, in start order."""
+    specs: list[ServiceSpec] = []
+    recovery = settings.data_dir / "recovery"
+    n = settings.flow_processes
+    init_recovery(recovery / "bars", max(2, n))
+    init_recovery(recovery / "ticks", 2)
+    addresses = ";".join(f"127.0.0.1:{settings.flow_metrics_port + 100 + i}" for i in range(n))
+    for i in range(n):
+        port = settings.flow_metrics_port + i
+        argv = [_python(), "-m", "bytewax.run", "flows.bars", "-r", str(recovery / "bars"), "-s", "30", "-b", "0"]
+        if n > 1:
+            argv += ["-i", str(i), "-a", addresses]
+        specs.append(
+            ServiceSpec(
+                name=f"bars-{i}",
+                argv=argv,
+                port=port,
+                port_setting="STACK_FLOW_METRICS_PORT",
+                ready=_metrics_ready(port),
+                env={"FLOW_METRICS_PORT": str(port)},
+                cwd=REPO_ROOT,
+            )
+        )
+    port = settings.ticks_flow_metrics_port
+    specs.append(
+        ServiceSpec(
+            name="ticks",
+            argv=[_python(), "-m", "bytewax.run", "flows.ticks", "-r", str(recovery / "ticks"), "-s", "30", "-b", "0"],
+            port=port,
+            port_setting="STACK_TICKS_FLOW_METRICS_PORT",
+            ready=_metrics_ready(port),
+            env={"FLOW_METRICS_PORT": str(port)},
+            cwd=REPO_ROOT,
+        )
+    )
+    port = settings.api_port
+    specs.append(
+        ServiceSpec(
+            name="gateway",
+            argv=[_python(), "-m", "api"],
+            port=port,
+            port_setting="API_PORT",
+            ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"),
+            env={"API_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(settings.run_dir / "gateway-metrics")},
+            cwd=REPO_ROOT,
+        )
+    )
+    port = settings.simulator_metrics_port
+    specs.append(
+        ServiceSpec(
+            name="simulator",
+            argv=[_python(), "-m", "simulator", "run", "--backfill-hours", str(settings.backfill_hours)],
+            port=port,
+            port_setting="STACK_SIMULATOR_METRICS_PORT",
+            ready=_metrics_ready(port),
+            env={"SIM_METRICS_PORT": str(port)},
+            cwd=REPO_ROOT,
+        )
+    )
+    return specs
+
+
+def scrape_targets(settings: StackSettings) -> dict[str, list[str]]:
+    """Prometheus file_sd targets per job: every process's metrics endpoint."""
+    return {
+        "simulator": [f"127.0.0.1:{settings.simulator_metrics_port}"],
+        "flow-bars": [f"127.0.0.1:{settings.flow_metrics_port + i}" for i in range(settings.flow_processes)],
+        "flow-ticks": [f"127.0.0.1:{settings.ticks_flow_metrics_port}"],
+        "gateway": [f"127.0.0.1:{settings.api_port}"],
+        "prometheus": [f"127.0.0.1:{settings.prometheus_port}"],
+    }
