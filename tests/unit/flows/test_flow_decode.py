@@ -96,14 +96,15 @@ def test_malformed_values_become_dead_letters(raw: bytes, reason: str) -> None:
 
 
 def test_non_bytes_value_does_not_raise() -> None:
-    batch, dead = decode_batch([None, tick_bytes()])  # type: ignore[list-item]
+    items: list[object] = [None, tick_bytes()]
+    batch, dead = decode_batch(items)  # type: ignore[arg-type]
     assert len(batch) == 1
     assert dead[0].reason.startswith("value is not bytes")
 
 
 def test_origins_are_kept_for_kafka_batches() -> None:
     good, bad = tick_bytes(), b"{"
-    items = [RawBatch("market-ticks", 3, [10, 11, 15], [good, bad, good]), tick_bytes(seq=9)]
+    items: list[bytes | RawBatch] = [RawBatch("market-ticks", 3, [10, 11, 15], [good, bad, good]), tick_bytes(seq=9)]
     batch, dead = decode_batch(items)
     assert dead == [
         DeadLetter(kind="malformed", reason=dead[0].reason, raw=bad, topic="market-ticks", partition=3, offset=11)

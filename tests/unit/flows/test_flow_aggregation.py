@@ -1,0 +1,341 @@
+"""Tests of :mod:`flows.aggregation`: exact bars, late ticks, timers, exactly-once finals, properties."""
+
+from __future__ import annotations
+
+import pickle
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.bar import TIMEFRAMES, Bar
+from contracts.tick import Tick, encode_tick
+from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, partial_bars
+from flows.decode import DeadLetter, decode_batch
+
+T0 = 1_705_276_800_000  # 2024-01-15 00:00:00 UTC, a day boundary
+MIN = 60_000
+BACKFILL = AggregationConfig(close_on_system_time=False, live_enabled=False)
+
+
+def tick(ts: int, cents: int, volume: int = 100, ticker: str = "AAA", seq: int = 0) -> bytes:
+    price = cents / 100
+    return encode_tick(
+        Tick(
+            ticker=ticker, seq=seq, timestamp=ts, price=price, bid=(cents - 1) / 100, ask=(cents + 1) / 100,
+            bid_size=1, ask_size=1, volume=volume,
+        )
+    )  # fmt: skip
+
+
+@dataclass
+class Run:
+    finals: list[Bar]
+    lives: list[Bar]
+    late: list[DeadLetter]
+    duplicates: int
+
+
+class Driver:
+    """The flow's logic without Bytewax: decode, pre-aggregate, one TickerBars per ticker."""
+
+    def __init__(self, config: AggregationConfig = BACKFILL) -> None:
+        self.config = config
+        self.tickers: dict[str, TickerBars] = {}
+        self.run = Run([], [], [], 0)
+
+    def feed(self, values: list[bytes], now_ms: int = 0) -> Driver:
+        batch, dead = decode_batch(values)
+        assert dead == []
+        result = partial_bars(batch, self.config.lengths[0], self.config.grace_ms)
+        self.run.late.extend(result.late)
+        per: dict[str, list[TickChunk]] = defaultdict(list)
+        for ticker, chunk in result.chunks:
+            per[ticker].append(chunk)
+        for ticker, chunks in per.items():
+            bars = self.tickers.setdefault(ticker, TickerBars(self.config, ticker))
+            self._collect(bars.on_chunks(chunks, now_ms))
+        return self
+
+    def clock(self, now_ms: int) -> Driver:
+        for bars in self.tickers.values():
+            self._collect(bars.on_time(now_ms))
+        return self
+
+    def _collect(self, emitted: Emitted) -> None:
+        self.run.finals.extend(emitted.finals)
+        self.run.lives.extend(emitted.lives)
+        self.run.late.extend(emitted.late)
+        self.run.duplicates += emitted.duplicates_suppressed
+
+    def final(self, timeframe: str, ticker: str = "AAA") -> list[Bar]:
+        return [b for b in self.run.finals if b.timeframe == timeframe and b.ticker == ticker]
+
+
+def test_one_minute_bar_is_exact() -> None:
+    d = Driver().feed(
+        [
+            tick(T0 + 1_000, 15_234, 100),
+            tick(T0 + 2_000, 15_240, 300),
+            tick(T0 + 3_000, 15_201, 100),
+            tick(T0 + 59_999, 15_222, 0),
+        ]  # fmt: skip
+    )
+    assert d.run.finals == []  # the window is still open
+    d.feed([tick(T0 + MIN + 2_000, 15_300)])  # watermark = end + grace: closes [T0, T0+1m)
+    (bar,) = d.final("1m")
+    assert (bar.start, bar.end) == (T0, T0 + MIN)
+    assert (bar.open, bar.high, bar.low, bar.close) == (152.34, 152.40, 152.01, 152.22)
+    assert (bar.volume, bar.trades, bar.first_tick, bar.last_tick) == (500, 4, T0 + 1_000, T0 + 59_999)
+    assert bar.vwap == (15_234 * 100 + 15_240 * 300 + 15_201 * 100) / 500 / 100
+    assert bar.final
+    assert bar.indicators is not None
+    assert bar.indicators.sma_20 is None
+
+
+def test_zero_volume_bar_has_vwap_equal_to_close() -> None:
+    d = Driver().feed([tick(T0, 10_000, 0), tick(T0 + 5, 10_002, 0), tick(T0 + 10 * MIN, 10_000)])
+    (bar,) = d.final("1m")
+    assert bar.volume == 0
+    assert bar.vwap == bar.close == 100.02
+
+
+def test_out_of_order_within_grace_is_accepted_in_event_time_order() -> None:
+    d = Driver().feed([tick(T0 + 30_000, 10_010), tick(T0 + MIN + 500, 10_050), tick(T0 + 10_000, 10_000)])
+    d.feed([tick(T0 + MIN + 1_000, 10_060), tick(T0 + 59_000, 10_020)])  # watermark 61.0 s < end + grace
+    d.feed([tick(T0 + 5 * MIN, 10_000)])
+    first = d.final("1m")[0]
+    assert (first.open, first.close, first.trades) == (100.00, 100.20, 3)
+    assert d.run.late == []
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_late_tick_is_dead_lettered_and_never_changes_the_final_bar(split: bool) -> None:
+    on_time = [tick(T0 + 1_000, 10_000), tick(T0 + MIN + 2_000, 10_100)]  # closes [T0, T0+1m)
+    late = tick(T0 + 59_000, 99_900)
+    d = Driver()
+    if split:
+        d.feed(on_time).feed([late])
+    else:
+        d.feed([*on_time, late])
+    d.feed([tick(T0 + 10 * MIN, 10_000)])
+    assert [x.raw for x in d.run.late] == [late]
+    assert d.run.late[0].kind == "late"
+    assert "late tick" in d.run.late[0].reason
+    bars = d.final("1m")
+    assert [b.start for b in bars] == [T0, T0 + MIN]
+    assert bars[0].high == 100.00
+    assert bars[0].trades == 1
+
+
+def test_tick_exactly_at_grace_boundary_is_late_and_one_ms_before_is_not() -> None:
+    d = Driver().feed([tick(T0, 10_000), tick(T0 + MIN + 1_999, 10_000), tick(T0 + 59_999, 10_001)])
+    assert d.run.late == []
+    d.feed([tick(T0 + MIN + 2_000, 10_000), tick(T0 + 59_999, 10_002)])
+    assert len(d.run.late) == 1
+
+
+def test_windows_align_to_utc_epoch_and_empty_intervals_make_no_bar() -> None:
+    d = Driver().feed([tick(T0 + 17_000, 10_000), tick(T0 + 4 * MIN + 1, 10_000), tick(T0 + 2 * 86_400_000, 10_000)])
+    assert [b.start for b in d.final("1m")] == [T0, T0 + 4 * MIN]
+    assert [b.start for b in d.final("5m")] == [T0]
+    assert [(b.start, b.end) for b in d.final("1d")] == [(T0, T0 + 86_400_000)]
+    for b in d.run.finals:
+        assert b.start % TIMEFRAMES[b.timeframe] == 0
+
+
+def test_quiet_ticker_closes_on_the_clock_in_live_mode() -> None:
+    live = AggregationConfig(live_enabled=False)
+    bars = TickerBars(live, "AAA")
+    d = Driver(live)
+    d.tickers["AAA"] = bars
+    d.feed([tick(T0 + 1_000, 10_000)], now_ms=T0 + 1_100)
+    assert bars.next_deadline_ms() == T0 + MIN + 2_000
+    d.clock(T0 + MIN + 1_999)
+    assert d.run.finals == []
+    d.clock(T0 + MIN + 2_000)
+    assert [b.timeframe for b in d.run.finals] == ["1m"]
+    # a tick for the closed window arriving afterwards is late, even though its event time is the newest
+    d.feed([tick(T0 + 59_000, 10_500)], now_ms=T0 + MIN + 2_500)
+    assert len(d.run.late) == 1
+    d.clock(T0 + 2 * 86_400_000)
+    assert sorted(b.timeframe for b in d.run.finals) == sorted(TIMEFRAMES)
+    assert d.tickers["AAA"].next_deadline_ms() is None
+
+
+def test_backfill_mode_ignores_the_clock() -> None:
+    d = Driver().feed([tick(T0 + 1_000, 10_000)], now_ms=T0 + 10 * 86_400_000)
+    d.clock(T0 + 10 * 86_400_000)
+    assert d.run.finals == []
+    assert d.run.late == []
+    assert d.tickers["AAA"].next_deadline_ms() is None
+
+
+def test_a_window_is_never_finalized_twice() -> None:
+    """Even if the open window is recreated (what a reopened Bytewax window would do), no second final."""
+    d = Driver().feed([tick(T0 + 1_000, 10_000), tick(T0 + 3 * MIN, 10_000)])
+    bars = d.tickers["AAA"]
+    assert len(d.final("1m")) == 1
+    state = bars.state
+    # simulate a reopened window: inject an open accumulator for the already final [T0, T0+1m) window
+    state.open_base[T0] = state.open_base[T0 + 3 * MIN].copy(T0)
+    state.frontier = state.watermark = T0  # and a state that forgot how far it had closed
+    d.feed([tick(T0 + 10 * MIN, 10_000)])
+    assert [b.start for b in d.final("1m")] == [T0, T0 + 3 * MIN]
+    assert d.run.duplicates == 1
+    # and ticks for a window already final are late even when the watermark would accept them
+    d.tickers["AAA"].state.frontier = d.tickers["AAA"].state.watermark = T0
+    d.feed([tick(T0 + 2_000, 10_000)])
+    assert len(d.run.late) == 1
+    assert len(d.final("1m")) == 2
+
+
+def test_snapshot_restore_resumes_identically() -> None:
+    values = [tick(T0 + i * 7_919, 10_000 + (i * 37) % 200, i % 500) for i in range(400)]
+    whole = Driver().feed(values)
+    part = Driver().feed(values[:150])
+    restored = pickle.loads(pickle.dumps(part.tickers["AAA"].snapshot()))
+    part.tickers["AAA"] = TickerBars(BACKFILL, "AAA", restored)
+    part.feed(values[150:])
+    assert part.run.finals == whole.run.finals
+
+
+def test_live_bars_are_throttled_and_not_final() -> None:
+    cfg = AggregationConfig(close_on_system_time=False, live_interval_ms=250)
+    d = Driver(cfg)
+    d.feed([tick(T0 + 1_000, 10_000)], now_ms=1_000)
+    assert sorted(b.timeframe for b in d.run.lives) == sorted(TIMEFRAMES)
+    assert not any(b.final for b in d.run.lives)
+    d.feed([tick(T0 + 2_000, 10_100)], now_ms=1_100)
+    assert len(d.run.lives) == 5  # throttled
+    d.feed([tick(T0 + 3_000, 10_050)], now_ms=1_250)
+    assert len(d.run.lives) == 10
+    latest_5m = [b for b in d.run.lives if b.timeframe == "5m"][-1]
+    assert (latest_5m.high, latest_5m.close, latest_5m.trades) == (101.0, 100.5, 3)
+    by_ticks = Driver(AggregationConfig(close_on_system_time=False, live_interval_ms=10**9, live_every_ticks=2))
+    by_ticks.feed([tick(T0 + 1_000, 10_000)], now_ms=10**9 + 1).feed([tick(T0 + 1_500, 10_000)], now_ms=10**9 + 2)
+    by_ticks.feed([tick(T0 + 1_600, 10_000)], now_ms=10**9 + 3).feed([tick(T0 + 1_700, 10_000)], now_ms=10**9 + 4)
+    assert len(by_ticks.run.lives) == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"timeframes": ()}, {"timeframes": ("1m", "2m")}, {"timeframes": ("5m", "1m")}, {"grace_ms": -1}],
+)
+def test_invalid_config_is_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="="):
+        AggregationConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- property tests against a tick-by-tick reference ---------------------------------------------------------
+
+
+Expected = dict[tuple[str, int], tuple[int, int, int, int, int, int, int]]
+
+
+def reference(ticks: list[tuple[str, int, int, int]], grace: int, timeframe_ms: int, base_ms: int = MIN) -> Expected:
+    """Final bars by brute force: per ticker, a tick is late iff base end + grace <= max earlier event time;
+    windows closed by the last watermark are final; OHLC in (event time, arrival) order."""
+    watermark: dict[str, int] = {}
+    accepted: dict[tuple[str, int], list[tuple[int, int, int, int]]] = defaultdict(list)
+    for arrival, (ticker, ts, cents, vol) in enumerate(ticks):
+        end = ts // base_ms * base_ms + base_ms
+        if ticker in watermark and end + grace <= watermark[ticker]:
+            continue
+        watermark[ticker] = max(watermark.get(ticker, ts), ts)
+        accepted[ticker, ts // timeframe_ms * timeframe_ms].append((ts, arrival, cents, vol))
+    out: Expected = {}
+    for (ticker, start), rows in accepted.items():
+        if start + timeframe_ms + grace > watermark[ticker]:
+            continue
+        rows.sort()
+        prices = [r[2] for r in rows]
+        vol = sum(r[3] for r in rows)
+        pv = sum(r[2] * r[3] for r in rows)
+        out[ticker, start] = (prices[0], max(prices), min(prices), prices[-1], vol, pv, len(rows))
+    return out
+
+
+tick_streams = st.lists(
+    st.tuples(
+        st.sampled_from(["AAA", "BBB", "CCC"]),
+        st.integers(0, 40 * MIN),
+        st.integers(9_000, 11_000),
+        st.integers(0, 5_000),
+    ),
+    min_size=1,
+    max_size=150,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ticks=tick_streams, cuts=st.lists(st.integers(0, 150), max_size=4), grace=st.sampled_from([0, 2_000, 90_000]))
+def test_bars_equal_the_reference_and_hold_invariants(ticks, cuts, grace) -> None:  # type: ignore[no-untyped-def]
+    # a gentle drift forward so streams look like markets, with hypothesis choosing the disorder
+    stream = [(t, T0 + ts + i * 1_000, c, v) for i, (t, ts, c, v) in enumerate(ticks)]
+    values = [tick(ts, c, v, ticker=t, seq=i) for i, (t, ts, c, v) in enumerate(stream)]
+    cfg = AggregationConfig(grace_ms=grace, close_on_system_time=False, live_enabled=False)
+    d = Driver(cfg)
+    bounds = [0, *sorted(c for c in cuts if c < len(values)), len(values)]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        if hi > lo:
+            d.feed(values[lo:hi])
+    for tf in cfg.timeframes:
+        length = TIMEFRAMES[tf]
+        expected = reference(stream, grace, length)
+        got = {
+            (b.ticker, b.start): (
+                round(b.open * 100), round(b.high * 100), round(b.low * 100), round(b.close * 100), b.volume,
+                b.trades,
+            )
+            for b in d.run.finals
+            if b.timeframe == tf
+        }  # fmt: skip
+        assert got == {k: (o, h, lo_, c, v, n) for k, (o, h, lo_, c, v, _, n) in expected.items()}, tf
+        for b in d.run.finals:
+            assert b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high
+            assert b.low - 1e-9 <= b.vwap <= b.high + 1e-9
+    # five (or fewer, non-empty) 1m bars sum to their 5m bar; OHLC consistent across timeframes
+    ones = defaultdict(list)
+    for b in d.run.finals:
+        if b.timeframe == "1m":
+            ones[b.ticker, b.start // (5 * MIN) * (5 * MIN)].append(b)
+    for b in d.run.finals:
+        if b.timeframe != "5m":
+            continue
+        parts = sorted(ones[b.ticker, b.start], key=lambda x: x.start)
+        assert sum(p.volume for p in parts) == b.volume
+        assert sum(p.trades for p in parts) == b.trades
+        assert (parts[0].open, parts[-1].close) == (b.open, b.close)
+        assert max(p.high for p in parts) == b.high
+        assert min(p.low for p in parts) == b.low
+    # accepted + late = all ticks
+    accepted = sum(b.trades for b in d.run.finals if b.timeframe == "1m")
+    still_open = sum(a.trades for bars in d.tickers.values() for a in bars.state.open_base.values())
+    assert accepted + still_open + len(d.run.late) == len(values)
+
+
+def test_batch_with_many_tickers_matches_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    n = 3_000
+    names = [f"T{i:03d}" for i in range(40)]
+    ts = T0 + np.sort(rng.integers(0, 30 * MIN, n)) + rng.integers(-15_000, 15_000, n)
+    values = [
+        tick(int(t), int(c), int(v), ticker=names[k], seq=i)
+        for i, (t, c, v, k) in enumerate(
+            zip(ts, rng.integers(9_000, 11_000, n), rng.integers(0, 1_000, n), rng.integers(0, 40, n), strict=True)
+        )
+    ]
+    batched = Driver()
+    for i in range(0, n, 1_000):
+        batched.feed(values[i : i + 1_000])
+    single = Driver()
+    for v in values:
+        single.feed([v])
+    key = lambda b: (b.ticker, b.timeframe, b.start)  # noqa: E731
+    assert sorted(batched.run.finals, key=key) == sorted(single.run.finals, key=key)
+    assert sorted(x.raw for x in batched.run.late) == sorted(x.raw for x in single.run.late)
+    assert len(batched.run.late) > 0
