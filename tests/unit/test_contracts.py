@@ -1,0 +1,130 @@
+"""The wire contracts: invariants at construction, exact price formatting, and agreement with the JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.errors import ContractError
+from contracts import Bar, Indicators, Tick, decode_bar, decode_tick, encode_bar, encode_tick
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
+TS = 1_705_318_245_123
+
+
+def _tick(**kw: object) -> Tick:
+    base: dict[str, object] = {
+        "ticker": "SYNTH",
+        "seq": 1,
+        "timestamp": TS,
+        "price": 152.34,
+        "bid": 152.33,
+        "ask": 152.35,
+        "bid_size": 300,
+        "ask_size": 500,
+        "volume": 12_500,
+    }
+    base.update(kw)
+    return Tick(**base)  # type: ignore[arg-type]
+
+
+def _schema(name: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMAS / name).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_tick_round_trips_and_matches_schema() -> None:
+    raw = encode_tick(_tick())
+    assert decode_tick(raw) == _tick()
+    _schema("tick.v1.json").validate(json.loads(raw))
+    assert b'"price":152.34' in raw
+
+
+@given(cents=st.integers(min_value=1, max_value=10**9))
+def test_prices_on_the_cent_grid_are_written_exactly(cents: int) -> None:
+    price = cents / 100
+    raw = encode_tick(_tick(price=price, bid=price, ask=(cents + 1) / 100))
+    text = json.loads(raw)
+    assert round(text["price"] * 100) == cents
+    written = raw.split(b'"price":')[1].split(b",")[0].decode()
+    assert len(written.partition(".")[2]) <= 2, written
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"price": 0.0}, "price must be > 0"),
+        ({"bid": 152.35, "ask": 152.35}, "bid < ask"),
+        ({"price": 152.345}, "not on the $0.01 grid"),
+        ({"volume": -1}, "sizes must be >= 0"),
+        ({"timestamp": 1_705_318_245}, "epoch milliseconds"),
+        ({"version": 2}, "unsupported version"),
+        ({"ticker": ""}, "ticker must be"),
+    ],
+)
+def test_invalid_ticks_are_rejected_with_a_reason(change: dict[str, object], reason: str) -> None:
+    with pytest.raises(ContractError, match=reason.replace("$", r"\$").replace(".", r"\.")):
+        _tick(**change)
+    bad = msgspec.json.encode({**msgspec.structs.asdict(_tick()), **change})
+    with pytest.raises(ContractError, match="does not match contract"):
+        decode_tick(bad)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"ticker": 1}', b"[1,2]", b""])
+def test_malformed_bytes_raise_contract_error(raw: bytes) -> None:
+    with pytest.raises(ContractError):
+        decode_tick(raw)
+
+
+def _bar(**kw: object) -> Bar:
+    base: dict[str, object] = {
+        "ticker": "SYNTH",
+        "timeframe": "5m",
+        "start": 1_705_318_200_000,
+        "end": 1_705_318_500_000,
+        "open": 150.0,
+        "high": 151.0,
+        "low": 149.5,
+        "close": 150.5,
+        "volume": 1000,
+        "vwap": 150.2,
+        "trades": 10,
+        "first_tick": 1_705_318_200_100,
+        "last_tick": 1_705_318_499_900,
+        "final": True,
+        "indicators": Indicators(sma_20=150.1),
+    }
+    base.update(kw)
+    return Bar(**base)  # type: ignore[arg-type]
+
+
+def test_bar_round_trips_and_matches_schema() -> None:
+    raw = encode_bar(_bar())
+    assert decode_bar(raw) == _bar()
+    _schema("bar.v1.json").validate(json.loads(raw))
+    _schema("bar.v1.json").validate(json.loads(encode_bar(_bar(final=False, indicators=None))))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"low": 150.1},  # low above open
+        {"high": 150.4},  # high below close
+        {"vwap": 152.0},  # vwap outside [low, high]
+        {"start": 1_705_318_200_001, "end": 1_705_318_500_001},  # not aligned
+        {"timeframe": "2m"},
+        {"trades": 0},
+        {"last_tick": 1_705_318_500_000},  # outside the half-open window
+    ],
+)
+def test_invalid_bars_are_rejected(change: dict[str, object]) -> None:
+    with pytest.raises(ContractError):
+        _bar(**change)
