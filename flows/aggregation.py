@@ -41,6 +41,7 @@ Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 class TickChunk(NamedTuple):
     """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start)."""
 
+    ticker: str
     segments: list[Segment]
     raws: list[bytes]
     origins: list[Origin | None] | None
@@ -184,6 +185,7 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
         newest = ticks[order_list[r1 - 1]]
         latest.append(newest)
         chunk = TickChunk(
+            newest.ticker,
             segments[seg_bounds[g] : seg_bounds[g + 1]],
             raws_s[r0:r1],
             origins_s[r0:r1] if origins_s is not None else None,

@@ -1,0 +1,172 @@
+"""The bars dataflow: ``python -m bytewax.run flows.bars``.
+
+Wiring only; the logic lives in :mod:`flows.decode`, :mod:`flows.aggregation` and :mod:`flows.indicators`::
+
+    market_ticks ─▶ decode_and_partial_1m ─┬─▶ dead letters (malformed, late within a batch) ─┐
+    (raw values)    (flat_map_batch: decode │                                                  ├─▶ dead_letters_out
+                     a whole batch, NumPy   ├─▶ latest_ticks_out (newest tick per ticker/batch) │
+                     partial 1m bars)       └─▶ bars_per_ticker (stateful_batch, key = ticker) ─┤
+                                                 ├─▶ final_bars_out   (1m..1d, indicators)      │
+                                                 ├─▶ live_bars_out    (throttled partial bars)  │
+                                                 └─▶ late ticks ────────────────────────────────┘
+
+:func:`build_flow` takes the source and sinks, so tests run it with ``TestingSource``/``TestingSink``. The
+module attribute ``flow`` is built on first access by :func:`_production_flow` from ``flows.sources`` and
+``flows.sinks`` (imported lazily, so this module imports without Kafka or database clients).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeAlias, TypeGuard
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from contracts.bar import Bar
+from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerState, partial_bars
+from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
+from flows.settings import FlowSettings
+
+#: What the source emits: plain values (tests, ``TestingSource``) or whole Kafka partition batches.
+RawItem: TypeAlias = bytes | RawBatch
+#: What ``decode_and_partial_1m`` emits: keyed chunks, dead letters and one list of newest ticks per batch.
+_Prepared: TypeAlias = tuple[str, TickChunk] | DeadLetter | list[WireTick]
+_BarOut: TypeAlias = Bar | DeadLetter
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, TickerState]):
+    """Bytewax adapter around one ticker's :class:`~flows.aggregation.TickerBars`; never discards its state,
+    so the per-timeframe "last final start" guard survives for the life of the flow (and in snapshots)."""
+
+    __slots__ = ("bars", "config")
+
+    def __init__(self, config: AggregationConfig, resume: TickerState | None) -> None:
+        self.config = config
+        # the builder never sees the key: a new ticker's state is created from its first chunk
+        self.bars = TickerBars(config, resume.ticker, resume) if resume is not None else None
+
+    def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
+        if self.bars is None:
+            self.bars = TickerBars(self.config, values[0].ticker)
+        return _items(self.bars.on_chunks(values, _now_ms())), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[_BarOut], bool]:
+        if self.bars is None:
+            return (), StatefulBatchLogic.RETAIN
+        return _items(self.bars.on_time(_now_ms())), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        deadline = self.bars.next_deadline_ms() if self.bars is not None else None
+        return None if deadline is None else datetime.fromtimestamp(deadline / 1000, tz=UTC)
+
+    def snapshot(self) -> TickerState:
+        assert self.bars is not None, "Bytewax snapshots a key only after on_batch created its state"
+        return self.bars.snapshot()
+
+
+def _items(emitted: Emitted) -> list[_BarOut]:
+    if not (emitted.lives or emitted.late):
+        return emitted.finals  # type: ignore[return-value]  # list[Bar] is a list[_BarOut] here
+    out: list[_BarOut] = [*emitted.finals, *emitted.lives, *emitted.late]
+    return out
+
+
+def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
+    return isinstance(item, DeadLetter)
+
+
+def _is_tick_list(item: object) -> TypeGuard[list[WireTick]]:
+    return isinstance(item, list)
+
+
+def _is_bar(item: object) -> TypeGuard[Bar]:
+    return isinstance(item, Bar)
+
+
+def _is_final(bar: Bar) -> bool:
+    return bar.final
+
+
+def build_flow(
+    source: Source[RawItem],
+    *,
+    final_sink: Sink[Bar],
+    dead_letter_sink: Sink[DeadLetter],
+    live_sink: Sink[Bar] | None = None,
+    latest_sink: Sink[list[WireTick]] | None = None,
+    settings: FlowSettings | None = None,
+    flow_id: str = "bars",
+) -> Dataflow:
+    """The bars dataflow over ``source`` (items: raw ``bytes`` values or :class:`RawBatch` es) into the sinks.
+
+    ``final_sink`` gets each final bar once (with indicators), ``live_sink`` the throttled partial bars,
+    ``dead_letter_sink`` malformed and late ticks, ``latest_sink`` one list per source batch with the newest
+    tick of each ticker in it (latest quote / last price). Sinks must be idempotent: with recovery on, the
+    output since the last snapshot is replayed after a restart.
+    """
+    settings = settings if settings is not None else FlowSettings()
+    config = settings.aggregation_config()
+    base_ms, grace_ms = config.lengths[0], config.grace_ms
+
+    def prepare(items: list[RawItem]) -> list[_Prepared]:
+        batch, dead = decode_batch(items)
+        result = partial_bars(batch, base_ms, grace_ms)
+        out: list[_Prepared] = [*dead, *result.late, *result.chunks]
+        if result.latest:
+            out.append(result.latest)
+        return out
+
+    flow = Dataflow(flow_id)
+    raw = op.input("market_ticks", flow, source)
+    prepared = op.flat_map_batch("decode_and_partial_1m", raw, prepare)
+    split_dead = op.branch("split_malformed", prepared, _is_dead_letter)
+    split_latest = op.branch("split_latest_ticks", split_dead.falses, _is_tick_list)
+    chunks: Any = split_latest.falses  # (ticker, TickChunk) pairs: already a keyed stream
+    bars = op.stateful_batch("bars_per_ticker", chunks, lambda resume: BarsLogic(config, resume))
+    bar_items = op.key_rm("drop_ticker_key", bars)
+    split_bars = op.branch("split_bars_from_late", bar_items, _is_bar)
+    split_final = op.branch("split_final_live", split_bars.trues, _is_final)
+    late: Any = split_bars.falses  # everything not a Bar is a DeadLetter
+    dead_letters: Stream[DeadLetter] = op.merge("all_dead_letters", split_dead.trues, late)
+    op.output("final_bars_out", split_final.trues, final_sink)
+    op.output("dead_letters_out", dead_letters, dead_letter_sink)
+    if live_sink is not None:
+        op.output("live_bars_out", split_final.falses, live_sink)
+    if latest_sink is not None:
+        op.output("latest_ticks_out", split_latest.trues, latest_sink)
+    return flow
+
+
+def _production_flow() -> Dataflow:
+    """The deployed flow: Kafka ``market-ticks`` in; PostgreSQL, Redis, ``market-bars`` and DLQ out."""
+    # lazy: Kafka and database clients are only imported where the flow really runs
+    sources: Any = importlib.import_module("flows.sources")
+    sinks: Any = importlib.import_module("flows.sinks")
+    settings = FlowSettings()
+    return build_flow(
+        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
+        final_sink=sinks.final_bar_sink(settings),
+        live_sink=sinks.live_bar_sink(settings) if settings.live_enabled else None,
+        dead_letter_sink=sinks.dead_letter_sink(settings),
+        latest_sink=sinks.latest_tick_sink(settings),
+        settings=settings,
+    )
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow`` is built on first access (PEP 562), which is what ``python -m bytewax.run flows.bars`` does."""
+    if name == "flow":
+        return _production_flow()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

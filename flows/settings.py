@@ -1,0 +1,102 @@
+"""Settings of the bars flow (env prefix ``FLOW_``), on top of the shared connection settings.
+
+List-valued settings accept JSON or comma-separated values, e.g. ``FLOW_TIMEFRAMES=1m,5m,1h`` or
+``FLOW_SMA_PERIODS=[10,30,100]``. Construction fails fast, naming the offending field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from common.settings import BASE_CONFIG, SharedSettings
+from flows.aggregation import AggregationConfig
+from flows.indicators import IndicatorConfig
+
+
+def _split(value: Any) -> Any:
+    """``"1m, 5m"`` -> ``["1m", "5m"]``; JSON lists and Python sequences pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            text = text[1:-1]
+        return [part.strip().strip("\"'") for part in text.split(",") if part.strip()]
+    return value
+
+
+class FlowSettings(SharedSettings):
+    """Configuration of ``flows.bars``; every field is read from ``FLOW_<NAME>``."""
+
+    # hide_input_in_errors: a model-level error would otherwise echo every input, secrets included
+    model_config = SettingsConfigDict(**BASE_CONFIG, env_prefix="FLOW_", hide_input_in_errors=True)
+
+    #: "live": windows also close on the system clock (quiet tickers); "backfill": on event time only
+    mode: Literal["live", "backfill"] = "live"
+    timeframes: Annotated[tuple[str, ...], NoDecode] = ("1m", "5m", "15m", "1h", "1d")
+    grace_ms: int = Field(2_000, ge=0, le=3_600_000)
+    live_enabled: bool = True
+    live_interval_ms: int = Field(250, ge=0)
+    live_every_ticks: int = Field(0, ge=0)
+    sma_periods: Annotated[tuple[int, int, int], NoDecode] = (20, 50, 200)
+    ema_periods: Annotated[tuple[int, int], NoDecode] = (12, 26)
+    rsi_period: int = 14
+    macd_fast: int = 12
+    macd_slow: int = 26
+    macd_signal: int = 9
+    bb_period: int = 20
+    bb_nbdev: float = 2.0
+    #: upper bound of values per source batch (the Kafka source's consume size)
+    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    #: Prometheus exporter port of the flow process; 0 disables it
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    #: Bytewax recovery database directory (``-r``); None runs without recovery
+    recovery_dir: Path | None = None
+    #: emit flat bars for empty intervals; not supported yet, so only False is accepted
+    gap_fill: bool = False
+    consumer_group: str = Field("flows-bars", min_length=1)
+
+    @field_validator("timeframes", "sma_periods", "ema_periods", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("gap_fill")
+    @classmethod
+    def _no_gap_fill(cls, value: bool) -> bool:
+        if value:
+            msg = "gap_fill=True is not supported yet: empty intervals produce no bar"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _check_aggregation(self) -> Self:
+        self.aggregation_config()  # raises ValueError naming the field, wrapped by pydantic
+        return self
+
+    def indicator_config(self) -> IndicatorConfig:
+        """The indicator periods as the pure-logic config."""
+        return IndicatorConfig(
+            sma_periods=self.sma_periods,
+            ema_periods=self.ema_periods,
+            rsi_period=self.rsi_period,
+            macd_fast=self.macd_fast,
+            macd_slow=self.macd_slow,
+            macd_signal=self.macd_signal,
+            bb_period=self.bb_period,
+            bb_nbdev=self.bb_nbdev,
+        )
+
+    def aggregation_config(self) -> AggregationConfig:
+        """The aggregation settings as the pure-logic config."""
+        return AggregationConfig(
+            timeframes=self.timeframes,
+            grace_ms=self.grace_ms,
+            close_on_system_time=self.mode == "live",
+            live_enabled=self.live_enabled,
+            live_interval_ms=self.live_interval_ms,
+            live_every_ticks=self.live_every_ticks,
+            indicators=self.indicator_config(),
+        )
