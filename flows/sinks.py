@@ -1,0 +1,518 @@
+"""Idempotent sinks of the flows: PostgreSQL (ticks archive, bars), Redis, Kafka (bars, dead letters).
+
+Every sink tolerates replays after a crash (Bytewax resumes from its last snapshot, so a batch may be written
+again): ticks are inserted ``ON CONFLICT DO NOTHING`` on (ticker, time, seq), bars upserted on
+(ticker, timeframe, time), Redis keys overwritten, and Kafka consumers key on (ticker, timeframe, start).
+Transient failures are retried with exponential backoff; a write that still fails raises :class:`SinkError`,
+which stops the process so the supervisor restarts it from the last snapshot — nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import msgspec
+import psycopg
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+from prometheus_client import Counter, Histogram
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from common.errors import SinkError
+from common.settings import SharedSettings
+from contracts import redis_keys
+from contracts.bar import Bar, encode_bar, timeframe_ms
+from flows.decode import DeadLetter, DecodedBatch, WireTick
+
+log = logging.getLogger(__name__)
+X = TypeVar("X")
+
+SINK_SECONDS = Histogram(
+    "flow_sink_write_seconds",
+    "Time to write one batch to a sink",
+    ["sink"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SINK_ROWS = Counter("flow_sink_rows_total", "Rows/messages written by a sink", ["sink"])
+SINK_ERRORS = Counter("flow_sink_errors_total", "Failed sink write attempts (retried)", ["sink"])
+DEAD_LETTERS = Counter("flow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
+
+_TRANSIENT = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, BufferError, TimeoutError)
+
+
+def _retrying(sink: str) -> Callable[[Callable[..., X]], Callable[..., X]]:
+    def count(_state: object) -> None:
+        SINK_ERRORS.labels(sink).inc()
+
+    return retry(
+        retry=retry_if_exception_type(_TRANSIENT),
+        wait=wait_exponential(multiplier=0.2, max=10),
+        stop=stop_after_attempt(8),
+        before_sleep=count,
+        reraise=True,
+    )
+
+
+def _ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class _Partitions:
+    """Creates native range partitions ahead of writes (no-op on TimescaleDB, which chunks by itself)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], table: str, monthly: bool) -> None:
+        row = conn.execute("SELECT to_regproc('md_ensure_partitions') IS NOT NULL").fetchone()
+        self._native = bool(row and row[0])
+        self._table = table
+        self._monthly = monthly
+        self._covered: set[int] = set()
+
+    def _period(self, ms: int) -> int:
+        if not self._monthly:
+            return ms // 86_400_000
+        dt = _ms_to_dt(ms)
+        return dt.year * 12 + dt.month - 1
+
+    def ensure(self, conn: psycopg.Connection[Any], lo_ms: int, hi_ms: int) -> None:
+        """Make sure partitions exist for every day (month) between ``lo_ms`` and ``hi_ms``."""
+        if not self._native:
+            return
+        wanted = set(range(self._period(lo_ms), self._period(hi_ms) + 1))
+        if wanted <= self._covered:
+            return
+        step = timedelta(days=31) if self._monthly else timedelta(days=1)
+        interval = "1 month" if self._monthly else "1 day"
+        conn.execute(
+            "SELECT md_ensure_partitions(%s, %s, %s, %s::interval)",
+            (self._table, _ms_to_dt(lo_ms), _ms_to_dt(hi_ms) + step, interval),
+        )
+        self._covered |= wanted
+
+
+# --------------------------------------------------------------------------- PostgreSQL: tick archive
+
+_STAGE = """CREATE TEMP TABLE IF NOT EXISTS md_ticks_stage (
+    ts_ms bigint, ticker text, seq bigint, price float8, bid float8, ask float8,
+    bid_size integer, ask_size integer, volume bigint) ON COMMIT DELETE ROWS"""
+_MERGE = """INSERT INTO market_ticks (time, ticker, seq, price, bid, ask, bid_size, ask_size, volume)
+SELECT to_timestamp(ts_ms / 1000.0), ticker, seq, round(price::numeric, 2), round(bid::numeric, 2),
+       round(ask::numeric, 2), bid_size, ask_size, volume
+FROM md_ticks_stage ON CONFLICT DO NOTHING"""
+
+
+class _TickArchivePartition(StatelessSinkPartition[DecodedBatch]):
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn = self._connect()
+        self._parts = _Partitions(self._conn, "market_ticks", monthly=False)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._url)
+        conn.execute(_STAGE)
+        conn.commit()
+        return conn
+
+    def write_batch(self, items: list[DecodedBatch]) -> None:
+        ticks = [t for batch in items for t in batch.ticks]
+        if not ticks:
+            return
+        with SINK_SECONDS.labels("postgres_ticks").time():
+            self._write(ticks)
+        SINK_ROWS.labels("postgres_ticks").inc(len(ticks))
+
+    @_retrying("postgres_ticks")
+    def _write(self, ticks: Sequence[Any]) -> None:
+        try:
+            if self._conn.closed:
+                self._conn = self._connect()
+            lo = min(t.timestamp for t in ticks)
+            hi = max(t.timestamp for t in ticks)
+            self._parts.ensure(self._conn, lo, hi)
+            with self._conn.cursor() as cur:
+                with cur.copy(
+                    "COPY md_ticks_stage (ts_ms, ticker, seq, price, bid, ask, bid_size, ask_size, volume) FROM STDIN"
+                ) as copy:
+                    for t in ticks:
+                        copy.write_row(
+                            (t.timestamp, t.ticker, t.seq, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume)
+                        )
+                cur.execute(_MERGE)
+            self._conn.commit()
+        except psycopg.OperationalError:
+            self._conn.close()
+            raise
+        except psycopg.Error as err:
+            self._conn.rollback()
+            msg = f"writing {len(ticks)} ticks to market_ticks failed: {err}"
+            raise SinkError(msg) from err
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class TickArchiveSink(DynamicSink[DecodedBatch]):
+    """Every valid tick into ``market_ticks`` with COPY via a staging table, idempotent on (ticker, time, seq)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TickArchivePartition:
+        return _TickArchivePartition(self._url)
+
+
+# --------------------------------------------------------------------------- PostgreSQL: bars
+
+_BAR_COLUMNS = (
+    "time, ticker, timeframe, open, high, low, close, volume, vwap, trades, first_tick_time, last_tick_time,"
+    " sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
+)
+_INDICATORS = ("sma_20", "sma_50", "sma_200", "ema_12", "ema_26", "rsi_14", "macd", "macd_signal", "macd_hist",
+               "bb_upper", "bb_middle", "bb_lower")  # fmt: skip
+# built from the constant column list above, never from input
+_UPSERT_BARS = (
+    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) VALUES ("  # noqa: S608
+    + ", ".join(["%s"] * 3 + ["round(%s::numeric, 2)"] * 4 + ["%s"] * 17)
+    + ", now()) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
+    + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _BAR_COLUMNS.split(",")[3:])
+    + ", updated_at = now()"
+)
+
+
+def bar_row(bar: Bar) -> tuple[Any, ...]:
+    """The ``market_bars`` row of a final bar."""
+    ind = bar.indicators
+    values = tuple(getattr(ind, name) if ind is not None else None for name in _INDICATORS)
+    return (
+        _ms_to_dt(bar.start), bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume,
+        bar.vwap, bar.trades, _ms_to_dt(bar.first_tick), _ms_to_dt(bar.last_tick), *values,
+    )  # fmt: skip
+
+
+class _BarStorePartition(StatelessSinkPartition[Bar]):
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn = psycopg.connect(database_url)
+        self._parts = _Partitions(self._conn, "market_bars", monthly=True)
+
+    def write_batch(self, items: list[Bar]) -> None:
+        bars = [b for b in items if b.final]
+        if not bars:
+            return
+        with SINK_SECONDS.labels("postgres_bars").time():
+            self._write(bars)
+        SINK_ROWS.labels("postgres_bars").inc(len(bars))
+
+    @_retrying("postgres_bars")
+    def _write(self, bars: list[Bar]) -> None:
+        try:
+            if self._conn.closed:
+                self._conn = psycopg.connect(self._url)
+            self._parts.ensure(self._conn, min(b.start for b in bars), max(b.start for b in bars))
+            with self._conn.cursor() as cur:
+                cur.executemany(_UPSERT_BARS, [bar_row(b) for b in bars])
+            self._conn.commit()
+        except psycopg.OperationalError:
+            self._conn.close()
+            raise
+        except psycopg.Error as err:
+            self._conn.rollback()
+            msg = f"upserting {len(bars)} bars into market_bars failed: {err}"
+            raise SinkError(msg) from err
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class BarStoreSink(DynamicSink[Bar]):
+    """Final bars (with indicators) upserted into ``market_bars``; live bars are ignored here."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BarStorePartition:
+        return _BarStorePartition(self._url)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class _RedisPartition(StatelessSinkPartition[X]):
+    def __init__(self, url: str, name: str, write: Callable[[Any, list[X]], None]) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=10)
+        self._name = name
+        self._write_fn = write
+
+    def write_batch(self, items: list[X]) -> None:
+        if not items:
+            return
+        with SINK_SECONDS.labels(self._name).time():
+            self._write(items)
+        SINK_ROWS.labels(self._name).inc(len(items))
+
+    @_retrying("redis")
+    def _write(self, items: list[X]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        self._write_fn(pipe, items)
+        pipe.execute()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _write_bars(pipe: Any, bars: list[Bar]) -> None:
+    for bar in bars:
+        raw = encode_bar(bar)
+        if bar.final:
+            pipe.set(redis_keys.final_bar(bar.ticker, bar.timeframe), raw)
+            pipe.hset(redis_keys.indicators(bar.ticker), bar.timeframe, raw)
+        else:
+            ttl = redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe))
+            pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
+
+
+_TICK_ENCODER = msgspec.json.Encoder()
+
+
+def _write_quotes(pipe: Any, batches: list[list[WireTick]]) -> None:
+    latest: dict[str, WireTick] = {}
+    for ticks in batches:  # in arrival order: the last one per ticker wins
+        for tick in ticks:
+            latest[tick.ticker] = tick
+    for ticker, tick in latest.items():
+        # WireTick has the contract's fields in the contract's order: the same bytes as on Kafka
+        pipe.set(redis_keys.latest_price(ticker), _TICK_ENCODER.encode(tick))
+
+
+class RedisBarSink(DynamicSink[Bar]):
+    """Live bars (with TTL), final bars and the newest indicators per ticker/timeframe into Redis."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[Bar]:
+        return _RedisPartition(self._url, "redis_bars", _write_bars)
+
+
+class RedisQuoteSink(DynamicSink[list[WireTick]]):
+    """Lists of newest ticks per batch: the newest tick per ticker becomes ``latest_price:{ticker}``."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[list[WireTick]]:
+        return _RedisPartition(self._url, "redis_quotes", _write_quotes)
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class _KafkaPartition(StatelessSinkPartition[X]):
+    """Produces a batch and waits for its delivery before returning (so a snapshot never runs ahead)."""
+
+    def __init__(self, config: dict[str, Any], name: str, encode: Callable[[X], tuple[bytes, bytes, Any]]) -> None:
+        self._producer = Producer(config)
+        self._name = name
+        self._encode = encode
+        self._failed: list[str] = []
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._failed.append(str(err))
+
+    def write_batch(self, items: list[X]) -> None:
+        if not items:
+            return
+        with SINK_SECONDS.labels(self._name).time():
+            for item in items:
+                key, value, extra = self._encode(item)
+                self._produce(key, value, extra)
+            remaining = self._producer.flush(60)
+        if remaining or self._failed:
+            SINK_ERRORS.labels(self._name).inc()
+            msg = f"{self._name}: {remaining} messages undelivered, errors: {self._failed[:3]}"
+            self._failed.clear()
+            raise SinkError(msg)
+        SINK_ROWS.labels(self._name).inc(len(items))
+
+    def _produce(self, key: bytes, value: bytes, extra: Any) -> None:
+        topic, headers = extra
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+def _producer_config(bootstrap: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+    }
+
+
+class KafkaBarSink(DynamicSink[Bar]):
+    """Bars (live and final) to ``market-bars`` keyed by ticker (contract ``bar.v1``)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[Bar]:
+        topic = self._topic
+
+        def encode(bar: Bar) -> tuple[bytes, bytes, Any]:
+            return bar.ticker.encode(), encode_bar(bar), (topic, None)
+
+        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_bars", encode)
+
+
+def dead_letter_headers(dl: DeadLetter, stage: str) -> list[tuple[str, bytes]]:
+    """Kafka headers describing why and where from a message was dead-lettered (see docs/contracts.md)."""
+    headers = [("dlq.reason", dl.reason.encode()), ("dlq.kind", dl.kind.encode()), ("dlq.stage", stage.encode())]
+    if dl.topic is not None:
+        headers += [
+            ("dlq.source.topic", dl.topic.encode()),
+            ("dlq.source.partition", str(dl.partition).encode()),
+            ("dlq.source.offset", str(dl.offset).encode()),
+        ]
+    return headers
+
+
+class DeadLetterSink(DynamicSink[DeadLetter]):
+    """Rejected inputs to the dead-letter topic: the original bytes as value, reason and origin as headers."""
+
+    def __init__(self, bootstrap: str, topic: str, stage: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._stage = stage
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[DeadLetter]:
+        topic, stage = self._topic, self._stage
+
+        def encode(dl: DeadLetter) -> tuple[bytes, bytes, Any]:
+            DEAD_LETTERS.labels(dl.kind).inc()
+            log.warning("dead-lettered (%s) %s:%s@%s: %s", dl.kind, dl.topic, dl.partition, dl.offset, dl.reason)
+            return b"", dl.raw, (topic, dead_letter_headers(dl, stage))
+
+        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_dead_letter", encode)
+
+
+class _FanoutPartition(StatelessSinkPartition[X]):
+    def __init__(self, parts: list[StatelessSinkPartition[X]]) -> None:
+        self._parts = parts
+
+    def write_batch(self, items: list[X]) -> None:
+        for part in self._parts:  # in order: the database first, the notifications last
+            part.write_batch(items)
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+
+
+class FanoutSink(DynamicSink[X]):
+    """Writes every batch to several sinks in order (one Bytewax output, several destinations)."""
+
+    def __init__(self, *sinks: DynamicSink[X]) -> None:
+        self._sinks = sinks
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _FanoutPartition[X]:
+        return _FanoutPartition([s.build(step_id, worker_index, worker_count) for s in self._sinks])
+
+
+def final_bar_sink(settings: SharedSettings) -> FanoutSink[Bar]:
+    """Final bars: PostgreSQL, then Redis, then ``market-bars``."""
+    return FanoutSink(
+        BarStoreSink(settings.database_url.get_secret_value()),
+        RedisBarSink(settings.redis_url),
+        KafkaBarSink(settings.kafka_bootstrap_servers, settings.topic_bars),
+    )
+
+
+def live_bar_sink(settings: SharedSettings) -> FanoutSink[Bar]:
+    """Live (partial) bars: Redis with a TTL, and ``market-bars`` with ``final: false``."""
+    return FanoutSink(
+        RedisBarSink(settings.redis_url), KafkaBarSink(settings.kafka_bootstrap_servers, settings.topic_bars)
+    )
+
+
+def latest_tick_sink(settings: SharedSettings) -> RedisQuoteSink:
+    """Newest tick per ticker into ``latest_price:{ticker}``."""
+    return RedisQuoteSink(settings.redis_url)
+
+
+def dead_letter_sink(settings: SharedSettings, stage: str = "flows.bars") -> DeadLetterSink:
+    """Malformed and late ticks into the dead-letter topic."""
+    return DeadLetterSink(settings.kafka_bootstrap_servers, settings.topic_dead_letter, stage)
+
+
+def wait_for(check: Callable[[], object], what: str, timeout_s: float = 60.0) -> None:
+    """Retry ``check`` until it succeeds: flows start before their dependencies may be ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            check()
+            return
+        except Exception as err:
+            if time.monotonic() > deadline:
+                msg = f"{what} not reachable after {timeout_s:.0f} s: {err}"
+                raise SinkError(msg) from err
+            log.warning("waiting for %s: %s", what, err)
+            time.sleep(1.0)
+
+
+def chunked(items: Iterable[X], size: int) -> Iterable[list[X]]:
+    """Split ``items`` into lists of at most ``size``."""
+    chunk: list[X] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def apply_tick_retention(database_url: str, days: int, every_s: float = 3600.0) -> None:
+    """Keep ``days`` of raw ticks: a TimescaleDB retention policy, or hourly partition drops on plain PostgreSQL."""
+    import threading
+
+    def native_once() -> None:
+        with psycopg.connect(database_url) as conn:
+            dropped = conn.execute(
+                "SELECT md_drop_partitions_before('market_ticks', now() - make_interval(days => %s))", (days,)
+            ).fetchone()
+        if dropped and dropped[0]:
+            log.info("retention: dropped %d market_ticks partitions older than %d days", dropped[0], days)
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        timescale = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        if timescale:
+            conn.execute("SELECT remove_retention_policy('market_ticks', if_exists => true)")
+            conn.execute("SELECT add_retention_policy('market_ticks', make_interval(days => %s))", (days,))
+            return
+
+    def loop() -> None:
+        stop = threading.Event()
+        while not stop.wait(every_s):
+            try:
+                native_once()
+            except psycopg.Error as err:  # retried at the next tick of the timer
+                log.warning("tick retention failed: %s", err)
+
+    native_once()
+    threading.Thread(target=loop, name="tick-retention", daemon=True).start()

@@ -1,0 +1,66 @@
+"""``python -m bytewax.run flows.ticks``: the raw tick archive, every valid tick into ``market_ticks``.
+
+Reads ``market-ticks`` with the same lean source as the bars flow, decodes whole batches and writes them with
+COPY through a staging table, idempotent on (ticker, time, seq), so a replay after a crash adds no duplicate.
+Malformed values are only counted here (``flow_archive_rejected_total``): the bars flow owns the dead-letter
+topic, so each bad message is dead-lettered once, not once per flow. Retention: TimescaleDB's policy, or
+``md_drop_partitions_before`` run by this flow once an hour on plain PostgreSQL (``FLOW_TICKS_RETENTION_DAYS``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from prometheus_client import Counter
+
+from flows.decode import DecodedBatch, RawBatch, decode_batch
+
+log = logging.getLogger(__name__)
+
+REJECTED = Counter("flow_archive_rejected_total", "Malformed tick values skipped by the tick archive")
+
+
+def decode_for_archive(items: list[bytes | RawBatch]) -> list[DecodedBatch]:
+    """One decoded batch per source batch; malformed values are counted and left to the bars flow's DLQ."""
+    batch, dead = decode_batch(items)
+    if dead:
+        REJECTED.inc(len(dead))
+    return [batch] if len(batch) else []
+
+
+def build_flow(source: Source[Any], archive_sink: Sink[DecodedBatch], flow_id: str = "ticks") -> Dataflow:
+    """Source of raw tick values -> batch decode -> archive sink."""
+    flow = Dataflow(flow_id)
+    raw = op.input("market_ticks", flow, source)
+    decoded = op.flat_map_batch("decode_ticks", raw, decode_for_archive)
+    op.output("archive_market_ticks", decoded, archive_sink)
+    return flow
+
+
+def _production_flow() -> Dataflow:
+    from flows.settings import FlowSettings
+
+    sources: Any = importlib.import_module("flows.sources")
+    sinks: Any = importlib.import_module("flows.sinks")
+    observe: Any = importlib.import_module("flows.observe")
+    settings = FlowSettings()
+    observe.start_metrics_server(settings.metrics_port)
+    sinks.apply_tick_retention(settings.database_url.get_secret_value(), settings.ticks_retention_days)
+    return build_flow(
+        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
+        sinks.TickArchiveSink(settings.database_url.get_secret_value()),
+    )
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow`` is built on first access, which is what ``python -m bytewax.run flows.ticks`` does."""
+    if name == "flow":
+        return _production_flow()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
