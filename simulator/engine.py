@@ -16,7 +16,6 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from datetime import timedelta
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +24,7 @@ from common.errors import ConfigError
 from contracts.tick import Tick
 from simulator.microstructure import MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
-from simulator.session import Session, from_ms, intraday_volume_shape
+from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
 I64 = NDArray[np.int64]
@@ -108,25 +107,7 @@ class TickEngine:
     # -- clock
 
     def _block_starts(self, start_ms: int) -> Iterator[tuple[int, bool]]:
-        """(block start ms, overnight gap before it) in order, from the first block at or after ``start_ms``."""
-        b = self.block_ms
-        if self.session.mode == "24/7":
-            t = -(-start_ms // b) * b
-            while True:
-                yield t, False
-                t += b
-        first = True
-        day = from_ms(start_ms).astimezone(self.session.tz).date()
-        while True:
-            if day.weekday() in self.session.weekdays:
-                open_ms, close_ms = self.session.day_bounds(day)
-                t = open_ms if start_ms <= open_ms else open_ms + -(-(start_ms - open_ms) // b) * b
-                gap = not first
-                while t < close_ms:
-                    yield t, gap
-                    first, gap = False, False
-                    t += b
-            day += timedelta(days=1)
+        return block_starts(self.session, start_ms, self.block_ms)
 
     def next_ts_ms(self) -> int:
         """Timestamp of the next tick the engine will emit."""
@@ -191,6 +172,11 @@ class TickEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    def prefetch(self) -> None:
+        """Compute the next block now if nothing is pending (keeps real-time steps free of generation work)."""
+        if self._pending is None or not len(self._pending):
+            self._pending = self._generate_block()
 
     def blocks(self, end_ms: int | None = None) -> Iterator[TickBatch]:
         """Ticks with ``ts < end_ms`` (unbounded when None), one simulated block at a time.

@@ -29,6 +29,7 @@ _NORMAL_Q = ndtri(_U16)
 #: log-normal volume noise with mean 1 (sigma 0.9: heavy right tail)
 VOLUME_NOISE = np.exp(0.9 * _NORMAL_Q - 0.5 * 0.9**2)
 _MEAN_ABS_Z = float(np.sqrt(2.0 / np.pi))
+_TINY = 1e-12  # floor for a step's sd: the variance may touch zero (full truncation)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class MicrostructureParams:
     extra_tick_prob: float = 0.2
     volume_move_weight: float = 0.6
     activity_power: float = 1.5
-    intraday_depth: float = 0.6
+    intraday_depth: float = 0.4
 
 
 def base_spread_cents(price_cents: I64, sigma: F64, params: MicrostructureParams) -> I64:
@@ -95,7 +96,7 @@ def ticker_micro(
         spread=base_spread_cents(price_cents, sigma, params),
         lot_shares=100 * np.maximum(1, np.rint(tick_volume / 500.0)).astype(np.int64),
         vol_base=scale * (1.0 - w),
-        vol_move=scale * (w / _MEAN_ABS_Z) / sigma_step,
+        vol_move=scale * (w / _MEAN_ABS_Z) / np.maximum(sigma_step, _TINY),
     )
 
 
@@ -155,7 +156,7 @@ def bar_volume(
 ) -> I64:
     """Volume of bars simulated directly at a coarse step: expected tick volume times a move/noise factor."""
     w = params.volume_move_weight
-    move = (1.0 - w) + (w / _MEAN_ABS_Z) * np.abs(log_returns) / sigma_step[None, :]
+    move = (1.0 - w) + (w / _MEAN_ABS_Z) * np.abs(log_returns) / np.maximum(sigma_step, _TINY)[None, :]
     # aggregated noise is less dispersed than per-tick noise: sigma 0.35 log-normal, mean 1
     noise = np.exp(0.35 * ndtri(u) - 0.5 * 0.35**2)
     vol = n_ticks * tick_volume[None, :] * (activity ** params.activity_power)[None, :] * move * noise

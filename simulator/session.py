@@ -132,6 +132,31 @@ class Session:
         return np.clip(pos, 0.0, 1.0 - 1e-9)
 
 
+def block_starts(session: Session, start_ms: int, block_ms: int) -> Iterator[tuple[int, bool]]:
+    """(start ms, overnight gap before it) of consecutive blocks of ``block_ms`` from the first at/after ``start_ms``.
+
+    24/7 blocks are aligned on the epoch; exchange blocks on each session's open (the session length must be a
+    whole number of blocks). The gap flag is set on the first block of every session but the first one.
+    """
+    if session.mode == "24/7":
+        t = -(-start_ms // block_ms) * block_ms
+        while True:
+            yield t, False
+            t += block_ms
+    first = True
+    day = from_ms(start_ms).astimezone(session.tz).date()
+    while True:
+        if day.weekday() in session.weekdays:
+            open_ms, close_ms = session.day_bounds(day)
+            t = open_ms if start_ms <= open_ms else open_ms + -(-(start_ms - open_ms) // block_ms) * block_ms
+            gap = not first
+            while t < close_ms:
+                yield t, gap
+                first, gap = False, False
+                t += block_ms
+        day += timedelta(days=1)
+
+
 def intraday_volume_shape(pos: np.ndarray, depth: float = 0.6) -> np.ndarray:
     """U-shaped intraday volume multiplier with mean 1 over the session (heavier at open and close)."""
     u = 1.0 + depth * (12.0 * (pos - 0.5) ** 2 - 1.0)  # mean of 12 (p - 1/2)^2 over [0,1] is 1

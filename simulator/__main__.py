@@ -1,0 +1,150 @@
+"""Command line: ``python -m simulator run | backfill | export | report | universe``.
+
+* ``run``: backfill ``SIM_BACKFILL`` (default 2 days) as fast as possible, then produce in real time to Kafka.
+* ``backfill --start --end``: simulated clock, as fast as possible, into Kafka.
+* ``export --start --end --interval tick|1s|1m|1d --format csv|parquet --out PATH``: files, no Kafka.
+* ``report``: the realism report (stylized facts vs targets vs real data).
+* ``universe --count N --out PATH``: write a generated universe YAML.
+
+SIGINT/SIGTERM stop production cleanly: the current batch finishes, the producer flushes, counts are logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from common.errors import MarketDataError
+from simulator.engine import TickEngine
+from simulator.session import Session, to_ms
+from simulator.settings import SimulatorSettings
+from simulator.universe import UniverseConfig, load_universe, universe_to_yaml
+
+log = logging.getLogger("simulator")
+
+
+def _parse_time(text: str) -> datetime:
+    """ISO date/datetime; naive values are taken as UTC."""
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _session(settings: SimulatorSettings) -> Session:
+    return Session(mode=settings.session_mode, timezone=settings.session_timezone)
+
+
+def _install_stop() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.warning("received %s: finishing the current batch and flushing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _produce(settings: SimulatorSettings, start_ms: int, end_ms: int | None, realtime: bool, progress: bool) -> int:
+    from simulator.metrics import SimulatorMetrics
+    from simulator.producer import TickProducer
+    from simulator.stream import stream
+
+    universe = load_universe(settings.preset)
+    metrics = SimulatorMetrics()
+    metrics.serve(settings.metrics_port)
+    producer = TickProducer(settings, universe.symbols, metrics)
+    stop = _install_stop()
+    producer.wait_for_broker()
+    engine = TickEngine(universe, _session(settings), settings.seed, start_ms, tick_ms=settings.tick_ms,
+                        threads=settings.threads)
+    log.info("producing %d tickers at %.3g ticks/s each from %s (%s)", len(universe), settings.tick_rate,
+             datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(), "real time" if realtime else "backfill")
+    try:
+        sent = stream(engine, producer, metrics, stop, end_ms=end_ms, realtime=realtime,
+                      batch_ticks=settings.batch_ticks, progress=progress)
+    finally:
+        engine.close()
+        failed_at_flush = producer.flush()
+    log.info("done: %d ticks produced, %d failed (%d at shutdown flush)", sent, producer.failed, failed_at_flush)
+    return 1 if producer.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", help="universe preset name or YAML path (default: SIM_PRESET)")
+    p.add_argument("--seed", type=int, help="random seed (default: SIM_SEED)")
+    p.add_argument("--session", choices=["24/7", "exchange"], help="session mode (default: SIM_SESSION_MODE)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="backfill the configured window, then real time into Kafka")
+    r.add_argument("--backfill", type=float, help="hours of history first (default: SIM_BACKFILL)")
+    b = sub.add_parser("backfill", help="[start, end) into Kafka as fast as possible")
+    e = sub.add_parser("export", help="ticks or bars to CSV/Parquet")
+    for q in (b, e):
+        q.add_argument("--start", required=True, type=_parse_time, help="ISO time (UTC if no offset)")
+        q.add_argument("--end", required=True, type=_parse_time)
+    e.add_argument("--interval", choices=["tick", "1s", "1m", "1d"], default="1m")
+    e.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    e.add_argument("--out", required=True, type=Path)
+    rep = sub.add_parser("report", help="stylized facts vs targets vs real data")
+    rep.add_argument("--paths", type=int, default=16)
+    rep.add_argument("--years", type=int, default=20)
+    rep.add_argument("--intraday-days", type=int, default=30)
+    u = sub.add_parser("universe", help="write a generated universe YAML")
+    u.add_argument("--count", type=int, required=True)
+    u.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("preset", args.preset), ("seed", args.seed), ("session_mode", args.session))
+                 if v is not None}
+    try:
+        settings = SimulatorSettings(**overrides)
+        progress = not args.no_progress
+        if args.cmd == "run":
+            window = timedelta(hours=args.backfill) if args.backfill is not None else settings.backfill
+            start = to_ms(datetime.now(tz=UTC) - window)
+            return _produce(settings, start, None, realtime=True, progress=progress)
+        if args.cmd == "backfill":
+            return _produce(settings, to_ms(args.start), to_ms(args.end), realtime=False, progress=progress)
+        if args.cmd == "export":
+            from simulator.export import export
+
+            rows = export(load_universe(settings.preset), _session(settings), settings.seed, to_ms(args.start),
+                          to_ms(args.end), args.interval, args.format, args.out, tick_ms=settings.tick_ms,
+                          threads=settings.threads, progress=progress)
+            log.info("wrote %d rows to %s", rows, args.out)
+            return 0
+        if args.cmd == "report":
+            from simulator.report import build_report
+
+            # daily facts are defined on trading days: the report uses the exchange calendar unless told otherwise
+            session = Session(mode=args.session or "exchange", timezone=settings.session_timezone)
+            print(build_report(load_universe(settings.preset), session, settings.seed, args.paths, args.years,
+                               args.intraday_days))
+            return 0
+        cfg = UniverseConfig(name=f"generated-{args.count}", factors=["market", "technology", "finance", "energy",
+                                                                       "healthcare"],
+                             generate={"count": args.count, "seed": settings.seed})
+        args.out.write_text(universe_to_yaml(cfg), encoding="utf-8")
+        return 0
+    except MarketDataError as err:
+        log.error("%s", err)
+        return 2
+    except Exception as err:  # pydantic ValidationError for settings: show the field, not a traceback
+        if type(err).__name__ == "ValidationError":
+            log.error("invalid settings: %s", err)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Simulator settings (env prefix ``SIM_``), derived from the project's :class:`SharedSettings`.
+
+Kafka address and topic names come from the shared (unprefixed) variables; everything the simulator alone
+needs is ``SIM_*``: the universe preset, seed, tick rate, session mode, backfill window, producer tuning and
+the Prometheus port. Invalid values fail at start with the field named.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import BASE_CONFIG, SharedSettings
+
+
+class SimulatorSettings(SharedSettings):
+    """Settings of ``python -m simulator``."""
+
+    model_config = SettingsConfigDict(**BASE_CONFIG, env_prefix="SIM_")
+
+    preset: str = Field("default", min_length=1, description="built-in preset name or path to a YAML universe")
+    seed: int = Field(42, ge=0)
+    tick_rate: float = Field(10.0, gt=0, le=1000, description="ticks per second per ticker")
+    session_mode: Literal["24/7", "exchange"] = "24/7"
+    session_timezone: str = "America/New_York"
+    backfill: timedelta = Field(timedelta(days=2), ge=timedelta(0), description="history produced before real time")
+    batch_ticks: int = Field(50_000, ge=1, le=5_000_000)
+    threads: int = Field(2, ge=1, le=64)
+    metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables the Prometheus endpoint")
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
+    linger_ms: int = Field(50, ge=0, le=10_000)
+    batch_bytes: int = Field(1_000_000, ge=1_000, le=100_000_000)
+    buffer_kbytes: int = Field(262_144, ge=1_024, le=2_097_151, description="producer queue bound")
+    delivery_timeout_ms: int = Field(300_000, ge=1_000)
+    connect_attempts: int = Field(10, ge=1, le=1_000)
+
+    @field_validator("tick_rate")
+    @classmethod
+    def _whole_ms(cls, v: float) -> float:
+        ms = 1000.0 / v
+        if abs(ms - round(ms)) > 1e-9 or 60_000 % round(ms):
+            msg = f"tick_rate must give a whole-millisecond interval dividing one minute, got {v!r}/s"
+            raise ValueError(msg)
+        return v
+
+    @property
+    def tick_ms(self) -> int:
+        """Tick interval per ticker in milliseconds."""
+        return round(1000.0 / self.tick_rate)
