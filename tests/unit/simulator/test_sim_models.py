@@ -1,0 +1,131 @@
+"""Statistical tests of the model maths; tolerances are k standard errors of the sample size used."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from simulator.models import (
+    FactorStructure,
+    FellerWarning,
+    HestonParams,
+    MarketModel,
+    RegimeParams,
+    TickerParams,
+    check_feller,
+    gbm_log_returns,
+    simulate_gbm,
+    simulate_heston,
+)
+
+K = 5.0  # standard errors allowed: a fixed-seed test fails only if the code is wrong
+
+
+def _params(n: int, sigma: float = 0.2, lam: float = 0.0, jm: float = 0.0, js: float = 0.0,
+            sv: bool = False, regime: bool = False) -> TickerParams:
+    f = np.full
+    return TickerParams(mu=f(n, 0.05), sigma=f(n, sigma), jump_intensity=f(n, lam), jump_mean=f(n, jm),
+                        jump_std=f(n, js), stochastic_vol=f(n, sv), regime=f(n, regime))
+
+
+def test_gbm_log_return_mean_and_variance_match_theory() -> None:
+    mu, sigma, dt, n = 0.08, 0.3, 1 / 252, 200_000
+    r = gbm_log_returns(mu, sigma, dt, np.random.default_rng(1).standard_normal(n))
+    mean, var = (mu - sigma**2 / 2) * dt, sigma**2 * dt
+    assert abs(r.mean() - mean) < K * math.sqrt(var / n)
+    assert abs(r.var() - var) < K * var * math.sqrt(2 / n)
+
+
+def test_gbm_exact_step_is_step_size_invariant() -> None:
+    """E[S_T] = S_0 e^{mu T} for one big step or many small ones (Euler would bias the big step)."""
+    s = simulate_gbm(100.0, 0.1, 0.4, 1.0, 1, seed=3)[:, :]
+    paths = simulate_gbm(np.full(100_000, 100.0), 0.1, 0.4, 1.0, 1, seed=3)[-1]
+    expect = 100 * math.exp(0.1)
+    sd = 100 * math.exp(0.1) * math.sqrt(math.exp(0.16) - 1)
+    assert s.shape == (2, 1)
+    assert abs(paths.mean() - expect) < K * sd / math.sqrt(paths.size)
+
+
+def test_heston_variance_never_negative_even_when_feller_broken() -> None:
+    with pytest.warns(FellerWarning):
+        _, v = simulate_heston(100, 0.05, 0.04, 1.0, 0.04, 1.0, -0.7, 1 / 252, 2_000, 200, seed=5)
+    assert (v >= 0).all()
+
+
+def test_feller_ok_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_feller(2.0, 1.0, 1.5)
+
+
+def test_heston_long_run_variance_is_theta() -> None:
+    _, v = simulate_heston(100, 0.0, 0.04, 5.0, 0.04, 0.3, -0.7, 1 / 252, 5_000, 200, seed=7)
+    tail = v[1000:].mean()
+    assert abs(tail - 0.04) < 0.004
+
+
+def test_factor_cholesky_realised_correlation_matches_configured() -> None:
+    corr = np.array([[1.0, 0.3], [0.3, 1.0]])
+    betas = np.array([[0.8, 0.0], [0.6, 0.3], [0.0, 0.9], [0.5, 0.5]])
+    fs = FactorStructure(corr=corr, betas=betas)
+    model = MarketModel(_params(4), fs, None, None, seed=11)
+    n = 100_000
+    r = model.advance(n, 1 / 252).log_returns
+    real = np.atleast_2d(np.corrcoef(r.T))
+    target = fs.implied_correlation()
+    iu = np.triu_indices(4, 1)
+    # sd of a sample correlation is about (1 - rho^2) / sqrt(n)
+    assert np.all(np.abs(real[iu] - target[iu]) < K * (1 - target[iu] ** 2) / math.sqrt(n) + 1e-3)
+
+
+def test_factor_structure_rejects_bad_config() -> None:
+    with pytest.raises(ConfigError, match="positive definite"):
+        FactorStructure(corr=np.array([[1.0, 1.2], [1.2, 1.0]]), betas=np.zeros((1, 2)))
+    with pytest.raises(ConfigError, match="100%"):
+        FactorStructure(corr=np.eye(1), betas=np.array([[1.0]]))
+
+
+def test_jumps_arrive_at_configured_intensity() -> None:
+    lam, n_tickers, years = 20.0, 50, 10.0
+    model = MarketModel(_params(n_tickers, sigma=0.5, lam=lam, jm=-0.05, js=0.02), FactorStructure(np.eye(1),
+                        np.zeros((n_tickers, 1))), None, None, seed=13)
+    count = 0
+    steps = int(years * 252)
+    for _ in range(steps // 252):
+        block = model.begin(252, 1 / 252)
+        count += block.jump_t.size
+        model.end(block)
+    expected = lam * years * n_tickers
+    assert abs(count - expected) < K * math.sqrt(expected)
+
+
+def test_total_variance_includes_jumps() -> None:
+    """The configured vol is the total: diffusion + jumps; realised annual variance matches it."""
+    n = 200
+    model = MarketModel(_params(n, sigma=0.3, lam=5.0, jm=-0.03, js=0.05), FactorStructure(np.eye(1),
+                        np.zeros((n, 1))), None, None, seed=17)
+    r = np.vstack([model.advance(252, 1 / 252).log_returns for _ in range(20)])
+    realised = r.var(axis=0).mean() * 252
+    assert abs(realised - 0.09) < 0.09 * 0.05
+
+
+def test_regime_multipliers_preserve_long_run_variance() -> None:
+    rp = RegimeParams(stress_vol_ratio=3.0, calm_duration_years=1.0, stress_duration_years=0.25)
+    calm, stress = rp.multipliers()
+    p = rp.stress_probability
+    assert math.isclose((1 - p) * calm**2 + p * stress**2, 1.0)
+    assert stress == pytest.approx(3.0 * calm)
+
+
+def test_leverage_negative_rho_makes_falls_raise_volatility() -> None:
+    n = 1
+    fs = FactorStructure(np.eye(1), np.array([[0.9]]))
+    model = MarketModel(_params(n, sv=True), fs, HestonParams(kappa=3.0, xi=1.5, rho=-0.9), None, seed=19)
+    r = np.concatenate([model.advance(1, 1 / 252).log_returns[:, 0] for _ in range(20_000)])
+    a = np.abs(r)
+    lev = np.mean([np.corrcoef(r[:-k], a[k:])[0, 1] for k in range(1, 11)])
+    assert lev < -3 / math.sqrt(r.size)
