@@ -32,11 +32,45 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) {
 // A client that drops its connection makes the socket handler reject the exclusive lock it holds on the
 // database; nobody awaits that promise, and Node would otherwise exit on the unhandled rejection.
 process.on('unhandledRejection', (reason) => {
+  exitIfEngineDead(reason)
   console.error('pglite: client error (ignored):', reason instanceof Error ? reason.message : reason)
 })
 
+// A WASM trap ("unreachable", e.g. on COPY ... FROM STDIN, which this build cannot take over the socket)
+// leaves the engine unusable for good: exit at once so the test fails loudly instead of hanging.
+function exitIfEngineDead(err) {
+  if (err instanceof WebAssembly.RuntimeError) {
+    console.error(`pglite: the database engine crashed (WebAssembly trap: ${err.message}); exiting`)
+    process.exit(70)
+  }
+}
+
 const db = await PGlite.create(args['data-dir'], { extensions: { timescaledb } })
 await db.exec("LOAD 'timescaledb'")
+
+// PGlite is ONE backend shared by every client in turn, so a client's session outlives its connection: an
+// open transaction of a dropped client, its prepared statements (psycopg names them _pg3_0, _pg3_1, ... per
+// connection, so the next client collides) and its settings would all leak into the next client. Each client
+// holds the database through runExclusive for as long as it is attached; reset the session before releasing.
+const encoder = new TextEncoder()
+function simpleQuery(sql) {
+  const text = encoder.encode(sql + '\0')
+  const message = new Uint8Array(5 + text.length)
+  message[0] = 0x51 // 'Q'
+  new DataView(message.buffer).setInt32(1, 4 + text.length)
+  message.set(text, 5)
+  return message
+}
+const resetMessages = ['ROLLBACK', 'DISCARD ALL'].map(simpleQuery) // DISCARD ALL refuses to run in a transaction
+const runExclusive = db.runExclusive.bind(db)
+db.runExclusive = (fn) =>
+  runExclusive(async () => {
+    try {
+      return await fn()
+    } finally {
+      for (const message of resetMessages) await db.execProtocolRaw(message)
+    }
+  })
 
 const server = new PGLiteSocketServer({
   db,
@@ -47,11 +81,8 @@ const server = new PGLiteSocketServer({
 // Without a listener, errors from dropped clients go unnoticed; with one they are logged and serving goes on.
 server.addEventListener('error', (event) => {
   const err = event.detail
+  exitIfEngineDead(err)
   console.error('pglite: socket error:', err instanceof Error ? err.message : err)
-})
-server.addEventListener('connection', (event) => {
-  const { clientAddress, clientPort } = event.detail
-  console.log(`pglite: client ${clientAddress}:${clientPort} attached`)
 })
 
 let stopping = false
