@@ -19,33 +19,61 @@ per ``(ticker, timeframe, start)`` -- each timeframe remembers the start of its 
 
 from __future__ import annotations
 
-import copy
+import pickle
+import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from contracts.bar import TIMEFRAMES, Bar
 from flows.decode import DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
 
 _NEVER = -(2**62)
+_NO_WINDOW = 2**62
 _INT64_SAFE = 2**62
 
 #: A partial base bar of one ticker in one batch:
 #: (start, open, high, low, close, volume, cents*volume, trades, first_ts, last_ts, raw_lo, raw_hi);
-#: prices in cents, times in epoch ms, ``raws[raw_lo:raw_hi]`` of the chunk are its ticks' original values.
+#: prices in cents, times in epoch ms; ``chunk.raw(i)`` for ``raw_lo <= i < raw_hi`` are its ticks' values.
 Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
-class TickChunk(NamedTuple):
-    """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start)."""
+class TickChunk:
+    """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start).
 
-    ticker: str
-    segments: list[Segment]
-    raws: list[bytes]
-    origins: list[Origin | None] | None
-    ticks: int
+    The original values are only needed when a segment turns out late, so the chunk refers to the batch's
+    value list by row numbers instead of copying them; pickling (an exchange between workers) materialises
+    just this chunk's own values.
+    """
+
+    __slots__ = ("_origins", "_raws", "_rows", "segments", "ticker", "ticks")
+
+    def __init__(
+        self,
+        ticker: str,
+        segments: list[Segment],
+        rows: list[int],
+        raws: list[bytes],
+        origins: list[Origin | None] | None,
+    ) -> None:
+        self.ticker = ticker
+        self.segments = segments
+        self.ticks = len(rows)
+        self._rows, self._raws, self._origins = rows, raws, origins
+
+    def raw(self, i: int) -> tuple[bytes, Origin | None]:
+        """The original value of the chunk's ``i``-th tick (segment order) and where it came from."""
+        row = self._rows[i]
+        return self._raws[row], self._origins[row] if self._origins is not None else None
+
+    def __reduce__(self) -> tuple[type[TickChunk], tuple[object, ...]]:
+        rows = self._rows
+        raws = [self._raws[r] for r in rows]
+        origins = [self._origins[r] for r in rows] if self._origins is not None else None
+        return TickChunk, (self.ticker, self.segments, list(range(len(rows))), raws, origins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +124,49 @@ class BatchResult(NamedTuple):
     latest: list[WireTick]
 
 
-def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResult:
+class TickerCodes:
+    """Small integer codes for ticker names, kept across batches (lookups run in C via ``map``).
+
+    Bytewax workers of one process are threads sharing a step's closure, so each thread gets its own table.
+    """
+
+    __slots__ = ("_local", "limit")
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._local = threading.local()
+        self.limit = limit  # bounds memory if a producer invents endless ticker names
+
+    def encode(self, tickers: list[str]) -> npt.NDArray[np.int64]:
+        """The code of each ticker, unique per name within this thread; new names get the next codes."""
+        codes: dict[str, int] | None = getattr(self._local, "codes", None)
+        if codes is None:
+            codes = self._local.codes = {}
+        try:
+            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
+        except KeyError:
+            if len(codes) + len(tickers) > self.limit:
+                codes.clear()
+            for name in tickers:
+                codes.setdefault(name, len(codes))
+            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
+
+
+def partial_bars(
+    batch: DecodedBatch, base_ms: int, grace_ms: int, codes_cache: TickerCodes | None = None
+) -> BatchResult:
     """Group a batch by ticker and base window; reject ticks late against earlier ticks of the batch."""
     n = len(batch)
     if n == 0:
         return BatchResult([], [], [])
-    index: dict[str, int] = {}
-    codes = np.array([index.setdefault(t, len(index)) for t in batch.tickers], dtype=np.int64)
+    index = codes_cache if codes_cache is not None else TickerCodes()
+    codes = index.encode(batch.tickers)
     ts = batch.timestamps
     t_min = int(ts.min())
     rel = ts - t_min
     span = int(rel.max()) + 1
-    if len(index) * span >= _INT64_SAFE:  # cannot happen for epoch-ms batches spanning < 40 years
-        msg = f"batch spans {span} ms over {len(index)} tickers: too wide to sort on one int64 key"
+    n_codes = int(codes.max()) + 1
+    if n_codes * span >= _INT64_SAFE:  # cannot happen for epoch-ms batches spanning < 40 years
+        msg = f"batch spans {span} ms over {n_codes} ticker codes: too wide to sort on one int64 key"
         raise OverflowError(msg)
 
     # arrival order within each ticker: exclusive running max of event time gives each tick's watermark
@@ -171,10 +229,7 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
         )
     )
     order_list = order.tolist()
-    raws = batch.raws
-    raws_s = [raws[i] for i in order_list]
-    origins = batch.origins
-    origins_s = [origins[i] for i in order_list] if origins is not None else None
+    raws, origins = batch.raws, batch.origins
     ticks = batch.ticks
     seg_bounds = np.r_[tick_first_seg, len(lo)].tolist()
     row_bounds = np.r_[lo[tick_first_seg], len(order)].tolist()
@@ -187,9 +242,9 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
         chunk = TickChunk(
             newest.ticker,
             segments[seg_bounds[g] : seg_bounds[g + 1]],
-            raws_s[r0:r1],
-            origins_s[r0:r1] if origins_s is not None else None,
-            r1 - r0,
+            order_list[r0:r1],
+            raws,
+            origins,
         )
         chunks.append((newest.ticker, chunk))
     return BatchResult(chunks, late, latest)
@@ -266,6 +321,8 @@ class TickerState:
     rollups: list[_Acc | None] = field(default_factory=list)
     last_final: list[int] = field(default_factory=list)
     indicators: list[IndicatorState] = field(default_factory=list)
+    #: the earliest end among open windows (base and rollups); nothing closes before the frontier reaches it
+    next_due: int = _NO_WINDOW
     live_dirty: bool = False
     last_live_ms: int = _NEVER
     ticks_since_live: int = 0
@@ -299,9 +356,18 @@ class TickerBars:
             )
         self.state = state
 
-    def snapshot(self) -> TickerState:
-        """An independent copy of the state for a recovery snapshot."""
-        return copy.deepcopy(self.state)
+    def snapshot(self) -> bytes:
+        """The state pickled: an immutable copy for a recovery snapshot (~30 us, 10x cheaper than deepcopy)."""
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, config: AggregationConfig, snapshot: bytes) -> TickerBars:
+        """The bars of a ticker as :meth:`snapshot` saved them (our own Bytewax recovery data)."""
+        state = pickle.loads(snapshot)  # noqa: S301 -- written by snapshot() above, read from our recovery db
+        if not isinstance(state, TickerState):
+            msg = f"recovery snapshot holds a {type(state).__name__!r}, expected TickerState"
+            raise TypeError(msg)
+        return cls(config, state.ticker, state)
 
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> Emitted:
         """Merge this ticker's chunks in arrival order, then close what is due and publish the live bar."""
@@ -321,6 +387,8 @@ class TickerBars:
                 acc = open_base.get(start)
                 if acc is None:
                     open_base[start] = _Acc(*seg[:10])
+                    if start + base < st.next_due:
+                        st.next_due = start + base
                 else:
                     acc.add(*seg[1:10])
                 if seg[9] > watermark:
@@ -348,10 +416,8 @@ class TickerBars:
         """System time (ms) at which :meth:`on_time` has something to do, or None in backfill mode."""
         if not self.config.close_on_system_time:
             return None
-        st, grace = self.state, self.config.grace_ms
-        ends = [start + self.lengths[0] for start in st.open_base]
-        ends.extend(r.start + length for r, length in zip(st.rollups, self.lengths, strict=True) if r is not None)
-        deadline = min(ends) + grace if ends else None
+        st = self.state
+        deadline = st.next_due + self.config.grace_ms if st.next_due != _NO_WINDOW else None
         if self.config.live_enabled and st.live_dirty:
             live_at = st.last_live_ms + self.config.live_interval_ms
             deadline = live_at if deadline is None else min(deadline, live_at)
@@ -364,14 +430,12 @@ class TickerBars:
             f"late tick {st.ticker!r}: {tf} window [{start}, {start + base}) already closed "
             f"(watermark {st.watermark}, grace {self.config.grace_ms} ms, closed through {st.frontier})"
         )
-        origins = chunk.origins
-        return [
-            dead_letter("late", reason, chunk.raws[i], origins[i] if origins is not None else None)
-            for i in range(seg[10], seg[11])
-        ]
+        return [dead_letter("late", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
 
     def _close_due(self) -> tuple[list[Bar], int]:
         st, lengths, frontier = self.state, self.lengths, self.state.frontier
+        if st.next_due > frontier:
+            return [], 0
         finals: list[Bar] = []
         duplicates = 0
         base = lengths[0]
@@ -393,6 +457,9 @@ class TickerBars:
             if rollup is not None and rollup.start + lengths[i] <= frontier:
                 duplicates += self._finalize(i, rollup, finals)
                 st.rollups[i] = None
+        ends = [start + base for start in st.open_base]
+        ends.extend(r.start + length for r, length in zip(st.rollups, lengths, strict=True) if r is not None)
+        st.next_due = min(ends, default=_NO_WINDOW)
         return finals, duplicates
 
     def _finalize(self, i: int, acc: _Acc, out: list[Bar]) -> int:

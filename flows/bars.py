@@ -30,7 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from contracts.bar import Bar
-from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerState, partial_bars
+from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from flows.settings import FlowSettings
 
@@ -45,16 +45,16 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, TickerState]):
+class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
     """Bytewax adapter around one ticker's :class:`~flows.aggregation.TickerBars`; never discards its state,
     so the per-timeframe "last final start" guard survives for the life of the flow (and in snapshots)."""
 
     __slots__ = ("bars", "config")
 
-    def __init__(self, config: AggregationConfig, resume: TickerState | None) -> None:
+    def __init__(self, config: AggregationConfig, resume: bytes | None) -> None:
         self.config = config
         # the builder never sees the key: a new ticker's state is created from its first chunk
-        self.bars = TickerBars(config, resume.ticker, resume) if resume is not None else None
+        self.bars = TickerBars.restore(config, resume) if resume is not None else None
 
     def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
         if self.bars is None:
@@ -70,7 +70,7 @@ class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, TickerState]):
         deadline = self.bars.next_deadline_ms() if self.bars is not None else None
         return None if deadline is None else datetime.fromtimestamp(deadline / 1000, tz=UTC)
 
-    def snapshot(self) -> TickerState:
+    def snapshot(self) -> bytes:
         assert self.bars is not None, "Bytewax snapshots a key only after on_batch created its state"
         return self.bars.snapshot()
 
@@ -118,10 +118,11 @@ def build_flow(
     settings = settings if settings is not None else FlowSettings()
     config = settings.aggregation_config()
     base_ms, grace_ms = config.lengths[0], config.grace_ms
+    codes = TickerCodes()  # per-thread tables: a process's workers share this closure
 
     def prepare(items: list[RawItem]) -> list[_Prepared]:
         batch, dead = decode_batch(items)
-        result = partial_bars(batch, base_ms, grace_ms)
+        result = partial_bars(batch, base_ms, grace_ms, codes)
         out: list[_Prepared] = [*dead, *result.late, *result.chunks]
         if result.latest:
             out.append(result.latest)

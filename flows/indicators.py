@@ -20,13 +20,14 @@ the :class:`contracts.bar.Indicators` of that bar. Definitions and seeding follo
 Closes are whole cents (bars are on the $0.01 grid), so every windowed sum -- SMA, the EMA seeds, the
 Bollinger sum of squares -- is an exact Python integer kept with O(1) add/remove on a ring buffer: no drift
 after any number of bars (TA-Lib itself keeps float running sums and drifts by ~1e-12 over 100k bars, well
-inside the 1e-9 agreement). The state is a slotted dataclass of ints, floats and one list: small and
-picklable, as Bytewax recovery snapshots require.
+inside the 1e-9 agreement). The state is a slotted dataclass of ints, floats and one int64 array: small
+(~1 KB for the default periods) and picklable, as Bytewax recovery snapshots require.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 
 from contracts.bar import Indicators
@@ -89,7 +90,7 @@ class IndicatorState:
 
     config: IndicatorConfig = DEFAULT_INDICATORS
     count: int = 0
-    ring: list[int] = field(default_factory=list)
+    ring: array[int] = field(default_factory=lambda: array("q"))
     pos: int = 0
     sums: dict[int, int] = field(default_factory=dict)
     sum_sq: int = 0
@@ -105,7 +106,7 @@ class IndicatorState:
 
     def __post_init__(self) -> None:
         if not self.ring:
-            self.ring = [0] * self.config.window
+            self.ring = array("q", bytes(8 * self.config.window))
             self.sums = dict.fromkeys(self.config.summed_periods, 0)
             self.ema = [None] * len(self.config.ema_periods)
 

@@ -197,8 +197,8 @@ def test_snapshot_restore_resumes_identically() -> None:
     values = [tick(T0 + i * 7_919, 10_000 + (i * 37) % 200, i % 500) for i in range(400)]
     whole = Driver().feed(values)
     part = Driver().feed(values[:150])
-    restored = pickle.loads(pickle.dumps(part.tickers["AAA"].snapshot()))
-    part.tickers["AAA"] = TickerBars(BACKFILL, "AAA", restored)
+    snapshot = pickle.loads(pickle.dumps(part.tickers["AAA"].snapshot()))  # as Bytewax stores it
+    part.tickers["AAA"] = TickerBars.restore(BACKFILL, snapshot)
     part.feed(values[150:])
     assert part.run.finals == whole.run.finals
 

@@ -1,0 +1,117 @@
+"""Throughput of the bars flow in memory: ``python bench/bench_flow_bars.py [--ticks N] [--profile]``.
+
+Feeds pre-encoded ``market-ticks`` values through ``flows.bars.build_flow`` with Bytewax's ``TestingSource``
+(batches of 10,000 by default), one process, one worker, all five timeframes and indicators, and counts what
+comes out. Prints one table row per scenario (tickers x tick rate); ``--profile`` runs one scenario under
+cProfile instead and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import time
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from contracts.bar import Bar
+from flows.bars import build_flow
+from flows.decode import DeadLetter, WireTick
+from flows.settings import FlowSettings
+
+T0 = 1_705_276_800_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    tickers: int
+    rate_per_ticker: float  # ticks per second of event time, per ticker
+    live: bool
+
+
+def make_values(n: int, scenario: Scenario, seed: int = 1) -> list[bytes]:
+    """``n`` ticks over ``scenario.tickers`` tickers in event-time order with a little jitter."""
+    rng = np.random.default_rng(seed)
+    names = [f"T{i:04d}" for i in range(scenario.tickers)]
+    market_rate = scenario.tickers * scenario.rate_per_ticker
+    ts = T0 + (np.arange(n) * 1000.0 / market_rate).astype(np.int64) + rng.integers(0, 50, n)
+    which = rng.integers(0, scenario.tickers, n)
+    walk = 10_000 + np.cumsum(rng.integers(-2, 3, n)) % 5_000
+    volume = rng.integers(1, 1_000, n)
+    enc = msgspec.json.Encoder()
+    return [
+        enc.encode(WireTick(names[k], i, t, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, v))
+        for i, (k, t, c, v) in enumerate(
+            zip(which.tolist(), ts.tolist(), walk.tolist(), volume.tolist(), strict=True)
+        )
+    ]
+
+
+class Count(list[object]):
+    """A TestingSink target that only counts (keeps memory flat for big runs)."""
+
+    def __iadd__(self, items: object) -> Count:  # TestingSink does ``ls += items``
+        self.n = getattr(self, "n", 0) + len(items)  # type: ignore[arg-type]
+        return self
+
+
+def run(values: list[bytes], scenario: Scenario, batch: int) -> tuple[float, dict[str, int]]:
+    settings = FlowSettings(mode="backfill", live_enabled=scenario.live)
+    finals, lives, dead, latest = Count(), Count(), Count(), Count()
+    flow = build_flow(
+        TestingSource(values, batch_size=batch),
+        final_sink=TestingSink[Bar](finals),  # type: ignore[arg-type]
+        live_sink=TestingSink[Bar](lives),  # type: ignore[arg-type]
+        dead_letter_sink=TestingSink[DeadLetter](dead),  # type: ignore[arg-type]
+        latest_sink=TestingSink[list[WireTick]](latest),  # type: ignore[arg-type]
+        settings=settings,
+    )
+    gc.collect()
+    start = time.perf_counter()
+    run_main(flow)
+    elapsed = time.perf_counter() - start
+    counts = {name: getattr(c, "n", 0) for name, c in (("final", finals), ("live", lives), ("dead", dead))}
+    return elapsed, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")
+    args = parser.parse_args()
+    scenarios = [
+        Scenario(100, 10.0, live=True),
+        Scenario(1_000, 1.0, live=True),
+        Scenario(1_000, 1.0, live=False),
+        Scenario(1_000, 0.1, live=True),
+        Scenario(5_000, 1.0, live=True),
+    ]
+    if args.profile:
+        values = make_values(args.ticks, scenarios[1])
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(values, scenarios[1], args.batch)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    print(f"bars flow, TestingSource batches of {args.batch:,}, 1 process x 1 worker, {args.ticks:,} ticks")
+    print(f"{'tickers':>8} {'ticks/s/tkr':>11} {'live':>5} {'seconds':>8} {'ticks/s':>12} {'final bars':>11} "
+          f"{'live bars':>10}")  # fmt: skip
+    for scenario in scenarios:
+        values = make_values(args.ticks, scenario)
+        elapsed, counts = run(values, scenario, args.batch)
+        print(
+            f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>11} {scenario.live!s:>5} {elapsed:>8.2f} "
+            f"{args.ticks / elapsed:>12,.0f} {counts['final']:>11,} {counts['live']:>10,}"
+        )
+        del values
+
+
+if __name__ == "__main__":
+    main()
