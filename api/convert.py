@@ -1,0 +1,103 @@
+"""Conversions from wire messages (``contracts``) and table rows (``api.store``) to REST response models.
+
+Prices leave as exact decimal strings: wire floats are on the $0.01 grid and formatted with two decimals,
+``numeric`` columns are printed as PostgreSQL stores them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final
+
+from api import schemas
+from api.store import BarRow, TickRow
+from contracts.bar import Bar
+from contracts.tick import Tick
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_CENT = Decimal("0.01")
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """Exact UTC datetime of an epoch-millisecond integer (no float rounding)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def to_epoch_ms(value: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (floor)."""
+    return (value - EPOCH) // timedelta(milliseconds=1)
+
+
+def cents(value: float) -> str:
+    """A grid price as ``"150.25"``."""
+    return f"{value:.2f}"
+
+
+def dec(value: Decimal, places: Decimal = _CENT) -> str:
+    """A decimal rounded to ``places`` as a plain string (never exponent notation)."""
+    return format(value.quantize(places, rounding=ROUND_HALF_EVEN), "f")
+
+
+def quote_from_tick(t: Tick) -> schemas.Quote:
+    """REST quote of a wire tick."""
+    return schemas.Quote(
+        time=from_epoch_ms(t.timestamp),
+        ticker=t.ticker,
+        price=cents(t.price),
+        volume=t.volume,
+        bid=cents(t.bid),
+        ask=cents(t.ask),
+        bid_size=t.bid_size,
+        ask_size=t.ask_size,
+        seq=t.seq,
+    )
+
+
+def quote_from_row(r: TickRow) -> schemas.Quote:
+    """REST quote of an archived tick."""
+    return schemas.Quote(
+        time=r.time,
+        ticker=r.ticker,
+        price=format(r.price, "f"),
+        volume=r.volume,
+        bid=format(r.bid, "f"),
+        ask=format(r.ask, "f"),
+        bid_size=r.bid_size,
+        ask_size=r.ask_size,
+        seq=r.seq,
+    )
+
+
+def bar_from_wire(b: Bar) -> schemas.Bar:
+    """REST bar of a wire bar (live or final)."""
+    return schemas.Bar(
+        time=from_epoch_ms(b.start),
+        ticker=b.ticker,
+        timeframe=b.timeframe,  # validated by the contract
+        open=cents(b.open),
+        high=cents(b.high),
+        low=cents(b.low),
+        close=cents(b.close),
+        volume=str(b.volume),
+        vwap=f"{b.vwap:.6f}",
+        trades=b.trades,
+        final=b.final,
+    )
+
+
+def bar_from_row(r: BarRow) -> schemas.Bar:
+    """REST bar of a ``market_bars`` row (always final)."""
+    return schemas.Bar(
+        time=r.time,
+        ticker=r.ticker,
+        timeframe=r.timeframe,  # CHECK constraint on the column
+        open=format(r.open, "f"),
+        high=format(r.high, "f"),
+        low=format(r.low, "f"),
+        close=format(r.close, "f"),
+        volume=str(r.volume),
+        vwap=format(r.vwap, "f"),
+        trades=r.trades,
+        final=True,
+    )

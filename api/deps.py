@@ -1,0 +1,192 @@
+"""FastAPI dependencies as ``Annotated`` aliases: settings, clients opened in the lifespan, validated inputs.
+
+Routes declare what they need (``store: StoreDep``, ``ticker: TickerPath``) and never reach into app state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Path, Query, Request
+
+from api.cache import MarketCache, TickerDirectory
+from api.errors import invalid
+from api.settings import ApiSettings
+from api.store import Store
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from confluent_kafka.admin import AdminClient
+    from psycopg_pool import AsyncConnectionPool
+
+    from api.hub import Hub
+    from api.ratelimit import RateLimiter
+    from api.relay import KafkaRelay
+
+
+#: every market-data route lives under this prefix
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class AppState:
+    """Everything the lifespan opens, held on ``app.state.md``."""
+
+    settings: ApiSettings
+    pool: AsyncConnectionPool
+    redis: aioredis.Redis[bytes]
+    store: Store
+    cache: MarketCache
+    tickers: TickerDirectory
+    hub: Hub
+    relay: KafkaRelay | None
+    admin: AdminClient | None
+    limiter: RateLimiter | None
+    started_monotonic: float = 0.0
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> AppState:
+    """The state the lifespan built."""
+    state: AppState = request.app.state.md
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> ApiSettings:
+    """Gateway settings."""
+    return state.settings
+
+
+def get_store(state: StateDep) -> Store:
+    """PostgreSQL queries."""
+    return state.store
+
+
+def get_cache(state: StateDep) -> MarketCache:
+    """Redis reads."""
+    return state.cache
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+CacheDep = Annotated[MarketCache, Depends(get_cache)]
+
+
+async def known_ticker(
+    state: StateDep, ticker: Annotated[str, Path(description="ticker symbol, e.g. SYNTH", max_length=64)]
+) -> str:
+    """The path's ticker, upper-cased; 404 when it is not in the universe."""
+    return await state.tickers.require(ticker)
+
+
+async def known_symbol(
+    state: StateDep, symbol: Annotated[str, Path(description="ticker symbol, e.g. SYNTH", max_length=64)]
+) -> str:
+    """Seed-002 spelling of :func:`known_ticker`."""
+    return await state.tickers.require(symbol)
+
+
+TickerPath = Annotated[str, Depends(known_ticker)]
+SymbolPath = Annotated[str, Depends(known_symbol)]
+
+# ---- time ranges -----------------------------------------------------------------------------------------------
+
+StartQuery = Annotated[
+    datetime | None,
+    Query(description="ISO-8601 start (UTC when no offset is given)", examples=["2025-10-02T14:00:00Z"]),
+]
+EndQuery = Annotated[datetime | None, Query(description="ISO-8601 end (default: now)")]
+CursorQuery = Annotated[str | None, Query(description="`meta.next_cursor` of the previous page", max_length=100)]
+
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    """UTC-aware copy; naive input is taken as UTC; out-of-range years are a 422 naming ``name``."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        aware = aware.astimezone(UTC)
+    except (OverflowError, ValueError) as err:
+        raise invalid(name, f"{value.isoformat()!r} is out of range") from err
+    if not _MIN_TIME <= aware <= _MAX_TIME:
+        raise invalid(name, "must be between 1970 and 9000")
+    return aware
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A validated ``[start, end]``."""
+
+    start: datetime
+    end: datetime
+
+
+def time_range(start: datetime | None, end: datetime | None, default_span: timedelta, max_span: timedelta) -> TimeRange:
+    """Defaults (``end`` = now, ``start`` = end - default span) and the 422 checks: order and width."""
+    now = datetime.now(UTC)
+    end_v = _aware(end, "end") if end is not None else now
+    if start is not None:
+        start_v = _aware(start, "start")
+    else:
+        try:
+            start_v = end_v - default_span
+        except OverflowError as err:  # pragma: no cover - end is bounded above year 1970
+            raise invalid(parameter="end", message="out of range") from err
+    if start_v > end_v:
+        raise invalid(
+            parameter="start",
+            message=f"start {start_v.isoformat()} is after end {end_v.isoformat()}",
+            code="invalid_range",
+        )
+    if end_v - start_v > max_span:
+        raise invalid(
+            parameter="start",
+            message=f"range of {end_v - start_v} exceeds the maximum of {max_span}; narrow start/end",
+            code="range_too_large",
+        )
+    return TimeRange(start_v, end_v)
+
+
+# ---- cursors ---------------------------------------------------------------------------------------------------
+
+
+def encode_cursor(kind: str, epoch_us: int, seq: int = 0) -> str:
+    """An opaque page cursor: ``kind``, a position in epoch microseconds and a tie-breaker."""
+    return base64.urlsafe_b64encode(f"{kind}:{epoch_us}:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> tuple[datetime, int]:
+    """Position of a cursor made by :func:`encode_cursor`; 422 naming ``cursor`` when it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        got_kind, us, seq = text.split(":")
+        if got_kind != kind:
+            raise ValueError(got_kind)
+        at = _MIN_TIME + timedelta(microseconds=int(us))
+        if not _MIN_TIME <= at <= _MAX_TIME or int(seq) < 0:
+            raise ValueError(us)
+        return at, int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError) as err:
+        raise invalid(parameter="cursor", message="not a cursor returned by this endpoint") from err
+
+
+def epoch_us(value: datetime) -> int:
+    """Epoch microseconds of an aware datetime."""
+    return (value - _MIN_TIME) // timedelta(microseconds=1)
+
+
+def bounded_limit(value: int | None, default: int, maximum: int) -> int:
+    """``limit`` with its default; 422 naming it above the maximum (the maximum is a setting)."""
+    if value is None:
+        return default
+    if value > maximum:
+        raise invalid(parameter="limit", message=f"must be at most {maximum}, got {value}")
+    return value

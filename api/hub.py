@@ -1,0 +1,380 @@
+"""Fan-out of relayed events to WebSocket clients: subscriptions, bounded per-client queues, lagging and drops.
+
+Design (why): the Kafka relay hands batches of *pre-serialised* frames to :meth:`Hub.publish` on the event loop;
+each frame is built once per message and the same ``str`` object is queued for every subscriber, so the
+per-delivery cost is a ``deque.append``. Every client has its own writer task draining its queue, so no client
+ever waits for another (the seed awaited clients one after another). A queue that reaches its bound marks the
+client *lagging*: its backlog is discarded, a ``{"type":"lagging"}`` notice goes first in line, and a client still
+lagging after ``ws_lag_grace_s`` (or having lost ``ws_max_dropped`` frames) is disconnected. Memory per client
+is therefore bounded by ``ws_send_queue`` frames.
+
+Batched mode (opt-in on subscribe): instead of one frame per event, the hub buffers events for
+``ws_batch_interval_ms`` and sends each batched client one ``{"type":"batch","events":[...]}`` frame; clients
+with the same subscriptions share one serialised frame, which is what makes a million deliveries a second
+possible in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from api.metrics import RELAY_LAG, RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT
+
+log = logging.getLogger("api.hub")
+
+TICKS: Final = 0
+BARS: Final = 1
+INDICATORS: Final = 2
+BATCH: Final = 3  # metrics slot of batched frames
+CHANNEL_NAMES: Final = ("ticks", "bars", "indicators")
+#: key prefixes: ``t:SYNTH``, ``b:SYNTH:1m``, ``i:SYNTH:1m``; wildcards ``t:*``, ``b:*:1m``, ``i:*:1m``
+PREFIX: Final = ("t", "b", "i")
+
+
+def sub_key(channel: int, ticker: str, timeframe: str | None = None) -> str:
+    """The subscription key of one channel/ticker(/timeframe); ``ticker`` may be ``*``."""
+    if channel == TICKS:
+        return f"t:{ticker}"
+    return f"{PREFIX[channel]}:{ticker}:{timeframe}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One relayed message, serialised once: ``frame`` is the complete per-message JSON text."""
+
+    channel: int
+    key: str
+    wildcard: str
+    ticker: str
+    frame: str
+    event_ms: int
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def control(kind: str, **fields: object) -> str:
+    """A small server message such as ``{"type":"pong","timestamp":...}``."""
+    return orjson.dumps({"type": kind, **fields, "timestamp": now_ms()}).decode()
+
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class Client:
+    """One connection: its subscriptions, its bounded queue and its writer task."""
+
+    def __init__(self, client_id: str, send: SendText, hub: Hub) -> None:
+        self.id = client_id
+        self._send = send
+        self.hub = hub
+        self.keys: set[str] = set()
+        self.batch = False
+        self.queue: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.gone = asyncio.Event()
+        self.lagging_since: float | None = None
+        self.sending_since: float | None = None
+        self.dropped = 0
+        self.closed = False
+        self.close_reason = ""
+        self.writer: asyncio.Task[None] | None = None
+
+    def offer(self, frame: str, channel: int) -> bool:
+        """Queue ``frame`` without waiting; on overflow the client becomes lagging and the frame is dropped."""
+        if self.closed:
+            return False
+        q = self.queue
+        if len(q) < self.hub.queue_bound:
+            q.append(frame)
+            self.wake.set()
+            return True
+        self._overflow(channel)
+        return False
+
+    def _overflow(self, channel: int) -> None:
+        hub = self.hub
+        lost = 1
+        if self.lagging_since is None:
+            self.lagging_since = time.monotonic()
+            lost += len(self.queue)
+            self.queue.clear()
+            self.queue.append(control("lagging", dropped=self.dropped + lost, clientId=self.id))
+            self.wake.set()
+        self.dropped += lost
+        hub.dropped[channel] += lost
+        if self.dropped >= hub.max_dropped:
+            hub.to_drop.add(self)  # not now: the caller may be iterating a subscriber set
+
+    async def run_writer(self) -> None:
+        """Drain the queue in order; the only coroutine that ever sends on this connection."""
+        q = self.queue
+        send = self._send
+        try:
+            while not self.closed:
+                if not q:
+                    self.lagging_since = None
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                frame = q.popleft()
+                self.sending_since = time.monotonic()
+                await send(frame)
+                self.sending_since = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the socket is gone: the reader will notice, stop queueing now
+            log.debug("client %s writer stopped: %r", self.id, err)
+            self.hub.drop(self, "send_failed")
+
+    @property
+    def signature(self) -> frozenset[str]:
+        """Subscription set; batched clients with equal signatures share frames."""
+        return frozenset(self.keys)
+
+
+class Hub:
+    """Routes relayed events to subscribed clients; one per process."""
+
+    def __init__(
+        self,
+        *,
+        queue_bound: int,
+        lag_grace_s: float,
+        max_dropped: int,
+        max_clients: int,
+        max_subscriptions: int,
+        heartbeat_s: float,
+        batch_interval_s: float,
+    ) -> None:
+        self.queue_bound = queue_bound
+        self.lag_grace_s = lag_grace_s
+        self.max_dropped = max_dropped
+        self.max_clients = max_clients
+        self.max_subscriptions = max_subscriptions
+        self.heartbeat_s = heartbeat_s
+        self.batch_interval_s = batch_interval_s
+        self.clients: dict[str, Client] = {}
+        self.index: dict[str, set[Client]] = {}
+        self.batch_clients: set[Client] = set()
+        self.batch_buffer: list[Event] = []
+        self.tick_cache: dict[str, str] = {}
+        self.sent = [0, 0, 0, 0]  # ticks, bars, indicators, batch frames
+        self.dropped = [0, 0, 0, 0]
+        self.relayed = [0, 0, 0]
+        self.to_drop: set[Client] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the heartbeat/sweep and batch-flush tasks."""
+        self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._batch_loop())]
+
+    async def stop(self) -> None:
+        """Stop background tasks and disconnect everyone."""
+        for task in self._tasks:
+            task.cancel()
+        for client in list(self.clients.values()):
+            self.drop(client, "shutdown")
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._flush_metrics()
+
+    def register(self, client: Client) -> bool:
+        """Admit ``client`` unless the process is at ``max_clients``; starts its writer."""
+        if len(self.clients) >= self.max_clients:
+            return False
+        self.clients[client.id] = client
+        client.writer = asyncio.create_task(client.run_writer())
+        WS_CLIENTS.inc()
+        return True
+
+    def drop(self, client: Client, reason: str) -> None:
+        """Disconnect ``client`` now (idempotent): no more queueing, writer cancelled, endpoint woken."""
+        if client.closed:
+            return
+        client.closed = True
+        client.close_reason = reason
+        self._unindex(client, client.keys)
+        client.keys.clear()
+        self.batch_clients.discard(client)
+        if self.clients.pop(client.id, None) is not None:
+            WS_CLIENTS.dec()
+        WS_DISCONNECTS.labels(reason).inc()
+        if client.writer is not None and client.writer is not asyncio.current_task():
+            client.writer.cancel()
+        client.queue.clear()
+        client.gone.set()
+
+    # ---- subscriptions -----------------------------------------------------------------------------------------
+
+    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> list[str]:
+        """Add ``keys``; returns those newly added. Raises ValueError beyond ``max_subscriptions``."""
+        new = [k for k in dict.fromkeys(keys) if k not in client.keys]
+        if len(client.keys) + len(new) > self.max_subscriptions:
+            msg = (
+                f"subscription limit is {self.max_subscriptions} per connection; "
+                f"have {len(client.keys)}, asked for {len(new)} more"
+            )
+            raise ValueError(msg)
+        if batch is not None and batch != client.batch:
+            self._unindex(client, client.keys)
+            client.batch = batch
+            self._index(client, client.keys)
+        client.keys.update(new)
+        self._index(client, new)
+        return new
+
+    def unsubscribe(self, client: Client, keys: Iterable[str]) -> list[str]:
+        """Remove ``keys``; returns those that were subscribed."""
+        gone = [k for k in dict.fromkeys(keys) if k in client.keys]
+        client.keys.difference_update(gone)
+        self._unindex(client, gone)
+        return gone
+
+    def _index(self, client: Client, keys: Iterable[str]) -> None:
+        if client.batch:
+            if client.keys:
+                self.batch_clients.add(client)
+            return
+        for k in keys:
+            self.index.setdefault(k, set()).add(client)
+
+    def _unindex(self, client: Client, keys: Iterable[str]) -> None:
+        if client.batch:
+            if not client.keys - set(keys):
+                self.batch_clients.discard(client)
+            return
+        for k in keys:
+            members = self.index.get(k)
+            if members is not None:
+                members.discard(client)
+                if not members:
+                    del self.index[k]
+
+    # ---- fan-out -----------------------------------------------------------------------------------------------
+
+    def publish(self, events: list[Event]) -> None:
+        """Deliver a batch of relayed events (called on the loop by the relay thread)."""
+        now = now_ms()
+        index = self.index
+        sent = self.sent
+        tick_cache = self.tick_cache
+        buffering = bool(self.batch_clients)
+        lags: list[list[float]] = [[], [], []]
+        for ev in events:
+            ch = ev.channel
+            self.relayed[ch] += 1
+            if ch == TICKS:
+                tick_cache[ev.ticker] = ev.frame
+            lags[ch].append((now - ev.event_ms) / 1000.0)
+            direct = index.get(ev.key)
+            if direct:
+                for c in direct:
+                    if c.offer(ev.frame, ch):
+                        sent[ch] += 1
+            wild = index.get(ev.wildcard)
+            if wild:
+                for c in wild:
+                    if (direct is None or c not in direct) and c.offer(ev.frame, ch):
+                        sent[ch] += 1
+            if buffering:
+                self.batch_buffer.append(ev)
+        self._drop_pending()
+        for ch, values in enumerate(lags):
+            if values:
+                hist = RELAY_LAG.labels(CHANNEL_NAMES[ch])
+                # observing every value costs ~1 us each; a sample of each batch keeps the distribution
+                step = max(1, len(values) // 64)
+                for v in values[::step]:
+                    hist.observe(v)
+
+    def flush_batches(self) -> None:
+        """Send every batched client one frame with its events since the last flush."""
+        buffer, self.batch_buffer = self.batch_buffer, []
+        if not buffer or not self.batch_clients:
+            return
+        groups: dict[frozenset[str], list[Client]] = {}
+        for c in self.batch_clients:
+            groups.setdefault(c.signature, []).append(c)
+        for signature, members in groups.items():
+            counts = [0, 0, 0]
+            parts: list[str] = []
+            for ev in buffer:
+                if ev.key in signature or ev.wildcard in signature:
+                    parts.append(ev.frame)
+                    counts[ev.channel] += 1
+            if not parts:
+                continue
+            frame = '{"type":"batch","count":%d,"timestamp":%d,"events":[%s]}' % (  # noqa: UP031 - hot path
+                len(parts),
+                now_ms(),
+                ",".join(parts),
+            )
+            for c in members:
+                if c.offer(frame, BATCH):
+                    self.sent[3] += 1
+                    for ch in range(3):
+                        self.sent[ch] += counts[ch]
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        if self.to_drop:
+            for client in self.to_drop:
+                self.drop(client, "lagging")
+            self.to_drop.clear()
+
+    async def _batch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.batch_interval_s)
+            try:
+                self.flush_batches()
+            except Exception:  # never let one bad frame stop batching for everyone
+                log.exception("batch flush failed")
+
+    # ---- housekeeping ------------------------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.heartbeat_s))
+            now = time.monotonic()
+            beat = now - last_beat >= self.heartbeat_s
+            if beat:
+                last_beat = now
+                frame = control("heartbeat")
+            for client in list(self.clients.values()):
+                stuck = client.sending_since is not None and now - client.sending_since > self.lag_grace_s
+                lagging = client.lagging_since is not None and now - client.lagging_since > self.lag_grace_s
+                if stuck or lagging:
+                    self.drop(client, "lagging")
+                elif beat:
+                    client.offer(frame, TICKS)
+            self._drop_pending()
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        for ch, name in enumerate((*CHANNEL_NAMES, "batch")):
+            if self.sent[ch]:
+                WS_SENT.labels(name).inc(self.sent[ch])
+                self.sent[ch] = 0
+            if self.dropped[ch]:
+                WS_DROPPED.labels(name).inc(self.dropped[ch])
+                self.dropped[ch] = 0
+        for ch, name in enumerate(CHANNEL_NAMES):
+            if self.relayed[ch]:
+                RELAY_MESSAGES.labels(name).inc(self.relayed[ch])
+                self.relayed[ch] = 0

@@ -1,0 +1,146 @@
+"""The gateway application: :func:`create_app` (factory + lifespan) and the module-level ``app``.
+
+Run with ``uvicorn api.main:app`` or ``python -m api`` (workers, port and WebSocket options from settings).
+The lifespan opens the PostgreSQL pool, the Redis client, the Kafka admin client and the relay thread, and
+closes them in reverse order; a dependency that is down at start-up does not stop the process (``/ready``
+reports it and the clients reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from confluent_kafka.admin import AdminClient
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from psycopg_pool import AsyncConnectionPool
+
+from api import metrics, ws
+from api.auth import guard
+from api.cache import MarketCache, TickerDirectory
+from api.deps import AppState
+from api.errors import install_error_handlers
+from api.hub import Hub
+from api.observability import ObservabilityMiddleware, configure_logging
+from api.ratelimit import RateLimiter
+from api.relay import KafkaRelay
+from api.routes import ROUTERS, system
+from api.schemas import ErrorResponse
+from api.settings import ApiSettings
+from api.store import Store
+
+log = logging.getLogger("api")
+
+
+def build_hub(settings: ApiSettings) -> Hub:
+    """The fan-out hub configured from settings."""
+    return Hub(
+        queue_bound=settings.ws_send_queue,
+        lag_grace_s=settings.ws_lag_grace_s,
+        max_dropped=settings.ws_max_dropped,
+        max_clients=settings.ws_max_clients,
+        max_subscriptions=settings.ws_max_subscriptions,
+        heartbeat_s=settings.ws_heartbeat_s,
+        batch_interval_s=settings.ws_batch_interval_ms / 1000.0,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open every client, start the relay; close everything on shutdown."""
+    settings: ApiSettings = app.state.settings
+    configure_logging(settings.log_level)
+    pool = AsyncConnectionPool(
+        settings.database_url.get_secret_value(),
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        kwargs={"autocommit": True, "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"},
+        open=False,
+        timeout=settings.ready_timeout_s * 2,
+    )
+    await pool.open(wait=False)
+    redis_client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=settings.ready_timeout_s, socket_connect_timeout=settings.ready_timeout_s
+    )
+    store = Store(pool)
+    hub = build_hub(settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "client.id": "md-api-admin"})
+    limiter = (
+        RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limit_ws_connect)
+        if settings.rate_limit or settings.rate_limit_ws_connect
+        else None
+    )
+    relay = KafkaRelay(settings, hub, asyncio.get_running_loop()) if settings.relay_enabled else None
+    state = AppState(
+        settings=settings,
+        pool=pool,
+        redis=redis_client,
+        store=store,
+        cache=MarketCache(redis_client),
+        tickers=TickerDirectory(store, settings.ticker_cache_s),
+        hub=hub,
+        relay=relay,
+        admin=admin,
+        limiter=limiter,
+        started_monotonic=time.monotonic(),
+    )
+    app.state.md = state
+    try:
+        await state.tickers.refresh()
+    except Exception as err:  # database down at start-up: /ready says so, look-ups retry
+        log.warning("ticker list unavailable at start-up: %r", err)
+    hub.start()
+    if relay is not None:
+        relay.start()
+    gc.freeze()  # long-lived objects out of the collector's way (measured: lower p99 under load)
+    log.info("gateway started", extra={"port": settings.port, "auth": settings.auth_enabled})
+    try:
+        yield
+    finally:
+        if relay is not None:
+            await asyncio.to_thread(relay.stop)
+        await hub.stop()
+        await redis_client.aclose()  # type: ignore[attr-defined]  # types-redis predates redis 5
+        await pool.close()
+        log.info("gateway stopped")
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """A gateway application configured by ``settings`` (read from the environment by default)."""
+    settings = settings or ApiSettings()
+    app = FastAPI(
+        title=settings.title,
+        version=settings.version,
+        description="REST and WebSocket access to the synthetic market: ticks, bars, statistics, indicators.",
+        lifespan=lifespan,
+        responses={
+            401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+            429: {"model": ErrorResponse, "description": "rate limited (see Retry-After)"},
+            503: {"model": ErrorResponse, "description": "a dependency is unavailable"},
+        },
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(system.router)
+    for router in ROUTERS:
+        app.include_router(router, dependencies=[Depends(guard)])
+    app.include_router(ws.router)
+    app.include_router(metrics.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
+        )
+    app.add_middleware(ObservabilityMiddleware, access_log_enabled=settings.access_log)
+    return app
+
+
+app = create_app()

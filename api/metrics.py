@@ -1,0 +1,49 @@
+"""Prometheus metrics of the gateway and the ``/metrics`` endpoint.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers) every process writes its samples to that
+directory and ``/metrics`` merges them (prometheus-client multiprocess mode); gauges then sum live processes.
+Hot paths count in plain integers and :class:`~api.relay.Hub` flushes them here about once a second, so a
+million deliveries a second do not mean a million locked counter increments.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+
+REQUESTS = Counter("api_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "api_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+RATE_LIMITED = Counter("api_rate_limited_total", "requests refused with 429", ["kind"])
+WS_CLIENTS = Gauge("api_ws_clients", "connected WebSocket clients", multiprocess_mode="livesum")
+WS_SENT = Counter("api_ws_messages_sent_total", "events delivered to WebSocket clients", ["channel"])
+WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for lagging clients", ["channel"])
+WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
+RELAY_MESSAGES = Counter("api_relay_messages_total", "Kafka messages relayed", ["channel"])
+RELAY_BAD = Counter("api_relay_bad_messages_total", "Kafka messages that broke the contract", ["channel"])
+RELAY_LAG = Histogram(
+    "api_relay_lag_seconds",
+    "now minus the event timestamp when the gateway fans a message out",
+    ["channel"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
+)
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process (or of all workers in multiprocess mode)."""
+    multiproc_dir = request.app.state.md.settings.prometheus_multiproc_dir
+    if multiproc_dir is not None:
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

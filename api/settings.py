@@ -1,0 +1,123 @@
+"""Settings of the gateway (prefix ``API_``): server, security, rate limits, WebSocket and query bounds.
+
+Connection endpoints and topic names come from :class:`common.settings.SharedSettings` (unprefixed variables).
+Lists are read from the environment as JSON (``API_KEYS='["k1","k2"]'``) or comma-separated text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from common.settings import BASE_CONFIG, SharedSettings
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept ``"a,b"`` as well as a JSON list / Python list for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ApiSettings(SharedSettings):
+    """Everything the gateway process can be configured with; frozen, validated at start-up."""
+
+    model_config = SettingsConfigDict(**BASE_CONFIG, env_prefix="API_")
+
+    # --- server -------------------------------------------------------------------------------------------------
+    bind_host: str = Field("0.0.0.0", description="address uvicorn listens on")  # noqa: S104 - a server
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    title: str = "Synthetic Market Data API"
+    version: str = "1.0.0"
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    access_log: bool = Field(True, description="one structured log line per HTTP request")
+
+    # --- security -----------------------------------------------------------------------------------------------
+    keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted API keys; empty = authentication off"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- rate limiting ------------------------------------------------------------------------------------------
+    rate_limit: str = Field("1200/minute", description="per API key (or client IP) in `limits` notation; empty = off")
+    rate_limit_ws_connect: str = Field("60/minute", description="WebSocket connections per key or IP")
+
+    # --- WebSocket ----------------------------------------------------------------------------------------------
+    ws_max_clients: int = Field(5000, ge=1)
+    ws_max_subscriptions: int = Field(500, ge=1, description="subscription keys per client")
+    ws_send_queue: int = Field(2048, ge=4, description="frames waiting per client before it is lagging")
+    ws_lag_grace_s: float = Field(5.0, gt=0, description="a lagging client is dropped after this long")
+    ws_max_dropped: int = Field(10_000, ge=1, description="a client is dropped after this many lost frames")
+    ws_heartbeat_s: float = Field(15.0, gt=0)
+    ws_batch_interval_ms: int = Field(25, ge=5, le=1000, description="frame period of batched mode")
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest client message accepted")
+    ws_per_message_deflate: bool = Field(False, description="compress frames (costs CPU per client)")
+
+    # --- Kafka relay --------------------------------------------------------------------------------------------
+    relay_enabled: bool = True
+    relay_batch: int = Field(2000, ge=1, le=100_000, description="max messages per consume() call")
+    relay_poll_s: float = Field(0.005, gt=0, le=1.0)
+
+    # --- queries ------------------------------------------------------------------------------------------------
+    history_default_limit: int = Field(1000, ge=1)
+    history_max_limit: int = Field(10_000, ge=1)
+    history_max_range_s: int = Field(31 * 86_400, ge=60, description="widest /history window")
+    bars_default_limit: int = Field(500, ge=1)
+    bars_max_limit: int = Field(5000, ge=1)
+    bars_max_range_bars: int = Field(100_000, ge=1, description="widest /bars window, in bars of the timeframe")
+    ticks_default_limit: int = Field(100, ge=1)
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+    db_statement_timeout_ms: int = Field(5000, ge=100)
+    ready_timeout_s: float = Field(2.0, gt=0)
+    ticker_cache_s: float = Field(30.0, ge=0, description="how long the known-ticker set is trusted")
+
+    # --- metrics ------------------------------------------------------------------------------------------------
+    prometheus_multiproc_dir: Path | None = Field(
+        None, validation_alias="PROMETHEUS_MULTIPROC_DIR", description="set = multi-process metrics"
+    )
+
+    @field_validator("keys", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.history_default_limit > self.history_max_limit:
+            msg = f"history_default_limit {self.history_default_limit!r} exceeds history_max_limit"
+            raise ValueError(msg)
+        if self.bars_default_limit > self.bars_max_limit:
+            msg = f"bars_default_limit {self.bars_default_limit!r} exceeds bars_max_limit"
+            raise ValueError(msg)
+        if self.db_pool_min > self.db_pool_max:
+            msg = f"db_pool_min {self.db_pool_min!r} exceeds db_pool_max {self.db_pool_max!r}"
+            raise ValueError(msg)
+        if any(not k.get_secret_value() for k in self.keys):
+            msg = "keys: an API key must not be empty"
+            raise ValueError(msg)
+        for name in ("rate_limit", "rate_limit_ws_connect"):
+            value = getattr(self, name)
+            if value:
+                from limits import parse_many
+
+                try:
+                    parse_many(value)
+                except ValueError as err:
+                    msg = f"{name}: {value!r} is not a `limits` expression such as '100/minute'"
+                    raise ValueError(msg) from err
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when at least one API key is configured."""
+        return bool(self.keys)

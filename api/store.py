@@ -1,0 +1,240 @@
+"""PostgreSQL access of the gateway: parameterised, bounded queries over ``tickers``, ``market_ticks`` and
+``market_bars`` through one psycopg 3 async pool.
+
+Every query names its ticker and a time range and carries a ``LIMIT``; the primary keys ``(ticker, time, seq)``
+and ``(ticker, timeframe, time)`` make each one an index range scan. Connection problems become
+:class:`~api.errors.ApiError` 503 so a database outage never looks like a bug (500).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from api.errors import ApiError
+
+log = logging.getLogger("api.store")
+
+TICK_COLUMNS = "time, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
+BAR_COLUMNS = "time, ticker, timeframe, open, high, low, close, volume, vwap, trades"
+INDICATOR_COLUMNS = (
+    "sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TickRow:
+    """One ``market_ticks`` row."""
+
+    time: datetime
+    ticker: str
+    seq: int
+    price: Decimal
+    bid: Decimal
+    ask: Decimal
+    bid_size: int
+    ask_size: int
+    volume: int
+
+
+@dataclass(frozen=True, slots=True)
+class BarRow:
+    """One ``market_bars`` row (indicators only when asked for)."""
+
+    time: datetime
+    ticker: str
+    timeframe: str
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+    vwap: Decimal
+    trades: int
+    indicators: dict[str, float | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickerRow:
+    """One ``tickers`` row."""
+
+    ticker: str
+    name: str
+    sector: str
+    initial_price: Decimal
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """Aggregates of a ticker over a period (prices None when nothing traded)."""
+
+    tick_count: int
+    low: Decimal | None
+    high: Decimal | None
+    open: Decimal | None
+    close: Decimal | None
+    avg_price: Decimal | None
+    total_volume: int
+    volatility: float | None
+
+
+def unavailable(what: str, err: Exception) -> ApiError:
+    """503 for a dependency that cannot be reached; the detail goes to the log, not the client."""
+    log.warning("%s unavailable: %r", what, err)
+    return ApiError(503, "unavailable", f"{what} is unavailable, try again shortly")
+
+
+class Store:
+    """Read-only queries of the gateway."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        try:
+            async with self.pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            raise unavailable(what="database", err=err) from err
+        except psycopg.errors.QueryCanceled as err:
+            raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
+
+    async def ping(self) -> None:
+        """Raise unless ``SELECT 1`` succeeds."""
+        async with self._cursor() as cur:
+            await cur.execute("SELECT 1")
+
+    async def tickers(self) -> list[TickerRow]:
+        """The whole universe, by ticker."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                "SELECT ticker, name, sector, initial_price, created_at FROM tickers ORDER BY ticker LIMIT 100000"
+            )
+            return [TickerRow(*row) for row in await cur.fetchall()]
+
+    async def ticker_names(self) -> set[str]:
+        """Just the ticker symbols."""
+        async with self._cursor() as cur:
+            await cur.execute("SELECT ticker FROM tickers LIMIT 100000")
+            return {row[0] for row in await cur.fetchall()}
+
+    async def ticker_exists(self, ticker: str) -> bool:
+        """True when ``ticker`` is in the universe."""
+        async with self._cursor() as cur:
+            await cur.execute("SELECT 1 FROM tickers WHERE ticker = %s", (ticker,))
+            return await cur.fetchone() is not None
+
+    async def latest_tick(self, ticker: str) -> TickRow | None:
+        """The newest archived tick."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s ORDER BY time DESC, seq DESC LIMIT 1",  # noqa: S608 - constant column lists; values are bound parameters
+                (ticker,),
+            )
+            row = await cur.fetchone()
+            return TickRow(*row) if row else None
+
+    async def ticks(
+        self, ticker: str, start: datetime, end: datetime, after: tuple[datetime, int] | None, limit: int
+    ) -> list[TickRow]:
+        """Ticks in ``[start, end]`` (strictly after the ``after`` position), ascending, at most ``limit``."""
+        if after is None:
+            query = (
+                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
+                " ORDER BY time, seq LIMIT %s"
+            )
+            params: tuple[Any, ...] = (ticker, start, end, limit)
+        else:
+            query = (
+                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
+                " AND (time, seq) > (%s, %s) ORDER BY time, seq LIMIT %s"
+            )
+            params = (ticker, start, end, after[0], after[1], limit)
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            return [TickRow(*row) for row in await cur.fetchall()]
+
+    async def recent_ticks(self, ticker: str, limit: int) -> list[TickRow]:
+        """The newest ``limit`` ticks, returned ascending."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s ORDER BY time DESC, seq DESC LIMIT %s",  # noqa: S608 - constant column lists; values are bound parameters
+                (ticker, limit),
+            )
+            rows = [TickRow(*row) for row in await cur.fetchall()]
+        rows.reverse()
+        return rows
+
+    async def bars(
+        self, ticker: str, timeframe: str, start: datetime, end: datetime, after: datetime | None, limit: int
+    ) -> list[BarRow]:
+        """Final bars starting in ``[start, end]`` (after ``after``), ascending, at most ``limit``."""
+        lower_op, lower = (">", after) if after is not None and after >= start else (">=", start)
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {BAR_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
+                f" AND time {lower_op} %s AND time <= %s ORDER BY time LIMIT %s",
+                (ticker, timeframe, lower, end, limit),
+            )
+            return [BarRow(*row) for row in await cur.fetchall()]
+
+    async def latest_bar(self, ticker: str, timeframe: str) -> BarRow | None:
+        """The newest final bar with its indicators."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {BAR_COLUMNS}, {INDICATOR_COLUMNS} FROM market_bars"  # noqa: S608 - constant column lists; values are bound parameters
+                " WHERE ticker = %s AND timeframe = %s ORDER BY time DESC LIMIT 1",
+                (ticker, timeframe),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        names = INDICATOR_COLUMNS.split(", ")
+        t, tk, tf, o, h, lo, c, v, vw, n = row[:10]
+        return BarRow(t, tk, tf, o, h, lo, c, v, vw, n, indicators=dict(zip(names, row[10:], strict=True)))
+
+    async def stats_from_ticks(self, ticker: str, start: datetime, end: datetime) -> StatsRow:
+        """Exact statistics from the archived ticks (used for short periods)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                "WITH r AS (SELECT time, seq, price, volume FROM market_ticks"
+                "           WHERE ticker = %(t)s AND time >= %(s)s AND time <= %(e)s)"
+                " SELECT count(*), min(price), max(price),"
+                "   (SELECT price FROM r ORDER BY time, seq LIMIT 1),"
+                "   (SELECT price FROM r ORDER BY time DESC, seq DESC LIMIT 1),"
+                "   coalesce(sum(price * volume) / nullif(sum(volume), 0), avg(price)),"
+                "   coalesce(sum(volume), 0), stddev_samp(price)::float8"
+                " FROM r",
+                {"t": ticker, "s": start, "e": end},
+            )
+            row = await cur.fetchone()
+        assert row is not None  # an aggregate always returns one row
+        return StatsRow(*row)
+
+    async def stats_from_bars(self, ticker: str, start: datetime, end: datetime) -> StatsRow:
+        """Statistics from final 1-minute bars (used for long periods: at most 43,200 rows for 30 days)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                "WITH r AS (SELECT time, open, high, low, close, volume, vwap, trades FROM market_bars"
+                "           WHERE ticker = %(t)s AND timeframe = '1m' AND time >= %(s)s AND time <= %(e)s)"
+                " SELECT coalesce(sum(trades), 0), min(low), max(high),"
+                "   (SELECT open FROM r ORDER BY time LIMIT 1),"
+                "   (SELECT close FROM r ORDER BY time DESC LIMIT 1),"
+                "   coalesce(sum(vwap * volume) / nullif(sum(volume), 0), avg(close)),"
+                "   coalesce(sum(volume), 0), stddev_samp(close)::float8"
+                " FROM r",
+                {"t": ticker, "s": start, "e": end},
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return StatsRow(*row)

@@ -1,0 +1,230 @@
+"""WebSocket ``/ws``: the seed protocol (connected, subscribe/subscribed, tick, unsubscribe, ping/pong), extended.
+
+Client -> server::
+
+    {"type": "subscribe", "tickers": ["SYNTH", "TECH"]}                     # seed: ticks
+    {"type": "subscribe", "tickers": ["*"], "channel": "bars", "timeframes": ["1m", "5m"]}
+    {"type": "subscribe", "tickers": ["SYNTH"], "channel": "indicators", "timeframes": ["1m"]}
+    {"type": "subscribe", "tickers": ["*"], "batch": true}                   # batched frames
+    {"type": "unsubscribe", "tickers": ["SYNTH"]}      {"type": "ping"}
+
+``symbols`` is accepted for ``tickers`` (seed 002). Server -> client: ``connected``, ``subscribed``,
+``unsubscribed``, ``tick``, ``bar``, ``indicators``, ``batch`` (``events``: the same messages in an array),
+``pong``, ``heartbeat``, ``lagging``, ``error``. A bad message is answered with an ``error`` and the
+connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
+
+from api.auth import credential_from, key_is_valid
+from api.cache import TICKER_RE
+from api.deps import AppState
+from api.errors import ApiError
+from api.hub import BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
+from api.relay import tick_event
+from common.errors import ContractError
+from contracts import TIMEFRAMES, redis_keys
+
+log = logging.getLogger("api.ws")
+router = APIRouter(tags=["websocket"])
+
+CHANNELS = {name: i for i, name in enumerate(CHANNEL_NAMES)}
+MAX_TICKERS_PER_MESSAGE = 1000
+
+
+class ProtocolError(ValueError):
+    """A client message we answer with ``{"type":"error"}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(ws: WebSocket) -> None:
+    """Live ticks, bars and indicators over one WebSocket connection."""
+    state: AppState = ws.app.state.md
+    settings = state.settings
+    credential = credential_from(ws.headers, ws.query_params)
+    if settings.auth_enabled and not key_is_valid(credential, settings):
+        await ws.close(code=1008, reason="missing or invalid API key")
+        return
+    if state.limiter is not None:
+        client_host = ws.client.host if ws.client else "unknown"
+        try:
+            await state.limiter.check(credential or client_host, "ws")
+        except ApiError as err:
+            await ws.close(code=1013, reason=err.message[:120])
+            return
+    await ws.accept()
+    hub = state.hub
+    client = Client(uuid.uuid4().hex, ws.send_text, hub)
+    if not hub.register(client):
+        await ws.send_text(control("error", code="too_many_clients", message="server is at its client limit"))
+        await ws.close(code=1013, reason="too many clients")
+        return
+    client.offer(control("connected", clientId=client.id), TICKS)
+    reader = asyncio.create_task(_read_loop(ws, client, state))
+    gone = asyncio.create_task(client.gone.wait())
+    try:
+        await asyncio.wait({reader, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reader.cancel()
+        gone.cancel()
+        hub.drop(client, "closed")
+        if client.close_reason not in ("closed", "send_failed"):
+            code = 1013 if client.close_reason == "lagging" else 1001
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), 2.0)
+
+
+async def _read_loop(ws: WebSocket, client: Client, state: AppState) -> None:
+    max_bytes = state.settings.ws_max_message_bytes
+    while True:
+        try:
+            message = await ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        raw: str | bytes | None = message.get("text")
+        if raw is None:
+            raw = message.get("bytes")
+        if raw is None:
+            continue
+        if len(raw) > max_bytes:
+            client.offer(control("error", code="too_large", message=f"messages are limited to {max_bytes} bytes"), 0)
+            continue
+        try:
+            await _handle(raw, client, state)
+        except ProtocolError as err:
+            client.offer(control("error", code=err.code, message=err.message), TICKS)
+
+
+async def _handle(raw: str | bytes, client: Client, state: AppState) -> None:
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ProtocolError(code="invalid_json", message=f"message is not valid JSON: {err}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(code="invalid_message", message="a message must be a JSON object with a 'type'")
+    kind = msg.get("type")
+    if kind == "ping":
+        client.offer(control("pong"), TICKS)
+    elif kind == "subscribe":
+        await _subscribe(msg, client, state)
+    elif kind == "unsubscribe":
+        channel, tickers, timeframes = _parse_targets(msg, state)
+        removed = state.hub.unsubscribe(client, _keys(channel, tickers, timeframes))
+        client.offer(_ack("unsubscribed", channel, tickers, timeframes, len(removed)), TICKS)
+    else:
+        raise ProtocolError(
+            code="unknown_type", message=f"unknown message type {str(kind)[:40]!r}; use subscribe, unsubscribe or ping"
+        )
+
+
+async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> None:
+    channel, tickers, timeframes = _parse_targets(msg, state)
+    batch = msg.get("batch")
+    if batch is not None and not isinstance(batch, bool):
+        raise ProtocolError(code="invalid_message", message="'batch' must be true or false")
+    if msg.get("mode") == "batch":
+        batch = True
+    try:
+        state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
+    except ValueError as err:
+        raise ProtocolError(code="subscription_limit", message=str(err)) from None
+    client.offer(_ack("subscribed", channel, tickers, timeframes, None, client.batch), TICKS)
+    if channel == TICKS:
+        await _send_snapshot(client, tickers, state)
+
+
+def _ack(
+    kind: str, channel: int, tickers: list[str], timeframes: list[str], removed: int | None, batch: bool | None = None
+) -> str:
+    fields: dict[str, object] = {"tickers": tickers, "channel": CHANNEL_NAMES[channel]}
+    if channel != TICKS:
+        fields["timeframes"] = timeframes
+    if batch is not None:
+        fields["batch"] = batch
+    return control(kind, **fields)
+
+
+def _keys(channel: int, tickers: list[str], timeframes: list[str]) -> list[str]:
+    if channel == TICKS:
+        return [sub_key(TICKS, t) for t in tickers]
+    return [sub_key(channel, t, tf) for t in tickers for tf in timeframes]
+
+
+def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str], list[str]]:
+    """Channel, canonical tickers and timeframes of a (un)subscribe message; ProtocolError when malformed."""
+    channel_name = msg.get("channel", "ticks")
+    if channel_name not in CHANNELS:
+        raise ProtocolError(
+            code="invalid_channel", message=f"channel must be one of {list(CHANNELS)}, got {str(channel_name)[:40]!r}"
+        )
+    channel = CHANNELS[channel_name]
+    tickers_raw = msg.get("tickers", msg.get("symbols"))
+    if not isinstance(tickers_raw, list) or not tickers_raw or not all(isinstance(t, str) for t in tickers_raw):
+        raise ProtocolError(code="invalid_message", message="'tickers' must be a non-empty list of ticker strings")
+    if len(tickers_raw) > MAX_TICKERS_PER_MESSAGE:
+        raise ProtocolError(code="invalid_message", message=f"at most {MAX_TICKERS_PER_MESSAGE} tickers per message")
+    tickers: list[str] = []
+    bad: list[str] = []
+    known = state.tickers.known
+    for t in tickers_raw:
+        canon = t.strip().upper()
+        if canon == "*" or (TICKER_RE.match(canon) and (not known or canon in known)):
+            tickers.append(canon)
+        else:
+            bad.append(t[:40])
+    if bad:
+        raise ProtocolError(code="unknown_ticker", message=f"unknown tickers: {bad[:20]}")
+    timeframes: list[str] = []
+    if channel in (BARS, INDICATORS):
+        tf_raw = msg.get("timeframes", ["1m"])
+        if (
+            not isinstance(tf_raw, list)
+            or not tf_raw
+            or not all(isinstance(x, str) and x in TIMEFRAMES for x in tf_raw)
+        ):
+            raise ProtocolError(
+                code="invalid_timeframe", message=f"'timeframes' must be a non-empty list of {list(TIMEFRAMES)}"
+            )
+        timeframes = list(dict.fromkeys(tf_raw))
+    return channel, list(dict.fromkeys(tickers)), timeframes
+
+
+async def _send_snapshot(client: Client, tickers: list[str], state: AppState) -> None:
+    """The latest tick of each subscribed ticker at once: process cache first, then Redis."""
+    cache = state.hub.tick_cache
+    wanted = sorted(cache) if "*" in tickers else [t for t in tickers if t != "*"]
+    missing = [t for t in wanted if t not in cache]
+    fetched: dict[str, str] = {}
+    if missing:
+        try:
+            values = await state.redis.mget([redis_keys.latest_price(t) for t in missing])
+        except (RedisError, OSError) as err:
+            log.warning("snapshot from redis failed: %r", err)
+            values = [None] * len(missing)
+        for t, raw in zip(missing, values, strict=True):
+            if raw is not None:
+                try:
+                    fetched[t] = tick_event(raw).frame
+                except ContractError:
+                    continue
+    for t in wanted:
+        frame = cache.get(t) or fetched.get(t)
+        if frame is not None:
+            client.offer(frame, TICKS)
