@@ -135,57 +135,70 @@ def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
         return None, _reason(err)
 
 
+def _decode_all(
+    values: Sequence[object], origins: list[Origin | None] | None, dead: list[DeadLetter]
+) -> tuple[list[WireTick], list[bytes], list[Origin | None] | None]:
+    """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins."""
+    try:
+        return list(map(_DECODER.decode, values)), cast(list[bytes], values), origins  # type: ignore[arg-type]
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        pass
+    if origins is None and any(isinstance(v, RawBatch) for v in values):  # a mixed batch (tests)
+        flat, flat_origins = _flatten(cast(Sequence[bytes | RawBatch], values))
+        return _decode_all(flat, flat_origins, dead)
+    # rare: redo this batch one value at a time to tell the bad ones apart
+    ticks: list[WireTick] = []
+    raws: list[bytes] = []
+    kept: list[Origin | None] = []
+    for i, raw in enumerate(values):
+        tick, reason = _decode_one(raw)
+        origin = origins[i] if origins is not None else None
+        if tick is None:
+            safe = raw if isinstance(raw, bytes) else repr(raw).encode()
+            dead.append(dead_letter("malformed", reason or "undecodable", safe, origin))
+        else:
+            ticks.append(tick)
+            raws.append(cast(bytes, raw))
+            kept.append(origin)
+    return ticks, raws, kept if origins is not None else None
+
+
 def decode_batch(items: Sequence[bytes | RawBatch]) -> tuple[DecodedBatch, list[DeadLetter]]:
     """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters."""
-    values, origins = _flatten(items)
     dead: list[DeadLetter] = []
-    try:
-        ticks: list[WireTick | None] = list(map(_DECODER.decode, values))
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
-        # rare: redo this batch one value at a time to tell the bad ones apart
-        ticks = []
-        for i, raw in enumerate(values):
-            tick, reason = _decode_one(raw)
-            ticks.append(tick)
-            if reason is not None:
-                safe = raw if isinstance(raw, bytes) else repr(raw).encode()
-                dead.append(dead_letter("malformed", reason, safe, origins[i] if origins else None))
+    if items and isinstance(items[0], RawBatch):
+        values, origins = _flatten(items)
+        ticks, raws, kept_origins = _decode_all(values, origins, dead)
+    else:  # plain values (a mixed list falls back to flattening inside)
+        ticks, raws, kept_origins = _decode_all(items, None, dead)
 
-    prices = np.array([t.price if t is not None else 1.0 for t in ticks], dtype=np.float64)
-    bids = np.array([t.bid if t is not None else 1.0 for t in ticks], dtype=np.float64)
-    asks = np.array([t.ask if t is not None else 2.0 for t in ticks], dtype=np.float64)
+    prices = np.array([t.price for t in ticks], dtype=np.float64)
+    bids = np.array([t.bid for t in ticks], dtype=np.float64)
+    asks = np.array([t.ask for t in ticks], dtype=np.float64)
     bad = bids >= asks
     for column in (prices, bids, asks):
         scaled = column * 100.0
         bad |= np.abs(scaled - np.rint(scaled)) >= _GRID_TOLERANCE * np.maximum(1.0, column)
-    keep = np.ones(len(ticks), dtype=bool)
-    if dead:
-        keep &= np.array([t is not None for t in ticks], dtype=bool)
-    for i in np.flatnonzero(bad).tolist():
-        tick = ticks[i]
-        if tick is None:
-            continue
-        problem = tick_problem(cast(Tick, tick))  # duck-typed: the same attributes as contracts.tick.Tick
-        if problem is not None:
-            keep[i] = False
-            dead.append(dead_letter("malformed", problem, values[i], origins[i] if origins else None))
-
-    if keep.all():
-        valid = cast(list[WireTick], ticks)
-        raws, kept_origins, kept_prices = values, origins, prices
-    else:
-        idx = np.flatnonzero(keep).tolist()
-        valid = [cast(WireTick, ticks[i]) for i in idx]
-        raws = [values[i] for i in idx]
-        kept_origins = [origins[i] for i in idx] if origins else None
-        kept_prices = prices[keep]
+    if bad.any():
+        keep = np.ones(len(ticks), dtype=bool)
+        for i in np.flatnonzero(bad).tolist():
+            problem = tick_problem(cast(Tick, ticks[i]))  # duck-typed: the same attributes as the contract's Tick
+            if problem is not None:
+                keep[i] = False
+                dead.append(dead_letter("malformed", problem, raws[i], kept_origins[i] if kept_origins else None))
+        if not keep.all():
+            idx = np.flatnonzero(keep).tolist()
+            ticks = [ticks[i] for i in idx]
+            raws = [raws[i] for i in idx]
+            kept_origins = [kept_origins[i] for i in idx] if kept_origins is not None else None
+            prices = prices[keep]
     batch = DecodedBatch(
-        ticks=valid,
+        ticks=ticks,
         raws=raws,
         origins=kept_origins,
-        tickers=[t.ticker for t in valid],
-        timestamps=np.array([t.timestamp for t in valid], dtype=np.int64),
-        cents=np.rint(kept_prices * 100.0).astype(np.int64),
-        volumes=np.array([t.volume for t in valid], dtype=np.int64),
+        tickers=[t.ticker for t in ticks],
+        timestamps=np.array([t.timestamp for t in ticks], dtype=np.int64),
+        cents=np.rint(prices * 100.0).astype(np.int64),
+        volumes=np.array([t.volume for t in ticks], dtype=np.int64),
     )
     return batch, dead

@@ -119,3 +119,11 @@ def test_empty_batch() -> None:
     assert len(batch) == 0
     assert dead == []
     assert batch.cents.dtype == np.int64
+
+
+def test_mixed_items_starting_with_plain_values_keep_origins() -> None:
+    good = tick_bytes()
+    items: list[bytes | RawBatch] = [good, RawBatch("t", 0, [7], [b"nope"]), good]
+    batch, dead = decode_batch(items)
+    assert len(batch) == 2
+    assert (dead[0].raw, dead[0].offset) == (b"nope", 7)
