@@ -1,0 +1,225 @@
+"""WebSocket protocol against a live gateway with a real ``websockets`` client and real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from contracts.bar import Indicators, encode_bar
+from contracts.tick import encode_tick
+
+from .conftest import LiveApi, Seeder, make_bar, make_tick
+
+pytestmark = pytest.mark.integration
+
+
+async def recv(ws: ClientConnection, wait_s: float = 10.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), wait_s))
+
+
+async def recv_type(ws: ClientConnection, kind: str, wait_s: float = 10.0) -> dict[str, Any]:
+    """Next message of ``kind``, skipping heartbeats and other types."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        msg = await recv(ws, max(0.01, deadline - time.monotonic()))
+        if msg["type"] == kind:
+            return msg
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def api(seed: Seeder, start_api: Callable[..., LiveApi]) -> LiveApi:
+    seed.universe()
+    return start_api()
+
+
+async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
+    api: LiveApi, seed: Seeder, producer: Producer
+) -> None:
+    seed.latest(make_tick("SYNTH", now_ms() - 1000, 1, 150.25, volume=12000))
+    async with connect(api.ws_url) as ws:
+        hello = await recv(ws)
+        assert hello["type"] == "connected"
+        assert hello["clientId"]
+        assert isinstance(hello["timestamp"], int)
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH", "TECH"]}))
+        sub = await recv(ws)
+        assert sub["type"] == "subscribed"
+        assert sub["tickers"] == ["SYNTH", "TECH"]
+        snap = await recv(ws)  # the cached latest tick at once
+        assert snap == {
+            "type": "tick",
+            "data": {
+                "ticker": "SYNTH",
+                "price": 150.25,
+                "volume": 12000,
+                "bid": 150.24,
+                "ask": 150.26,
+                "timestamp": snap["data"]["timestamp"],
+            },
+        }
+        ts = now_ms()
+        tick = make_tick("TECH", ts, 2, 321.5, volume=700)
+        producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(tick))
+        producer.produce(api.settings.topic_ticks, key=b"FINANCE", value=encode_tick(make_tick("FINANCE", ts, 3, 85)))
+        producer.flush(5)
+        got = await recv_type(ws, "tick")
+        assert got["data"] == {
+            "ticker": "TECH",
+            "price": 321.5,
+            "volume": 700,
+            "bid": 321.49,
+            "ask": 321.51,
+            "timestamp": ts,
+        }
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_type(ws, "pong"))["timestamp"] >= ts
+        await ws.send(json.dumps({"type": "unsubscribe", "tickers": ["TECH"]}))
+        assert (await recv_type(ws, "unsubscribed"))["tickers"] == ["TECH"]
+        producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(make_tick("TECH", ts + 1, 4, 322)))
+        producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts + 2, 5, 151)))
+        producer.flush(5)
+        nxt = await recv_type(ws, "tick")
+        assert nxt["data"]["ticker"] == "SYNTH"  # TECH was unsubscribed, FINANCE never subscribed
+
+
+async def test_malformed_messages_get_errors_and_the_connection_stays_open(api: LiveApi) -> None:
+    async with connect(api.ws_url) as ws:
+        await recv(ws)
+        cases = [
+            ("{not json", "invalid_json"),
+            ("[1, 2]", "invalid_message"),
+            (json.dumps({"type": "dance"}), "unknown_type"),
+            (json.dumps({"type": "subscribe"}), "invalid_message"),
+            (json.dumps({"type": "subscribe", "tickers": "SYNTH"}), "invalid_message"),
+            (json.dumps({"type": "subscribe", "tickers": ["NOPE", "SYNTH"]}), "unknown_ticker"),
+            (json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "channel": "news"}), "invalid_channel"),
+            (
+                json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "channel": "bars", "timeframes": ["7m"]}),
+                "invalid_timeframe",
+            ),
+            (json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "batch": "yes"}), "invalid_message"),
+        ]
+        for raw, code in cases:
+            await ws.send(raw)
+            err = await recv_type(ws, "error")
+            assert err["code"] == code, (raw, err)
+        await ws.send(b'{"type": "ping"}')  # binary frames are accepted too
+        assert (await recv_type(ws, "pong"))["type"] == "pong"
+
+
+async def test_subscription_and_client_limits(seed: Seeder, start_api: Callable[..., LiveApi]) -> None:
+    seed.universe()
+    api = start_api(ws_max_subscriptions=2, ws_max_clients=1)
+    async with connect(api.ws_url) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH", "TECH", "FINANCE"]}))
+        assert (await recv_type(ws, "error"))["code"] == "subscription_limit"
+        async with connect(api.ws_url) as second:
+            err = await recv(second)
+            assert err["code"] == "too_many_clients"
+            with pytest.raises(ConnectionClosed):
+                await recv(second)
+
+
+async def test_bars_indicators_and_wildcard_channels(api: LiveApi, producer: Producer) -> None:
+    async with connect(api.ws_url) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["*"], "channel": "bars", "timeframes": ["1m"]}))
+        assert (await recv_type(ws, "subscribed"))["channel"] == "bars"
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "channel": "indicators"}))
+        await recv_type(ws, "subscribed")
+        start = now_ms() // 60_000 * 60_000 - 60_000
+        live = make_bar("TECH", "1m", start + 60_000, 60_000, 320, 321, 319, 320.5, final=False)
+        final = make_bar("SYNTH", "1m", start, 60_000, 150, 151, 149, 150.5, indicators=Indicators(sma_20=150.2))
+        five = make_bar("SYNTH", "5m", start // 300_000 * 300_000, 300_000, 150, 151, 149, 150.5)
+        for bar in (five, live, final):
+            producer.produce(api.settings.topic_bars, key=bar.ticker.encode(), value=encode_bar(bar))
+        producer.flush(5)
+        got: list[dict[str, Any]] = []
+        while len(got) < 3:
+            msg = await recv(ws)
+            if msg["type"] in ("bar", "indicators"):
+                got.append(msg)
+        kinds = sorted((m["type"], m["data"]["ticker"], m["data"].get("final")) for m in got)
+        assert kinds == [("bar", "SYNTH", True), ("bar", "TECH", False), ("indicators", "SYNTH", None)]
+        ind = next(m for m in got if m["type"] == "indicators")["data"]
+        assert ind["sma_20"] == 150.2
+        assert ind["timeframe"] == "1m"
+        assert ind["rsi_14"] is None
+
+
+async def test_batched_mode_sends_arrays(api: LiveApi, producer: Producer) -> None:
+    async with connect(api.ws_url) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["*"], "batch": True}))
+        assert (await recv_type(ws, "subscribed"))["batch"] is True
+        ts = now_ms()
+        for i in range(50):
+            producer.produce(
+                api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150 + i * 0.01))
+            )
+        producer.flush(5)
+        events: list[dict[str, Any]] = []
+        frames = 0
+        while len(events) < 50:
+            msg = await recv_type(ws, "batch")
+            frames += 1
+            assert msg["count"] == len(msg["events"])
+            events += msg["events"]
+        assert frames < 50
+        assert [e["data"]["price"] for e in events] == [round(150 + i * 0.01, 2) for i in range(50)]
+
+
+async def test_stalled_client_is_told_and_dropped_without_hurting_others(
+    seed: Seeder, start_api: Callable[..., LiveApi], producer: Producer
+) -> None:
+    seed.universe()
+    # a queue deep enough for a healthy reader's bursts; the stalled one is caught by its blocked send
+    api = start_api(ws_send_queue=40_000, ws_lag_grace_s=1.0)
+    hub = api.app.state.md.hub
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill the pipe quickly
+    sock.connect(("127.0.0.1", api.settings.port))
+    n = 30_000
+    async with connect(api.ws_url) as good, connect(api.ws_url, sock=sock, max_queue=1) as stalled:
+        await recv(good)
+        await recv(stalled)
+        for ws in (good, stalled):
+            await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"]}))
+        await recv_type(good, "subscribed")
+        await recv_type(stalled, "subscribed")
+        ts = now_ms()
+        for i in range(n):
+            producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150)))
+            if i % 5000 == 0:
+                producer.poll(0)
+        producer.flush(10)
+        seqs = 0
+        while seqs < n:
+            msg = await recv(good, 20)
+            if msg["type"] == "tick":
+                seqs += 1
+            assert msg["type"] != "lagging"
+        # the stalled client is disconnected by the hub (it never read)
+        for _ in range(150):  # the sweep runs every second; the grace is 1 s
+            if len(hub.clients) <= 1:
+                break
+            await asyncio.sleep(0.1)  # noqa: ASYNC110 - polling another thread's state
+        assert len(hub.clients) == 1
+        with pytest.raises(ConnectionClosed):  # noqa: PT012 - drain what was buffered, then the close
+            while True:
+                await recv(stalled, 20)
+    assert hub.clients == {} or len(hub.clients) <= 1

@@ -1,0 +1,161 @@
+"""Hub fan-out logic with in-memory clients: routing, wildcard de-duplication, lagging, drops, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from api.hub import BARS, TICKS, Client, Event, Hub, sub_key
+from api.relay import bar_events, tick_event
+from contracts.bar import Bar, Indicators, encode_bar
+from contracts.tick import Tick, encode_tick
+
+
+def make_hub(**kw: float) -> Hub:
+    args: dict[str, float] = {
+        "queue_bound": 8,
+        "lag_grace_s": 60.0,
+        "max_dropped": 1000,
+        "max_clients": 10,
+        "max_subscriptions": 5,
+        "heartbeat_s": 60.0,
+        "batch_interval_s": 60.0,
+    }
+    args.update(kw)
+    return Hub(**args)  # type: ignore[arg-type]
+
+
+class Sink:
+    """A client socket that records frames; ``block`` makes sends hang like a stalled peer."""
+
+    def __init__(self, block: bool = False) -> None:
+        self.frames: list[dict[str, object]] = []
+        self.block = block
+
+    async def send(self, text: str) -> None:
+        if self.block:
+            await asyncio.Event().wait()
+        self.frames.append(json.loads(text))
+
+
+def tick(ticker: str, seq: int) -> Event:
+    t = Tick(
+        ticker=ticker,
+        seq=seq,
+        timestamp=1_700_000_000_000 + seq,
+        price=10.0,
+        bid=9.99,
+        ask=10.01,
+        bid_size=1,
+        ask_size=1,
+        volume=5,
+    )
+    return tick_event(encode_tick(t))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_routing_and_wildcard_without_duplicates() -> None:
+    hub = make_hub()
+    a, b = Sink(), Sink()
+    ca, cb = Client("a", a.send, hub), Client("b", b.send, hub)
+    assert hub.register(ca)
+    assert hub.register(cb)
+    hub.subscribe(ca, [sub_key(TICKS, "X")])
+    hub.subscribe(cb, [sub_key(TICKS, "X"), sub_key(TICKS, "*")])
+    hub.publish([tick("X", 1), tick("Y", 2)])
+    await settle()
+    assert [f["data"]["ticker"] for f in a.frames] == ["X"]  # type: ignore[index]
+    assert [f["data"]["ticker"] for f in b.frames] == ["X", "Y"]  # type: ignore[index]
+    assert hub.tick_cache.keys() == {"X", "Y"}
+    hub.unsubscribe(cb, [sub_key(TICKS, "*")])
+    hub.publish([tick("Y", 3)])
+    await settle()
+    assert len(b.frames) == 2
+    await hub.stop()
+
+
+async def test_overflow_marks_lagging_then_drops_after_bound() -> None:
+    hub = make_hub(queue_bound=4, max_dropped=20)
+    stalled = Sink(block=True)
+    c = Client("s", stalled.send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"])
+    hub.publish([tick("X", i) for i in range(6)])  # 1 in flight + 4 queued + overflow
+    assert c.lagging_since is not None
+    assert json.loads(c.queue[0])["type"] == "lagging"
+    assert len(c.queue) <= 4
+    assert not c.closed
+    hub.publish([tick("X", i) for i in range(100)])
+    assert c.closed
+    assert c.close_reason == "lagging"
+    assert "s" not in hub.clients
+    assert not hub.index
+    await hub.stop()
+
+
+async def test_subscription_limit() -> None:
+    hub = make_hub(max_subscriptions=2)
+    c = Client("c", Sink().send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:A", "t:B"])
+    with pytest.raises(ValueError, match="subscription limit"):
+        hub.subscribe(c, ["t:C"])
+    await hub.stop()
+
+
+async def test_client_limit() -> None:
+    hub = make_hub(max_clients=1)
+    assert hub.register(Client("1", Sink().send, hub))
+    assert not hub.register(Client("2", Sink().send, hub))
+    await hub.stop()
+
+
+async def test_batches_share_one_frame_per_subscription_set() -> None:
+    hub = make_hub()
+    sinks = [Sink() for _ in range(3)]
+    clients = [Client(str(i), s.send, hub) for i, s in enumerate(sinks)]
+    for c in clients:
+        hub.register(c)
+    hub.subscribe(clients[0], ["t:X"], batch=True)
+    hub.subscribe(clients[1], ["t:X"], batch=True)
+    hub.subscribe(clients[2], ["t:*"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2), tick("X", 3)])
+    hub.flush_batches()
+    assert clients[0].queue[0] is clients[1].queue[0]  # serialised once, shared
+    await settle()
+    seq0 = [e["data"]["timestamp"] % 1000 for e in sinks[0].frames[0]["events"]]  # type: ignore[index,union-attr]
+    seq2 = [e["data"]["timestamp"] % 1000 for e in sinks[2].frames[0]["events"]]  # type: ignore[index,union-attr]
+    assert seq0 == [1, 3]
+    assert seq2 == [1, 2, 3]
+    await hub.stop()
+
+
+def test_bar_events_carry_indicators_for_final_bars() -> None:
+    bar = Bar(
+        ticker="X",
+        timeframe="1m",
+        start=1_700_000_040_000,
+        end=1_700_000_100_000,
+        open=1,
+        high=2,
+        low=1,
+        close=2,
+        volume=10,
+        vwap=1.5,
+        trades=3,
+        first_tick=1_700_000_040_000,
+        last_tick=1_700_000_099_000,
+        final=True,
+        indicators=Indicators(rsi_14=50.0),
+    )
+    events = bar_events(encode_bar(bar))
+    assert [e.channel for e in events] == [BARS, 2]
+    assert events[0].key == "b:X:1m"
+    assert events[0].wildcard == "b:*:1m"
+    assert json.loads(events[1].frame)["data"]["rsi_14"] == 50.0

@@ -1,0 +1,65 @@
+"""Input validation helpers: time ranges, cursors, limits, settings, error messages (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from api.deps import bounded_limit, decode_cursor, encode_cursor, epoch_us, time_range
+from api.errors import ApiError, validation_message
+from api.schemas import iso_ms
+from api.settings import ApiSettings
+
+
+def test_time_range_defaults_and_checks() -> None:
+    rng = time_range(None, None, timedelta(hours=1), timedelta(days=1))
+    assert rng.end - rng.start == timedelta(hours=1)
+    naive = time_range(datetime(2025, 1, 1), datetime(2025, 1, 1, 1), timedelta(hours=1), timedelta(days=1))  # noqa: DTZ001
+    assert naive.start.tzinfo is not None
+    with pytest.raises(ApiError) as err:
+        time_range(datetime(2025, 1, 2, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), timedelta(1), timedelta(9))
+    assert err.value.code == "invalid_range"
+    with pytest.raises(ApiError) as err:
+        time_range(datetime(2020, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), timedelta(1), timedelta(9))
+    assert err.value.code == "range_too_large"
+    assert err.value.status == 422
+
+
+def test_cursor_round_trip_and_rejection() -> None:
+    at = datetime(2025, 10, 2, 14, 0, 0, 123456, tzinfo=UTC)
+    cur = encode_cursor("h", epoch_us(at), 42)
+    assert decode_cursor("h", cur) == (at, 42)
+    for bad in ("", "!!!", encode_cursor("b", 1), "aDox"):
+        with pytest.raises(ApiError, match="cursor"):
+            decode_cursor("h", bad)
+
+
+def test_limits() -> None:
+    assert bounded_limit(None, 500, 5000) == 500
+    with pytest.raises(ApiError, match="limit"):
+        bounded_limit(5001, 500, 5000)
+
+
+def test_iso_ms_is_utc_with_milliseconds() -> None:
+    t = datetime(2024, 1, 15, 11, 30, 45, 123999, tzinfo=UTC) + timedelta(0)
+    assert iso_ms(t) == "2024-01-15T11:30:45.123Z"
+
+
+def test_validation_message_names_parameters() -> None:
+    text = validation_message([{"loc": ("query", "limit"), "msg": "too big"}, {"loc": ("path", "ticker"), "msg": "x"}])
+    assert text == "limit: too big; ticker: x"
+
+
+def test_settings_lists_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "alpha, beta")
+    monkeypatch.setenv("API_CORS_ORIGINS", '["https://a.example"]')
+    s = ApiSettings()
+    assert [k.get_secret_value() for k in s.keys] == ["alpha", "beta"]
+    assert s.auth_enabled
+    assert s.cors_origins == ["https://a.example"]
+    assert "alpha" not in repr(s)
+    with pytest.raises(ValueError, match="rate_limit"):
+        ApiSettings(rate_limit="lots")
+    with pytest.raises(ValueError, match="bars_default_limit"):
+        ApiSettings(bars_default_limit=6000)
