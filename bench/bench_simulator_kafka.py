@@ -27,7 +27,8 @@ from simulator.universe import Universe, UniverseConfig, load_universe
 
 def topic(bootstrap: str) -> str:
     name = f"bench-ticks-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(name, 6, 1)])[name].result()
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the future resolves
+    admin.create_topics([NewTopic(name, 6, 1)])[name].result(timeout=60)
     return name
 
 
@@ -69,9 +70,32 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--bootstrap", default=SimulatorSettings().kafka_bootstrap_servers)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--start-broker", action="store_true", help="start a throw-away local broker (stack helpers)")
     args = p.parse_args()
-    rate = backfill(args.bootstrap)
-    p50, p99, mx = realtime(args.bootstrap, args.seconds)
+    if args.start_broker:
+        import contextlib
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from stack.runner import running
+        from stack.services import free_port, prepare_kafka
+        from stack.settings import REPO_ROOT, StackSettings
+
+        home = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+        st = StackSettings(home=REPO_ROOT / ".local", kafka_port=free_port(), kafka_controller_port=free_port(),
+                           kafka_partitions=6)
+        with contextlib.ExitStack() as es:
+            es.callback(shutil.rmtree, home, True)
+            es.enter_context(running(prepare_kafka(st, home / "data"), home / "logs", timeout_s=120))
+            report(st.kafka_bootstrap_servers, args.seconds)
+    else:
+        report(args.bootstrap, args.seconds)
+
+
+def report(bootstrap: str, seconds: float) -> None:
+    rate = backfill(bootstrap)
+    p50, p99, mx = realtime(bootstrap, seconds)
     print(f"| {'benchmark':<46} | {'result':<28} | {'target':<14} |")
     print(f"|{'-' * 48}|{'-' * 30}|{'-' * 16}|")
     res = f"{rate / 1e3:,.0f} k ticks/s"
