@@ -55,7 +55,7 @@ def realtime(bootstrap: str, seconds: float = 60.0) -> tuple[float, float, float
     prod = TickProducer(settings, u.symbols, metrics, topic=topic(bootstrap))
     prod.wait_for_broker()
     lags: list[float] = []
-    metrics.pacing_lag.observe = lags.append  # type: ignore[method-assign]
+    metrics.pacing_lag.observe = lags.append  # type: ignore[method-assign,assignment]
     eng = TickEngine(u, Session(), 1, wall_ms() + 1000, tick_ms=1000, threads=2)
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
