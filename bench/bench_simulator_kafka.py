@@ -14,7 +14,8 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import NewTopic
+from confluent_kafka.admin import AdminClient
 
 from simulator.engine import TickEngine
 from simulator.metrics import SimulatorMetrics
