@@ -14,8 +14,10 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
-from confluent_kafka import NewTopic
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,  # type: ignore[attr-defined]
+)
 
 from simulator.engine import TickEngine
 from simulator.metrics import SimulatorMetrics
