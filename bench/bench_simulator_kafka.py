@@ -14,10 +14,6 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
-from confluent_kafka.admin import (
-    AdminClient,
-    NewTopic,  # type: ignore[attr-defined]
-)
 
 from simulator.engine import TickEngine
 from simulator.metrics import SimulatorMetrics
@@ -26,12 +22,12 @@ from simulator.session import Session, to_ms
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream, wall_ms
 from simulator.universe import Universe, UniverseConfig, load_universe
+from stack.services import create_topics
 
 
 def topic(bootstrap: str) -> str:
     name = f"bench-ticks-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the future resolves
-    admin.create_topics([NewTopic(name, 6, 1)])[name].result(timeout=60)
+    create_topics(bootstrap, [name], 6)
     return name
 
 
