@@ -80,14 +80,14 @@ CacheDep = Annotated[MarketCache, Depends(get_cache)]
 
 
 async def known_ticker(
-    state: StateDep, ticker: Annotated[str, Path(description="ticker symbol, e.g. SYNTH", max_length=64)]
+    state: StateDep, ticker: Annotated[str, Path(description="ticker symbol", max_length=64, examples=["SYNTH"])]
 ) -> str:
     """The path's ticker, upper-cased; 404 when it is not in the universe."""
     return await state.tickers.require(ticker)
 
 
 async def known_symbol(
-    state: StateDep, symbol: Annotated[str, Path(description="ticker symbol, e.g. SYNTH", max_length=64)]
+    state: StateDep, symbol: Annotated[str, Path(description="ticker symbol", max_length=64, examples=["SYNTH"])]
 ) -> str:
     """Seed-002 spelling of :func:`known_ticker`."""
     return await state.tickers.require(symbol)

@@ -121,6 +121,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={
             401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+            422: {"model": ErrorResponse, "description": "a parameter is invalid (the message names it)"},
             429: {"model": ErrorResponse, "description": "rate limited (see Retry-After)"},
             503: {"model": ErrorResponse, "description": "a dependency is unavailable"},
         },
