@@ -1,0 +1,56 @@
+"""FlowSettings: env parsing (comma or JSON lists), fail-fast validation naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from flows.settings import FlowSettings
+
+
+def test_defaults_map_to_the_pure_configs() -> None:
+    s = FlowSettings()
+    cfg = s.aggregation_config()
+    assert cfg.timeframes == ("1m", "5m", "15m", "1h", "1d")
+    assert cfg.grace_ms == 2_000
+    assert cfg.close_on_system_time is True
+    assert cfg.indicators.sma_periods == (20, 50, 200)
+    assert FlowSettings(mode="backfill").aggregation_config().close_on_system_time is False
+
+
+def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_TIMEFRAMES", "1m, 15m,1d")
+    monkeypatch.setenv("FLOW_SMA_PERIODS", "[10,30,100]")
+    monkeypatch.setenv("FLOW_GRACE_MS", "500")
+    s = FlowSettings()
+    assert s.timeframes == ("1m", "15m", "1d")
+    assert s.sma_periods == (10, 30, 100)
+    assert s.grace_ms == 500
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"timeframes": ("5m", "1m")}, "timeframes"),
+        ({"timeframes": ("1m", "7m")}, "timeframes"),
+        ({"grace_ms": -1}, "grace_ms"),
+        ({"macd_fast": 30}, "macd_fast"),
+        ({"gap_fill": True}, "gap_fill"),
+        ({"mode": "replay"}, "mode"),
+    ],
+)
+def test_invalid_settings_fail_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        FlowSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_importing_the_flow_module_needs_no_kafka_or_sinks() -> None:
+    code = (
+        "import sys, flows.bars; "
+        "assert 'flows.sinks' not in sys.modules and 'flows.sources' not in sys.modules; "
+        "assert 'confluent_kafka' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
