@@ -19,9 +19,11 @@ per ``(ticker, timeframe, start)`` -- each timeframe remembers the start of its 
 
 from __future__ import annotations
 
+import operator
 import pickle
 import threading
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +34,7 @@ from flows.decode import DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
 
 _NEVER = -(2**62)
+_TICKER = operator.attrgetter("ticker")
 _NO_WINDOW = 2**62
 _INT64_SAFE = 2**62
 
@@ -41,39 +44,43 @@ _INT64_SAFE = 2**62
 Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
-class TickChunk:
+_ChunkFields = tuple[str, list[Segment], list[int], list[bytes], list[Origin | None] | None]
+
+
+class TickChunk(_ChunkFields):
     """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start).
 
-    The original values are only needed when a segment turns out late, so the chunk refers to the batch's
-    value list by row numbers instead of copying them; pickling (an exchange between workers) materialises
-    just this chunk's own values.
+    A tuple ``(ticker, segments, rows, raws, origins)`` so a whole batch of chunks is built by C-level
+    ``map``/``zip``. The original values are only needed when a segment turns out late, so a chunk refers to
+    the batch's value list by row numbers instead of copying; pickling (an exchange between workers)
+    materialises just this chunk's own values.
     """
 
-    __slots__ = ("_origins", "_raws", "_rows", "segments", "ticker", "ticks")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        ticker: str,
-        segments: list[Segment],
-        rows: list[int],
-        raws: list[bytes],
-        origins: list[Origin | None] | None,
-    ) -> None:
-        self.ticker = ticker
-        self.segments = segments
-        self.ticks = len(rows)
-        self._rows, self._raws, self._origins = rows, raws, origins
+    @property
+    def ticker(self) -> str:
+        return self[0]
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self[1]
+
+    @property
+    def ticks(self) -> int:
+        return len(self[2])
 
     def raw(self, i: int) -> tuple[bytes, Origin | None]:
         """The original value of the chunk's ``i``-th tick (segment order) and where it came from."""
-        row = self._rows[i]
-        return self._raws[row], self._origins[row] if self._origins is not None else None
+        row = self[2][i]
+        origins = self[4]
+        return self[3][row], origins[row] if origins is not None else None
 
-    def __reduce__(self) -> tuple[type[TickChunk], tuple[object, ...]]:
-        rows = self._rows
-        raws = [self._raws[r] for r in rows]
-        origins = [self._origins[r] for r in rows] if self._origins is not None else None
-        return TickChunk, (self.ticker, self.segments, list(range(len(rows))), raws, origins)
+    def __reduce__(self) -> tuple[type[TickChunk], tuple[_ChunkFields]]:
+        ticker, segments, rows, raws, origins = self
+        own_raws = [raws[r] for r in rows]
+        own_origins = [origins[r] for r in rows] if origins is not None else None
+        return TickChunk, ((ticker, segments, list(range(len(rows))), own_raws, own_origins),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,24 +236,15 @@ def partial_bars(
         )
     )
     order_list = order.tolist()
-    raws, origins = batch.raws, batch.origins
-    ticks = batch.ticks
-    seg_bounds = np.r_[tick_first_seg, len(lo)].tolist()
-    row_bounds = np.r_[lo[tick_first_seg], len(order)].tolist()
-    chunks: list[tuple[str, TickChunk]] = []
-    latest: list[WireTick] = []
-    for g in range(len(tick_first_seg)):
-        r0, r1 = row_bounds[g], row_bounds[g + 1]
-        newest = ticks[order_list[r1 - 1]]
-        latest.append(newest)
-        chunk = TickChunk(
-            newest.ticker,
-            segments[seg_bounds[g] : seg_bounds[g + 1]],
-            order_list[r0:r1],
-            raws,
-            origins,
-        )
-        chunks.append((newest.ticker, chunk))
+    seg_bounds = np.r_[tick_first_seg, len(lo)]
+    row_bounds = np.r_[lo[tick_first_seg], len(order)]
+    # one chunk per ticker, built with C-level map/zip: per-ticker Python code is the cost at many tickers
+    latest: list[WireTick] = list(map(batch.ticks.__getitem__, order[row_bounds[1:] - 1].tolist()))
+    names = list(map(_TICKER, latest))
+    seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
+    row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
+    fields = zip(names, seg_slices, row_slices, repeat(batch.raws), repeat(batch.origins), strict=False)
+    chunks = list(zip(names, map(TickChunk, fields), strict=True))
     return BatchResult(chunks, late, latest)
 
 

@@ -339,3 +339,15 @@ def test_batch_with_many_tickers_matches_one_by_one() -> None:
     assert sorted(batched.run.finals, key=key) == sorted(single.run.finals, key=key)
     assert sorted(x.raw for x in batched.run.late) == sorted(x.raw for x in single.run.late)
     assert len(batched.run.late) > 0
+
+
+def test_chunk_pickles_only_its_own_values() -> None:
+    values = [tick(T0 + i, 10_000, ticker=f"K{i % 50:02d}", seq=i) for i in range(2_000)]
+    batch, _ = decode_batch(values)
+    result = partial_bars(batch, MIN, 2_000)
+    ticker, chunk = result.chunks[3]
+    copy = pickle.loads(pickle.dumps(chunk))
+    assert copy.ticker == ticker
+    assert copy.segments == chunk.segments
+    assert [copy.raw(i) for i in range(copy.ticks)] == [chunk.raw(i) for i in range(chunk.ticks)]
+    assert len(pickle.dumps(chunk)) < sum(len(v) for v in values) / 20
