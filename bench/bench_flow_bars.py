@@ -2,8 +2,9 @@
 
 Feeds pre-encoded ``market-ticks`` values through ``flows.bars.build_flow`` with Bytewax's ``TestingSource``
 (batches of 10,000 by default), one process, one worker, all five timeframes and indicators, and counts what
-comes out. Prints one table row per scenario (tickers x tick rate); ``--profile`` runs one scenario under
-cProfile instead and prints the top functions.
+comes out. Prints one table row per scenario (tickers x event-time tick rate per ticker, live bars on/off)
+with wall-clock and per-CPU-second throughput (the latter is less sensitive to other processes on a shared
+machine); ``--profile`` runs one scenario under cProfile instead and prints the top functions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import numpy as np
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from contracts.bar import Bar
-from flows.bars import build_flow
+from flows.bars import build_flow, tune_gc
 from flows.decode import DeadLetter, WireTick
 from flows.settings import FlowSettings
 
@@ -46,9 +48,7 @@ def make_values(n: int, scenario: Scenario, seed: int = 1) -> list[bytes]:
     enc = msgspec.json.Encoder()
     return [
         enc.encode(WireTick(names[k], i, t, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, v))
-        for i, (k, t, c, v) in enumerate(
-            zip(which.tolist(), ts.tolist(), walk.tolist(), volume.tolist(), strict=True)
-        )
+        for i, (k, t, c, v) in enumerate(zip(which.tolist(), ts.tolist(), walk.tolist(), volume.tolist(), strict=True))
     ]
 
 
@@ -60,8 +60,12 @@ class Count(list[object]):
         return self
 
 
-def run(values: list[bytes], scenario: Scenario, batch: int) -> tuple[float, dict[str, int]]:
-    settings = FlowSettings(mode="backfill", live_enabled=scenario.live)
+def run(
+    values: list[bytes], scenario: Scenario, batch: int, gc_threshold: int = 100_000
+) -> tuple[float, dict[str, int]]:
+    settings = FlowSettings(mode="backfill", live_enabled=scenario.live, gc_threshold=gc_threshold)
+    gc.set_threshold(700, 10, 10)
+    tune_gc(settings)
     finals, lives, dead, latest = Count(), Count(), Count(), Count()
     flow = build_flow(
         TestingSource(values, batch_size=batch),
@@ -72,10 +76,11 @@ def run(values: list[bytes], scenario: Scenario, batch: int) -> tuple[float, dic
         settings=settings,
     )
     gc.collect()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     run_main(flow)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     counts = {name: getattr(c, "n", 0) for name, c in (("final", finals), ("live", lives), ("dead", dead))}
+    counts["cpu_ms"] = round(cpu * 1000)
     return elapsed, counts
 
 
@@ -83,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")
     args = parser.parse_args()
     scenarios = [
@@ -100,15 +106,20 @@ def main() -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    print(f"bars flow, TestingSource batches of {args.batch:,}, 1 process x 1 worker, {args.ticks:,} ticks")
-    print(f"{'tickers':>8} {'ticks/s/tkr':>11} {'live':>5} {'seconds':>8} {'ticks/s':>12} {'final bars':>11} "
-          f"{'live bars':>10}")  # fmt: skip
+    print(
+        f"bars flow, TestingSource batches of {args.batch:,}, 1 process x 1 worker, {args.ticks:,} ticks, "
+        f"gc threshold {args.gc_threshold or 'default'}"
+    )
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes slow wall time)")
+    print(f"{'tickers':>8} {'ticks/s/tkr':>11} {'live':>5} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} "
+          f"{'final bars':>11} {'live bars':>10}")  # fmt: skip
     for scenario in scenarios:
         values = make_values(args.ticks, scenario)
-        elapsed, counts = run(values, scenario, args.batch)
+        elapsed, counts = run(values, scenario, args.batch, args.gc_threshold)
         print(
             f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>11} {scenario.live!s:>5} {elapsed:>8.2f} "
-            f"{args.ticks / elapsed:>12,.0f} {counts['final']:>11,} {counts['live']:>10,}"
+            f"{args.ticks / elapsed:>12,.0f} {args.ticks / (counts['cpu_ms'] / 1000):>12,.0f} "
+            f"{counts['final']:>11,} {counts['live']:>10,}"
         )
         del values
 

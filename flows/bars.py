@@ -17,6 +17,7 @@ module attribute ``flow`` is built on first access by :func:`_production_flow` f
 
 from __future__ import annotations
 
+import gc
 import importlib
 import time
 from collections.abc import Iterable
@@ -180,12 +181,22 @@ def build_flow(
     return flow
 
 
+def tune_gc(settings: FlowSettings) -> None:
+    """Apply ``settings.gc_threshold`` to this process and freeze what exists so far (imports, config)."""
+    if settings.gc_threshold:
+        gc.collect()
+        gc.freeze()  # long-lived module objects leave the collector's generations for good
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, gen1, gen2)
+
+
 def _production_flow() -> Dataflow:
     """The deployed flow: Kafka ``market-ticks`` in; PostgreSQL, Redis, ``market-bars`` and DLQ out."""
     # lazy: Kafka and database clients are only imported where the flow really runs
     sources: Any = importlib.import_module("flows.sources")
     sinks: Any = importlib.import_module("flows.sinks")
     settings = FlowSettings()
+    tune_gc(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     return build_flow(
