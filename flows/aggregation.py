@@ -472,7 +472,10 @@ class TickerBars:
 
     def _live(self, now_ms: int) -> list[Bar]:
         cfg, st = self.config, self.state
-        if not (cfg.live_enabled and st.live_dirty and st.open_base):
+        if not (cfg.live_enabled and st.live_dirty):
+            return []
+        if not st.open_base:  # everything closed: nothing live to publish (and no live timer to keep)
+            st.live_dirty = False
             return []
         due = now_ms - st.last_live_ms >= cfg.live_interval_ms
         if not due and not (cfg.live_every_ticks and st.ticks_since_live >= cfg.live_every_ticks):

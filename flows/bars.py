@@ -20,8 +20,8 @@ from __future__ import annotations
 import gc
 import importlib
 import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeGuard
 
 import bytewax.operators as op
@@ -68,26 +68,30 @@ class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
     """Bytewax adapter around one ticker's :class:`~flows.aggregation.TickerBars`; never discards its state,
     so the per-timeframe "last final start" guard survives for the life of the flow (and in snapshots)."""
 
-    __slots__ = ("bars", "config")
+    __slots__ = ("bars", "clock", "config")
 
-    def __init__(self, config: AggregationConfig, resume: bytes | None) -> None:
+    def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = _now_ms) -> None:
         self.config = config
+        self.clock = clock
         # the builder never sees the key: a new ticker's state is created from its first chunk
         self.bars = TickerBars.restore(config, resume) if resume is not None else None
 
     def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
         if self.bars is None:
             self.bars = TickerBars(self.config, values[0].ticker)
-        return _items(self.bars.on_chunks(values, _now_ms())), StatefulBatchLogic.RETAIN
+        return _items(self.bars.on_chunks(values, self.clock())), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_BarOut], bool]:
         if self.bars is None:
             return (), StatefulBatchLogic.RETAIN
-        return _items(self.bars.on_time(_now_ms())), StatefulBatchLogic.RETAIN
+        return _items(self.bars.on_time(self.clock())), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         deadline = self.bars.next_deadline_ms() if self.bars is not None else None
-        return None if deadline is None else datetime.fromtimestamp(deadline / 1000, tz=UTC)
+        if deadline is None:
+            return None
+        # Bytewax compares with the real UTC clock; ``clock`` may be a test clock, so convert a delay
+        return datetime.now(tz=UTC) + timedelta(milliseconds=deadline - self.clock())
 
     def snapshot(self) -> bytes:
         assert self.bars is not None, "Bytewax snapshots a key only after on_batch created its state"
@@ -133,13 +137,15 @@ def build_flow(
     latest_sink: Sink[list[WireTick]] | None = None,
     settings: FlowSettings | None = None,
     flow_id: str = "bars",
+    clock: Callable[[], int] = _now_ms,
 ) -> Dataflow:
     """The bars dataflow over ``source`` (items: raw ``bytes`` values or :class:`RawBatch` es) into the sinks.
 
     ``final_sink`` gets each final bar once (with indicators), ``live_sink`` the throttled partial bars,
     ``dead_letter_sink`` malformed and late ticks, ``latest_sink`` one list per source batch with the newest
     tick of each ticker in it (latest quote / last price). Sinks must be idempotent: with recovery on, the
-    output since the last snapshot is replayed after a restart.
+    output since the last snapshot is replayed after a restart. ``clock`` (epoch ms) is the system clock of
+    live mode and the live-bar throttle; tests pass a shifted one.
     """
     settings = settings if settings is not None else FlowSettings()
     config = settings.aggregation_config()
@@ -166,7 +172,7 @@ def build_flow(
     split_dead = op.branch("split_malformed", prepared, _is_dead_letter)
     split_latest = op.branch("split_latest_ticks", split_dead.falses, _is_tick_list)
     chunks: Any = split_latest.falses  # (ticker, TickChunk) pairs: already a keyed stream
-    bars = op.stateful_batch("bars_per_ticker", chunks, lambda resume: BarsLogic(config, resume))
+    bars = op.stateful_batch("bars_per_ticker", chunks, lambda resume: BarsLogic(config, resume, clock))
     bar_items = op.key_rm("drop_ticker_key", bars)
     split_bars = op.branch("split_bars_from_late", bar_items, _is_bar)
     split_final = op.branch("split_final_live", split_bars.trues, _is_final)

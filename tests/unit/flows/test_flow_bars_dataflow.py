@@ -3,7 +3,10 @@ all produce the same final bars and dead letters."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -123,3 +126,35 @@ def test_indicators_follow_bar_order_per_timeframe(values: list[bytes]) -> None:
     assert sma20[:19] == [None] * 19
     assert sma20[19] == pytest.approx(sum(closes[:20]) / 20, abs=1e-9)
     assert sma20[-1] == pytest.approx(sum(closes[-20:]) / 20, abs=1e-9)
+
+
+def test_live_mode_timer_closes_a_quiet_tickers_bar() -> None:
+    """Live mode: no further tick arrives, yet the bar is final once the (shifted) clock passes end + grace.
+
+    The test clock starts 1.5 s before the window's end + grace, so the timer fires ~1.5 s into the run; the
+    source then pauses 5 s so the dataflow stays alive for it (a functional check, no timing assertion).
+    """
+    offset = T0 + MIN + 500 - time.time_ns() // 1_000_000
+    clock = lambda: time.time_ns() // 1_000_000 + offset  # noqa: E731
+    values: list[Any] = [
+        encode_tick(Tick(ticker="Q", seq=i, timestamp=T0 + 1_000 * (i + 1), price=10.0 + i / 100, bid=9.0,
+                         ask=11.0, bid_size=1, ask_size=1, volume=10))
+        for i in range(3)
+    ]  # fmt: skip
+    values.append(TestingSource.PAUSE(timedelta(seconds=5)))
+    finals: list[Bar] = []
+    lives: list[Bar] = []
+    dead: list[DeadLetter] = []
+    flow = build_flow(
+        TestingSource(values),
+        final_sink=TestingSink(finals),
+        live_sink=TestingSink(lives),
+        dead_letter_sink=TestingSink(dead),
+        settings=FlowSettings(mode="live", timeframes=("1m", "5m")),
+        clock=clock,
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
+    assert [(b.timeframe, b.start, b.trades, b.close) for b in finals] == [("1m", T0, 3, 10.02)]
+    assert lives
+    assert not any(b.final for b in lives)
+    assert dead == []
