@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import TestingSource, cluster_main, run_main
 
 from flows.bars import build_flow, tune_gc
 from flows.decode import WireTick
@@ -72,7 +72,7 @@ class Counter(DynamicSink[Any]):
 
 
 def run(
-    values: list[bytes], scenario: Scenario, batch: int, gc_threshold: int = 100_000
+    values: list[bytes], scenario: Scenario, batch: int, gc_threshold: int = 100_000, workers: int = 1
 ) -> tuple[float, dict[str, int]]:
     settings = FlowSettings(mode="backfill", live_enabled=scenario.live, gc_threshold=gc_threshold)
     gc.set_threshold(700, 10, 10)
@@ -88,7 +88,10 @@ def run(
     )
     gc.collect()
     start, cpu_start = time.perf_counter(), time.process_time()
-    run_main(flow)  # type: ignore[no-untyped-call]
+    if workers == 1:
+        run_main(flow)  # type: ignore[no-untyped-call]
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     counts = {"final": finals.n, "live": lives.n, "dead": dead.n}
     counts["cpu_ms"] = round(cpu * 1000)
@@ -99,10 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")
     args = parser.parse_args()
     scenarios = [
+        Scenario(10, 100.0, live=True),
         Scenario(100, 10.0, live=True),
         Scenario(1_000, 1.0, live=True),
         Scenario(1_000, 1.0, live=False),
@@ -110,15 +115,16 @@ def main() -> None:
         Scenario(5_000, 1.0, live=True),
     ]
     if args.profile:
-        values = make_values(args.ticks, scenarios[1])
+        values = make_values(args.ticks, scenarios[2])
         profiler = cProfile.Profile()
         profiler.enable()
-        run(values, scenarios[1], args.batch)
+        run(values, scenarios[2], args.batch)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
     print(
-        f"bars flow, TestingSource batches of {args.batch:,}, 1 process x 1 worker, {args.ticks:,} ticks, "
+        f"bars flow, TestingSource batches of {args.batch:,}, 1 process x {args.workers} worker(s), "
+        f"{args.ticks:,} ticks, "
         f"gc threshold {args.gc_threshold or 'default'}"
     )
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes slow wall time)")
@@ -126,7 +132,7 @@ def main() -> None:
           f"{'final bars':>11} {'live bars':>10}")  # fmt: skip
     for scenario in scenarios:
         values = make_values(args.ticks, scenario)
-        elapsed, counts = run(values, scenario, args.batch, args.gc_threshold)
+        elapsed, counts = run(values, scenario, args.batch, args.gc_threshold, args.workers)
         print(
             f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>11} {scenario.live!s:>5} {elapsed:>8.2f} "
             f"{args.ticks / elapsed:>12,.0f} {args.ticks / (counts['cpu_ms'] / 1000):>12,.0f} "
