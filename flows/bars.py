@@ -152,8 +152,10 @@ def build_flow(
     base_ms, grace_ms = config.lengths[0], config.grace_ms
     codes = TickerCodes()  # per-thread tables: a process's workers share this closure
 
+    max_future_ms = settings.max_future_ms
+
     def prepare(items: list[RawItem]) -> list[_Prepared]:
-        batch, dead = decode_batch(items)
+        batch, dead = decode_batch(items, not_after_ms=clock() + max_future_ms)
         result = partial_bars(batch, base_ms, grace_ms, codes)
         if len(batch):
             TICKS.inc(len(batch))

@@ -172,8 +172,14 @@ def _decode_all(
     return ticks, raws, kept if origins is not None else None
 
 
-def decode_batch(items: Sequence[bytes | RawBatch]) -> tuple[DecodedBatch, list[DeadLetter]]:
-    """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters."""
+def decode_batch(
+    items: Sequence[bytes | RawBatch], not_after_ms: int | None = None
+) -> tuple[DecodedBatch, list[DeadLetter]]:
+    """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters.
+
+    ``not_after_ms``: ticks with a later event time are rejected as malformed (a clock far in the future would
+    otherwise push the ticker's watermark ahead and make every later tick of it late).
+    """
     dead: list[DeadLetter] = []
     if items and isinstance(items[0], RawBatch):
         values, origins = _flatten(items)
@@ -182,14 +188,18 @@ def decode_batch(items: Sequence[bytes | RawBatch]) -> tuple[DecodedBatch, list[
         ticks, raws, kept_origins = _decode_all(items, None, dead)
 
     prices, bids, asks = (_column(ticks, name, np.float64) for name in ("price", "bid", "ask"))
+    timestamps = _column(ticks, "timestamp", np.int64)
     bad = bids >= asks
     for column in (prices, bids, asks):
         scaled = column * 100.0
         bad |= np.abs(scaled - np.rint(scaled)) >= _GRID_TOLERANCE * np.maximum(1.0, column)
-    if bad.any():
+    future = timestamps > not_after_ms if not_after_ms is not None else None
+    if bad.any() or (future is not None and future.any()):
         keep = np.ones(len(ticks), dtype=bool)
-        for i in np.flatnonzero(bad).tolist():
+        for i in np.flatnonzero(bad | future if future is not None else bad).tolist():
             problem = tick_problem(cast(Tick, ticks[i]))  # duck-typed: the same attributes as the contract's Tick
+            if problem is None and future is not None and future[i]:
+                problem = f"timestamp {ticks[i].timestamp} is after {not_after_ms} (too far ahead of the clock)"
             if problem is not None:
                 keep[i] = False
                 dead.append(dead_letter("malformed", problem, raws[i], kept_origins[i] if kept_origins else None))
@@ -198,13 +208,13 @@ def decode_batch(items: Sequence[bytes | RawBatch]) -> tuple[DecodedBatch, list[
             ticks = [ticks[i] for i in idx]
             raws = [raws[i] for i in idx]
             kept_origins = [kept_origins[i] for i in idx] if kept_origins is not None else None
-            prices = prices[keep]
+            prices, timestamps = prices[keep], timestamps[keep]
     batch = DecodedBatch(
         ticks=ticks,
         raws=raws,
         origins=kept_origins,
         tickers=list(map(_TICKER, ticks)),
-        timestamps=_column(ticks, "timestamp", np.int64),
+        timestamps=timestamps,
         cents=np.rint(prices * 100.0).astype(np.int64),
         volumes=_column(ticks, "volume", np.int64),
     )

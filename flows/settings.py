@@ -37,6 +37,8 @@ class FlowSettings(SharedSettings):
     mode: Literal["live", "backfill"] = "live"
     timeframes: Annotated[tuple[str, ...], NoDecode] = ("1m", "5m", "15m", "1h", "1d")
     grace_ms: int = Field(2_000, ge=0, le=3_600_000)
+    #: ticks dated more than this ahead of the system clock are dead-lettered (they would poison the watermark)
+    max_future_ms: int = Field(300_000, ge=0)
     live_enabled: bool = True
     live_interval_ms: int = Field(250, ge=0)
     live_every_ticks: int = Field(0, ge=0)

@@ -127,3 +127,12 @@ def test_mixed_items_starting_with_plain_values_keep_origins() -> None:
     batch, dead = decode_batch(items)
     assert len(batch) == 2
     assert (dead[0].raw, dead[0].offset) == (b"nope", 7)
+
+
+def test_ticks_from_the_future_are_rejected() -> None:
+    ok, ahead = tick_bytes(timestamp=T0), tick_bytes(timestamp=T0 + 10_000)
+    batch, dead = decode_batch([ok, ahead], not_after_ms=T0 + 5_000)
+    assert batch.raws == [ok]
+    assert batch.timestamps.tolist() == [T0]
+    assert dead[0].raw == ahead
+    assert "ahead of the clock" in dead[0].reason
