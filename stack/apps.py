@@ -89,7 +89,7 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
     specs.append(
         ServiceSpec(
             name="simulator",
-            argv=[_python(), "-m", "simulator", "run", "--backfill-hours", str(settings.backfill_hours)],
+            argv=[_python(), "-m", "simulator", "run", "--backfill", str(settings.backfill_hours)],
             port=port,
             port_setting="STACK_SIMULATOR_METRICS_PORT",
             ready=_metrics_ready(port),

@@ -151,7 +151,8 @@ def prepare_kafka(settings: StackSettings, data_dir: Path, retention_hours: int 
         ],  # fmt: skip
         port=settings.kafka_port,
         port_setting="KAFKA_PORT",
-        ready=lambda: kafka_ready(bootstrap),
+        # probe the port first: librdkafka logs every refused connection to stderr
+        ready=lambda: port_in_use(settings.kafka_port) and kafka_ready(bootstrap),
     )
 
 
