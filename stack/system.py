@@ -26,6 +26,9 @@ APT_PROVIDERS: dict[str, str] = {
     "kcat": "kcat",
     "java": "openjdk-17-jre-headless",
     "mvn": "maven",
+    # the TimescaleDB tests run PGlite on Node.js (the machines ship Node 20; Debian's is the fallback)
+    "node": "nodejs",
+    "npm": "npm",
 }
 POSTGRES_PACKAGE = "postgresql"
 
