@@ -29,19 +29,18 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 from contracts.bar import Bar
 from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from flows.settings import FlowSettings
 
+# dead letters are counted where they are written (flows.sinks, ``flow_dead_letters_total{kind}``)
 TICKS = Counter("flow_ticks_consumed_total", "Valid ticks decoded by the bars flow")
-DEAD_LETTERS = Counter("flow_dead_letters_total", "Ticks sent to the dead-letter topic", ["kind"])
 BARS = Counter("flow_bars_emitted_total", "Bars emitted by the bars flow", ["timeframe", "final"])
 DUPLICATES = Counter("flow_duplicate_finals_suppressed_total", "Second finals for a window that were dropped")
 EVENT_LAG = Gauge("flow_event_time_lag_seconds", "System time minus the newest tick time of the last batch")
-_DEAD = {kind: DEAD_LETTERS.labels(kind) for kind in ("malformed", "late")}
 _BAR_COUNTERS: dict[tuple[str, bool], Any] = {}
 
 
@@ -105,8 +104,6 @@ def _items(emitted: Emitted) -> list[_BarOut]:
         _bar_counter(bar.timeframe, True).inc()
     for bar in emitted.lives:
         _bar_counter(bar.timeframe, False).inc()
-    if emitted.late:
-        _DEAD["late"].inc(len(emitted.late))
     if emitted.duplicates_suppressed:
         DUPLICATES.inc(emitted.duplicates_suppressed)
     return [*emitted.finals, *emitted.lives, *emitted.late]
@@ -160,9 +157,6 @@ def build_flow(
         if len(batch):
             TICKS.inc(len(batch))
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
-        if dead or result.late:
-            _DEAD["malformed"].inc(len(dead))
-            _DEAD["late"].inc(len(result.late))
         out: list[_Prepared] = [*dead, *result.late, *result.chunks]
         if result.latest:
             out.append(result.latest)
@@ -203,10 +197,10 @@ def _production_flow() -> Dataflow:
     # lazy: Kafka and database clients are only imported where the flow really runs
     sources: Any = importlib.import_module("flows.sources")
     sinks: Any = importlib.import_module("flows.sinks")
+    observe: Any = importlib.import_module("flows.observe")
     settings = FlowSettings()
     tune_gc(settings)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    observe.start_metrics_server(settings.metrics_port)
     return build_flow(
         sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
         final_sink=sinks.final_bar_sink(settings),

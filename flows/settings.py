@@ -59,6 +59,8 @@ class FlowSettings(SharedSettings):
     #: emit flat bars for empty intervals; not supported yet, so only False is accepted
     gap_fill: bool = False
     consumer_group: str = Field("flows-bars", min_length=1)
+    #: retention of the raw tick archive ``market_ticks`` (flows.ticks; seed: 30 days)
+    ticks_retention_days: int = Field(30, ge=1)
     #: generation-0 threshold of Python's garbage collector in the flow process (0: Python's default, 700);
     #: batches allocate tens of thousands of short-lived containers, and with the default every few hundred
     #: allocations trigger a collection that also walks the long-lived per-ticker state
