@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import uvicorn
 
 from api.settings import ApiSettings
 
 
+def _fresh_multiprocess_dir() -> None:
+    """prometheus-client's multiprocess mode needs its directory to exist and be emptied at start-up."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # read by prometheus-client itself
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
 def main() -> None:
     """Start uvicorn (``workers > 1`` forks processes, each with its own Kafka relay)."""
     settings = ApiSettings()
+    _fresh_multiprocess_dir()
     uvicorn.run(
         "api.main:app",
         host=settings.bind_host,

@@ -89,7 +89,8 @@ class AggregationConfig:
 
     timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
     grace_ms: int = 2_000
-    #: live mode closes windows on the system clock too (quiet tickers); backfill mode on event time only
+    #: live mode also lets the watermark advance with the system clock while a ticker is quiet (so its bars
+    #: close); backfill mode closes on event time only
     close_on_system_time: bool = True
     live_enabled: bool = True
     live_interval_ms: int = 250
@@ -313,6 +314,8 @@ class TickerState:
 
     ticker: str
     watermark: int = _NEVER
+    #: system time (ms) at which ``watermark`` last advanced: live mode extrapolates the watermark from it
+    watermark_wall: int = _NEVER
     #: every window with ``end <= frontier`` is closed (by the watermark minus grace or by the clock)
     frontier: int = _NEVER
     open_base: dict[int, _Acc] = field(default_factory=dict)
@@ -370,8 +373,7 @@ class TickerBars:
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> Emitted:
         """Merge this ticker's chunks in arrival order, then close what is due and publish the live bar."""
         st, base, grace = self.state, self.lengths[0], self.config.grace_ms
-        if self.config.close_on_system_time and now_ms - grace > st.frontier:
-            st.frontier = now_ms - grace  # the clock first: a tick past end + grace is late, timer or not
+        self._advance_by_clock(now_ms)  # the clock first: a tick past end + grace is late, timer or not
         late: list[DeadLetter] = []
         open_base = st.open_base
         for chunk in chunks:
@@ -391,7 +393,8 @@ class TickerBars:
                     acc.add(*seg[1:10])
                 if seg[9] > watermark:
                     watermark = seg[9]
-            st.watermark = watermark
+            if watermark > st.watermark:
+                st.watermark, st.watermark_wall = watermark, now_ms
             if watermark - grace > st.frontier:
                 st.frontier = watermark - grace
             st.ticks_since_live += chunk.ticks
@@ -403,19 +406,34 @@ class TickerBars:
 
     def on_time(self, now_ms: int) -> Emitted:
         """Close windows the frontier has passed (advanced by the clock in live mode); maybe publish live."""
-        st = self.state
-        if self.config.close_on_system_time and now_ms - self.config.grace_ms > st.frontier:
-            st.frontier = now_ms - self.config.grace_ms
+        self._advance_by_clock(now_ms)
         finals, duplicates = self._close_due()
         lives = self._live(now_ms)
         return Emitted(finals, lives, [], duplicates)
+
+    def _advance_by_clock(self, now_ms: int) -> None:
+        """Live mode: the watermark moves on with the system clock since the ticker's newest tick arrived.
+
+        Event time and system time only meet through this extrapolation, so historic ticks (a backfill
+        replayed at full speed) close on event time as in backfill mode, while a ticker that goes quiet in
+        real time still has its windows closed ``grace`` after their end.
+        """
+        st = self.state
+        if not self.config.close_on_system_time or st.watermark_wall == _NEVER:
+            return
+        clock_frontier = st.watermark + max(0, now_ms - st.watermark_wall) - self.config.grace_ms
+        if clock_frontier > st.frontier:
+            st.frontier = clock_frontier
 
     def next_deadline_ms(self) -> int | None:
         """System time (ms) at which :meth:`on_time` has something to do, or None in backfill mode."""
         if not self.config.close_on_system_time:
             return None
         st = self.state
-        deadline = st.next_due + self.config.grace_ms if st.next_due != _NO_WINDOW else None
+        deadline = None
+        if st.next_due != _NO_WINDOW and st.watermark_wall != _NEVER:
+            # system time at which the extrapolated watermark reaches the earliest open window's end + grace
+            deadline = st.watermark_wall + max(0, st.next_due + self.config.grace_ms - st.watermark)
         if self.config.live_enabled and st.live_dirty:
             live_at = st.last_live_ms + self.config.live_interval_ms
             deadline = live_at if deadline is None else min(deadline, live_at)

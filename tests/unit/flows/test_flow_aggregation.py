@@ -152,11 +152,13 @@ def test_quiet_ticker_closes_on_the_clock_in_live_mode() -> None:
     bars = TickerBars(live, "AAA")
     d = Driver(live)
     d.tickers["AAA"] = bars
+    # the tick arrives 100 ms after its event time: the watermark then moves on with the system clock, so
+    # the window [T0, T0+1m) closes when the clock has run 1m + grace past the tick, 100 ms after end + grace
     d.feed([tick(T0 + 1_000, 10_000)], now_ms=T0 + 1_100)
-    assert bars.next_deadline_ms() == T0 + MIN + 2_000
-    d.clock(T0 + MIN + 1_999)
+    assert bars.next_deadline_ms() == T0 + MIN + 2_100
+    d.clock(T0 + MIN + 2_099)
     assert d.run.finals == []
-    d.clock(T0 + MIN + 2_000)
+    d.clock(T0 + MIN + 2_100)
     assert [b.timeframe for b in d.run.finals] == ["1m"]
     # a tick for the closed window arriving afterwards is late, even though its event time is the newest
     d.feed([tick(T0 + 59_000, 10_500)], now_ms=T0 + MIN + 2_500)
@@ -164,6 +166,21 @@ def test_quiet_ticker_closes_on_the_clock_in_live_mode() -> None:
     d.clock(T0 + 2 * 86_400_000)
     assert sorted(b.timeframe for b in d.run.finals) == sorted(TIMEFRAMES)
     assert d.tickers["AAA"].next_deadline_ms() is None
+
+
+def test_live_mode_closes_historic_ticks_on_event_time() -> None:
+    """A backfill replayed at full speed in live mode: days-old ticks are not late, and bars close as their
+    event time passes, because the clock only extrapolates the watermark from when the newest tick arrived."""
+    live = AggregationConfig(live_enabled=False)
+    d = Driver(live)
+    now = T0 + 3 * 86_400_000  # the wall clock is days ahead of the ticks' event time
+    d.feed([tick(T0 + 1_000, 10_000)], now_ms=now)
+    d.feed([tick(T0 + 30_000, 10_100)], now_ms=now + 5)
+    assert d.run.late == []
+    assert d.run.finals == []
+    d.feed([tick(T0 + MIN + 2_500, 10_200)], now_ms=now + 10)
+    assert d.run.late == []
+    assert [(b.timeframe, b.start, b.close) for b in d.run.finals] == [("1m", T0, 101.0)]
 
 
 def test_backfill_mode_ignores_the_clock() -> None:

@@ -133,17 +133,18 @@ def test_indicators_follow_bar_order_per_timeframe(values: list[bytes]) -> None:
 def test_live_mode_timer_closes_a_quiet_tickers_bar() -> None:
     """Live mode: no further tick arrives, yet the bar is final once the (shifted) clock passes end + grace.
 
-    The test clock starts 1.5 s before the window's end + grace, so the timer fires ~1.5 s into the run; the
-    source then pauses 5 s so the dataflow stays alive for it (a functional check, no timing assertion).
+    The ticks arrive about when they happened (the test clock starts just after the last one's event time);
+    with no newer tick the watermark then moves on with the clock and reaches end + grace ~3 s into the run.
+    The source pauses 6 s so the dataflow stays alive for it (a functional check, no timing assertion).
     """
-    offset = T0 + MIN + 500 - time.time_ns() // 1_000_000
+    offset = T0 + MIN - 900 - time.time_ns() // 1_000_000
     clock = lambda: time.time_ns() // 1_000_000 + offset  # noqa: E731
     values: list[Any] = [
-        encode_tick(Tick(ticker="Q", seq=i, timestamp=T0 + 1_000 * (i + 1), price=10.0 + i / 100, bid=9.0,
+        encode_tick(Tick(ticker="Q", seq=i, timestamp=T0 + MIN - 3_000 + 1_000 * i, price=10.0 + i / 100, bid=9.0,
                          ask=11.0, bid_size=1, ask_size=1, volume=10))
         for i in range(3)
     ]  # fmt: skip
-    values.append(TestingSource.PAUSE(timedelta(seconds=5)))
+    values.append(TestingSource.PAUSE(timedelta(seconds=6)))
     finals: list[Bar] = []
     lives: list[Bar] = []
     dead: list[DeadLetter] = []
