@@ -47,7 +47,7 @@ test-integration: venv
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy .
+	.venv/bin/mypy contracts common simulator flows api stack sql
 
 bench-simulator: venv
 	$(PY) bench/bench_simulator_generate.py

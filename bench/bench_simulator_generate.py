@@ -52,8 +52,16 @@ def encoding(ticks: int = 2_000_000) -> float:
 def daily_export() -> float:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        export(universe(100), Session(mode="exchange"), 1, to_ms(datetime(2000, 1, 1, tzinfo=UTC)),
-               to_ms(datetime(2020, 1, 1, tzinfo=UTC)), "1d", "parquet", Path(d) / "d.parquet")
+        export(
+            universe(100),
+            Session(mode="exchange"),
+            1,
+            to_ms(datetime(2000, 1, 1, tzinfo=UTC)),
+            to_ms(datetime(2020, 1, 1, tzinfo=UTC)),
+            "1d",
+            "parquet",
+            Path(d) / "d.parquet",
+        )
         return time.perf_counter() - t
 
 

@@ -82,8 +82,9 @@ def main() -> None:
         from stack.settings import REPO_ROOT, StackSettings
 
         home = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
-        st = StackSettings(home=REPO_ROOT / ".local", kafka_port=free_port(), kafka_controller_port=free_port(),
-                           kafka_partitions=6)
+        st = StackSettings(
+            home=REPO_ROOT / ".local", kafka_port=free_port(), kafka_controller_port=free_port(), kafka_partitions=6
+        )
         with contextlib.ExitStack() as es:
             es.callback(shutil.rmtree, home, True)
             es.enter_context(running(prepare_kafka(st, home / "data"), home / "logs", timeout_s=120))

@@ -62,13 +62,27 @@ def _produce(settings: SimulatorSettings, start_ms: int, end_ms: int | None, rea
     producer = TickProducer(settings, universe.symbols, metrics)
     stop = _install_stop()
     producer.wait_for_broker()
-    engine = TickEngine(universe, _session(settings), settings.seed, start_ms, tick_ms=settings.tick_ms,
-                        threads=settings.threads)
-    log.info("producing %d tickers at %.3g ticks/s each from %s (%s)", len(universe), settings.tick_rate,
-             datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(), "real time" if realtime else "backfill")
+    engine = TickEngine(
+        universe, _session(settings), settings.seed, start_ms, tick_ms=settings.tick_ms, threads=settings.threads
+    )
+    log.info(
+        "producing %d tickers at %.3g ticks/s each from %s (%s)",
+        len(universe),
+        settings.tick_rate,
+        datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(),
+        "real time" if realtime else "backfill",
+    )
     try:
-        sent = stream(engine, producer, metrics, stop, end_ms=end_ms, realtime=realtime,
-                      batch_ticks=settings.batch_ticks, progress=progress)
+        sent = stream(
+            engine,
+            producer,
+            metrics,
+            stop,
+            end_ms=end_ms,
+            realtime=realtime,
+            batch_ticks=settings.batch_ticks,
+            progress=progress,
+        )
     finally:
         engine.close()
         failed_at_flush = producer.flush()
@@ -104,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in (("preset", args.preset), ("seed", args.seed), ("session_mode", args.session))
-                 if v is not None}
+    overrides = {
+        k: v for k, v in (("preset", args.preset), ("seed", args.seed), ("session_mode", args.session)) if v is not None
+    }
     try:
         settings = SimulatorSettings(**overrides)
         progress = not args.no_progress
@@ -118,9 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "export":
             from simulator.export import export
 
-            rows = export(load_universe(settings.preset), _session(settings), settings.seed, to_ms(args.start),
-                          to_ms(args.end), args.interval, args.format, args.out, tick_ms=settings.tick_ms,
-                          threads=settings.threads, progress=progress)
+            rows = export(
+                load_universe(settings.preset),
+                _session(settings),
+                settings.seed,
+                to_ms(args.start),
+                to_ms(args.end),
+                args.interval,
+                args.format,
+                args.out,
+                tick_ms=settings.tick_ms,
+                threads=settings.threads,
+                progress=progress,
+            )
             log.info("wrote %d rows to %s", rows, args.out)
             return 0
         if args.cmd == "report":
@@ -128,12 +153,17 @@ def main(argv: list[str] | None = None) -> int:
 
             # daily facts are defined on trading days: the report uses the exchange calendar unless told otherwise
             session = Session(mode=args.session or "exchange", timezone=settings.session_timezone)
-            print(build_report(load_universe(settings.preset), session, settings.seed, args.paths, args.years,
-                               args.intraday_days))
+            print(
+                build_report(
+                    load_universe(settings.preset), session, settings.seed, args.paths, args.years, args.intraday_days
+                )
+            )
             return 0
-        cfg = UniverseConfig(name=f"generated-{args.count}", factors=["market", "technology", "finance", "energy",
-                                                                       "healthcare"],
-                             generate={"count": args.count, "seed": settings.seed})
+        cfg = UniverseConfig(
+            name=f"generated-{args.count}",
+            factors=["market", "technology", "finance", "energy", "healthcare"],
+            generate={"count": args.count, "seed": settings.seed},
+        )
         args.out.write_text(universe_to_yaml(cfg), encoding="utf-8")
         return 0
     except MarketDataError as err:

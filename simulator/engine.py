@@ -62,8 +62,17 @@ class TickBatch:
         """Contract objects (validating every invariant); for tests and small exports, not the hot path."""
         cols = [getattr(self, f.name).tolist() for f in fields(self)]
         return [
-            Tick(ticker=symbols[t], seq=s, timestamp=ts, price=p / 100, bid=b / 100, ask=a / 100,
-                 bid_size=bs, ask_size=asz, volume=v)
+            Tick(
+                ticker=symbols[t],
+                seq=s,
+                timestamp=ts,
+                price=p / 100,
+                bid=b / 100,
+                ask=a / 100,
+                bid_size=bs,
+                ask_size=asz,
+                volume=v,
+            )
             for t, s, ts, p, b, a, bs, asz, v in zip(*cols, strict=True)
         ]
 
@@ -72,8 +81,16 @@ class TickEngine:
     """Deterministic multi-ticker tick generator on a simulated clock."""
 
     def __init__(
-        self, universe: Universe, session: Session, seed: SeedLike, start_ms: int, tick_ms: int = 100,
-        block_ms: int = 60_000, micro: MicrostructureParams | None = None, threads: int = 1, chunk_rows: int = 64,
+        self,
+        universe: Universe,
+        session: Session,
+        seed: SeedLike,
+        start_ms: int,
+        tick_ms: int = 100,
+        block_ms: int = 60_000,
+        micro: MicrostructureParams | None = None,
+        threads: int = 1,
+        chunk_rows: int = 64,
     ) -> None:
         if tick_ms <= 0 or block_ms % tick_ms:
             msg = f"tick interval {tick_ms!r} ms must be positive and divide the block length {block_ms!r} ms"
@@ -130,8 +147,14 @@ class TickEngine:
         price0 = np.rint(np.exp(self._x) * 100.0).astype(np.int64)
         m = self.steps_per_block
         block = model.begin(m, self._dt)
-        coef = ticker_micro(price0, block.sigma, block.sigma * math.sqrt(self._dt), self._tick_volume,
-                            block.sigma / self._sd, self.micro)
+        coef = ticker_micro(
+            price0,
+            block.sigma,
+            block.sigma * math.sqrt(self._dt),
+            self._tick_volume,
+            block.sigma / self._sd,
+            self.micro,
+        )
         ts = t0 + self._offsets * self.tick_ms
         pos = self.session.session_position(ts)
         shape = None if pos is None else intraday_volume_shape(pos, self.micro.intraday_depth)
@@ -148,8 +171,15 @@ class TickEngine:
                 lm = np.cumsum(r, axis=0)
                 lm += x
                 x = lm[-1]
-                dress_into(out.view(slice(r0, r1), cols), lm, r, gcoef, None if shape is None else shape[r0:r1],
-                           rng, self.micro)
+                dress_into(
+                    out.view(slice(r0, r1), cols),
+                    lm,
+                    r,
+                    gcoef,
+                    None if shape is None else shape[r0:r1],
+                    rng,
+                    self.micro,
+                )
             self._x[cols] = x
 
         if self._pool is not None and len(model.groups) > 1:
@@ -162,8 +192,14 @@ class TickEngine:
         self._seq += m
         self.ticks_generated += m * self.n
         return TickBatch(
-            ticker=self._tickers, seq=seq, ts_ms=np.repeat(ts, self.n), price=out.price.ravel(), bid=out.bid.ravel(),
-            ask=out.ask.ravel(), bid_size=out.bid_size.ravel(), ask_size=out.ask_size.ravel(),
+            ticker=self._tickers,
+            seq=seq,
+            ts_ms=np.repeat(ts, self.n),
+            price=out.price.ravel(),
+            bid=out.bid.ravel(),
+            ask=out.ask.ravel(),
+            bid_size=out.bid_size.ravel(),
+            ask_size=out.ask_size.ravel(),
             volume=out.volume.ravel(),
         )
 

@@ -65,8 +65,15 @@ def _bar_layout(session: Session, interval: Interval) -> tuple[int, int]:
 
 
 def simulate_bars(
-    universe: Universe, session: Session, seed: SeedLike, start_ms: int, end_ms: int, interval: Interval,
-    tick_rate: float = 10.0, micro: MicrostructureParams | None = None, progress: bool = False,
+    universe: Universe,
+    session: Session,
+    seed: SeedLike,
+    start_ms: int,
+    end_ms: int,
+    interval: Interval,
+    tick_rate: float = 10.0,
+    micro: MicrostructureParams | None = None,
+    progress: bool = False,
 ) -> Iterator[BarBatch]:
     """OHLCV bars ``[start_ms, end_ms)`` simulated directly at the bar step, one block at a time."""
     micro = micro or MicrostructureParams()
@@ -100,17 +107,28 @@ def simulate_bars(
             x = closes[-1].copy()
             ts = t0 + np.arange(m, dtype=np.int64) * bar_ms
             pos = session.session_position(ts) if interval != "1d" else None
-            shape = None if pos is None else intraday_volume_shape(pos + 0.5 * bar_ms / (session.session_seconds * 1e3),
-                                                                    micro.intraday_depth)
-            vol = bar_volume(ticks_per_bar, r, res.sigma * math.sqrt(dt), universe.tick_volumes, res.sigma / sd, shape,
-                             u[2], micro)
+            shape = (
+                None
+                if pos is None
+                else intraday_volume_shape(pos + 0.5 * bar_ms / (session.session_seconds * 1e3), micro.intraday_depth)
+            )
+            vol = bar_volume(
+                ticks_per_bar, r, res.sigma * math.sqrt(dt), universe.tick_volumes, res.sigma / sd, shape, u[2], micro
+            )
             o_c, c_c = _cents(opens), _cents(closes)
             h_c = np.maximum(_cents(hi), np.maximum(o_c, c_c))
             l_c = np.minimum(_cents(lo), np.minimum(o_c, c_c))
             keep = int(np.searchsorted(ts, end_ms, side="left"))
             k = keep * n
-            yield BarBatch(ticker=tickers[:k], ts_ms=np.repeat(ts, n)[:k], open=o_c.ravel()[:k],
-                           high=h_c.ravel()[:k], low=l_c.ravel()[:k], close=c_c.ravel()[:k], volume=vol.ravel()[:k])
+            yield BarBatch(
+                ticker=tickers[:k],
+                ts_ms=np.repeat(ts, n)[:k],
+                open=o_c.ravel()[:k],
+                high=h_c.ravel()[:k],
+                low=l_c.ravel()[:k],
+                close=c_c.ravel()[:k],
+                volume=vol.ravel()[:k],
+            )
             bar.update(1)
     finally:
         bar.close()
@@ -130,19 +148,34 @@ def _symbols(universe: Universe, idx: NDArray[np.int32]) -> pa.Array:
 
 def tick_table(universe: Universe, b: TickBatch) -> pa.Table:
     """Arrow table of ticks: the contract's fields, prices in dollars."""
-    return pa.table({
-        "ticker": _symbols(universe, b.ticker), "seq": b.seq, "timestamp": b.ts_ms,
-        "price": b.price / 100.0, "bid": b.bid / 100.0, "ask": b.ask / 100.0,
-        "bid_size": b.bid_size, "ask_size": b.ask_size, "volume": b.volume,
-    })
+    return pa.table(
+        {
+            "ticker": _symbols(universe, b.ticker),
+            "seq": b.seq,
+            "timestamp": b.ts_ms,
+            "price": b.price / 100.0,
+            "bid": b.bid / 100.0,
+            "ask": b.ask / 100.0,
+            "bid_size": b.bid_size,
+            "ask_size": b.ask_size,
+            "volume": b.volume,
+        }
+    )
 
 
 def bar_table(universe: Universe, b: BarBatch) -> pa.Table:
     """Arrow table of OHLCV bars, prices in dollars."""
-    return pa.table({
-        "ticker": _symbols(universe, b.ticker), "timestamp": b.ts_ms, "open": b.open / 100.0,
-        "high": b.high / 100.0, "low": b.low / 100.0, "close": b.close / 100.0, "volume": b.volume,
-    })
+    return pa.table(
+        {
+            "ticker": _symbols(universe, b.ticker),
+            "timestamp": b.ts_ms,
+            "open": b.open / 100.0,
+            "high": b.high / 100.0,
+            "low": b.low / 100.0,
+            "close": b.close / 100.0,
+            "volume": b.volume,
+        }
+    )
 
 
 class _Writer:
@@ -153,12 +186,18 @@ class _Writer:
 
     def write(self, table: pa.Table) -> None:
         if self.fmt == "csv":
-            table = table.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
-                                          for f in table.schema]))
+            table = table.cast(
+                pa.schema(
+                    [pa.field(f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type) for f in table.schema]
+                )
+            )
         if self._w is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._w = (pq.ParquetWriter(self.path, table.schema, compression="zstd") if self.fmt == "parquet"
-                       else pacsv.CSVWriter(self.path, table.schema))
+            self._w = (
+                pq.ParquetWriter(self.path, table.schema, compression="zstd")
+                if self.fmt == "parquet"
+                else pacsv.CSVWriter(self.path, table.schema)
+            )
         self._w.write_table(table)
         self.rows += table.num_rows
 
@@ -168,8 +207,17 @@ class _Writer:
 
 
 def export(
-    universe: Universe, session: Session, seed: SeedLike, start_ms: int, end_ms: int, interval: Interval,
-    fmt: FileFormat, out: Path, tick_ms: int = 100, threads: int = 1, progress: bool = False,
+    universe: Universe,
+    session: Session,
+    seed: SeedLike,
+    start_ms: int,
+    end_ms: int,
+    interval: Interval,
+    fmt: FileFormat,
+    out: Path,
+    tick_ms: int = 100,
+    threads: int = 1,
+    progress: bool = False,
 ) -> int:
     """Write ticks or bars for ``[start_ms, end_ms)`` to ``out``; returns the number of rows written."""
     if end_ms <= start_ms:
@@ -193,8 +241,9 @@ def export(
         else:
             pending: list[pa.Table] = []
             rows = 0
-            for bb in simulate_bars(universe, session, seed, start_ms, end_ms, interval, 1000.0 / tick_ms,
-                                    progress=progress):
+            for bb in simulate_bars(
+                universe, session, seed, start_ms, end_ms, interval, 1000.0 / tick_ms, progress=progress
+            ):
                 pending.append(bar_table(universe, bb))
                 rows += len(bb)
                 if rows >= 250_000:  # few large writes: one per bar block would dominate daily exports

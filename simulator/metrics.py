@@ -13,13 +13,17 @@ class SimulatorMetrics:
         r = self.registry
         self.ticks_produced = Counter("sim_ticks_produced", "Ticks handed to the Kafka producer", registry=r)
         self.ticks_delivered = Counter("sim_ticks_delivered", "Ticks acknowledged by Kafka", registry=r)
-        self.delivery_errors = Counter("sim_delivery_errors", "Ticks Kafka could not deliver (after retries)",
-                                       ["reason"], registry=r)
-        self.buffer_full = Counter("sim_producer_buffer_full", "Times the producer queue was full (backpressure)",
-                                   registry=r)
+        self.delivery_errors = Counter(
+            "sim_delivery_errors", "Ticks Kafka could not deliver (after retries)", ["reason"], registry=r
+        )
+        self.buffer_full = Counter(
+            "sim_producer_buffer_full", "Times the producer queue was full (backpressure)", registry=r
+        )
         self.pacing_lag = Histogram(
-            "sim_pacing_lag_seconds", "Wall-clock lag of a real-time step behind its simulated timestamp",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0), registry=r,
+            "sim_pacing_lag_seconds",
+            "Wall-clock lag of a real-time step behind its simulated timestamp",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=r,
         )
         self.sim_time = Gauge("sim_clock_ms", "Simulated timestamp of the last tick produced (epoch ms)", registry=r)
         self.in_flight = Gauge("sim_in_flight", "Messages queued in the producer, not yet acknowledged", registry=r)

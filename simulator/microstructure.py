@@ -87,11 +87,16 @@ class TickerMicro:
 
 
 def ticker_micro(
-    price_cents: I64, sigma: F64, sigma_step: F64, tick_volume: F64, activity: F64, params: MicrostructureParams,
+    price_cents: I64,
+    sigma: F64,
+    sigma_step: F64,
+    tick_volume: F64,
+    activity: F64,
+    params: MicrostructureParams,
 ) -> TickerMicro:
     """Block coefficients from the block-start price, the vol in force and the ticker's mean trade size."""
     w = params.volume_move_weight
-    scale = tick_volume * activity ** params.activity_power
+    scale = tick_volume * activity**params.activity_power
     return TickerMicro(
         spread=base_spread_cents(price_cents, sigma, params),
         lot_shares=100 * np.maximum(1, np.rint(tick_volume / 500.0)).astype(np.int64),
@@ -101,7 +106,12 @@ def ticker_micro(
 
 
 def dress_into(
-    out: Quotes, log_mid: F64, log_returns: F64, coef: TickerMicro, shape: F64 | None, rng: np.random.Generator,
+    out: Quotes,
+    log_mid: F64,
+    log_returns: F64,
+    coef: TickerMicro,
+    shape: F64 | None,
+    rng: np.random.Generator,
     params: MicrostructureParams,
 ) -> None:
     """Fill ``out`` (``[c, k]`` views) with trades and quotes for log mids/returns ``[c, k]`` of one group.
@@ -151,15 +161,21 @@ def bridge_high_low(log_open: F64, log_close: F64, var: F64, u_hi: F64, u_lo: F6
 
 
 def bar_volume(
-    n_ticks: float, log_returns: F64, sigma_step: F64, tick_volume: F64, activity: F64, shape: F64 | None,
-    u: F64, params: MicrostructureParams,
+    n_ticks: float,
+    log_returns: F64,
+    sigma_step: F64,
+    tick_volume: F64,
+    activity: F64,
+    shape: F64 | None,
+    u: F64,
+    params: MicrostructureParams,
 ) -> I64:
     """Volume of bars simulated directly at a coarse step: expected tick volume times a move/noise factor."""
     w = params.volume_move_weight
     move = (1.0 - w) + (w / _MEAN_ABS_Z) * np.abs(log_returns) / np.maximum(sigma_step, _TINY)[None, :]
     # aggregated noise is less dispersed than per-tick noise: sigma 0.35 log-normal, mean 1
     noise = np.exp(0.35 * ndtri(u) - 0.5 * 0.35**2)
-    vol = n_ticks * tick_volume[None, :] * (activity ** params.activity_power)[None, :] * move * noise
+    vol = n_ticks * tick_volume[None, :] * (activity**params.activity_power)[None, :] * move * noise
     if shape is not None:
         vol *= shape[:, None]
     out: I64 = np.rint(vol).astype(np.int64)

@@ -58,7 +58,8 @@ class FellerWarning(ModelWarning):
 
 
 def make_streams(
-    seed: SeedLike, groups: int = 1,
+    seed: SeedLike,
+    groups: int = 1,
 ) -> tuple[dict[str, np.random.Generator], list[dict[str, np.random.Generator]]]:
     """Independent generators derived from ``seed``: global ones and one set per ticker group."""
     if isinstance(seed, np.random.Generator):
@@ -70,11 +71,15 @@ def make_streams(
     else:
         ss = np.random.SeedSequence(seed)
     top = ss.spawn(2)
-    glob = {name: np.random.Generator(np.random.PCG64(c)) for name, c in zip(STREAMS, top[0].spawn(len(STREAMS)),
-                                                                            strict=True)}
+    glob = {
+        name: np.random.Generator(np.random.PCG64(c))
+        for name, c in zip(STREAMS, top[0].spawn(len(STREAMS)), strict=True)
+    }
     per_group = [
-        {name: np.random.Generator(np.random.PCG64(c)) for name, c in zip(GROUP_STREAMS, g.spawn(len(GROUP_STREAMS)),
-                                                                        strict=True)}
+        {
+            name: np.random.Generator(np.random.PCG64(c))
+            for name, c in zip(GROUP_STREAMS, g.spawn(len(GROUP_STREAMS)), strict=True)
+        }
         for g in top[1].spawn(groups)
     ]
     return glob, per_group
@@ -91,7 +96,11 @@ def gbm_log_returns(mu: FloatArray | float, sigma: FloatArray | float, dt: float
 
 
 def simulate_gbm(
-    s0: FloatArray | float, mu: FloatArray | float, sigma: FloatArray | float, dt: float, n_steps: int,
+    s0: FloatArray | float,
+    mu: FloatArray | float,
+    sigma: FloatArray | float,
+    dt: float,
+    n_steps: int,
     seed: SeedLike = None,
 ) -> FloatArray:
     """Price paths ``[n_steps + 1, n]`` of independent GBMs with the exact step (first row is ``s0``)."""
@@ -123,8 +132,9 @@ def check_feller(kappa: float, theta: float, xi: float) -> None:
         warnings.warn(msg, FellerWarning, stacklevel=2)
 
 
-def heston_step(v: FloatArray | float, kappa: float, theta: float, xi: float, dt: float,
-                z: FloatArray | float) -> FloatArray:
+def heston_step(
+    v: FloatArray | float, kappa: float, theta: float, xi: float, dt: float, z: FloatArray | float
+) -> FloatArray:
     """One full-truncation Euler step of the latent variance (Lord et al. 2010); may go below zero.
 
     Use ``np.maximum(v, 0)`` as the variance actually applied: that is never negative.
@@ -135,8 +145,17 @@ def heston_step(v: FloatArray | float, kappa: float, theta: float, xi: float, dt
 
 
 def simulate_heston(
-    s0: float, mu: float, v0: float, kappa: float, theta: float, xi: float, rho: float, dt: float,
-    n_steps: int, n_paths: int, seed: SeedLike = None,
+    s0: float,
+    mu: float,
+    v0: float,
+    kappa: float,
+    theta: float,
+    xi: float,
+    rho: float,
+    dt: float,
+    n_steps: int,
+    n_paths: int,
+    seed: SeedLike = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Independent Heston paths (full truncation); returns (prices, applied variances) ``[n_steps + 1, n_paths]``."""
     check_feller(kappa, theta, xi)
@@ -300,8 +319,12 @@ class MarketModel:
     """
 
     def __init__(
-        self, tickers: TickerParams, factors: FactorStructure, heston: HestonParams | None,
-        regime: RegimeParams | None, seed: SeedLike = None,
+        self,
+        tickers: TickerParams,
+        factors: FactorStructure,
+        heston: HestonParams | None,
+        regime: RegimeParams | None,
+        seed: SeedLike = None,
     ) -> None:
         self.tickers = tickers
         self.factors = factors

@@ -48,8 +48,9 @@ def producer_config(settings: SimulatorSettings) -> dict[str, Any]:
 class TickProducer:
     """Sends :class:`TickBatch` rows to the ticks topic; counts every failure."""
 
-    def __init__(self, settings: SimulatorSettings, symbols: list[str], metrics: SimulatorMetrics,
-                 topic: str | None = None) -> None:
+    def __init__(
+        self, settings: SimulatorSettings, symbols: list[str], metrics: SimulatorMetrics, topic: str | None = None
+    ) -> None:
         self.settings = settings
         self.topic = topic or settings.topic_ticks
         self.metrics = metrics
@@ -76,8 +77,14 @@ class TickProducer:
         self._errors_logged += 1
         # log the first failures in full, then every 10,000th, so an outage does not flood the log
         if self._errors_logged <= 20 or self._errors_logged % 10_000 == 0:
-            log.error("undeliverable tick topic=%s partition=%s key=%r: %s (failed so far: %d)",
-                      msg.topic(), msg.partition(), msg.key(), err, self.failed)
+            log.error(
+                "undeliverable tick topic=%s partition=%s key=%r: %s (failed so far: %d)",
+                msg.topic(),
+                msg.partition(),
+                msg.key(),
+                err,
+                self.failed,
+            )
 
     # -- lifecycle
 
@@ -85,21 +92,29 @@ class TickProducer:
         """Block until the cluster answers a metadata request; retry with backoff, then raise SinkError."""
         attempts = self.settings.connect_attempts
         retrying = Retrying(
-            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=15),
-            before_sleep=before_sleep_log(log, logging.WARNING), reraise=False,
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.5, max=15),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=False,
         )
         try:
             for attempt in retrying:
                 with attempt:
-                    log.info("connecting to kafka at %s (attempt %d/%d)", self.settings.kafka_bootstrap_servers,
-                             attempt.retry_state.attempt_number, attempts)
+                    log.info(
+                        "connecting to kafka at %s (attempt %d/%d)",
+                        self.settings.kafka_bootstrap_servers,
+                        attempt.retry_state.attempt_number,
+                        attempts,
+                    )
                     md = self._producer.list_topics(timeout=timeout_s)
                     if not md.brokers:
                         msg = "no brokers in metadata"
                         raise KafkaException(msg)
         except RetryError as err:
-            msg = (f"kafka at {self.settings.kafka_bootstrap_servers!r} unreachable after {attempts} attempts: "
-                   f"{err.last_attempt.exception()!r}")
+            msg = (
+                f"kafka at {self.settings.kafka_bootstrap_servers!r} unreachable after {attempts} attempts: "
+                f"{err.last_attempt.exception()!r}"
+            )
             raise SinkError(msg) from err
         log.info("kafka reachable at %s; producing to topic %r", self.settings.kafka_bootstrap_servers, self.topic)
 

@@ -182,8 +182,15 @@ def simulated_intraday(universe: Universe, session: Session, seed: int, days: in
     return out
 
 
-def build_report(universe: Universe, session: Session, seed: int = 1, paths: int = 16, years: int = 20,
-                 intraday_days: int = 60, with_real: bool = True) -> str:
+def build_report(
+    universe: Universe,
+    session: Session,
+    seed: int = 1,
+    paths: int = 16,
+    years: int = 20,
+    intraday_days: int = 60,
+    with_real: bool = True,
+) -> str:
     """The report as a Markdown-style table (targets, simulated medians, real data, pass/fail)."""
     sim = simulated_daily(universe, session, seed, paths, years)
     real = real_daily() if with_real else {}
@@ -197,11 +204,15 @@ def build_report(universe: Universe, session: Session, seed: int = 1, paths: int
         cells = [stat, t.text if t else "", f"{value:.3f}", *real_cells, ("yes" if t.ok(value) else "NO") if t else ""]
         lines.append("| " + " | ".join(cells) + " |")
     intr = simulated_intraday(universe, session, seed, intraday_days)
-    intr_targets = {"1m_volume_abs_r_corr": Target("1m_volume_abs_r_corr", ">= 0.15", lambda v: v >= 0.15),
-                    "1m_volume_edge_over_midday": Target("1m_volume_edge_over_midday", "> 1 (U shape)",
-                                                         lambda v: v > 1.0)}
-    lines += ["", f"| statistic (1-minute bars, {intraday_days} days) | target | simulated | pass |",
-              "|---|---|---|---|"]
+    intr_targets = {
+        "1m_volume_abs_r_corr": Target("1m_volume_abs_r_corr", ">= 0.15", lambda v: v >= 0.15),
+        "1m_volume_edge_over_midday": Target("1m_volume_edge_over_midday", "> 1 (U shape)", lambda v: v > 1.0),
+    }
+    lines += [
+        "",
+        f"| statistic (1-minute bars, {intraday_days} days) | target | simulated | pass |",
+        "|---|---|---|---|",
+    ]
     for stat, value in intr.items():
         tt = intr_targets.get(stat)
         verdict = ("yes" if tt.ok(value) else "NO") if tt else ""

@@ -32,8 +32,15 @@ def wall_ms() -> int:
 
 
 def stream(
-    engine: TickEngine, sink: TickSink, metrics: SimulatorMetrics, stop: threading.Event, *,
-    end_ms: int | None = None, realtime: bool = True, batch_ticks: int = 50_000, progress: bool = False,
+    engine: TickEngine,
+    sink: TickSink,
+    metrics: SimulatorMetrics,
+    stop: threading.Event,
+    *,
+    end_ms: int | None = None,
+    realtime: bool = True,
+    batch_ticks: int = 50_000,
+    progress: bool = False,
     clock: Callable[[], int] = wall_ms,
 ) -> int:
     """Produce ticks until ``end_ms`` (None: forever) or ``stop`` is set; returns the number of ticks sent.
@@ -44,8 +51,9 @@ def stream(
     start_wall = clock()
     first_ts = engine.next_ts_ms()
     horizon = end_ms if end_ms is not None else start_wall
-    bar = tqdm(total=max(0, horizon - first_ts) // 1000, unit="sim-s", disable=not progress, mininterval=1.0,
-               desc="backfill")
+    bar = tqdm(
+        total=max(0, horizon - first_ts) // 1000, unit="sim-s", disable=not progress, mininterval=1.0, desc="backfill"
+    )
     done_s = 0
     try:
         while not stop.is_set():

@@ -116,8 +116,9 @@ class UniverseConfig(_Model):
             seen.add(t.symbol)
             unknown = set(t.loadings) - set(self.factors)
             if unknown:
-                msg = (f"ticker {t.symbol!r} loads on unknown factor(s) {sorted(unknown)!r}; "
-                       f"factors are {self.factors!r}")
+                msg = (
+                    f"ticker {t.symbol!r} loads on unknown factor(s) {sorted(unknown)!r}; factors are {self.factors!r}"
+                )
                 raise ValueError(msg)
         if not self.tickers and self.generate is None:
             msg = "a universe needs at least one ticker (tickers: or generate:)"
@@ -131,8 +132,13 @@ class Universe:
     def __init__(self, config: UniverseConfig) -> None:
         tickers = list(config.tickers)
         if config.generate is not None:
-            tickers += generate_tickers(config.generate.count, config.factors, config.generate.seed,
-                                        config.generate.prefix, taken={t.symbol for t in tickers})
+            tickers += generate_tickers(
+                config.generate.count,
+                config.factors,
+                config.generate.seed,
+                config.generate.prefix,
+                taken={t.symbol for t in tickers},
+            )
         self.config = config
         self.tickers: list[TickerConfig] = tickers
         self.symbols: list[str] = [t.symbol for t in tickers]
@@ -190,9 +196,11 @@ class Universe:
         r = self.config.regime
         if r is None:
             return None
-        return RegimeParams(stress_vol_ratio=r.stress_vol_ratio,
-                            calm_duration_years=r.calm_days / trading_days_per_year,
-                            stress_duration_years=r.stress_days / trading_days_per_year)
+        return RegimeParams(
+            stress_vol_ratio=r.stress_vol_ratio,
+            calm_duration_years=r.calm_days / trading_days_per_year,
+            stress_duration_years=r.stress_days / trading_days_per_year,
+        )
 
     def model(self, seed: SeedLike = None) -> MarketModel:
         """A fresh :class:`MarketModel` for this universe."""
@@ -201,7 +209,7 @@ class Universe:
     def implied_correlation(self) -> np.ndarray:
         """Model-implied return correlation, including the dilution by idiosyncratic jumps."""
         p = self.ticker_params
-        share = (p.diffusive_sigma / p.sigma)  # diffusive vol / total vol
+        share = p.diffusive_sigma / p.sigma  # diffusive vol / total vol
         c = self.factor_structure.implied_correlation() * np.outer(share, share)
         np.fill_diagonal(c, 1.0)
         return c
@@ -254,8 +262,9 @@ def load_universe(path_or_name: str | Path) -> Universe:
 _SECTOR_NAMES = ("Technology", "Finance", "Energy", "Healthcare", "Industrials", "Consumer", "Utilities")
 
 
-def generate_tickers(count: int, factors: list[str], seed: int = 0, prefix: str = "S",
-                     taken: set[str] | None = None) -> list[TickerConfig]:
+def generate_tickers(
+    count: int, factors: list[str], seed: int = 0, prefix: str = "S", taken: set[str] | None = None
+) -> list[TickerConfig]:
     """``count`` plausible tickers: log-normal prices, vols 15-60 %, market beta and one sector loading.
 
     Factor 0 is treated as the market; the other factors are sectors (one per ticker, round-robin).
@@ -280,11 +289,18 @@ def generate_tickers(count: int, factors: list[str], seed: int = 0, prefix: str 
             f = factors[1 + i % n_sec]
             loadings[f] = round(float(sec[i]), 4)
             sector = f.capitalize()
-        out.append(TickerConfig(
-            symbol=sym, name=f"Generated {sym}", sector=sector, start_price=round(float(prices[i]), 2),
-            drift=round(float(drifts[i]), 4), volatility=round(float(vols[i]), 4), loadings=loadings,
-            jumps=JumpConfig(intensity=2.0, mean=-0.02, std=0.04),
-        ))
+        out.append(
+            TickerConfig(
+                symbol=sym,
+                name=f"Generated {sym}",
+                sector=sector,
+                start_price=round(float(prices[i]), 2),
+                drift=round(float(drifts[i]), 4),
+                volatility=round(float(vols[i]), 4),
+                loadings=loadings,
+                jumps=JumpConfig(intensity=2.0, mean=-0.02, std=0.04),
+            )
+        )
     return out
 
 

@@ -6,6 +6,8 @@ with ``md_ensure_partitions``/``md_drop_partitions_before`` for creation ahead a
 ``market_ticks_1m`` with the same columns. Both paths expose the same table shapes to the application.
 """
 
+from typing import Any
+
 from yoyo import step
 
 __depends__ = {"0001_tickers"}
@@ -115,25 +117,23 @@ GROUP BY 1, 2
 """
 
 
-def _has_timescale(conn) -> bool:
+def _has_timescale(conn: Any) -> bool:
     cur = conn.cursor()
     cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
     return cur.fetchone() is not None
 
 
-def apply_step(conn) -> None:
+def apply_step(conn: Any) -> None:
     cur = conn.cursor()
     if _has_timescale(conn):
         cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         cur.execute(f"CREATE TABLE IF NOT EXISTS market_ticks ({TICKS_COLUMNS})")
         cur.execute(
-            "SELECT create_hypertable('market_ticks', by_range('time', INTERVAL '1 day'),"
-            " if_not_exists => true)"
+            "SELECT create_hypertable('market_ticks', by_range('time', INTERVAL '1 day'), if_not_exists => true)"
         )
         cur.execute(f"CREATE TABLE IF NOT EXISTS market_bars ({BARS_COLUMNS})")
         cur.execute(
-            "SELECT create_hypertable('market_bars', by_range('time', INTERVAL '7 days'),"
-            " if_not_exists => true)"
+            "SELECT create_hypertable('market_bars', by_range('time', INTERVAL '7 days'), if_not_exists => true)"
         )
         cur.execute(
             "ALTER TABLE market_ticks SET (timescaledb.compress, timescaledb.compress_segmentby = 'ticker',"
@@ -178,7 +178,7 @@ def apply_step(conn) -> None:
     conn.commit()
 
 
-def rollback_step(conn) -> None:
+def rollback_step(conn: Any) -> None:
     cur = conn.cursor()
     kind = "MATERIALIZED VIEW" if _has_timescale(conn) else "VIEW"
     cur.execute(f"DROP {kind} IF EXISTS market_ticks_1m CASCADE")

@@ -31,14 +31,21 @@ def test_backfill_round_trip_through_kafka(kafka_bootstrap: str, make_topic: Cal
     producer.wait_for_broker()
     start = to_ms(datetime(2024, 1, 2, 14, 0, tzinfo=UTC))
     engine = TickEngine(universe, Session(), 5, start, tick_ms=100)
-    sent = stream(engine, producer, metrics, threading.Event(), end_ms=start + 120_000, realtime=False,
-                  batch_ticks=7_000)
+    sent = stream(
+        engine, producer, metrics, threading.Event(), end_ms=start + 120_000, realtime=False, batch_ticks=7_000
+    )
     assert producer.flush(60) == 0
     assert producer.failed == 0
     assert sent == 5 * 1200
 
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"check-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     seqs: dict[str, list[int]] = defaultdict(list)
     got = 0

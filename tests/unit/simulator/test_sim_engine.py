@@ -106,10 +106,17 @@ def test_batch_encoder_edge_values() -> None:
     """Zero, one-cent, round-dollar, 10-cent and large values format like msgspec floats/ints."""
     cents = np.array([1, 10, 100, 101, 110, 199, 99_999_999_999, 1_000_000], dtype=np.int64)
     n = cents.size
-    b = TickBatch(ticker=np.zeros(n, np.int32), seq=np.arange(n, dtype=np.int64) * 1000,
-                  ts_ms=np.full(n, 1_700_000_000_000, np.int64), price=cents, bid=cents, ask=cents + 1,
-                  bid_size=np.zeros(n, np.int64), ask_size=np.arange(n, dtype=np.int64) ** 5,
-                  volume=np.array([0, 9, 10, 99, 100, 12345, 10**15, 7], dtype=np.int64))
+    b = TickBatch(
+        ticker=np.zeros(n, np.int32),
+        seq=np.arange(n, dtype=np.int64) * 1000,
+        ts_ms=np.full(n, 1_700_000_000_000, np.int64),
+        price=cents,
+        bid=cents,
+        ask=cents + 1,
+        bid_size=np.zeros(n, np.int64),
+        ask_size=np.arange(n, dtype=np.int64) ** 5,
+        volume=np.array([0, 9, 10, 99, 100, 12345, 10**15, 7], dtype=np.int64),
+    )
     got = BatchEncoder(["X.Y-1"]).messages(b)
     assert got == [encode_tick(t) for t in b.to_ticks(["X.Y-1"])]
 
@@ -119,8 +126,9 @@ def test_volume_u_shaped_and_spread_wider_for_volatile_and_cheap(default_univers
     from simulator.session import from_ms
 
     session = Session(mode="exchange")
-    minutes = np.array([(lambda d: d.hour * 60 + d.minute)(from_ms(int(t)).astimezone(session.tz)) for t in
-                        np.unique(b.ts_ms)])
+    minutes = np.array(
+        [(lambda d: d.hour * 60 + d.minute)(from_ms(int(t)).astimezone(session.tz)) for t in np.unique(b.ts_ms)]
+    )
     per_ts = np.bincount(np.searchsorted(np.unique(b.ts_ms), b.ts_ms), weights=b.volume)
     edge = per_ts[(minutes < 600) | (minutes >= 930)].mean()
     mid = per_ts[(minutes >= 750) & (minutes < 810)].mean()

@@ -25,11 +25,25 @@ from simulator.models import (
 K = 5.0  # standard errors allowed: a fixed-seed test fails only if the code is wrong
 
 
-def _params(n: int, sigma: float = 0.2, lam: float = 0.0, jm: float = 0.0, js: float = 0.0,
-            sv: bool = False, regime: bool = False) -> TickerParams:
+def _params(
+    n: int,
+    sigma: float = 0.2,
+    lam: float = 0.0,
+    jm: float = 0.0,
+    js: float = 0.0,
+    sv: bool = False,
+    regime: bool = False,
+) -> TickerParams:
     f = np.full
-    return TickerParams(mu=f(n, 0.05), sigma=f(n, sigma), jump_intensity=f(n, lam), jump_mean=f(n, jm),
-                        jump_std=f(n, js), stochastic_vol=f(n, sv), regime=f(n, regime))
+    return TickerParams(
+        mu=f(n, 0.05),
+        sigma=f(n, sigma),
+        jump_intensity=f(n, lam),
+        jump_mean=f(n, jm),
+        jump_std=f(n, js),
+        stochastic_vol=f(n, sv),
+        regime=f(n, regime),
+    )
 
 
 def test_gbm_log_return_mean_and_variance_match_theory() -> None:
@@ -91,8 +105,13 @@ def test_factor_structure_rejects_bad_config() -> None:
 
 def test_jumps_arrive_at_configured_intensity() -> None:
     lam, n_tickers, years = 20.0, 50, 10.0
-    model = MarketModel(_params(n_tickers, sigma=0.5, lam=lam, jm=-0.05, js=0.02), FactorStructure(np.eye(1),
-                        np.zeros((n_tickers, 1))), None, None, seed=13)
+    model = MarketModel(
+        _params(n_tickers, sigma=0.5, lam=lam, jm=-0.05, js=0.02),
+        FactorStructure(np.eye(1), np.zeros((n_tickers, 1))),
+        None,
+        None,
+        seed=13,
+    )
     count = 0
     steps = int(years * 252)
     for _ in range(steps // 252):
@@ -106,8 +125,13 @@ def test_jumps_arrive_at_configured_intensity() -> None:
 def test_total_variance_includes_jumps() -> None:
     """The configured vol is the total: diffusion + jumps; realised annual variance matches it."""
     n = 200
-    model = MarketModel(_params(n, sigma=0.3, lam=5.0, jm=-0.03, js=0.05), FactorStructure(np.eye(1),
-                        np.zeros((n, 1))), None, None, seed=17)
+    model = MarketModel(
+        _params(n, sigma=0.3, lam=5.0, jm=-0.03, js=0.05),
+        FactorStructure(np.eye(1), np.zeros((n, 1))),
+        None,
+        None,
+        seed=17,
+    )
     r = np.vstack([model.advance(252, 1 / 252).log_returns for _ in range(20)])
     realised = r.var(axis=0).mean() * 252
     assert abs(realised - 0.09) < 0.09 * 0.05

@@ -20,13 +20,20 @@ BASE = {"symbol": "AAA", "start_price": 10.0, "volatility": 0.2}
 def test_default_preset_has_seed_tickers(default_universe: Universe) -> None:
     assert default_universe.symbols == ["SYNTH", "TECH", "FINANCE", "ENERGY", "HEALTH"]
     t = default_universe.tickers[1]
-    assert (t.name, t.sector, t.start_price, t.drift, t.volatility) == ("Tech Innovations", "Technology", 320.0,
-                                                                          0.08, 0.30)
+    assert (t.name, t.sector, t.start_price, t.drift, t.volatility) == (
+        "Tech Innovations",
+        "Technology",
+        320.0,
+        0.08,
+        0.30,
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(field=st.sampled_from(["start_price", "volatility"]),
-       value=st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math.nan), st.just(math.inf)))
+@given(
+    field=st.sampled_from(["start_price", "volatility"]),
+    value=st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math.nan), st.just(math.inf)),
+)
 def test_invalid_ticker_numbers_fail_naming_field_and_value(field: str, value: float) -> None:
     data = {"tickers": [{**BASE, field: value}]}
     with pytest.raises(ConfigError) as info:
@@ -49,22 +56,27 @@ def test_bad_symbols_rejected(symbol: str) -> None:
 @settings(max_examples=40, deadline=None)
 @given(vol=st.floats(0.01, 2.0), loading=st.floats(-1.0, 1.0), price=st.floats(0.01, 1e6))
 def test_valid_configs_build(vol: float, loading: float, price: float) -> None:
-    data = {"factors": ["market"], "tickers": [{**BASE, "volatility": vol, "start_price": price,
-                                                "loadings": {"market": loading * 0.99}}]}
+    data = {
+        "factors": ["market"],
+        "tickers": [{**BASE, "volatility": vol, "start_price": price, "loadings": {"market": loading * 0.99}}],
+    }
     u = parse_universe(data)
     assert len(u) == 1
     assert np.isfinite(u.implied_correlation()).all()
 
 
-@pytest.mark.parametrize(("data", "needle"), [
-    ({"tickers": [BASE, BASE]}, "duplicate ticker symbol 'AAA'"),
-    ({"tickers": [{**BASE, "loadings": {"nope": 0.3}}]}, "unknown factor"),
-    ({"tickers": [{**BASE, "colour": "red"}]}, "tickers.0.colour"),
-    ({"factors": ["m", "s"], "factor_correlation": [[1, 0.5], [0.5]], "tickers": [BASE]}, "factor_correlation"),
-    ({"factors": ["m", "s"], "factor_correlation": [[1, 2], [2, 1]], "tickers": [BASE]}, "positive definite"),
-    ({"tickers": [{**BASE, "jumps": {"intensity": 100, "mean": -0.1, "std": 0.1}}]}, "jump variance"),
-    ({"tickers": []}, "at least one ticker"),
-])
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"tickers": [BASE, BASE]}, "duplicate ticker symbol 'AAA'"),
+        ({"tickers": [{**BASE, "loadings": {"nope": 0.3}}]}, "unknown factor"),
+        ({"tickers": [{**BASE, "colour": "red"}]}, "tickers.0.colour"),
+        ({"factors": ["m", "s"], "factor_correlation": [[1, 0.5], [0.5]], "tickers": [BASE]}, "factor_correlation"),
+        ({"factors": ["m", "s"], "factor_correlation": [[1, 2], [2, 1]], "tickers": [BASE]}, "positive definite"),
+        ({"tickers": [{**BASE, "jumps": {"intensity": 100, "mean": -0.1, "std": 0.1}}]}, "jump variance"),
+        ({"tickers": []}, "at least one ticker"),
+    ],
+)
 def test_invalid_universe_messages(data: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         parse_universe(data)
