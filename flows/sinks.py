@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -105,54 +106,87 @@ SELECT to_timestamp(ts_ms / 1000.0), ticker, seq, round(price::numeric, 2), roun
 FROM md_ticks_stage ON CONFLICT DO NOTHING"""
 
 
-class _TickArchivePartition(StatelessSinkPartition[DecodedBatch]):
+class _PostgresPartition(StatelessSinkPartition[X]):
+    """One connection per worker; each batch is one transaction, retried on connection loss.
+
+    Subclasses say which rows a batch holds (:meth:`rows`), their event-time range (for native partitions) and
+    how to write them (:meth:`write_rows`); any other database error is a :class:`SinkError` naming the table.
+    """
+
+    table = ""
+    monthly = False
+    setup_sql: str | None = None
+
     def __init__(self, database_url: str) -> None:
         self._url = database_url
+        self._name = f"postgres_{self.table}"
         self._conn = self._connect()
-        self._parts = _Partitions(self._conn, "market_ticks", monthly=False)
+        self._parts = _Partitions(self._conn, self.table, monthly=self.monthly)
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._url)
-        conn.execute(_STAGE)
-        conn.commit()
+        if self.setup_sql:
+            conn.execute(self.setup_sql)
+            conn.commit()
         return conn
 
-    def write_batch(self, items: list[DecodedBatch]) -> None:
-        ticks = [t for batch in items for t in batch.ticks]
-        if not ticks:
-            return
-        with SINK_SECONDS.labels("postgres_ticks").time():
-            self._write(ticks)
-        SINK_ROWS.labels("postgres_ticks").inc(len(ticks))
+    @abstractmethod
+    def rows(self, items: list[X]) -> list[Any]:
+        """The rows a batch of items writes (may be empty)."""
 
-    @_retrying("postgres_ticks")
-    def _write(self, ticks: Sequence[Any]) -> None:
+    @abstractmethod
+    def time_range(self, rows: list[Any]) -> tuple[int, int]:
+        """Oldest and newest event time of ``rows`` in epoch ms (partitions must cover them)."""
+
+    @abstractmethod
+    def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
+        """Write ``rows`` inside the batch's transaction."""
+
+    def write_batch(self, items: list[X]) -> None:
+        rows = self.rows(items)
+        if not rows:
+            return
+        with SINK_SECONDS.labels(self._name).time():
+            self._write(rows)
+        SINK_ROWS.labels(self._name).inc(len(rows))
+
+    @_retrying("postgres")
+    def _write(self, rows: list[Any]) -> None:
         try:
             if self._conn.closed:
                 self._conn = self._connect()
-            lo = min(t.timestamp for t in ticks)
-            hi = max(t.timestamp for t in ticks)
-            self._parts.ensure(self._conn, lo, hi)
+            self._parts.ensure(self._conn, *self.time_range(rows))
             with self._conn.cursor() as cur:
-                with cur.copy(
-                    "COPY md_ticks_stage (ts_ms, ticker, seq, price, bid, ask, bid_size, ask_size, volume) FROM STDIN"
-                ) as copy:
-                    for t in ticks:
-                        copy.write_row(
-                            (t.timestamp, t.ticker, t.seq, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume)
-                        )
-                cur.execute(_MERGE)
+                self.write_rows(cur, rows)
             self._conn.commit()
         except psycopg.OperationalError:
-            self._conn.close()
+            self._conn.close()  # reconnect on the retry
             raise
         except psycopg.Error as err:
             self._conn.rollback()
-            msg = f"writing {len(ticks)} ticks to market_ticks failed: {err}"
+            msg = f"writing {len(rows)} rows to {self.table} failed: {err}"
             raise SinkError(msg) from err
 
     def close(self) -> None:
         self._conn.close()
+
+
+class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
+    table = "market_ticks"
+    setup_sql = _STAGE
+
+    def rows(self, items: list[DecodedBatch]) -> list[Any]:
+        return [t for batch in items for t in batch.ticks]
+
+    def time_range(self, rows: list[Any]) -> tuple[int, int]:
+        return min(t.timestamp for t in rows), max(t.timestamp for t in rows)
+
+    def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
+        columns = "ts_ms, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
+        with cur.copy(f"COPY md_ticks_stage ({columns}) FROM STDIN") as copy:
+            for t in rows:
+                copy.write_row((t.timestamp, t.ticker, t.seq, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume))
+        cur.execute(_MERGE)
 
 
 class TickArchiveSink(DynamicSink[DecodedBatch]):
@@ -193,39 +227,18 @@ def bar_row(bar: Bar) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class _BarStorePartition(StatelessSinkPartition[Bar]):
-    def __init__(self, database_url: str) -> None:
-        self._url = database_url
-        self._conn = psycopg.connect(database_url)
-        self._parts = _Partitions(self._conn, "market_bars", monthly=True)
+class _BarStorePartition(_PostgresPartition[Bar]):
+    table = "market_bars"
+    monthly = True
 
-    def write_batch(self, items: list[Bar]) -> None:
-        bars = [b for b in items if b.final]
-        if not bars:
-            return
-        with SINK_SECONDS.labels("postgres_bars").time():
-            self._write(bars)
-        SINK_ROWS.labels("postgres_bars").inc(len(bars))
+    def rows(self, items: list[Bar]) -> list[Any]:
+        return [b for b in items if b.final]
 
-    @_retrying("postgres_bars")
-    def _write(self, bars: list[Bar]) -> None:
-        try:
-            if self._conn.closed:
-                self._conn = psycopg.connect(self._url)
-            self._parts.ensure(self._conn, min(b.start for b in bars), max(b.start for b in bars))
-            with self._conn.cursor() as cur:
-                cur.executemany(_UPSERT_BARS, [bar_row(b) for b in bars])
-            self._conn.commit()
-        except psycopg.OperationalError:
-            self._conn.close()
-            raise
-        except psycopg.Error as err:
-            self._conn.rollback()
-            msg = f"upserting {len(bars)} bars into market_bars failed: {err}"
-            raise SinkError(msg) from err
+    def time_range(self, rows: list[Any]) -> tuple[int, int]:
+        return min(b.start for b in rows), max(b.start for b in rows)
 
-    def close(self) -> None:
-        self._conn.close()
+    def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
+        cur.executemany(_UPSERT_BARS, [bar_row(b) for b in rows])
 
 
 class BarStoreSink(DynamicSink[Bar]):
