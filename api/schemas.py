@@ -157,7 +157,7 @@ class Bar(_Model):
     high: DecimalStr
     low: DecimalStr
     close: DecimalStr
-    volume: DecimalStr
+    volume: int
     vwap: DecimalStr
     trades: int
     final: bool
@@ -181,13 +181,13 @@ class Stats(_Model):
     """Summary of a ticker's ticks over ``period``; price fields are null when there were no ticks."""
 
     ticker: str
-    tick_count: DecimalStr
+    tick_count: int
     low: DecimalStr | None
     high: DecimalStr | None
     open: DecimalStr | None
     close: DecimalStr | None
     avg_price: DecimalStr | None
-    total_volume: DecimalStr
+    total_volume: int
     volatility: DecimalStr | None = Field(description="standard deviation of the price")
     change: float | None
     change_pct: float | None

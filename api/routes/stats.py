@@ -51,13 +51,13 @@ async def get_stats(
     return schemas.Envelope(
         data=schemas.Stats(
             ticker=ticker,
-            tick_count=str(row.tick_count),
+            tick_count=row.tick_count,
             low=_d(row.low),
             high=_d(row.high),
             open=_d(row.open),
             close=_d(row.close),
             avg_price=_d(row.avg_price),
-            total_volume=str(row.total_volume),
+            total_volume=row.total_volume,
             volatility=None if row.volatility is None else f"{row.volatility:.2f}",
             change=change,
             change_pct=change_pct,

@@ -154,7 +154,7 @@ def test_bars_final_and_live(api: LiveApi, seed: Seeder) -> None:
         "high": "151.00",
         "low": "149.00",
         "close": "150.50",
-        "volume": "1000",
+        "volume": 1000,
     }
     assert body["data"][-1]["high"] == "152.25"
     times = [b["time"] for b in body["data"]]
@@ -188,8 +188,8 @@ def test_stats_from_ticks(api: LiveApi, seed: Seeder) -> None:
     prices = [150.00, 151.00, 149.00, 152.00]
     seed.ticks([make_tick("SYNTH", ms(now) - 60_000 + i * 1000, i, p, volume=100) for i, p in enumerate(prices)])
     data = get(api, "/api/v1/stats/SYNTH", params={"period": "1h"}).json()["data"]
-    assert data["tick_count"] == "4"
-    assert data["total_volume"] == "400"
+    assert data["tick_count"] == 4
+    assert data["total_volume"] == 400
     assert (data["open"], data["close"], data["low"], data["high"]) == ("150.00", "152.00", "149.00", "152.00")
     assert data["avg_price"] == "150.50"
     assert data["change"] == 2.0
@@ -197,7 +197,7 @@ def test_stats_from_ticks(api: LiveApi, seed: Seeder) -> None:
     assert data["volatility"] == "1.29"  # sample standard deviation of the four prices
     assert data["period"] == "1h"
     empty = get(api, "/api/v1/stats/TECH", params={"period": "7d"}).json()["data"]
-    assert empty["tick_count"] == "0"
+    assert empty["tick_count"] == 0
     assert empty["open"] is None
     assert empty["change"] is None
     assert_error(get(api, "/api/v1/stats/SYNTH", params={"period": "2y"}), 422, "invalid_parameter", "period")
