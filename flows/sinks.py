@@ -10,9 +10,8 @@ which stops the process so the supervisor restarts it from the last snapshot —
 from __future__ import annotations
 
 import logging
-import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -471,33 +470,6 @@ def latest_tick_sink(settings: SharedSettings) -> RedisQuoteSink:
 def dead_letter_sink(settings: SharedSettings, stage: str = "flows.bars") -> DeadLetterSink:
     """Malformed and late ticks into the dead-letter topic."""
     return DeadLetterSink(settings.kafka_bootstrap_servers, settings.topic_dead_letter, stage)
-
-
-def wait_for(check: Callable[[], object], what: str, timeout_s: float = 60.0) -> None:
-    """Retry ``check`` until it succeeds: flows start before their dependencies may be ready."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            check()
-            return
-        except Exception as err:
-            if time.monotonic() > deadline:
-                msg = f"{what} not reachable after {timeout_s:.0f} s: {err}"
-                raise SinkError(msg) from err
-            log.warning("waiting for %s: %s", what, err)
-            time.sleep(1.0)
-
-
-def chunked(items: Iterable[X], size: int) -> Iterable[list[X]]:
-    """Split ``items`` into lists of at most ``size``."""
-    chunk: list[X] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def apply_tick_retention(database_url: str, days: int, every_s: float = 3600.0) -> None:

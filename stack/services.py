@@ -225,7 +225,7 @@ def prepare_postgres(settings: StackSettings, data_dir: Path, durable: bool = Tr
             "-c", "max_connections=200", "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]  # fmt: skip
     if not durable:  # throw-away test clusters: durability buys nothing there
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    url = _admin_url(settings, "postgres")
+    url = database_url_for(settings, "postgres")
     return ServiceSpec(
         name="postgres",
         argv=argv,
@@ -237,7 +237,8 @@ def prepare_postgres(settings: StackSettings, data_dir: Path, durable: bool = Tr
     )
 
 
-def _admin_url(settings: StackSettings, dbname: str) -> str:
+def database_url_for(settings: StackSettings, dbname: str) -> str:
+    """URL of database ``dbname`` on the stack's local PostgreSQL server."""
     pw = settings.postgres_password.get_secret_value()
     return f"postgresql://{settings.postgres_user}:{pw}@127.0.0.1:{settings.postgres_port}/{dbname}"
 

@@ -19,6 +19,7 @@ from stack.runner import ManagedProcess, running
 from stack.services import (
     create_database,
     create_topics,
+    database_url_for,
     free_port,
     prepare_kafka,
     prepare_postgres,
@@ -93,13 +94,8 @@ def pg_template(postgres_server: ManagedProcess, stack_settings: StackSettings) 
 
     name = "md_template"
     create_database(stack_settings, name)
-    apply_migrations(_db_url(stack_settings, name))
+    apply_migrations(database_url_for(stack_settings, name))
     return name
-
-
-def _db_url(settings: StackSettings, dbname: str) -> str:
-    pw = settings.postgres_password.get_secret_value()
-    return f"postgresql://{settings.postgres_user}:{pw}@127.0.0.1:{settings.postgres_port}/{dbname}"
 
 
 @pytest.fixture
@@ -109,12 +105,12 @@ def pg_url(pg_template: str, stack_settings: StackSettings) -> Iterator[str]:
     from psycopg import sql
 
     name = f"md_{uuid.uuid4().hex[:12]}"
-    admin = _db_url(stack_settings, "postgres")
+    admin = database_url_for(stack_settings, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(pg_template))
         )
-    yield _db_url(stack_settings, name)
+    yield database_url_for(stack_settings, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
