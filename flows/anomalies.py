@@ -1,0 +1,128 @@
+"""The anomalies dataflow: ``python -m bytewax.run flows.anomalies``.
+
+Wiring only; detection is :mod:`flows.detectors`, notification :mod:`flows.notify`::
+
+    market_bars ─▶ decode_final_bars ─┬─▶ dead letters (not a bar.v1 value) ──────────────▶ dead_letters_out
+    (raw values)   (flat_map_batch:    └─▶ detect_per_series (stateful_flat_map,
+                    decode, keep final      key = "TICKER:timeframe") ─▶ anomalies_out (table, alerts, webhook)
+                    bars of the
+                    configured timeframes)
+
+Live (non-final) bars and bars of other timeframes are skipped in the decode step. Offsets live in the Bytewax
+recovery snapshots (:class:`flows.sources.RawKafkaSource`), the detector state too, so ``-r/-s/-b`` resumes
+where the last snapshot was taken; the sinks are idempotent for the replay since then.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeGuard
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from prometheus_client import Counter
+
+from common.errors import ContractError
+from contracts.anomaly import Anomaly
+from contracts.bar import Bar, decode_bar
+from flows.anomaly_settings import AnomalySettings
+from flows.decode import DeadLetter, Origin, RawBatch, dead_letter
+from flows.detectors import DetectorConfig, DetectorState, detect
+
+BARS_EXAMINED = Counter("flow_anomaly_bars_examined_total", "Final bars run through the anomaly detectors")
+ANOMALIES = Counter("flow_anomalies_detected_total", "Anomalies detected", ["type", "severity"])
+
+RawItem: TypeAlias = bytes | RawBatch
+_Decoded: TypeAlias = tuple[str, Bar] | DeadLetter
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def decode_final_bars(items: list[RawItem], timeframes: frozenset[str]) -> list[_Decoded]:
+    """``(series key, bar)`` for each final bar of ``timeframes``; a dead letter for each value that is no bar."""
+    out: list[_Decoded] = []
+    for item in items:
+        if isinstance(item, RawBatch):
+            pairs: Any = zip(item.values, (Origin(item.topic, item.partition, o) for o in item.offsets), strict=True)
+        else:
+            pairs = ((item, None),)
+        for raw, origin in pairs:
+            try:
+                bar = decode_bar(raw)
+            except ContractError as err:
+                out.append(dead_letter("malformed", str(err), raw, origin))
+                continue
+            if bar.final and bar.timeframe in timeframes:
+                out.append((f"{bar.ticker}:{bar.timeframe}", bar))
+    return out
+
+
+def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
+    return isinstance(item, DeadLetter)
+
+
+def build_flow(
+    source: Source[RawItem],
+    *,
+    anomaly_sink: Sink[Anomaly],
+    dead_letter_sink: Sink[DeadLetter],
+    settings: AnomalySettings | None = None,
+    flow_id: str = "anomalies",
+    clock: Callable[[], int] = _now_ms,
+) -> Dataflow:
+    """The anomalies dataflow over ``source`` (raw ``market-bars`` values or :class:`RawBatch` es).
+
+    ``clock`` (epoch ms) is the processing time used by the latency detector; tests pass a fixed one.
+    """
+    settings = settings if settings is not None else AnomalySettings()
+    config: DetectorConfig = settings.detector_config()
+    timeframes = frozenset(settings.timeframes)
+
+    def detect_step(state: DetectorState | None, bar: Bar) -> tuple[DetectorState, list[Anomaly]]:
+        if state is None:
+            state = DetectorState(config.period)
+        BARS_EXAMINED.inc()
+        found = detect(config, state, bar, clock())
+        for a in found:
+            ANOMALIES.labels(a.type.value, a.severity.value).inc()
+        return state, found
+
+    flow = Dataflow(flow_id)
+    raw = op.input("market_bars", flow, source)
+    decoded = op.flat_map_batch("decode_final_bars", raw, lambda items: decode_final_bars(items, timeframes))
+    split = op.branch("split_malformed", decoded, _is_dead_letter)
+    keyed: Any = split.falses  # (series key, Bar) pairs: already a keyed stream
+    found = op.stateful_flat_map("detect_per_series", keyed, detect_step)
+    op.output("anomalies_out", op.key_rm("drop_series_key", found), anomaly_sink)
+    op.output("dead_letters_out", split.trues, dead_letter_sink)
+    return flow
+
+
+def _production_flow() -> Dataflow:
+    """The deployed flow: Kafka ``market-bars`` in; ``anomalies`` table, ``alerts``, webhook and DLQ out."""
+    sources: Any = importlib.import_module("flows.sources")
+    sinks: Any = importlib.import_module("flows.sinks")
+    alert_sinks: Any = importlib.import_module("flows.alert_sinks")
+    observe: Any = importlib.import_module("flows.observe")
+    settings = AnomalySettings()
+    observe.start_metrics_server(settings.metrics_port)
+    return build_flow(
+        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_bars, batch_size=settings.batch_size),
+        anomaly_sink=alert_sinks.anomaly_sink(settings),
+        dead_letter_sink=sinks.dead_letter_sink(settings, stage="flows.anomalies"),
+        settings=settings,
+    )
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow`` is built on first access, which is what ``python -m bytewax.run flows.anomalies`` does."""
+    if name == "flow":
+        return _production_flow()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
