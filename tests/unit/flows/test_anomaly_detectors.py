@@ -70,7 +70,8 @@ def test_price_spike_value_threshold_and_reference() -> None:
     for b in flat(20):
         detect(config, state, b, FAR_FUTURE)
     (a,) = detect(config, state, bar(20, 92.0), FAR_FUTURE)
-    assert (a.type, a.value, a.threshold, a.reference, a.time) == (AnomalyType.PRICE_SPIKE, -8.0, 5.0, 100.0, T0 + 20 * MIN)
+    expected = (AnomalyType.PRICE_SPIKE, -8.0, 5.0, 100.0, T0 + 20 * MIN)
+    assert (a.type, a.value, a.threshold, a.reference, a.time) == expected
     assert a.severity is Severity.HIGH
     assert "-8.00%" in a.message
 
@@ -130,7 +131,8 @@ def test_replayed_or_duplicate_bars_do_not_count_twice() -> None:
     assert len(detect(config, state, jump, FAR_FUTURE)) == 1
     assert detect(config, state, jump, FAR_FUTURE) == []
     assert detect(config, state, bar(5, 200.0), FAR_FUTURE) == []
-    assert list(state.closes)[-1] == 108.0 and len(state.closes) == 20
+    assert list(state.closes)[-1] == 108.0
+    assert len(state.closes) == 20
 
 
 def test_state_survives_a_snapshot_round_trip() -> None:
@@ -141,12 +143,14 @@ def test_state_survives_a_snapshot_round_trip() -> None:
     detect(config, state, bar(20, 108.0), FAR_FUTURE)
     restored = pickle.loads(pickle.dumps(copy.deepcopy(state)))
     assert restored.active == state.active == {AnomalyType.PRICE_SPIKE}
-    assert list(restored.closes) == list(state.closes) and restored.closes.maxlen == 20
+    assert list(restored.closes) == list(state.closes)
+    assert restored.closes.maxlen == 20
     assert detect(config, restored, bar(21, 108.5), FAR_FUTURE) == []  # still in the zone after a restore
 
 
 @pytest.mark.parametrize(
-    ("score", "expected"), [(0.0, "low"), (0.19, "low"), (0.2, "medium"), (0.5, "high"), (0.99, "high"), (1.0, "critical")]
+    ("score", "expected"),
+    [(0.0, "low"), (0.19, "low"), (0.2, "medium"), (0.5, "high"), (0.99, "high"), (1.0, "critical")],
 )
 def test_severity_bands(score: float, expected: str) -> None:
     assert severity_of(score, (0.2, 0.5, 1.0)).value == expected
@@ -154,8 +158,8 @@ def test_severity_bands(score: float, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"period": 1}, {"price_spike_pct": 0}, {"rsi_oversold": 75}, {"rearm_fraction": 0}, {"severity_bands": (1, 0.5, 2)},
-     {"latency_ms": float("nan")}, {"rsi_rearm_points": 30}],
+    [{"period": 1}, {"price_spike_pct": 0}, {"rsi_oversold": 75}, {"rearm_fraction": 0},
+     {"severity_bands": (1, 0.5, 2)}, {"latency_ms": float("nan")}, {"rsi_rearm_points": 30}],
 )  # fmt: skip
 def test_bad_config_is_rejected_naming_the_field(change: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(change))):
