@@ -2,6 +2,7 @@
 
 * ``run``: backfill ``SIM_BACKFILL`` (default 2 days) as fast as possible, then produce in real time to Kafka.
 * ``backfill --start --end``: simulated clock, as fast as possible, into Kafka.
+* ``--inject TECH:jump:+8%@2026-01-05T10:00Z`` (repeatable, before the command): scheduled events, see events.py.
 * ``export --start --end --interval tick|1s|1m|1d --format csv|parquet --out PATH``: files, no Kafka.
 * ``report``: the realism report (stylized facts vs targets vs real data).
 * ``universe --count N --out PATH``: write a generated universe YAML.
@@ -22,6 +23,7 @@ from types import FrameType
 
 from common.errors import MarketDataError
 from simulator.engine import TickEngine
+from simulator.events import EventSchedule, parse_event
 from simulator.session import Session, to_ms
 from simulator.settings import SimulatorSettings
 from simulator.universe import UniverseConfig, load_universe, universe_to_yaml
@@ -51,7 +53,14 @@ def _install_stop() -> threading.Event:
     return stop
 
 
-def _produce(settings: SimulatorSettings, start_ms: int, end_ms: int | None, realtime: bool, progress: bool) -> int:
+def _produce(
+    settings: SimulatorSettings,
+    start_ms: int,
+    end_ms: int | None,
+    realtime: bool,
+    progress: bool,
+    inject: list[str] | None = None,
+) -> int:
     from simulator.metrics import SimulatorMetrics
     from simulator.producer import TickProducer
     from simulator.stream import stream
@@ -62,8 +71,15 @@ def _produce(settings: SimulatorSettings, start_ms: int, end_ms: int | None, rea
     producer = TickProducer(settings, universe.symbols, metrics)
     stop = _install_stop()
     producer.wait_for_broker()
+    schedule = EventSchedule([parse_event(e) for e in inject], universe.symbols) if inject else None
     engine = TickEngine(
-        universe, _session(settings), settings.seed, start_ms, tick_ms=settings.tick_ms, threads=settings.threads
+        universe,
+        _session(settings),
+        settings.seed,
+        start_ms,
+        tick_ms=settings.tick_ms,
+        threads=settings.threads,
+        before_block=schedule,
     )
     log.info(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
@@ -97,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="random seed (default: SIM_SEED)")
     p.add_argument("--session", choices=["24/7", "exchange"], help="session mode (default: SIM_SESSION_MODE)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--inject",
+        action="append",
+        metavar="EVENT",
+        help="scheduled event TICKER:jump|volume|regime:VALUE@ISO-TIME[/DURATION],"
+        " e.g. TECH:jump:+8%%@2026-01-05T10:00Z (repeatable; see simulator/events.py)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="backfill the configured window, then real time into Kafka")
     r.add_argument("--backfill", type=float, help="hours of history first (default: SIM_BACKFILL)")
@@ -127,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             window = timedelta(hours=args.backfill) if args.backfill is not None else settings.backfill
             start = to_ms(datetime.now(tz=UTC) - window)
-            return _produce(settings, start, None, realtime=True, progress=progress)
+            return _produce(settings, start, None, realtime=True, progress=progress, inject=args.inject)
         if args.cmd == "backfill":
-            return _produce(settings, to_ms(args.start), to_ms(args.end), realtime=False, progress=progress)
+            return _produce(
+                settings, to_ms(args.start), to_ms(args.end), realtime=False, progress=progress, inject=args.inject
+            )
         if args.cmd == "export":
             from simulator.export import export
 

@@ -13,7 +13,7 @@ a single number.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -91,6 +91,7 @@ class TickEngine:
         micro: MicrostructureParams | None = None,
         threads: int = 1,
         chunk_rows: int = 64,
+        before_block: Callable[[TickEngine, int], None] | None = None,
     ) -> None:
         if tick_ms <= 0 or block_ms % tick_ms:
             msg = f"tick interval {tick_ms!r} ms must be positive and divide the block length {block_ms!r} ms"
@@ -120,6 +121,8 @@ class TickEngine:
         self.ticks_generated = 0
         self.chunk_rows = max(1, chunk_rows)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sim") if threads > 1 else None
+        #: called with (engine, block start ms) before each block is generated: scheduled events (simulator.events)
+        self.before_block = before_block
 
     # -- clock
 
@@ -141,6 +144,8 @@ class TickEngine:
             self._next = next(self._starts)
         t0, gap = self._next
         self._next = None
+        if self.before_block is not None:
+            self.before_block(self, t0)
         model = self.model
         if gap and self.session.gap_years() > 0.0:
             self._x = self._x + model.advance(1, self.session.gap_years()).log_returns[0]
