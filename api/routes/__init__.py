@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import bars, history, indicators, quotes, stats, tickers
+from api.routes import anomalies, bars, history, indicators, quotes, stats, tickers
 
 ROUTERS: tuple[APIRouter, ...] = (
     tickers.router,
@@ -13,4 +13,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     bars.router,
     stats.router,
     indicators.router,
+    anomalies.router,
 )

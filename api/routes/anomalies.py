@@ -1,0 +1,112 @@
+"""``/anomalies`` (seed 002): what ``flows.anomalies`` detected, newest first, from the ``anomalies`` table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+import psycopg
+from fastapi import APIRouter, Query
+from psycopg_pool import PoolTimeout
+from pydantic import Field
+
+from api import schemas
+from api.deps import API_PREFIX, StateDep, StoreDep
+from api.errors import ApiError, invalid
+from api.store import unavailable
+from contracts.anomaly import SEVERITIES, AnomalyType, Severity
+
+router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
+
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1_000
+DEFAULT_SPAN: Final = timedelta(days=1)
+MAX_SPAN: Final = timedelta(days=31)
+
+SeverityName = Literal["low", "medium", "high", "critical"]
+AnomalyTypeName = Literal["price_spike", "volume_spike", "rsi_overbought", "rsi_oversold", "high_latency"]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": schemas.ErrorResponse, "description": "unknown ticker"},
+    422: {"model": schemas.ErrorResponse, "description": "bad ticker/since/severity/type/limit or too wide a range"},
+}
+
+
+class AnomalyOut(schemas._Model):
+    """One detected anomaly; ``value`` and ``threshold`` are in the unit of its type (see docs/anomalies.md)."""
+
+    time: schemas.UtcDatetime = Field(description="start of the bar it was detected on")
+    ticker: str
+    type: AnomalyTypeName
+    timeframe: schemas.Timeframe
+    severity: SeverityName
+    value: float
+    threshold: float
+    reference: float | None = Field(description="baseline compared with (average close or volume), if any")
+    message: str
+    detected_at: schemas.UtcDatetime
+
+
+class AnomaliesMeta(schemas._Model):
+    """What the list covers."""
+
+    ticker: str | None
+    since: schemas.UtcDatetime
+    min_severity: SeverityName | None
+    count: int
+    limit: int
+
+
+AnomaliesResponse = schemas.PagedEnvelope[list[AnomalyOut], AnomaliesMeta]
+
+
+def _since(since: datetime | None) -> datetime:
+    """``since`` as aware UTC (naive = UTC), default 24 h ago; 422 naming it when more than 31 days back."""
+    now = datetime.now(UTC)
+    if since is None:
+        return now - DEFAULT_SPAN
+    aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    if now - aware > MAX_SPAN:
+        text = f"must be within the last {MAX_SPAN.days} days, got {aware.isoformat()}"
+        raise invalid(parameter="since", message=text)
+    return aware
+
+
+_COLUMNS = "time, ticker, type, timeframe, severity, value, threshold, reference, message, detected_at"
+
+
+@router.get("/anomalies", responses=ERRORS)
+async def get_anomalies(
+    state: StateDep,
+    store: StoreDep,
+    ticker: Annotated[str | None, Query(max_length=64, description="only this ticker")] = None,
+    since: Annotated[datetime | None, Query(description="ISO-8601 lower bound of bar time (default: 24 h ago)")] = None,
+    severity: Annotated[SeverityName | None, Query(description="minimum severity (high = high and critical)")] = None,
+    type: Annotated[AnomalyTypeName | None, Query(description="only this anomaly type")] = None,  # noqa: A002
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"max rows (max {MAX_LIMIT})")] = DEFAULT_LIMIT,
+) -> AnomaliesResponse:
+    """Detected anomalies since ``since`` (at most 31 days back), newest first."""
+    canon = await state.tickers.require(ticker) if ticker is not None else None
+    start = _since(since)
+    levels = [s.value for s in SEVERITIES if severity is None or s.rank >= Severity(severity).rank]
+    where = ["time >= %s", "severity = ANY(%s)"]
+    params: list[Any] = [start, levels]
+    if canon is not None:
+        where.append("ticker = %s")
+        params.append(canon)
+    if type is not None:
+        where.append("type = %s")
+        params.append(AnomalyType(type).value)
+    query = f"SELECT {_COLUMNS} FROM anomalies WHERE {' AND '.join(where)} ORDER BY time DESC, ticker, type LIMIT %s"  # noqa: S608 - constant fragments; values are bound parameters
+    params.append(limit)
+    try:
+        async with store.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+    except (psycopg.OperationalError, PoolTimeout) as err:
+        raise unavailable(what="database", err=err) from err
+    except psycopg.errors.QueryCanceled as err:
+        raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
+    data = [AnomalyOut(**dict(zip(_COLUMNS.split(", "), row, strict=True))) for row in rows]
+    meta = AnomaliesMeta(ticker=canon, since=start, min_severity=severity, count=len(data), limit=limit)
+    return AnomaliesResponse(data=data, meta=meta)
