@@ -34,16 +34,17 @@ log = logging.getLogger("api.hub")
 TICKS: Final = 0
 BARS: Final = 1
 INDICATORS: Final = 2
-BATCH: Final = 3  # metrics slot of batched frames
-CHANNEL_NAMES: Final = ("ticks", "bars", "indicators")
-#: key prefixes: ``t:SYNTH``, ``b:SYNTH:1m``, ``i:SYNTH:1m``; wildcards ``t:*``, ``b:*:1m``, ``i:*:1m``
-PREFIX: Final = ("t", "b", "i")
+ANOMALIES: Final = 3
+CHANNEL_NAMES: Final = ("ticks", "bars", "indicators", "anomalies")
+BATCH: Final = len(CHANNEL_NAMES)  # metrics slot of batched frames
+#: key prefixes: ``t:SYNTH``, ``b:SYNTH:1m``, ``i:SYNTH:1m``, ``a:SYNTH``; wildcards ``t:*``, ``b:*:1m``, ``a:*``
+PREFIX: Final = ("t", "b", "i", "a")
 
 
 def sub_key(channel: int, ticker: str, timeframe: str | None = None) -> str:
     """The subscription key of one channel/ticker(/timeframe); ``ticker`` may be ``*``."""
-    if channel == TICKS:
-        return f"t:{ticker}"
+    if timeframe is None:
+        return f"{PREFIX[channel]}:{ticker}"
     return f"{PREFIX[channel]}:{ticker}:{timeframe}"
 
 
@@ -170,9 +171,9 @@ class Hub:
         self.batch_clients: set[Client] = set()
         self.batch_buffer: list[Event] = []
         self.tick_cache: dict[str, str] = {}
-        self.sent = [0, 0, 0, 0]  # ticks, bars, indicators, batch frames
-        self.dropped = [0, 0, 0, 0]
-        self.relayed = [0, 0, 0]
+        self.sent = [0] * (len(CHANNEL_NAMES) + 1)  # per channel, then batch frames
+        self.dropped = [0] * (len(CHANNEL_NAMES) + 1)
+        self.relayed = [0] * len(CHANNEL_NAMES)
         self.to_drop: set[Client] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -274,7 +275,7 @@ class Hub:
         sent = self.sent
         tick_cache = self.tick_cache
         buffering = bool(self.batch_clients)
-        lags: list[list[float]] = [[], [], []]
+        lags: list[list[float]] = [[] for _ in CHANNEL_NAMES]
         for ev in events:
             ch = ev.channel
             self.relayed[ch] += 1
@@ -311,7 +312,7 @@ class Hub:
         for c in self.batch_clients:
             groups.setdefault(c.signature, []).append(c)
         for signature, members in groups.items():
-            counts = [0, 0, 0]
+            counts = [0] * len(CHANNEL_NAMES)
             parts: list[str] = []
             for ev in buffer:
                 if ev.key in signature or ev.wildcard in signature:
@@ -327,7 +328,7 @@ class Hub:
             for c in members:
                 if c.offer(frame, BATCH):
                     self.sent[3] += 1
-                    for ch in range(3):
+                    for ch in range(len(CHANNEL_NAMES)):
                         self.sent[ch] += counts[ch]
         self._drop_pending()
 

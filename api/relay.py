@@ -19,10 +19,11 @@ from typing import Final
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from api.hub import BARS, INDICATORS, TICKS, Event, Hub, sub_key
+from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Event, Hub, sub_key
 from api.metrics import RELAY_BAD
 from api.settings import ApiSettings
 from common.errors import ContractError
+from contracts.anomaly import decode_anomaly
 from contracts.bar import decode_bar
 from contracts.tick import decode_tick
 
@@ -122,6 +123,13 @@ def bar_events(raw: bytes) -> list[Event]:
     return out
 
 
+def anomaly_event(raw: bytes) -> Event:
+    """Validate one ``alerts`` value; its frame is ``{"type":"anomaly","data":<the anomaly.v1 message>}``."""
+    a = decode_anomaly(raw)
+    frame = b'{"type":"anomaly","data":' + raw.strip() + b"}"
+    return Event(ANOMALIES, sub_key(ANOMALIES, a.ticker), sub_key(ANOMALIES, "*"), a.ticker, frame.decode(), a.time)
+
+
 class KafkaRelay:
     """Owns the consumer thread; :meth:`start` and :meth:`stop` are called by the lifespan."""
 
@@ -129,7 +137,9 @@ class KafkaRelay:
         self.settings = settings
         self.hub = hub
         self.loop = loop
-        self.topics = {settings.topic_ticks: TICKS, settings.topic_bars: BARS}
+        self.topics = {settings.topic_ticks: TICKS, settings.topic_bars: BARS, settings.topic_alerts: ANOMALIES}
+        #: relayed once they exist (the anomalies flow may not be deployed); re-checked at each metadata refresh
+        self.optional_topics = {settings.topic_alerts}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.assigned = threading.Event()
@@ -165,6 +175,8 @@ class KafkaRelay:
         for topic in self.topics:
             meta = consumer.list_topics(topic, timeout=5.0).topics.get(topic)
             if meta is None or meta.error is not None:
+                if topic in self.optional_topics:
+                    continue
                 msg = f"topic {topic!r} unavailable: {None if meta is None else meta.error}"
                 raise KafkaException(msg)
             for p in meta.partitions:
@@ -228,9 +240,11 @@ class KafkaRelay:
             try:
                 if channel == TICKS:
                     events.append(tick_event(value))
+                elif channel == ANOMALIES:
+                    events.append(anomaly_event(value))
                 else:
                     events.extend(bar_events(value))
             except ContractError as exc:
-                RELAY_BAD.labels("ticks" if channel == TICKS else "bars").inc()
+                RELAY_BAD.labels(CHANNEL_NAMES[channel]).inc()
                 log.warning("skipping bad message %s[%s]@%s: %s", m.topic(), m.partition(), m.offset(), exc)
         return events

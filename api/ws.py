@@ -5,11 +5,12 @@ Client -> server::
     {"type": "subscribe", "tickers": ["SYNTH", "TECH"]}                     # seed: ticks
     {"type": "subscribe", "tickers": ["*"], "channel": "bars", "timeframes": ["1m", "5m"]}
     {"type": "subscribe", "tickers": ["SYNTH"], "channel": "indicators", "timeframes": ["1m"]}
+    {"type": "subscribe", "channel": "anomalies"}                           # all tickers' anomalies
     {"type": "subscribe", "tickers": ["*"], "batch": true}                   # batched frames
     {"type": "unsubscribe", "tickers": ["SYNTH"]}      {"type": "ping"}
 
 ``symbols`` is accepted for ``tickers`` (seed 002). Server -> client: ``connected``, ``subscribed``,
-``unsubscribed``, ``tick``, ``bar``, ``indicators``, ``batch`` (``events``: the same messages in an array),
+``unsubscribed``, ``tick``, ``bar``, ``indicators``, ``anomaly``, ``batch`` (``events``: the same messages in an array),
 ``pong``, ``heartbeat``, ``lagging``, ``error``. A bad message is answered with an ``error`` and the
 connection stays open.
 """
@@ -30,7 +31,7 @@ from api.auth import credential_from, key_is_valid
 from api.cache import TICKER_RE
 from api.deps import AppState
 from api.errors import ApiError
-from api.hub import BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
+from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from common.errors import ContractError
 from contracts import TIMEFRAMES, redis_keys
@@ -154,7 +155,7 @@ def _ack(
     kind: str, channel: int, tickers: list[str], timeframes: list[str], removed: int | None, batch: bool | None = None
 ) -> str:
     fields: dict[str, object] = {"tickers": tickers, "channel": CHANNEL_NAMES[channel]}
-    if channel != TICKS:
+    if channel in (BARS, INDICATORS):
         fields["timeframes"] = timeframes
     if batch is not None:
         fields["batch"] = batch
@@ -162,8 +163,8 @@ def _ack(
 
 
 def _keys(channel: int, tickers: list[str], timeframes: list[str]) -> list[str]:
-    if channel == TICKS:
-        return [sub_key(TICKS, t) for t in tickers]
+    if channel in (TICKS, ANOMALIES):
+        return [sub_key(channel, t) for t in tickers]
     return [sub_key(channel, t, tf) for t in tickers for tf in timeframes]
 
 
@@ -175,7 +176,7 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
             code="invalid_channel", message=f"channel must be one of {list(CHANNELS)}, got {str(channel_name)[:40]!r}"
         )
     channel = CHANNELS[channel_name]
-    tickers_raw = msg.get("tickers", msg.get("symbols"))
+    tickers_raw = msg.get("tickers", msg.get("symbols", ["*"] if channel == ANOMALIES else None))
     if not isinstance(tickers_raw, list) or not tickers_raw or not all(isinstance(t, str) for t in tickers_raw):
         raise ProtocolError(code="invalid_message", message="'tickers' must be a non-empty list of ticker strings")
     if len(tickers_raw) > MAX_TICKERS_PER_MESSAGE:
