@@ -52,6 +52,7 @@ class AnomaliesMeta(schemas._Model):
 
     ticker: str | None
     since: schemas.UtcDatetime
+    until: schemas.UtcDatetime
     min_severity: SeverityName | None
     count: int
     limit: int
@@ -60,16 +61,20 @@ class AnomaliesMeta(schemas._Model):
 AnomaliesResponse = schemas.PagedEnvelope[list[AnomalyOut], AnomaliesMeta]
 
 
-def _since(since: datetime | None) -> datetime:
-    """``since`` as aware UTC (naive = UTC), default 24 h ago; 422 naming it when more than 31 days back."""
-    now = datetime.now(UTC)
-    if since is None:
-        return now - DEFAULT_SPAN
-    aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-    if now - aware > MAX_SPAN:
-        text = f"must be within the last {MAX_SPAN.days} days, got {aware.isoformat()}"
-        raise invalid(parameter="since", message=text)
-    return aware
+def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """``[since, until]`` as aware UTC (naive = UTC; defaults: the last 24 h); 422 naming the bad parameter."""
+
+    def aware(value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    end = aware(until) if until is not None else datetime.now(UTC)
+    start = aware(since) if since is not None else end - DEFAULT_SPAN
+    if start > end:
+        raise invalid(parameter="since", message=f"{start.isoformat()} is after until {end.isoformat()}")
+    if end - start > MAX_SPAN:
+        text = f"range of {end - start} exceeds {MAX_SPAN.days} days; raise since or lower until"
+        raise invalid(parameter="since", message=text, code="range_too_large")
+    return start, end
 
 
 _COLUMNS = "time, ticker, type, timeframe, severity, value, threshold, reference, message, detected_at"
@@ -80,17 +85,18 @@ async def get_anomalies(
     state: StateDep,
     store: StoreDep,
     ticker: Annotated[str | None, Query(max_length=64, description="only this ticker")] = None,
-    since: Annotated[datetime | None, Query(description="ISO-8601 lower bound of bar time (default: 24 h ago)")] = None,
+    since: Annotated[datetime | None, Query(description="ISO-8601 lower bound (default: until - 24 h)")] = None,
+    until: Annotated[datetime | None, Query(description="ISO-8601 upper bound of bar time (default: now)")] = None,
     severity: Annotated[SeverityName | None, Query(description="minimum severity (high = high and critical)")] = None,
     type: Annotated[AnomalyTypeName | None, Query(description="only this anomaly type")] = None,  # noqa: A002
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"max rows (max {MAX_LIMIT})")] = DEFAULT_LIMIT,
 ) -> AnomaliesResponse:
-    """Detected anomalies since ``since`` (at most 31 days back), newest first."""
+    """Detected anomalies with bar time in [since, until] (at most 31 days wide), newest first."""
     canon = await state.tickers.require(ticker) if ticker is not None else None
-    start = _since(since)
+    start, end = _window(since, until)
     levels = [s.value for s in SEVERITIES if severity is None or s.rank >= Severity(severity).rank]
-    where = ["time >= %s", "severity = ANY(%s)"]
-    params: list[Any] = [start, levels]
+    where = ["time >= %s", "time <= %s", "severity = ANY(%s)"]
+    params: list[Any] = [start, end, levels]
     if canon is not None:
         where.append("ticker = %s")
         params.append(canon)
@@ -108,5 +114,5 @@ async def get_anomalies(
     except psycopg.errors.QueryCanceled as err:
         raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
     data = [AnomalyOut(**dict(zip(_COLUMNS.split(", "), row, strict=True))) for row in rows]
-    meta = AnomaliesMeta(ticker=canon, since=start, min_severity=severity, count=len(data), limit=limit)
+    meta = AnomaliesMeta(ticker=canon, since=start, until=end, min_severity=severity, count=len(data), limit=limit)
     return AnomaliesResponse(data=data, meta=meta)
