@@ -1,4 +1,4 @@
-"""The platform's own processes for ``make up``: simulator, bars and ticks flows, gateway.
+"""The platform's own processes for ``make up``: simulator, bars, ticks and anomalies flows, gateway.
 
 Each is a :class:`~stack.services.ServiceSpec` run by supervisord after the infrastructure is ready; readiness
 is the process's own HTTP endpoint (``/metrics`` or ``/health``).
@@ -44,6 +44,7 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
     n = settings.flow_processes
     init_recovery(recovery / "bars", max(2, n))
     init_recovery(recovery / "ticks", 2)
+    init_recovery(recovery / "anomalies", 2)
     addresses = ";".join(f"127.0.0.1:{settings.flow_metrics_port + 100 + i}" for i in range(n))
     for i in range(n):
         port = settings.flow_metrics_port + i
@@ -70,6 +71,19 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
             port_setting="STACK_TICKS_FLOW_METRICS_PORT",
             ready=_metrics_ready(port),
             env={"FLOW_METRICS_PORT": str(port)},
+            cwd=REPO_ROOT,
+        )
+    )
+    port = settings.anomalies_flow_metrics_port
+    argv = [_python(), "-m", "bytewax.run", "flows.anomalies", "-r", str(recovery / "anomalies"), "-s", "30", "-b", "0"]
+    specs.append(
+        ServiceSpec(
+            name="anomalies",
+            argv=argv,
+            port=port,
+            port_setting="STACK_ANOMALIES_FLOW_METRICS_PORT",
+            ready=_metrics_ready(port),
+            env={"ANOMALY_METRICS_PORT": str(port)},
             cwd=REPO_ROOT,
         )
     )
@@ -106,6 +120,7 @@ def scrape_targets(settings: StackSettings) -> dict[str, list[str]]:
         "simulator": [f"127.0.0.1:{settings.simulator_metrics_port}"],
         "flow-bars": [f"127.0.0.1:{settings.flow_metrics_port + i}" for i in range(settings.flow_processes)],
         "flow-ticks": [f"127.0.0.1:{settings.ticks_flow_metrics_port}"],
+        "flow-anomalies": [f"127.0.0.1:{settings.anomalies_flow_metrics_port}"],
         "gateway": [f"127.0.0.1:{settings.api_port}"],
         "prometheus": [f"127.0.0.1:{settings.prometheus_port}"],
     }

@@ -27,6 +27,7 @@ class StackSettings(SharedSettings):
     simulator_metrics_port: int = Field(9101, ge=1, le=65535)
     flow_metrics_port: int = Field(9102, ge=1, le=65535, description="first flow process; +1 per process")
     ticks_flow_metrics_port: int = Field(9110, ge=1, le=65535)
+    anomalies_flow_metrics_port: int = Field(9111, ge=1, le=65535)
     flow_processes: int = Field(1, ge=1, le=16, description="bars flow processes (bytewax -i/-a)")
     backfill_hours: float = Field(48.0, ge=0, description="history backfilled by `make up` before real time")
     start_timeout_s: float = Field(120.0, gt=0)
