@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv bench-simulator bench-flow bench-api
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly bench-simulator bench-flow bench-api
 
 venv: $(VENV_STAMP)
 
@@ -36,6 +36,10 @@ test: venv
 	$(PY) -m stack install
 	$(MAKE) lint
 	$(PY) -m pytest
+
+## make anomaly: run the anomalies flow in the foreground (make up already runs it under supervisord)
+anomaly: venv
+	$(PY) -m bytewax.run flows.anomalies
 
 test-unit: venv
 	$(PY) -m pytest tests/unit

@@ -29,9 +29,12 @@ def _settings_env() -> set[str]:
     from pydantic_settings import BaseSettings
 
     names = set(env_names(SharedSettings))
-    for module in ("simulator.settings", "flows.settings", "api.settings", "stack.settings"):
-        if importlib.util.find_spec(module) is None:
-            continue
+    modules = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for package in ("simulator", "flows", "api", "stack")
+        for path in (ROOT / package).glob("*settings.py")
+    )
+    for module in modules:
         mod = importlib.import_module(module)
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
