@@ -20,7 +20,6 @@ import psycopg
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
-from prometheus_client import Counter, Histogram
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from common.errors import SinkError
@@ -28,19 +27,19 @@ from common.settings import SharedSettings
 from contracts import redis_keys
 from contracts.bar import Bar, encode_bar, timeframe_ms
 from flows.decode import DeadLetter, DecodedBatch, WireTick
+from flows.observe import (
+    DEAD_LETTERS,
+    FINAL_BAR_LATENCY_TIMEFRAME,
+    PATH_FINAL_BAR,
+    PATH_LIVE_BAR,
+    SINK_ERRORS,
+    SINK_ROWS,
+    SINK_SECONDS,
+    observe_latency,
+)
 
 log = logging.getLogger(__name__)
 X = TypeVar("X")
-
-SINK_SECONDS = Histogram(
-    "flow_sink_write_seconds",
-    "Time to write one batch to a sink",
-    ["sink"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-SINK_ROWS = Counter("flow_sink_rows_total", "Rows/messages written by a sink", ["sink"])
-SINK_ERRORS = Counter("flow_sink_errors_total", "Failed sink write attempts (retried)", ["sink"])
-DEAD_LETTERS = Counter("flow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
 
 _TRANSIENT = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, BufferError, TimeoutError)
 
@@ -239,6 +238,12 @@ class _BarStorePartition(_PostgresPartition[Bar]):
     def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
         cur.executemany(_UPSERT_BARS, [bar_row(b) for b in rows])
 
+    def write_batch(self, items: list[Bar]) -> None:
+        super().write_batch(items)
+        observe_latency(
+            PATH_FINAL_BAR, [b.last_tick for b in items if b.final and b.timeframe == FINAL_BAR_LATENCY_TIMEFRAME]
+        )
+
 
 class BarStoreSink(DynamicSink[Bar]):
     """Final bars (with indicators) upserted into ``market_bars``; live bars are ignored here."""
@@ -254,10 +259,17 @@ class BarStoreSink(DynamicSink[Bar]):
 
 
 class _RedisPartition(StatelessSinkPartition[X]):
-    def __init__(self, url: str, name: str, write: Callable[[Any, list[X]], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        write: Callable[[Any, list[X]], None],
+        written: Callable[[list[X]], None] | None = None,
+    ) -> None:
         self._client = redis.Redis.from_url(url, socket_timeout=10)
         self._name = name
         self._write_fn = write
+        self._written = written
 
     def write_batch(self, items: list[X]) -> None:
         if not items:
@@ -265,6 +277,8 @@ class _RedisPartition(StatelessSinkPartition[X]):
         with SINK_SECONDS.labels(self._name).time():
             self._write(items)
         SINK_ROWS.labels(self._name).inc(len(items))
+        if self._written is not None:
+            self._written(items)
 
     @_retrying("redis")
     def _write(self, items: list[X]) -> None:
@@ -287,6 +301,10 @@ def _write_bars(pipe: Any, bars: list[Bar]) -> None:
             pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
 
 
+def _live_bars_written(bars: list[Bar]) -> None:
+    observe_latency(PATH_LIVE_BAR, [b.last_tick for b in bars if not b.final])
+
+
 _TICK_ENCODER = msgspec.json.Encoder()
 
 
@@ -307,7 +325,7 @@ class RedisBarSink(DynamicSink[Bar]):
         self._url = redis_url
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[Bar]:
-        return _RedisPartition(self._url, "redis_bars", _write_bars)
+        return _RedisPartition(self._url, "redis_bars", _write_bars, _live_bars_written)
 
 
 class RedisQuoteSink(DynamicSink[list[WireTick]]):
