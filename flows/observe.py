@@ -66,6 +66,8 @@ SINK_ROWS = Counter("flow_sink_rows_total", "Rows/messages written by a sink", [
 SINK_ERRORS = Counter("flow_sink_errors_total", "Failed sink write attempts (retried)", ["sink"])
 DEAD_LETTERS = Counter("flow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
 ARCHIVE_REJECTED = Counter("flow_archive_rejected_total", "Malformed tick values skipped by the tick archive")
+for _kind in ("malformed", "late"):  # known label values are exported as 0 before the first event
+    DEAD_LETTERS.labels(_kind)
 
 #: ``end_to_end_latency_seconds`` paths written by the flows
 PATH_FINAL_BAR = "final_bar_stored"

@@ -20,7 +20,7 @@ import psycopg
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from common.errors import SinkError
 from common.settings import SharedSettings
@@ -45,8 +45,9 @@ _TRANSIENT = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutErro
 
 
 def _retrying(sink: str) -> Callable[[Callable[..., X]], Callable[..., X]]:
-    def count(_state: object) -> None:
-        SINK_ERRORS.labels(sink).inc()
+    def count(state: RetryCallState) -> None:
+        # the partition's own name (``postgres_market_bars``), as on the other sink metrics; ``sink`` otherwise
+        SINK_ERRORS.labels(getattr(state.args[0], "_name", sink) if state.args else sink).inc()
 
     return retry(
         retry=retry_if_exception_type(_TRANSIENT),
@@ -118,6 +119,7 @@ class _PostgresPartition(StatelessSinkPartition[X]):
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._name = f"postgres_{self.table}"
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._conn = self._connect()
         self._parts = _Partitions(self._conn, self.table, monthly=self.monthly)
 
@@ -269,6 +271,7 @@ class _RedisPartition(StatelessSinkPartition[X]):
         self._client = redis.Redis.from_url(url, socket_timeout=10)
         self._name = name
         self._write_fn = write
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._written = written
 
     def write_batch(self, items: list[X]) -> None:
@@ -347,6 +350,7 @@ class _KafkaPartition(StatelessSinkPartition[X]):
     def __init__(self, config: dict[str, Any], name: str, encode: Callable[[X], tuple[bytes, bytes, Any]]) -> None:
         self._producer = Producer(config)
         self._name = name
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._encode = encode
         self._failed: list[str] = []
 
