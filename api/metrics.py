@@ -29,6 +29,11 @@ WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for laggin
 WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
 RELAY_MESSAGES = Counter("api_relay_messages_total", "Kafka messages relayed", ["channel"])
 RELAY_BAD = Counter("api_relay_bad_messages_total", "Kafka messages that broke the contract", ["channel"])
+for _channel in ("ticks", "bars", "indicators", "batch"):  # known label values are exported as 0 from the start
+    WS_SENT.labels(_channel)
+    WS_DROPPED.labels(_channel)
+    RELAY_MESSAGES.labels(_channel)
+
 #: the cross-process end-to-end histogram (the flows write ``final_bar_stored`` / ``live_bar_stored``); here
 #: ``path="ws_<channel>"``: now minus the event timestamp when the gateway fans a message out to its clients
 END_TO_END = Histogram(
