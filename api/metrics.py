@@ -15,6 +15,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 
+from common.metrics import END_TO_END
+
 REQUESTS = Counter("api_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "api_request_duration_seconds",
@@ -34,18 +36,9 @@ for _channel in ("ticks", "bars", "indicators", "batch"):  # known label values 
     WS_DROPPED.labels(_channel)
     RELAY_MESSAGES.labels(_channel)
 
-#: the cross-process end-to-end histogram (the flows write ``final_bar_stored`` / ``live_bar_stored``); here
-#: ``path="ws_<channel>"``: now minus the event timestamp when the gateway fans a message out to its clients
-END_TO_END = Histogram(
-    "end_to_end_latency_seconds",
-    "Wall clock when an output is written or sent minus the event time of the newest tick in it",
-    ["path"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
-)
-
 
 def relay_latency(channel: str) -> Histogram:
-    """The ``end_to_end_latency_seconds`` child of a WebSocket channel (``path="ws_<channel>"``)."""
+    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when a message is fanned out."""
     return END_TO_END.labels(f"ws_{channel}")
 
 

@@ -1,8 +1,8 @@
 """Prometheus metrics of the flow processes (``flows.bars``, ``flows.ticks``) and their exporter.
 
-Every metric a flow exposes is defined here, so docs/metrics.md can be checked against one place. Names shared
-with other processes (``tick_messages_received_total``, ``processing_latency_seconds``, ``kafka_consumer_lag``,
-``end_to_end_latency_seconds``) carry the same labels everywhere; flow-only metrics start with ``flow_``.
+Every flow-only metric (``flow_*``) is defined here; the names shared with other processes
+(``tick_messages_received_total``, ``processing_latency_seconds``, ``kafka_consumer_lag``,
+``end_to_end_latency_seconds``) come from :mod:`common.metrics` and are re-exported for the flow modules.
 The ``ticker`` label is bounded: at most ``FLOW_METRICS_MAX_TICKERS`` distinct values per process (later
 tickers are counted as ``other``; 0 turns the label into the constant ``all``).
 """
@@ -18,36 +18,22 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from common.metrics import CONSUMER_LAG, END_TO_END, PROCESSING_LATENCY, TICKS_RECEIVED
+
+__all__ = [
+    "ARCHIVE_REJECTED", "BARS", "CONSUMER_LAG", "DEAD_LETTERS", "DUPLICATES", "END_TO_END", "EVENT_LAG",
+    "PROCESSING_LATENCY", "SINK_ERRORS", "SINK_ROWS", "SINK_SECONDS", "SOURCE_OFFSET", "TICKS_RECEIVED",
+    "TickCounter", "observe_latency", "start_metrics_server",
+]  # fmt: skip
+
 log = logging.getLogger(__name__)
 _started: set[int] = set()
 _lock = threading.Lock()
 
-#: latency buckets from a millisecond to an hour (a backfill replays hours-old event times)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-#: per-batch work: from a tenth of a millisecond to ten seconds
-BATCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 #: label value of ticks whose ticker is beyond the per-process label budget
 OTHER_TICKER = "other"
 #: label value when per-ticker labels are turned off
 ALL_TICKERS = "all"
-
-# ---------------------------------------------------------------------------------------- shared names
-TICKS_RECEIVED = Counter(
-    "tick_messages_received_total", "Valid ticks received from Kafka by a pipeline stage", ["stage", "ticker"]
-)
-PROCESSING_LATENCY = Histogram(
-    "processing_latency_seconds",
-    "Wall time a pipeline stage spends on one batch of ticks (decode and aggregate)",
-    ["stage"],
-    buckets=BATCH_BUCKETS,
-)
-CONSUMER_LAG = Gauge("kafka_consumer_lag", "Messages behind the partition's high watermark", ["topic", "partition"])
-END_TO_END = Histogram(
-    "end_to_end_latency_seconds",
-    "Wall clock when an output is written or sent minus the event time of the newest tick in it",
-    ["path"],
-    buckets=LATENCY_BUCKETS,
-)
 
 # ---------------------------------------------------------------------------------------- flow only
 BARS = Counter("flow_bars_emitted_total", "Bars emitted by the bars flow", ["timeframe", "final"])
