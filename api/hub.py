@@ -27,7 +27,7 @@ from typing import Final
 
 import orjson
 
-from api.metrics import RELAY_LAG, RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT
+from api.metrics import RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT, relay_latency
 
 log = logging.getLogger("api.hub")
 
@@ -297,7 +297,7 @@ class Hub:
         self._drop_pending()
         for ch, values in enumerate(lags):
             if values:
-                hist = RELAY_LAG.labels(CHANNEL_NAMES[ch])
+                hist = relay_latency(CHANNEL_NAMES[ch])
                 # observing every value costs ~1 us each; a sample of each batch keeps the distribution
                 step = max(1, len(values) // 64)
                 for v in values[::step]:

@@ -8,9 +8,14 @@ million deliveries a second do not mean a million locked counter increments.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
+
+from common.metrics import END_TO_END
 
 REQUESTS = Counter("api_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -26,12 +31,22 @@ WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for laggin
 WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
 RELAY_MESSAGES = Counter("api_relay_messages_total", "Kafka messages relayed", ["channel"])
 RELAY_BAD = Counter("api_relay_bad_messages_total", "Kafka messages that broke the contract", ["channel"])
-RELAY_LAG = Histogram(
-    "api_relay_lag_seconds",
-    "now minus the event timestamp when the gateway fans a message out",
-    ["channel"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
-)
+for _channel in ("ticks", "bars", "indicators", "batch"):  # known label values are exported as 0 from the start
+    WS_SENT.labels(_channel)
+    WS_DROPPED.labels(_channel)
+    RELAY_MESSAGES.labels(_channel)
+
+
+def relay_latency(channel: str) -> Histogram:
+    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when a message is fanned out."""
+    return END_TO_END.labels(f"ws_{channel}")
+
+
+def mark_worker_stopped(multiproc_dir: Path | None) -> None:
+    """Drop this worker's live gauges (``api_ws_clients``) from the multiprocess directory at shutdown."""
+    if multiproc_dir is not None:
+        prom_multiprocess.mark_process_dead(os.getpid(), str(multiproc_dir))  # type: ignore[no-untyped-call]
+
 
 router = APIRouter(tags=["service"])
 

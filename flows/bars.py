@@ -29,18 +29,14 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from prometheus_client import Counter, Gauge
 
 from contracts.bar import Bar
 from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
+from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
 from flows.settings import FlowSettings
 
-# dead letters are counted where they are written (flows.sinks, ``flow_dead_letters_total{kind}``)
-TICKS = Counter("flow_ticks_consumed_total", "Valid ticks decoded by the bars flow")
-BARS = Counter("flow_bars_emitted_total", "Bars emitted by the bars flow", ["timeframe", "final"])
-DUPLICATES = Counter("flow_duplicate_finals_suppressed_total", "Second finals for a window that were dropped")
-EVENT_LAG = Gauge("flow_event_time_lag_seconds", "System time minus the newest tick time of the last batch")
+# metrics live in flows.observe; dead letters are counted where they are written (flows.sinks)
 _BAR_COUNTERS: dict[tuple[str, bool], Any] = {}
 
 
@@ -150,13 +146,17 @@ def build_flow(
     codes = TickerCodes()  # per-thread tables: a process's workers share this closure
 
     max_future_ms = settings.max_future_ms
+    received = TickCounter(flow_id, settings.metrics_max_tickers)
+    batch_seconds = PROCESSING_LATENCY.labels(flow_id)
 
     def prepare(items: list[RawItem]) -> list[_Prepared]:
+        started = time.perf_counter()
         batch, dead = decode_batch(items, not_after_ms=clock() + max_future_ms)
         result = partial_bars(batch, base_ms, grace_ms, codes)
         if len(batch):
-            TICKS.inc(len(batch))
+            received.count(batch.tickers)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
+            batch_seconds.observe(time.perf_counter() - started)
         out: list[_Prepared] = [*dead, *result.late, *result.chunks]
         if result.latest:
             out.append(result.latest)
@@ -200,7 +200,7 @@ def _production_flow() -> Dataflow:
     observe: Any = importlib.import_module("flows.observe")
     settings = FlowSettings()
     tune_gc(settings)
-    observe.start_metrics_server(settings.metrics_port)
+    observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     return build_flow(
         sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
         final_sink=sinks.final_bar_sink(settings),

@@ -54,6 +54,11 @@ class FlowSettings(SharedSettings):
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9102, ge=0, le=65535)
+    #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+    #: distinct ``ticker`` label values per process on ``tick_messages_received_total`` (later ones count as
+    #: "other"); 0 drops the per-ticker split (label "all")
+    metrics_max_tickers: int = Field(200, ge=0, le=10_000)
     #: Bytewax recovery database directory (``-r``); None runs without recovery
     recovery_dir: Path | None = None
     #: emit flat bars for empty intervals; not supported yet, so only False is accepted

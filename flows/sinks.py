@@ -20,34 +20,34 @@ import psycopg
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
-from prometheus_client import Counter, Histogram
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from common.errors import SinkError
 from common.settings import SharedSettings
 from contracts import redis_keys
 from contracts.bar import Bar, encode_bar, timeframe_ms
 from flows.decode import DeadLetter, DecodedBatch, WireTick
+from flows.observe import (
+    DEAD_LETTERS,
+    FINAL_BAR_LATENCY_TIMEFRAME,
+    PATH_FINAL_BAR,
+    PATH_LIVE_BAR,
+    SINK_ERRORS,
+    SINK_ROWS,
+    SINK_SECONDS,
+    observe_latency,
+)
 
 log = logging.getLogger(__name__)
 X = TypeVar("X")
-
-SINK_SECONDS = Histogram(
-    "flow_sink_write_seconds",
-    "Time to write one batch to a sink",
-    ["sink"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-SINK_ROWS = Counter("flow_sink_rows_total", "Rows/messages written by a sink", ["sink"])
-SINK_ERRORS = Counter("flow_sink_errors_total", "Failed sink write attempts (retried)", ["sink"])
-DEAD_LETTERS = Counter("flow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
 
 _TRANSIENT = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, BufferError, TimeoutError)
 
 
 def _retrying(sink: str) -> Callable[[Callable[..., X]], Callable[..., X]]:
-    def count(_state: object) -> None:
-        SINK_ERRORS.labels(sink).inc()
+    def count(state: RetryCallState) -> None:
+        # the partition's own name (``postgres_market_bars``), as on the other sink metrics; ``sink`` otherwise
+        SINK_ERRORS.labels(getattr(state.args[0], "_name", sink) if state.args else sink).inc()
 
     return retry(
         retry=retry_if_exception_type(_TRANSIENT),
@@ -119,6 +119,7 @@ class _PostgresPartition(StatelessSinkPartition[X]):
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._name = f"postgres_{self.table}"
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._conn = self._connect()
         self._parts = _Partitions(self._conn, self.table, monthly=self.monthly)
 
@@ -239,6 +240,12 @@ class _BarStorePartition(_PostgresPartition[Bar]):
     def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
         cur.executemany(_UPSERT_BARS, [bar_row(b) for b in rows])
 
+    def write_batch(self, items: list[Bar]) -> None:
+        super().write_batch(items)
+        observe_latency(
+            PATH_FINAL_BAR, [b.last_tick for b in items if b.final and b.timeframe == FINAL_BAR_LATENCY_TIMEFRAME]
+        )
+
 
 class BarStoreSink(DynamicSink[Bar]):
     """Final bars (with indicators) upserted into ``market_bars``; live bars are ignored here."""
@@ -254,10 +261,18 @@ class BarStoreSink(DynamicSink[Bar]):
 
 
 class _RedisPartition(StatelessSinkPartition[X]):
-    def __init__(self, url: str, name: str, write: Callable[[Any, list[X]], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        write: Callable[[Any, list[X]], None],
+        written: Callable[[list[X]], None] | None = None,
+    ) -> None:
         self._client = redis.Redis.from_url(url, socket_timeout=10)
         self._name = name
         self._write_fn = write
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
+        self._written = written
 
     def write_batch(self, items: list[X]) -> None:
         if not items:
@@ -265,6 +280,8 @@ class _RedisPartition(StatelessSinkPartition[X]):
         with SINK_SECONDS.labels(self._name).time():
             self._write(items)
         SINK_ROWS.labels(self._name).inc(len(items))
+        if self._written is not None:
+            self._written(items)
 
     @_retrying("redis")
     def _write(self, items: list[X]) -> None:
@@ -287,6 +304,10 @@ def _write_bars(pipe: Any, bars: list[Bar]) -> None:
             pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
 
 
+def _live_bars_written(bars: list[Bar]) -> None:
+    observe_latency(PATH_LIVE_BAR, [b.last_tick for b in bars if not b.final])
+
+
 _TICK_ENCODER = msgspec.json.Encoder()
 
 
@@ -307,7 +328,7 @@ class RedisBarSink(DynamicSink[Bar]):
         self._url = redis_url
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[Bar]:
-        return _RedisPartition(self._url, "redis_bars", _write_bars)
+        return _RedisPartition(self._url, "redis_bars", _write_bars, _live_bars_written)
 
 
 class RedisQuoteSink(DynamicSink[list[WireTick]]):
@@ -329,6 +350,7 @@ class _KafkaPartition(StatelessSinkPartition[X]):
     def __init__(self, config: dict[str, Any], name: str, encode: Callable[[X], tuple[bytes, bytes, Any]]) -> None:
         self._producer = Producer(config)
         self._name = name
+        SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._encode = encode
         self._failed: list[str] = []
 

@@ -18,17 +18,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
-from prometheus_client import Gauge
 
 from common.errors import MarketDataError
 from flows.decode import RawBatch
+from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
 
 log = logging.getLogger(__name__)
-
-SOURCE_OFFSET = Gauge(
-    "flow_kafka_source_offset", "Next offset the flow will read, per topic partition", ["topic", "partition"]
-)
-CONSUMER_LAG = Gauge("kafka_consumer_lag", "Messages behind the partition's high watermark", ["topic", "partition"])
 
 
 class SourceError(MarketDataError, RuntimeError):

@@ -11,34 +11,46 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from prometheus_client import Counter
 
 from flows.decode import DecodedBatch, RawBatch, decode_batch
+from flows.observe import ARCHIVE_REJECTED, PROCESSING_LATENCY, TickCounter
 
 log = logging.getLogger(__name__)
-
-REJECTED = Counter("flow_archive_rejected_total", "Malformed tick values skipped by the tick archive")
 
 
 def decode_for_archive(items: list[bytes | RawBatch]) -> list[DecodedBatch]:
     """One decoded batch per source batch; malformed values are counted and left to the bars flow's DLQ."""
     batch, dead = decode_batch(items)
     if dead:
-        REJECTED.inc(len(dead))
+        ARCHIVE_REJECTED.inc(len(dead))
     return [batch] if len(batch) else []
 
 
-def build_flow(source: Source[Any], archive_sink: Sink[DecodedBatch], flow_id: str = "ticks") -> Dataflow:
+def build_flow(
+    source: Source[Any], archive_sink: Sink[DecodedBatch], flow_id: str = "ticks", metrics_max_tickers: int = 0
+) -> Dataflow:
     """Source of raw tick values -> batch decode -> archive sink."""
+    received = TickCounter(flow_id, metrics_max_tickers)
+    batch_seconds = PROCESSING_LATENCY.labels(flow_id)
+
+    def decode(items: list[bytes | RawBatch]) -> list[DecodedBatch]:
+        started = time.perf_counter()
+        out = decode_for_archive(items)
+        if out:
+            received.count(out[0].tickers)
+            batch_seconds.observe(time.perf_counter() - started)
+        return out
+
     flow = Dataflow(flow_id)
     raw = op.input("market_ticks", flow, source)
-    decoded = op.flat_map_batch("decode_ticks", raw, decode_for_archive)
+    decoded = op.flat_map_batch("decode_ticks", raw, decode)
     op.output("archive_market_ticks", decoded, archive_sink)
     return flow
 
@@ -50,11 +62,12 @@ def _production_flow() -> Dataflow:
     sinks: Any = importlib.import_module("flows.sinks")
     observe: Any = importlib.import_module("flows.observe")
     settings = FlowSettings()
-    observe.start_metrics_server(settings.metrics_port)
+    observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     sinks.apply_tick_retention(settings.database_url.get_secret_value(), settings.ticks_retention_days)
     return build_flow(
         sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
         sinks.TickArchiveSink(settings.database_url.get_secret_value()),
+        metrics_max_tickers=settings.metrics_max_tickers,
     )
 
 
