@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv anomaly bench-simulator bench-flow bench-api
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-flow bench-api
 
 venv: $(VENV_STAMP)
 
@@ -41,6 +41,10 @@ test: venv
 anomaly: venv
 	$(PY) -m bytewax.run flows.anomalies
 
+## make dashboards: regenerate grafana/dashboards/*.json from the dashboards-as-code in grafana/*.py
+dashboards: venv
+	$(PY) -m grafana
+
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
@@ -51,7 +55,7 @@ test-integration: venv
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy contracts common simulator flows api stack sql
+	.venv/bin/mypy contracts common simulator flows api stack sql grafana
 
 bench-simulator: venv
 	$(PY) bench/bench_simulator_generate.py

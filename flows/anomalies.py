@@ -24,17 +24,14 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from prometheus_client import Counter
 
 from common.errors import ContractError
 from contracts.anomaly import Anomaly
 from contracts.bar import Bar, decode_bar
+from flows import observe
 from flows.anomaly_settings import AnomalySettings
 from flows.decode import DeadLetter, Origin, RawBatch, dead_letter
 from flows.detectors import DetectorConfig, DetectorState, detect
-
-BARS_EXAMINED = Counter("flow_anomaly_bars_examined_total", "Final bars run through the anomaly detectors")
-ANOMALIES = Counter("flow_anomalies_detected_total", "Anomalies detected", ["type", "severity"])
 
 RawItem: TypeAlias = bytes | RawBatch
 _Decoded: TypeAlias = tuple[str, Bar] | DeadLetter
@@ -87,10 +84,10 @@ def build_flow(
     def detect_step(state: DetectorState | None, bar: Bar) -> tuple[DetectorState, list[Anomaly]]:
         if state is None:
             state = DetectorState(config.period)
-        BARS_EXAMINED.inc()
+        observe.ANOMALY_BARS_EXAMINED.inc()
         found = detect(config, state, bar, clock())
         for a in found:
-            ANOMALIES.labels(a.type.value, a.severity.value).inc()
+            observe.ANOMALIES.labels(a.type.value, a.severity.value).inc()
         return state, found
 
     flow = Dataflow(flow_id)
@@ -109,9 +106,8 @@ def _production_flow() -> Dataflow:
     sources: Any = importlib.import_module("flows.sources")
     sinks: Any = importlib.import_module("flows.sinks")
     alert_sinks: Any = importlib.import_module("flows.alert_sinks")
-    observe: Any = importlib.import_module("flows.observe")
     settings = AnomalySettings()
-    observe.start_metrics_server(settings.metrics_port)
+    observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     return build_flow(
         sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_bars, batch_size=settings.batch_size),
         anomaly_sink=alert_sinks.anomaly_sink(settings),

@@ -51,6 +51,8 @@ class AnomalySettings(SharedSettings):
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="values per Kafka source batch")
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9111, ge=0, le=65535)
+    #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
     recovery_dir: Path | None = None
 
     @field_validator("timeframes", "severity_bands", mode="before")

@@ -23,18 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from contracts.anomaly import Anomaly, Severity
+from flows import observe
 
 log = logging.getLogger(__name__)
 
-NOTIFICATIONS = Counter(
-    "flow_webhook_notifications_total",
-    "Anomalies offered to the webhook notifier, by outcome (sent, failed, cooldown, below_severity, queue_full)",
-    ["outcome"],
-)
 _EMOJI = {Severity.LOW: ":information_source:", Severity.MEDIUM: ":warning:", Severity.HIGH: ":rotating_light:",
           Severity.CRITICAL: ":fire:"}  # fmt: skip
 
@@ -106,18 +101,18 @@ class WebhookNotifier:
     def offer(self, anomaly: Anomaly) -> bool:
         """Queue ``anomaly`` for posting if it passes the severity and cooldown filters; never blocks."""
         if anomaly.severity.rank < self._min_rank:
-            NOTIFICATIONS.labels("below_severity").inc()
+            observe.WEBHOOK_NOTIFICATIONS.labels("below_severity").inc()
             return False
         key = (anomaly.ticker, anomaly.type.value)
         now = self._clock()
         last = self._last_sent.get(key)
         if last is not None and now - last < self._cooldown_s:
-            NOTIFICATIONS.labels("cooldown").inc()
+            observe.WEBHOOK_NOTIFICATIONS.labels("cooldown").inc()
             return False
         try:
             self._queue.put_nowait(anomaly)
         except queue.Full:
-            NOTIFICATIONS.labels("queue_full").inc()
+            observe.WEBHOOK_NOTIFICATIONS.labels("queue_full").inc()
             log.warning("webhook queue full: dropped %s %s %s", anomaly.ticker, anomaly.type.value, anomaly.time)
             return False
         self._last_sent[key] = now  # the cooldown starts when a message is accepted, not when it arrives
@@ -138,9 +133,9 @@ class WebhookNotifier:
                 return
             try:
                 self._retrying(self._post, anomaly)
-                NOTIFICATIONS.labels("sent").inc()
+                observe.WEBHOOK_NOTIFICATIONS.labels("sent").inc()
             except Exception as err:  # a bad webhook must never stop the notifier thread
-                NOTIFICATIONS.labels("failed").inc()
+                observe.WEBHOOK_NOTIFICATIONS.labels("failed").inc()
                 log.warning("webhook delivery of %s %s failed: %r", anomaly.ticker, anomaly.type.value, err)
             finally:
                 self._queue.task_done()

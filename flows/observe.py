@@ -52,6 +52,13 @@ SINK_ROWS = Counter("flow_sink_rows_total", "Rows/messages written by a sink", [
 SINK_ERRORS = Counter("flow_sink_errors_total", "Failed sink write attempts (retried)", ["sink"])
 DEAD_LETTERS = Counter("flow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
 ARCHIVE_REJECTED = Counter("flow_archive_rejected_total", "Malformed tick values skipped by the tick archive")
+ANOMALY_BARS_EXAMINED = Counter("flow_anomaly_bars_examined_total", "Final bars run through the anomaly detectors")
+ANOMALIES = Counter("flow_anomalies_detected_total", "Anomalies detected", ["type", "severity"])
+WEBHOOK_NOTIFICATIONS = Counter(
+    "flow_webhook_notifications_total",
+    "Anomalies offered to the webhook notifier, by outcome (sent, failed, cooldown, below_severity, queue_full)",
+    ["outcome"],
+)
 for _kind in ("malformed", "late"):  # known label values are exported as 0 before the first event
     DEAD_LETTERS.labels(_kind)
 
