@@ -70,6 +70,11 @@ class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
         self.clock = clock
         # the builder never sees the key: a new ticker's state is created from its first chunk
         self.bars = TickerBars.restore(config, resume) if resume is not None else None
+        if self.bars is not None and self.bars.state.watermark_wall > 0:
+            # live mode extrapolates the watermark with the clock since the newest tick arrived; the time the
+            # process was down is not quiet time of the ticker (the ticks since the snapshot, and those
+            # produced meanwhile, are still to be read), so the extrapolation restarts from now
+            self.bars.state.watermark_wall = max(self.bars.state.watermark_wall, clock())
 
     def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
         if self.bars is None:
