@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from fastapi import Request
 
-from api.deps import get_state
+from api.deps import state_of
 from api.errors import ApiError
 from api.settings import ApiSettings
 
@@ -42,7 +42,7 @@ def key_is_valid(candidate: str | None, settings: ApiSettings) -> bool:
 
 async def guard(request: Request) -> None:
     """Authenticate (when keys are configured) and apply the rate limit; 401 / 429 otherwise."""
-    state = get_state(request)
+    state = state_of(request)
     credential = credential_from(request.headers, request.query_params)
     if state.settings.auth_enabled and not key_is_valid(credential, state.settings):
         raise ApiError(

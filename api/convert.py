@@ -2,13 +2,21 @@
 
 Prices leave as exact decimal strings: wire floats are on the $0.01 grid and formatted with two decimals,
 ``numeric`` columns are printed as PostgreSQL stores them.
+
+Hot routes (``/quote``, ``/bars``) skip the response models: they build plain dicts of exactly the models'
+JSON shape and return :func:`json_response` bytes (orjson), because FastAPI would otherwise validate and
+serialise every model again (a quarter of a 500-bar ``/bars``). The models stay the routes' ``response_model``
+for OpenAPI, and the integration tests and the schemathesis run check the bytes against them.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Final
+from typing import Any, Final
+
+import orjson
+from fastapi import Response
 
 from api import schemas
 from api.store import BarRow, TickRow
@@ -37,6 +45,31 @@ def cents(value: float) -> str:
 def dec(value: Decimal, places: Decimal = _CENT) -> str:
     """A decimal rounded to ``places`` as a plain string (never exponent notation)."""
     return format(value.quantize(places, rounding=ROUND_HALF_EVEN), "f")
+
+
+def iso_from_epoch_ms(ms: int) -> str:
+    """``2024-01-15T10:30:45.123Z`` of epoch milliseconds (same text as :func:`api.schemas.iso_ms`)."""
+    return f"{EPOCH + timedelta(milliseconds=ms):%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    """``payload`` serialised once with orjson, bypassing FastAPI's response-model pass."""
+    return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
+
+
+def quote_json_from_tick(t: Tick) -> dict[str, Any]:
+    """The JSON of :func:`quote_from_tick` built directly (hot path of ``/quote``)."""
+    return {
+        "time": iso_from_epoch_ms(t.timestamp),
+        "ticker": t.ticker,
+        "price": cents(t.price),
+        "volume": t.volume,
+        "bid": cents(t.bid),
+        "ask": cents(t.ask),
+        "bid_size": t.bid_size,
+        "ask_size": t.ask_size,
+        "seq": t.seq,
+    }
 
 
 def quote_from_tick(t: Tick) -> schemas.Quote:

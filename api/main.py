@@ -72,7 +72,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = build_hub(settings)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "client.id": "md-api-admin"})
     limiter = (
-        RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limit_ws_connect)
+        RateLimiter(
+            settings.redis_url, settings.rate_limit, settings.rate_limit_ws_connect, settings.rate_limit_prefetch
+        )
         if settings.rate_limit or settings.rate_limit_ws_connect
         else None
     )

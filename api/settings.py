@@ -50,6 +50,9 @@ class ApiSettings(SharedSettings):
     # --- rate limiting ------------------------------------------------------------------------------------------
     rate_limit: str = Field("1200/minute", description="per API key (or client IP) in `limits` notation; empty = off")
     rate_limit_ws_connect: str = Field("60/minute", description="WebSocket connections per key or IP")
+    rate_limit_prefetch: int = Field(
+        16, ge=1, le=1000, description="units a worker takes from the Redis budget per hit (capped at 1/64 of it)"
+    )
 
     # --- WebSocket ----------------------------------------------------------------------------------------------
     ws_max_clients: int = Field(5000, ge=1)

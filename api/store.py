@@ -25,6 +25,13 @@ log = logging.getLogger("api.store")
 
 TICK_COLUMNS = "time, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
 BAR_COLUMNS = "time, ticker, timeframe, open, high, low, close, volume, vwap, trades"
+#: ``time`` (for cursors), then the REST fields as text: ISO time, open, high, low, close, volume, vwap, trades
+BAR_TEXT_COLUMNS = (
+    "time, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " open::text, high::text, low::text, close::text, volume, vwap::text, trades"
+)
+#: a row of :data:`BAR_TEXT_COLUMNS`
+BarText = tuple[datetime, str, str, str, str, str, int, str, int]
 INDICATOR_COLUMNS = (
     "sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
 )
@@ -177,16 +184,22 @@ class Store:
 
     async def bars(
         self, ticker: str, timeframe: str, start: datetime, end: datetime, after: datetime | None, limit: int
-    ) -> list[BarRow]:
-        """Final bars starting in ``[start, end]`` (after ``after``), ascending, at most ``limit``."""
+    ) -> list[BarText]:
+        """Final bars starting in ``[start, end]`` (after ``after``), ascending, at most ``limit``.
+
+        PostgreSQL formats the numbers and the ISO time (``numeric::text`` is exactly what
+        ``format(Decimal, "f")`` prints): no Decimal/datetime parsing per value, which was a third of a
+        500-bar request.
+        """
         lower_op, lower = (">", after) if after is not None and after >= start else (">=", start)
         async with self._cursor() as cur:
             await cur.execute(
-                f"SELECT {BAR_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
+                f"SELECT {BAR_TEXT_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
                 f" AND time {lower_op} %s AND time <= %s ORDER BY time LIMIT %s",
                 (ticker, timeframe, lower, end, limit),
             )
-            return [BarRow(*row) for row in await cur.fetchall()]
+            rows: list[BarText] = await cur.fetchall()
+            return rows
 
     async def latest_bar(self, ticker: str, timeframe: str) -> BarRow | None:
         """The newest final bar with its indicators."""

@@ -2,13 +2,18 @@
 
 One command, private servers: starts its own Redis and PostgreSQL (as the test fixtures do), seeds one ticker,
 runs ``python -m api`` with 1 and 2 workers and drives it from a separate load process with a minimal
-keep-alive HTTP/1.1 client (asyncio streams: far cheaper per request than an HTTP library, so the gateway,
-not the load generator, is what is measured). Closed loop: N connections, each sending its next request when
-the previous answer arrives; and an open-loop run at a fixed offered rate for latency. Prints a table.
+keep-alive HTTP/1.1 client (asyncio streams on uvloop: far cheaper per request than an HTTP library, so the
+gateway, not the load generator, is what is measured; its CPU share is printed). Closed loop: N connections,
+each sending its next request when the previous answer arrives; an open-loop run at a fixed offered rate for
+latency (latency counted from the scheduled send time, so a stalled server is not hidden); a run with the
+Redis-backed rate limiter on (a limit too high to trip, so every request pays the limiter's cost).
 
-    .venv/bin/python bench/bench_api_rest.py [--seconds 8] [--connections 32]
+``--baseline REV`` runs the ``api`` package of git revision REV in the same run (exported to a temporary
+directory; everything else from the working tree), so before/after ratios come from the same machine state.
 
-Both processes share this machine's two cores, so absolute numbers are lower bounds.
+    .venv/bin/python bench/bench_api_rest.py [--seconds 6] [--connections 32] [--baseline HEAD~1]
+
+Load generator and gateway share this machine's two cores, so absolute numbers are lower bounds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +35,7 @@ import httpx
 import numpy as np
 import psycopg
 import redis
+import uvloop
 
 from contracts import redis_keys
 from contracts.tick import Tick, encode_tick
@@ -37,24 +44,40 @@ from stack.runner import running
 from stack.services import create_database, free_port, prepare_postgres, prepare_redis
 from stack.settings import StackSettings
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-async def _conn_loop(port: int, path: str, stop_at: float, lat: list[float], rate: float | None) -> None:
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One measured scenario."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    load_cpu: float  # load generator CPU seconds per wall second (1.0 = one core)
+    gw_cpu: float  # gateway processes' CPU seconds per wall second
+
+
+async def _conn_loop(
+    port: int, path: str, stop_at: float, lat: list[float], rate: float | None, errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     req = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-    next_at = time.perf_counter()
+    interval = 1.0 / rate if rate else 0.0
+    next_at = time.perf_counter() + (np.random.default_rng().random() * interval if rate else 0.0)
     while True:
         now = time.perf_counter()
         if now >= stop_at:
             break
-        if rate is not None:
+        if rate:
             if now < next_at:
                 await asyncio.sleep(next_at - now)
-            sent = max(next_at, time.perf_counter()) if rate else time.perf_counter()
-            next_at += 1.0 / rate
+            sent = next_at  # scheduled time: queueing behind a slow answer counts as latency
+            next_at += interval
         else:
-            sent = time.perf_counter()
+            sent = now
         writer.write(req)
         head = await reader.readuntil(b"\r\n\r\n")
         length = 0
@@ -63,34 +86,68 @@ async def _conn_loop(port: int, path: str, stop_at: float, lat: list[float], rat
                 length = int(line[15:])
         await reader.readexactly(length)
         if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head[:60])
+            errors[0] += 1
         lat.append(time.perf_counter() - sent)
     writer.close()
 
 
 def _load(port: int, path: str, seconds: float, conns: int, rate: float | None, out: mp.Queue) -> None:  # type: ignore[type-arg]
     lat: list[float] = []
+    errors = [0]
 
     async def main() -> None:
         stop_at = time.perf_counter() + seconds
         per_conn = None if rate is None else rate / conns
-        await asyncio.gather(*[_conn_loop(port, path, stop_at, lat, per_conn) for _ in range(conns)])
+        await asyncio.gather(*[_conn_loop(port, path, stop_at, lat, per_conn, errors) for _ in range(conns)])
 
-    asyncio.run(main())
-    out.put(lat)
+    cpu0 = time.process_time()
+    uvloop.run(main())
+    out.put((lat, errors[0], (time.process_time() - cpu0) / seconds))
 
 
-def measure(port: int, path: str, seconds: float, conns: int, rate: float | None = None) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) from one load process."""
+def _tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += ticks.get(pid, 0)
+        stack.extend(p for p, pp in parents.items() if pp == pid)
+    return total / CLK_TCK
+
+
+def measure(gw_pid: int, port: int, path: str, seconds: float, conns: int, rate: float | None = None) -> Result:
+    """Throughput, latency percentiles and CPU shares of one load run."""
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     p = mp.Process(target=_load, args=(port, path, seconds, conns, rate, q))
+    gw0 = _tree_cpu_s(gw_pid)
     p.start()
-    lat = np.array(q.get(), dtype=float)
+    lat_list, errors, load_cpu = q.get()
+    gw_cpu = (_tree_cpu_s(gw_pid) - gw0) / seconds
     p.join()
-    return len(lat) / seconds, float(np.percentile(lat, 50) * 1e3), float(np.percentile(lat, 99) * 1e3)
+    lat = np.array(lat_list, dtype=float)
+    return Result(
+        len(lat) / seconds,
+        float(np.percentile(lat, 50) * 1e3),
+        float(np.percentile(lat, 99) * 1e3),
+        errors,
+        load_cpu,
+        gw_cpu,
+    )
 
 
 def seed(db_url: str, redis_url: str) -> None:
+    """One ticker, 600 final 1m bars, a latest tick in Redis."""
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO tickers VALUES ('SYNTH', 'Synthetic Corp', 'Technology', 150, now(), now())")
         minute = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -132,44 +189,67 @@ def seed(db_url: str, redis_url: str) -> None:
     r.close()
 
 
-def start_gateway(port: int, workers: int, db_url: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``api`` package of git revision ``rev`` in a fresh directory (importable as ``api`` from there)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev, "api"], cwd=ROOT, check=True, capture_output=True).stdout  # noqa: S603, S607
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
+    return into
+
+
+def start_gateway(
+    port: int, workers: int, db_url: str, redis_url: str, log: Path, code_dir: Path, rate_limit: str
+) -> subprocess.Popen[bytes]:
+    """``python -m api`` from ``code_dir`` (the working tree or an exported revision), relay off."""
     env = {
         **os.environ,
+        "PYTHONPATH": f"{code_dir}{os.pathsep}{ROOT}",
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: the relay is off
         "API_PORT": str(port),
         "API_WORKERS": str(workers),
         "API_RELAY_ENABLED": "false",
-        "API_RATE_LIMIT": "",
+        "API_RATE_LIMIT": rate_limit,
         "API_RATE_LIMIT_WS_CONNECT": "",
         "API_ACCESS_LOG": "false",
         "API_LOG_LEVEL": "WARNING",
         "API_BIND_HOST": "127.0.0.1",
         "API_DB_POOL_MAX": "8",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    for _ in range(200):
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "api"], env=env, cwd=code_dir, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                time.sleep(0.5 * workers)  # let every worker finish its start-up
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     proc.terminate()
-    raise RuntimeError(f"gateway did not start; see {log}")
+    msg = f"gateway did not start; see {log}"
+    raise RuntimeError(msg)
 
 
 def main() -> None:
+    """Run every scenario for each code version and worker count; print one table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rate", type=float, default=2000.0, help="offered load of the open-loop /quote run")
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    ap.add_argument("--baseline", default=None, help="git revision whose api package runs in the same run")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="md-bench-api-"))
     home.chmod(0o755)
+    versions: list[tuple[str, Path]] = [("current", ROOT)]
+    if args.baseline:
+        versions.append((f"base {args.baseline}", export_revision(args.baseline, home / "baseline")))
     st = StackSettings(postgres_port=free_port(), redis_port=free_port(), kafka_port=free_port())
-    rows: list[tuple[str, int, str, float, float, float]] = []
+    rows: list[tuple[str, str, int, str, Result]] = []
+    quote = "/api/v1/quote/SYNTH"
     try:
         with (
             running(prepare_postgres(st, home / "data", durable=False), home / "logs", timeout_s=60),
@@ -181,25 +261,38 @@ def main() -> None:
             apply_migrations(db_url)
             redis_url = f"redis://127.0.0.1:{st.redis_port}/0"
             seed(db_url, redis_url)
-            for workers in (1, 2):
-                port = free_port()
-                proc = start_gateway(port, workers, db_url, redis_url, home / f"api-{workers}.log")
-                try:
-                    measure(port, "/api/v1/quote/SYNTH", 1.0, 4)  # warm-up
-                    q = measure(port, "/api/v1/quote/SYNTH", args.seconds, args.connections)
-                    rows.append(("/quote closed loop", workers, f"{args.connections} conns", *q))
-                    o = measure(port, "/api/v1/quote/SYNTH", args.seconds, 16, rate=args.rate)
-                    rows.append(("/quote open loop", workers, f"{args.rate:.0f} req/s offered", *o))
-                    b = measure(port, "/api/v1/bars/SYNTH?limit=500", args.seconds, 4)
-                    rows.append(("/bars 500 bars", workers, "4 conns", *b))
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
+            for workers in (int(w) for w in args.workers.split(",")):
+                for label, code_dir in versions:
+                    for limited in (False, True):
+                        port = free_port()
+                        log = home / f"api-{label.replace(' ', '_')}-{workers}-{limited}.log"
+                        limit = "100000000/minute" if limited else ""
+                        proc = start_gateway(port, workers, db_url, redis_url, log, code_dir, limit)
+                        try:
+                            measure(proc.pid, port, quote, 1.0, 4)  # warm-up
+                            if limited:
+                                r = measure(proc.pid, port, quote, args.seconds, args.connections)
+                                rows.append((label, "/quote + rate limiter", workers, f"{args.connections} conns", r))
+                                continue
+                            r = measure(proc.pid, port, quote, args.seconds, args.connections)
+                            rows.append((label, "/quote closed loop", workers, f"{args.connections} conns", r))
+                            r = measure(proc.pid, port, quote, args.seconds, 16, rate=args.rate)
+                            rows.append((label, "/quote open loop", workers, f"{args.rate:.0f}/s offered", r))
+                            r = measure(proc.pid, port, "/api/v1/bars/SYNTH?limit=500", args.seconds, 4)
+                            rows.append((label, "/bars 500 bars", workers, "4 conns", r))
+                        finally:
+                            proc.terminate()
+                            proc.wait(20)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    print(f"{'scenario':<22}{'workers':>8}  {'load':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for name, w, load, rps, p50, p99 in rows:
-        print(f"{name:<22}{w:>8}  {load:<24}{rps:>9.0f}{p50:>9.2f}{p99:>9.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared)")
+    head = f"{'code':<14}{'scenario':<23}{'wrk':>4}  {'load':<15}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+    print(head + f"{'errors':>7}{'loadgen cpu':>12}{'gw cpu':>8}")
+    for label, name, w, load, r in rows:
+        print(
+            f"{label:<14}{name:<23}{w:>4}  {load:<15}{r.rps:>8.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
+            f"{r.errors:>7}{r.load_cpu:>12.2f}{r.gw_cpu:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.convert import bar_from_row, bar_from_wire, from_epoch_ms
+from api.convert import bar_from_row, bar_from_wire, from_epoch_ms, json_response
 from api.deps import (
     API_PREFIX,
     CacheDep,
@@ -39,7 +39,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 BarsResponse = schemas.PagedEnvelope[list[schemas.Bar], schemas.BarsMeta]
 
 
-@router.get("/bars/{ticker}", responses=ERRORS)
+@router.get("/bars/{ticker}", responses=ERRORS, response_model=BarsResponse)
 async def get_bars(
     ticker: TickerPath,
     store: StoreDep,
@@ -50,28 +50,47 @@ async def get_bars(
     end: EndQuery = None,
     limit: Annotated[int | None, Query(ge=1, description="max bars (default 500, max 5000)")] = None,
     cursor: CursorQuery = None,
-) -> BarsResponse:
+) -> Response:
     """OHLCV bars in [start, end], ascending (default: the last day); the live bar is appended when in range."""
     n = bounded_limit(limit, settings.bars_default_limit, settings.bars_max_limit)
     span = timedelta(milliseconds=TIMEFRAMES[timeframe] * settings.bars_max_range_bars)
     rng = time_range(start, end, timedelta(days=1), span)
     after = decode_cursor("b", cursor)[0] if cursor else None
     rows = await store.bars(ticker, timeframe, rng.start, rng.end, after, n + 1)
-    bars = [bar_from_row(r) for r in rows[:n]]
     more = len(rows) > n
+    rows = rows[:n]
+    # the JSON of schemas.Bar, built directly from PostgreSQL's text (see api.convert)
+    bars: list[dict[str, Any]] = [
+        {
+            "time": iso,
+            "ticker": ticker,
+            "timeframe": timeframe,
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": v,
+            "vwap": vw,
+            "trades": trades,
+            "final": True,
+        }
+        for _, iso, o, h, lo, c, v, vw, trades in rows
+    ]
+    last_time = rows[-1][0] if rows else None
     live_included = False
     if not more:
         live = await cache.live_bar(ticker, timeframe)
         if live is not None and not live.final:
             live_start = from_epoch_ms(live.start)
-            newer = not bars or live_start > bars[-1].time
+            newer = last_time is None or live_start > last_time
             if newer and rng.start <= live_start <= rng.end and (after is None or live_start > after):
                 if len(bars) < n:
-                    bars.append(bar_from_wire(live))
+                    bars.append(bar_from_wire(live).model_dump(mode="json"))
+                    last_time = live_start
                     live_included = True
                 else:
                     more = True  # the live bar is on the next page
-    next_cursor = encode_cursor("b", epoch_us(bars[-1].time)) if more and bars else None
+    next_cursor = encode_cursor("b", epoch_us(last_time)) if more and last_time is not None else None
     meta = schemas.BarsMeta(
         ticker=ticker,
         timeframe=timeframe,
@@ -81,7 +100,7 @@ async def get_bars(
         next_cursor=next_cursor,
         live_included=live_included,
     )
-    return BarsResponse(data=bars, meta=meta)
+    return json_response({"success": True, "data": bars, "meta": meta.model_dump(mode="json")})
 
 
 @router.get("/aggregated/{symbol}", responses=ERRORS)

@@ -1,13 +1,16 @@
-"""``/quote/{ticker}`` (seed 000) and ``/latest/{symbol}`` (seed 002): the newest tick, Redis first."""
+"""``/quote/{ticker}`` (seed 000) and ``/latest/{symbol}`` (seed 002): the newest tick, Redis first.
+
+The hot path answers with pre-serialised bytes (see :mod:`api.convert`); the models document the shape.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api import schemas
-from api.convert import quote_from_row, quote_from_tick
+from api.convert import json_response, quote_from_row, quote_json_from_tick
 from api.deps import API_PREFIX, CacheDep, StoreDep, SymbolPath, TickerPath
 from api.errors import not_found
 
@@ -18,25 +21,26 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def latest_quote(ticker: str, cache: CacheDep, store: StoreDep) -> schemas.Quote:
-    """Newest tick from Redis, else from the archive; 404 when the ticker never traded."""
+async def latest_quote(ticker: str, cache: CacheDep, store: StoreDep) -> dict[str, Any]:
+    """JSON of the newest tick from Redis, else from the archive; 404 when the ticker never traded."""
     tick = await cache.latest_tick(ticker)
     if tick is not None:
-        return quote_from_tick(tick)
+        return quote_json_from_tick(tick)
     row = await store.latest_tick(ticker)
     if row is None:
         raise not_found(what=f"no tick for {ticker!r} yet")
-    return quote_from_row(row)
+    return quote_from_row(row).model_dump(mode="json")
 
 
-@router.get("/quote/{ticker}", responses=NOT_FOUND)
-async def get_quote(ticker: TickerPath, cache: CacheDep, store: StoreDep) -> schemas.Envelope[schemas.Quote]:
+@router.get("/quote/{ticker}", responses=NOT_FOUND, response_model=schemas.Envelope[schemas.Quote])
+async def get_quote(ticker: TickerPath, cache: CacheDep, store: StoreDep) -> Response:
     """Latest quote of a ticker (Redis, falling back to the database)."""
-    return schemas.Envelope(data=await latest_quote(ticker, cache, store))
+    return json_response({"success": True, "data": await latest_quote(ticker, cache, store)})
 
 
-@router.get("/latest/{symbol}", responses=NOT_FOUND)
-async def get_latest(symbol: SymbolPath, cache: CacheDep, store: StoreDep) -> schemas.Envelope[schemas.LatestPrice]:
+@router.get("/latest/{symbol}", responses=NOT_FOUND, response_model=schemas.Envelope[schemas.LatestPrice])
+async def get_latest(symbol: SymbolPath, cache: CacheDep, store: StoreDep) -> Response:
     """Latest price of a symbol (seed-002 path)."""
     quote = await latest_quote(symbol, cache, store)
-    return schemas.Envelope(data=schemas.LatestPrice(**quote.model_dump(), symbol=symbol))
+    quote["symbol"] = symbol
+    return json_response({"success": True, "data": quote})

@@ -290,3 +290,18 @@ def test_rate_limit_is_shared_and_answers_429(seed: Seeder, start_api: Callable[
     resp = get(a, "/api/v1/symbols")
     assert_error(resp, 429, "rate_limited")
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
+
+
+def test_prefetched_rate_limit_tokens_stay_within_the_shared_budget(
+    seed: Seeder, start_api: Callable[..., LiveApi]
+) -> None:
+    seed.universe()
+    # 640/minute: each gateway takes 10 units per Redis hit (1/64 of the limit) and spends them locally
+    a = start_api(rate_limit="640/minute")
+    b = start_api(rate_limit="640/minute")
+    codes = [get(a if i % 3 else b, "/api/v1/symbols").status_code for i in range(700)]
+    allowed = codes.count(200)
+    assert set(codes) == {200, 429}
+    assert allowed <= 640, "never more than the limit"
+    assert allowed >= 640 - 2 * 9, "at most chunk - 1 units stranded per gateway"
+    assert codes.index(429) >= 640 - 2 * 9

@@ -1,0 +1,475 @@
+"""Benchmark of the gateway's WebSocket fan-out: deliveries per second and relay latency, seed and batched.
+
+One command, private servers: starts its own Kafka, Redis and PostgreSQL (stack code), runs ``python -m api``
+(one worker: the targets are per process), a producer process writing ticks to Kafka at a fixed rate (each
+tick's ``timestamp`` is its production time), and client processes holding many WebSocket connections with
+a minimal protocol-level client (raw frames on asyncio/uvloop; an ordinary client library costs more CPU per
+message than the server, which would measure the client). Latency is tick timestamp -> client receive, so it
+includes Kafka produce and consume. Scenarios:
+
+* ``seed``: N clients, one ``tick`` frame per tick, all tickers (``"*"``);
+* ``batch``: N clients with ``"batch": true`` (frames every ``API_WS_BATCH_INTERVAL_MS`` holding arrays);
+* ``stall``: the seed scenario again plus five clients that subscribe and never read, for longer than the
+  kernel socket buffers hide them (~20 s); compare deliveries and p99 with ``seed`` and watch gateway memory.
+
+    .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
+
+Everything shares this machine's two cores: the CPU columns say who used what.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing as mp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvloop
+from confluent_kafka import Producer
+
+from contracts.tick import Tick, encode_tick
+from stack.migrate import apply_migrations
+from stack.runner import running
+from stack.services import (
+    create_database,
+    create_topics,
+    free_port,
+    prepare_kafka,
+    prepare_postgres,
+    prepare_redis,
+)
+from stack.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api_rest import _tree_cpu_s  # noqa: E402 - sibling benchmark module
+
+TS_RE = re.compile(rb'"timestamp":(\d+)')
+COUNT_RE = re.compile(rb'"count":(\d+)')
+MASK = b"\x00\x00\x00\x00"  # client frames must be masked; a zero mask keeps the payload as is
+
+
+def _client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + MASK + payload
+
+
+class Stats:
+    """Counters shared by the clients of one process."""
+
+    def __init__(self) -> None:
+        self.measuring = False
+        self.deliveries = 0
+        self.frames = 0
+        self.lat_ms: array[float] = array("d")
+        self.per_client: list[int] = []
+        self.subscribed = 0
+        self.closed = 0
+
+
+class WsClient(asyncio.Protocol):
+    """A minimal WebSocket client: handshake, one subscribe, counts events, answers pings, may stall."""
+
+    def __init__(self, stats: Stats, index: int, subscribe: bytes, sample: bool, stall: bool) -> None:
+        self.stats = stats
+        self.index = index
+        self.subscribe = subscribe
+        self.sample = sample
+        self.stall = stall
+        self.buf = bytearray()
+        self.upgraded = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                "GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed += 1
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(bytes(buf[:80]))
+            del buf[: end + 4]
+            self.upgraded = True
+            assert self.transport is not None
+            self.transport.write(_client_frame(self.subscribe))
+        stats = self.stats
+        off, size = 0, len(buf)
+        now_ms = time.time() * 1000.0
+        count = 0
+        while size - off >= 2:
+            opcode = buf[off] & 0x0F
+            n = buf[off + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - off < 4:
+                    break
+                n = int.from_bytes(buf[off + 2 : off + 4], "big")
+                head = 4
+            elif n == 127:
+                if size - off < 10:
+                    break
+                n = int.from_bytes(buf[off + 2 : off + 10], "big")
+                head = 10
+            if size - off < head + n:
+                break
+            start = off + head
+            off = start + n
+            if opcode == 0x1:
+                kind = bytes(buf[start : start + 16])
+                if kind.startswith(b'{"type":"tick"'):
+                    events = 1
+                elif kind.startswith(b'{"type":"batch"'):
+                    m = COUNT_RE.match(buf, start + 16)
+                    events = int(m.group(1)) if m else 0
+                else:
+                    if kind.startswith(b'{"type":"subscri'):
+                        stats.subscribed += 1
+                        if self.stall and self.transport is not None:
+                            self.transport.pause_reading()  # never read again
+                    continue
+                if stats.measuring:
+                    count += events
+                    stats.frames += 1
+                    if self.sample:
+                        payload = bytes(buf[start:off])
+                        cut = payload.find(b'"events":')  # a batch's own timestamp is not an event's
+                        stamps = TS_RE.findall(payload, cut if cut > 0 else 0)
+                        stats.lat_ms.extend(now_ms - int(s) for s in stamps)
+            elif opcode == 0x9 and self.transport is not None:  # ping -> pong
+                self.transport.write(_client_frame(bytes(buf[start:off]), 0xA))
+        if count:
+            stats.deliveries += count
+            stats.per_client[self.index] += count
+        if off:
+            del buf[:off]
+
+
+def _clients(
+    port: int,
+    n: int,
+    stalled: int,
+    batch: bool,
+    sample_every: int,
+    ready: Any,
+    go: Any,
+    stop: Any,
+    out: Any,
+) -> None:
+    """Process body: connect ``n + stalled`` clients, wait for ``go``, count until ``stop``, report."""
+    msg: dict[str, object] = {"type": "subscribe", "tickers": ["*"]}
+    if batch:
+        msg["batch"] = True
+    import orjson
+
+    sub = orjson.dumps(msg)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stats = Stats()
+        stats.per_client = [0] * (n + stalled)
+        transports = []
+        for i in range(n + stalled):
+            proto = WsClient(stats, i, sub, sample=i % sample_every == 0 and i < n, stall=i >= n)
+            tr, _ = await loop.create_connection(lambda p=proto: p, "127.0.0.1", port)  # type: ignore[misc]
+            transports.append(tr)
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)  # the gateway's accept loop shares the cores
+        while stats.subscribed < n + stalled:  # noqa: ASYNC110 - counted by the protocol callbacks
+            await asyncio.sleep(0.05)
+        ready.set()
+        await asyncio.to_thread(go.wait)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        stats.measuring = True
+        await asyncio.to_thread(stop.wait)
+        stats.measuring = False
+        wall = time.perf_counter() - t0
+        cpu = (time.process_time() - cpu0) / wall
+        out.put(
+            {
+                "deliveries": stats.deliveries,
+                "frames": stats.frames,
+                "lat": stats.lat_ms.tobytes(),
+                "per_client": stats.per_client[:n],
+                "stalled_received": stats.per_client[n:],
+                "wall": wall,
+                "cpu": cpu,
+                "closed": stats.closed,
+            }
+        )
+        for tr in transports:
+            tr.abort()
+
+    uvloop.run(main())
+
+
+def _producer(bootstrap: str, topic: str, rate: float, tickers: int, stop: Any) -> None:
+    """Process body: ``rate`` ticks/s round-robin over ``tickers`` tickers, stamped at production."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": 1, "socket.nagle.disable": True})
+    names = [f"T{i:04d}" for i in range(tickers)]
+    seq = 0
+    step = 0.005
+    per_step = rate * step
+    owed = 0.0
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        owed += per_step
+        now_ms = time.time_ns() // 1_000_000
+        while owed >= 1.0:
+            owed -= 1.0
+            name = names[seq % tickers]
+            seq += 1
+            tick = Tick(
+                ticker=name,
+                seq=seq,
+                timestamp=now_ms,
+                price=100.0,
+                bid=99.99,
+                ask=100.01,
+                bid_size=100,
+                ask_size=100,
+                volume=10,
+            )
+            p.produce(topic, encode_tick(tick), key=name.encode())
+        p.poll(0)
+        next_at += step
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    p.flush(5)
+
+
+@dataclass(frozen=True, slots=True)
+class WsResult:
+    """One scenario."""
+
+    name: str
+    clients: int
+    offered: float  # deliveries/s offered (clients x ticks/s)
+    delivered: float
+    p50_ms: float
+    p99_ms: float
+    min_share: float  # slowest client's deliveries / mean
+    gw_cpu: float
+    clients_cpu: float
+    rss_mb: float
+    note: str
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_scenario(
+    name: str,
+    gw: subprocess.Popen[bytes],
+    port: int,
+    bootstrap: str,
+    topic: str,
+    clients: int,
+    rate: float,
+    seconds: float,
+    batch: bool,
+    stalled: int = 0,
+    procs: int = 1,
+) -> WsResult:
+    """Connect clients, produce for ``seconds`` (after a warm-up), collect counts and latencies."""
+    ctx = mp.get_context("spawn")
+    go, stop, pstop = ctx.Event(), ctx.Event(), ctx.Event()
+    out: Any = ctx.Queue()
+    readies = []
+    workers = []
+    for k in range(procs):
+        ready = ctx.Event()
+        n = clients // procs + (1 if k < clients % procs else 0)
+        s = stalled if k == 0 else 0
+        w = ctx.Process(target=_clients, args=(port, n, s, batch, 10 if batch else 4, ready, go, stop, out))
+        w.start()
+        readies.append(ready)
+        workers.append(w)
+    for ready in readies:
+        if not ready.wait(120):
+            msg = f"{name}: clients did not subscribe in time"
+            raise RuntimeError(msg)
+    prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
+    prod.start()
+    time.sleep(3.0)  # warm-up: relay assigned, caches, GC
+    cpu0 = _tree_cpu_s(gw.pid)
+    rss_max = 0.0
+    t0 = time.perf_counter()
+    go.set()
+    end = t0 + seconds
+    rss_first = _rss_mb(gw.pid)
+    while time.perf_counter() < end:
+        time.sleep(0.5)
+        rss_max = max(rss_max, _rss_mb(gw.pid))
+    stop.set()
+    gw_cpu = (_tree_cpu_s(gw.pid) - cpu0) / (time.perf_counter() - t0)
+    reports = [out.get(timeout=60) for _ in workers]
+    pstop.set()
+    prod.join(15)
+    for w in workers:
+        w.join(15)
+    lat = np.concatenate([np.frombuffer(r["lat"], dtype=float) for r in reports])
+    per_client = np.array([c for r in reports for c in r["per_client"]], dtype=float)
+    wall = max(r["wall"] for r in reports)
+    delivered = sum(r["deliveries"] for r in reports) / wall
+    stalled_got = [c for r in reports for c in r["stalled_received"]]
+    note = f"rss {rss_first:.0f}->{rss_max:.0f} MB"
+    if stalled:
+        note += f"; stalled clients got {stalled_got} events, closed {sum(r['closed'] for r in reports)}"
+    return WsResult(
+        name=name,
+        clients=clients,
+        offered=clients * rate,
+        delivered=delivered,
+        p50_ms=float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        p99_ms=float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        min_share=float(per_client.min() / per_client.mean()) if per_client.size and per_client.mean() else 0.0,
+        gw_cpu=gw_cpu,
+        clients_cpu=sum(r["cpu"] for r in reports),
+        rss_mb=rss_max,
+        note=note,
+    )
+
+
+def start_gateway(port: int, env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m api`` with one worker; returns once ``/ready`` is 200 (relay assigned)."""
+    env = {
+        **os.environ,
+        **env_extra,
+        "API_PORT": str(port),
+        "API_WORKERS": "1",
+        "API_RATE_LIMIT": "",
+        "API_RATE_LIMIT_WS_CONNECT": "",
+        "API_ACCESS_LOG": "false",
+        "API_LOG_LEVEL": "WARNING",
+        "API_BIND_HOST": "127.0.0.1",
+    }
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "api"], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                time.sleep(1.0)
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    msg = f"gateway did not become ready; see {log}"
+    raise RuntimeError(msg)
+
+
+def main() -> None:
+    """Run the scenarios against one gateway and print a table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", type=int, default=100, help="seed-protocol clients")
+    ap.add_argument("--rate", type=float, default=1000.0, help="ticks/s produced")
+    ap.add_argument("--batch-clients", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--stall-seconds", type=float, default=35.0, help="> ~20 s so kernel buffers fill")
+    ap.add_argument("--client-procs", type=int, default=2, help="processes holding the client connections")
+    ap.add_argument("--scenarios", default="seed,batch,stall")
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="md-bench-ws-"))
+    home.chmod(0o755)
+    st = StackSettings(
+        postgres_port=free_port(), redis_port=free_port(), kafka_port=free_port(), kafka_controller_port=free_port()
+    )
+    results: list[WsResult] = []
+    try:
+        with (
+            running(prepare_kafka(st, home / "data"), home / "logs", timeout_s=120),
+            running(prepare_postgres(st, home / "data", durable=False), home / "logs", timeout_s=60),
+            running(prepare_redis(st, home / "data", durable=False), home / "logs", timeout_s=30),
+        ):
+            create_database(st, "bench")
+            pw = st.postgres_password.get_secret_value()
+            db_url = f"postgresql://{st.postgres_user}:{pw}@127.0.0.1:{st.postgres_port}/bench"
+            apply_migrations(db_url)
+            bootstrap = st.kafka_bootstrap_servers
+            ticks, bars = "bench-ticks", "bench-bars"
+            create_topics(bootstrap, [ticks, bars], 6)
+            port = free_port()
+            env = {
+                "DATABASE_URL": db_url,
+                "REDIS_URL": f"redis://127.0.0.1:{st.redis_port}/0",
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "TOPIC_TICKS": ticks,
+                "TOPIC_BARS": bars,
+            }
+            gw = start_gateway(port, env, home / "api.log")
+            try:
+                wanted = args.scenarios.split(",")
+                common = (gw, port, bootstrap, ticks)
+                procs = args.client_procs
+                if "seed" in wanted:
+                    r = run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs)
+                    results.append(r)
+                if "batch" in wanted:
+                    n = args.batch_clients
+                    results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
+                if "stall" in wanted:
+                    results.append(
+                        run_scenario(
+                            "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs
+                        )
+                    )
+            finally:
+                gw.terminate()
+                gw.wait(20)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
+    print(
+        f"{'scenario':<18}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'min share':>10}{'gw cpu':>8}{'cli cpu':>8}  note"
+    )
+    for r in results:
+        print(
+            f"{r.name:<18}{r.clients:>8}{r.offered:>11.0f}{r.delivered:>13.0f}{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}"
+            f"{r.min_share:>10.2f}{r.gw_cpu:>8.2f}{r.clients_cpu:>8.2f}  {r.note}"
+        )
+
+
+if __name__ == "__main__":
+    main()
