@@ -63,7 +63,13 @@ def _produce(settings: SimulatorSettings, start_ms: int, end_ms: int | None, rea
     stop = _install_stop()
     producer.wait_for_broker()
     engine = TickEngine(
-        universe, _session(settings), settings.seed, start_ms, tick_ms=settings.tick_ms, threads=settings.threads
+        universe,
+        _session(settings),
+        settings.seed,
+        start_ms,
+        tick_ms=settings.tick_ms,
+        threads=settings.threads,
+        slice_ms=settings.effective_slice_ms,
     )
     log.info(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 tick_ms=settings.tick_ms,
                 threads=settings.threads,
                 progress=progress,
+                slice_ms=settings.effective_slice_ms,
             )
             log.info("wrote %d rows to %s", rows, args.out)
             return 0
