@@ -77,7 +77,7 @@ class TickProducer:
         #: encode the next batch in a worker thread while this one is queued (``send`` lags one batch behind)
         self.pipeline = pipeline
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: tuple[Future[list[bytes]], TickBatch] | None = None
+        self._pending: tuple[Future[list[dict[str, Any]]], TickBatch] | None = None
         conf = producer_config(settings)
         conf["error_cb"] = self._on_error
         self._producer = Producer(conf)
@@ -152,11 +152,11 @@ class TickProducer:
     def send(self, batch: TickBatch) -> None:
         """Queue every row of ``batch`` (in backfill the previous batch; see :meth:`drain`)."""
         if not self.pipeline:
-            self._queue(self.encoder.messages(batch), batch)
+            self._queue(self._records(batch), batch)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sim-encode")
-        pending, self._pending = self._pending, (self._pool.submit(self.encoder.messages, batch), batch)
+        pending, self._pending = self._pending, (self._pool.submit(self._records, batch), batch)
         if pending is not None:
             self._queue(pending[0].result(), pending[1])
 
@@ -166,9 +166,14 @@ class TickProducer:
         if pending is not None:
             self._queue(pending[0].result(), pending[1])
 
-    def _queue(self, values: list[bytes], batch: TickBatch) -> None:
+    def _records(self, batch: TickBatch) -> list[dict[str, Any]]:
+        """``produce_batch`` records: the JSON value and the ticker key of every row."""
+        buf, off = self.encoder.encode(batch)
+        o = off.tolist()
         keys = self.encoder.keys
-        msgs = [{"value": v, "key": keys[t]} for v, t in zip(values, batch.ticker.tolist(), strict=True)]
+        return [{"value": buf[o[i] : o[i + 1]], "key": keys[t]} for i, t in enumerate(batch.ticker.tolist())]
+
+    def _queue(self, msgs: list[dict[str, Any]], batch: TickBatch) -> None:
         producer = self._producer
         limit = self.settings.buffer_messages
         start = 0
