@@ -80,6 +80,7 @@ def _produce(
         tick_ms=settings.tick_ms,
         threads=settings.threads,
         before_block=schedule,
+        slice_ms=settings.effective_slice_ms,
     )
     log.info(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 tick_ms=settings.tick_ms,
                 threads=settings.threads,
                 progress=progress,
+                slice_ms=settings.effective_slice_ms,
             )
             log.info("wrote %d rows to %s", rows, args.out)
             return 0

@@ -8,13 +8,18 @@ stream is byte-identical for the same universe, session, seed and start whatever
 caller uses: :meth:`TickEngine.batches` only re-cuts the same rows. Within a block, ticker groups (each with
 its own random streams) may run in parallel threads and in row chunks that fit the CPU cache; neither changes
 a single number.
+
+*Slices* spread a step's ticks over its interval: with ``slice_ms < tick_ms`` ticker ``i`` ticks at
+``step_time + (i mod S) * slice_ms`` (``S = tick_ms / slice_ms``) and each step's rows are ordered by slice, so
+timestamps stay non-decreasing and a real-time producer sends ``n / S`` ticks every ``slice_ms`` instead of
+``n`` ticks in one burst. Only timestamps and row order depend on it, never a price.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -28,6 +33,7 @@ from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
 I64 = NDArray[np.int64]
+_QUOTE_COLUMNS = ("price", "bid", "ask", "bid_size", "ask_size", "volume")
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,14 @@ class TickEngine:
         threads: int = 1,
         chunk_rows: int = 64,
         before_block: Callable[[TickEngine, int], None] | None = None,
+        slice_ms: int | None = None,
     ) -> None:
         if tick_ms <= 0 or block_ms % tick_ms:
             msg = f"tick interval {tick_ms!r} ms must be positive and divide the block length {block_ms!r} ms"
+            raise ConfigError(msg)
+        slice_ms = tick_ms if slice_ms is None else slice_ms
+        if slice_ms <= 0 or tick_ms % slice_ms:
+            msg = f"slice length {slice_ms!r} ms must be positive and divide the tick interval {tick_ms!r} ms"
             raise ConfigError(msg)
         if session.mode == "exchange" and (session.session_seconds * 1000) % block_ms:
             msg = f"session length {session.session_seconds!r} s must be a whole number of {block_ms!r} ms blocks"
@@ -113,7 +124,12 @@ class TickEngine:
         self._dt = tick_ms / 1000.0 * session.years_per_second()
         self._dts = np.full(self.steps_per_block, self._dt)
         self._seq = 0
-        self._tickers = np.tile(np.arange(self.n, dtype=np.int32), self.steps_per_block)
+        slices = tick_ms // slice_ms
+        # ticker i ticks in slice i % S; rows of a step are ordered by slice (stable, so by ticker inside one)
+        self._order = np.argsort(np.arange(self.n) % slices, kind="stable").astype(np.int32)
+        self._permuted = slices > 1
+        self._slice_offset = (self._order % slices).astype(np.int64) * slice_ms
+        self._tickers = np.tile(self._order, self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
         self._starts = self._block_starts(start_ms)
         self._next: tuple[int, bool] | None = None
@@ -123,6 +139,8 @@ class TickEngine:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sim") if threads > 1 else None
         #: called with (engine, block start ms) before each block is generated: scheduled events (simulator.events)
         self.before_block = before_block
+        self._ahead_pool: ThreadPoolExecutor | None = None
+        self._ahead: Future[TickBatch] | None = None
 
     # -- clock
 
@@ -133,6 +151,8 @@ class TickEngine:
         """Timestamp of the next tick the engine will emit."""
         if self._pending is not None and len(self._pending):
             return int(self._pending.ts_ms[0])
+        if self._ahead is not None:
+            return int(self._ahead.result().ts_ms[0])
         if self._next is None:
             self._next = next(self._starts)
         return self._next[0]
@@ -196,28 +216,43 @@ class TickEngine:
         seq = np.repeat(self._seq + self._offsets, self.n)
         self._seq += m
         self.ticks_generated += m * self.n
+        if self._permuted:
+            order = self._order
+            return TickBatch(
+                ticker=self._tickers,
+                seq=seq,
+                ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
+                **{k: np.take(getattr(out, k), order, axis=1).ravel() for k in _QUOTE_COLUMNS},
+            )
         return TickBatch(
             ticker=self._tickers,
             seq=seq,
             ts_ms=np.repeat(ts, self.n),
-            price=out.price.ravel(),
-            bid=out.bid.ravel(),
-            ask=out.ask.ravel(),
-            bid_size=out.bid_size.ravel(),
-            ask_size=out.ask_size.ravel(),
-            volume=out.volume.ravel(),
+            **{k: getattr(out, k).ravel() for k in _QUOTE_COLUMNS},
         )
 
     def close(self) -> None:
         """Stop the worker threads (if any)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._ahead_pool, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._ahead_pool = None
 
     def prefetch(self) -> None:
-        """Compute the next block now if nothing is pending (keeps real-time steps free of generation work)."""
-        if self._pending is None or not len(self._pending):
-            self._pending = self._generate_block()
+        """Start computing the next block in a background thread (keeps real-time slices free of generation).
+
+        Blocks are still generated one after another in stream order, so the output does not change.
+        """
+        if self._ahead is None:
+            if self._ahead_pool is None:
+                self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="sim-ahead")
+            self._ahead = self._ahead_pool.submit(self._generate_block)
+
+    def _next_block(self) -> TickBatch:
+        if self._ahead is not None:
+            block, self._ahead = self._ahead.result(), None
+            return block
+        return self._generate_block()
 
     def blocks(self, end_ms: int | None = None) -> Iterator[TickBatch]:
         """Ticks with ``ts < end_ms`` (unbounded when None), one simulated block at a time.
@@ -231,7 +266,7 @@ class TickEngine:
             else:
                 if end_ms is not None and self.next_ts_ms() >= end_ms:
                     return
-                block = self._generate_block()
+                block = self._next_block()
             if end_ms is not None and int(block.ts_ms[-1]) >= end_ms:
                 cut = int(np.searchsorted(block.ts_ms, end_ms, side="left"))
                 if cut < len(block):

@@ -218,6 +218,7 @@ def export(
     tick_ms: int = 100,
     threads: int = 1,
     progress: bool = False,
+    slice_ms: int | None = None,
 ) -> int:
     """Write ticks or bars for ``[start_ms, end_ms)`` to ``out``; returns the number of rows written."""
     if end_ms <= start_ms:
@@ -226,7 +227,7 @@ def export(
     writer = _Writer(out, fmt)
     try:
         if interval == "tick":
-            engine = TickEngine(universe, session, seed, start_ms, tick_ms=tick_ms, threads=threads)
+            engine = TickEngine(universe, session, seed, start_ms, tick_ms=tick_ms, threads=threads, slice_ms=slice_ms)
             try:
                 bar = tqdm(total=(end_ms - start_ms) // 1000, unit="sim-s", disable=not progress, desc="export tick")
                 done = 0

@@ -15,6 +15,7 @@ spread tick): one draw per tick instead of four, which keeps tick generation fas
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,13 +121,17 @@ def dress_into(
     """
     c, k = log_mid.shape
     raw = rng.bit_generator.random_raw(c * k).reshape(c, k)
+    # the 64 random bits are used as four fields: bits 0-15 volume noise, 16-23 bid size, 32-39 ask size,
+    # 48-63 extra spread tick; read through narrow views instead of shifting and masking uint64 arrays
+    w16 = raw.view(np.uint16).reshape(c, k, 4)
+    b8 = raw.view(np.uint8).reshape(c, k, 8)
     tmp = np.exp(log_mid)
     tmp *= 100.0
     np.rint(tmp, out=tmp)
     price = out.price
     price[...] = tmp
     np.maximum(price, 1, out=price)
-    spread = (raw >> _S48) < np.uint64(int(params.extra_tick_prob * 65536))
+    spread = w16[:, :, _W_SPREAD] < np.uint16(int(params.extra_tick_prob * 65536))
     spread = spread + coef.spread  # bool + int64 -> int64
     bid = out.bid
     np.subtract(price, spread * (log_returns > 0.0), out=bid)  # upticks trade at the ask
@@ -134,20 +139,22 @@ def dress_into(
     if low.any():
         bid[low] = price[low]
     np.add(bid, spread, out=out.ask)
-    np.multiply(SIZE_LOTS_INT[(raw >> _S16) & _M8], coef.lot_shares, out=out.bid_size)
-    np.multiply(SIZE_LOTS_INT[(raw >> _S32) & _M8], coef.lot_shares, out=out.ask_size)
+    np.multiply(SIZE_LOTS_INT[b8[:, :, _B_BID]], coef.lot_shares, out=out.bid_size)
+    np.multiply(SIZE_LOTS_INT[b8[:, :, _B_ASK]], coef.lot_shares, out=out.ask_size)
     np.abs(log_returns, out=tmp)
     tmp *= coef.vol_move
     tmp += coef.vol_base
-    tmp *= VOLUME_NOISE[raw & _M16]
+    tmp *= VOLUME_NOISE[w16[:, :, _W_NOISE]]
     if shape is not None:
         tmp *= shape[:, None]
     np.rint(tmp, out=tmp)
     out.volume[...] = tmp
 
 
-_S16, _S32, _S48 = np.uint64(16), np.uint64(32), np.uint64(48)
-_M8, _M16 = np.uint64(0xFF), np.uint64(0xFFFF)
+# positions of the bit fields above in the little- or big-endian layout of a uint64
+_LITTLE = sys.byteorder == "little"
+_W_NOISE, _W_SPREAD = (0, 3) if _LITTLE else (3, 0)
+_B_BID, _B_ASK = (2, 4) if _LITTLE else (5, 3)
 #: quote size in lots for an 8-bit uniform: log-normal (median 3 lots), at least 1
 SIZE_LOTS_INT = np.maximum(1, np.rint(np.exp(np.log(3.0) + 0.8 * ndtri((np.arange(256) + 0.5) / 256)))).astype(np.int64)
 

@@ -27,13 +27,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import ndtr
 
 from common.errors import ConfigError
 
 FloatArray = NDArray[np.float64]
+#: Variance discretisations: full-truncation Euler (Lord et al. 2010) or Andersen's (2008) quadratic-exponential.
+HestonScheme = Literal["full_truncation", "qe"]
+#: Andersen's switching threshold between the quadratic and the exponential branch.
+QE_PSI_C = 1.5
 SeedLike = int | np.random.Generator | np.random.SeedSequence | None
 
 #: Global stream names in spawn order; adding one at the end keeps existing streams (and outputs) unchanged.
@@ -144,6 +150,51 @@ def heston_step(
     return v_a + kappa * (theta - vp) * dt + xi * np.sqrt(vp * dt) * z
 
 
+def heston_qe_step(
+    v: FloatArray | float, kappa: float, theta: float, xi: float, dt: float, z: FloatArray | float
+) -> FloatArray:
+    """One quadratic-exponential step of the CIR variance (Andersen 2008); never negative.
+
+    The step matches the exact conditional mean and variance of ``V_{t+dt}`` given ``V_t = v``. It is driven by
+    one standard normal ``z`` per path: the quadratic branch uses it directly, the exponential branch uses
+    ``U = Phi(z)``, so the scheme consumes the same random numbers as full truncation and keeps ``z``'s
+    correlation with the price shocks (the leverage effect) in both branches.
+    """
+    v_a = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
+    z_a = np.asarray(z, dtype=np.float64)
+    e = math.exp(-kappa * dt)
+    m = theta + (v_a - theta) * e
+    s2 = v_a * xi * xi * e / kappa * (1.0 - e) + theta * xi * xi / (2.0 * kappa) * (1.0 - e) ** 2
+    psi = s2 / np.maximum(m * m, 1e-300)
+    quad = psi <= QE_PSI_C
+    # quadratic branch: V = a (b + z)^2
+    inv = 2.0 / np.where(quad, np.maximum(psi, 1e-300), 1.0)
+    b2 = np.maximum(inv - 1.0 + np.sqrt(inv) * np.sqrt(np.maximum(inv - 1.0, 0.0)), 0.0)
+    v_quad = m / (1.0 + b2) * (np.sqrt(b2) + z_a) ** 2
+    # exponential branch: mass p at zero, exponential tail with rate beta
+    p = np.where(quad, 0.0, (psi - 1.0) / (psi + 1.0))
+    beta = (1.0 - p) / np.maximum(m, 1e-300)
+    u = ndtr(z_a)
+    tail = np.log(np.maximum(1.0 - p, 1e-300) / np.maximum(1.0 - u, 1e-300)) / beta
+    v_exp = np.where(u <= p, 0.0, tail)
+    return np.where(quad, v_quad, np.maximum(v_exp, 0.0))
+
+
+def variance_step(
+    scheme: HestonScheme,
+    v: FloatArray | float,
+    kappa: float,
+    theta: float,
+    xi: float,
+    dt: float,
+    z: FloatArray | float,
+) -> FloatArray:
+    """One step of the variance with ``scheme`` (the applied variance is ``max(result, 0)`` for both)."""
+    if scheme == "qe":
+        return heston_qe_step(v, kappa, theta, xi, dt, z)
+    return heston_step(v, kappa, theta, xi, dt, z)
+
+
 def simulate_heston(
     s0: float,
     mu: float,
@@ -156,8 +207,9 @@ def simulate_heston(
     n_steps: int,
     n_paths: int,
     seed: SeedLike = None,
+    scheme: HestonScheme = "full_truncation",
 ) -> tuple[FloatArray, FloatArray]:
-    """Independent Heston paths (full truncation); returns (prices, applied variances) ``[n_steps + 1, n_paths]``."""
+    """Independent Heston paths; returns (prices, applied variances) ``[n_steps + 1, n_paths]``."""
     check_feller(kappa, theta, xi)
     rng = np.random.default_rng(seed)
     x = np.full(n_paths, math.log(s0))
@@ -171,7 +223,7 @@ def simulate_heston(
         z2 = rho * z1 + rc * rng.standard_normal(n_paths)
         vp = np.maximum(v, 0.0)
         x = x + (mu - 0.5 * vp) * dt + np.sqrt(vp * dt) * z1
-        v = heston_step(v, kappa, theta, xi, dt, z2)
+        v = variance_step(scheme, v, kappa, theta, xi, dt, z2)
         prices[t + 1] = np.exp(x)
         variances[t + 1] = np.maximum(v, 0.0)
     return prices, variances
@@ -255,8 +307,12 @@ class HestonParams:
     kappa: float = 3.0
     xi: float = 1.0
     rho: float = -0.7
+    scheme: HestonScheme = "full_truncation"
 
     def __post_init__(self) -> None:
+        if self.scheme not in ("full_truncation", "qe"):
+            msg = f"heston scheme must be 'full_truncation' or 'qe', got {self.scheme!r}"
+            raise ConfigError(msg)
         check_feller(self.kappa, 1.0, self.xi)
 
 
@@ -417,7 +473,7 @@ class MarketModel:
         if self.heston is not None:
             hp = self.heston
             zv = hp.rho * z_market + math.sqrt(1.0 - hp.rho**2) * float(self.streams["variance"].standard_normal())
-            self.h = float(heston_step(self.h, hp.kappa, 1.0, hp.xi, dt, zv))
+            self.h = float(variance_step(hp.scheme, self.h, hp.kappa, 1.0, hp.xi, dt, zv))
         if self.regime_params is not None:
             rp = self.regime_params
             rate = 1.0 / (rp.stress_duration_years if self.stressed else rp.calm_duration_years)

@@ -4,16 +4,23 @@
   throughput; key = ticker so one ticker's ticks stay ordered on one partition.
 * Broker unreachable at start: :meth:`TickProducer.wait_for_broker` retries with exponential backoff
   (tenacity), logging each attempt, then raises :class:`SinkError`.
-* Broker outage mid-run: librdkafka keeps retrying inside a bounded queue (``queue.buffering.max.kbytes``);
-  when the queue is full ``produce`` raises ``BufferError`` and we poll and retry, so the simulator slows down
-  (backpressure) instead of growing memory. Messages still undelivered after ``delivery.timeout.ms`` reach the
-  delivery callback with an error: they are counted (``sim_delivery_errors``) and logged, never dropped silently;
-  whatever is left at shutdown after the flush timeout is counted and logged the same way.
+* Broker outage mid-run: librdkafka keeps retrying inside a bounded queue (``SIM_BUFFER_MESSAGES`` messages,
+  ``SIM_BUFFER_KBYTES``); before a batch is queued we wait (serving callbacks) until it fits, so the simulator
+  slows down (backpressure) instead of growing memory. Messages still undelivered after ``delivery.timeout.ms``
+  reach the delivery callback with an error: they are counted (``sim_delivery_errors``) and logged, never dropped
+  silently; whatever is left at shutdown after the flush timeout is counted and logged the same way.
+
+Throughput (see docs/benchmarks.md): messages are queued with ``produce_batch`` (one C call per batch instead of
+one Python call per message) and librdkafka reports only failed deliveries (``delivery.report.only.error``), so
+no Python callback runs per delivered message: delivered = queued - failed - still in flight. In backfill the
+JSON of batch k+1 is encoded in a worker thread (NumPy, mostly outside the GIL) while batch k is queued.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -39,9 +46,10 @@ def producer_config(settings: SimulatorSettings) -> dict[str, Any]:
         "linger.ms": settings.linger_ms,
         "batch.size": settings.batch_bytes,
         "queue.buffering.max.kbytes": settings.buffer_kbytes,
-        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.messages": settings.buffer_messages,
         "delivery.timeout.ms": settings.delivery_timeout_ms,
         "message.max.bytes": max(1_000_000, settings.batch_bytes + 100_000),
+        "delivery.report.only.error": True,
     }
 
 
@@ -49,7 +57,13 @@ class TickProducer:
     """Sends :class:`TickBatch` rows to the ticks topic; counts every failure."""
 
     def __init__(
-        self, settings: SimulatorSettings, symbols: list[str], metrics: SimulatorMetrics, topic: str | None = None
+        self,
+        settings: SimulatorSettings,
+        symbols: list[str],
+        metrics: SimulatorMetrics,
+        topic: str | None = None,
+        *,
+        pipeline: bool = True,
     ) -> None:
         self.settings = settings
         self.topic = topic or settings.topic_ticks
@@ -59,6 +73,11 @@ class TickProducer:
         self.failed = 0
         self._errors_logged = 0
         self._delivered_reported = 0
+        self._purged = False
+        #: encode the next batch in a worker thread while this one is queued (``send`` lags one batch behind)
+        self.pipeline = pipeline
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[Future[list[dict[str, Any]]], TickBatch] | None = None
         conf = producer_config(settings)
         conf["error_cb"] = self._on_error
         self._producer = Producer(conf)
@@ -72,6 +91,8 @@ class TickProducer:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             return
+        if self._purged and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+            return  # counted as flush_timeout already
         self.failed += 1
         self.metrics.delivery_errors.labels(reason=err.name()).inc()
         self._errors_logged += 1
@@ -118,43 +139,110 @@ class TickProducer:
             raise SinkError(msg) from err
         log.info("kafka reachable at %s; producing to topic %r", self.settings.kafka_bootstrap_servers, self.topic)
 
+    @property
+    def in_flight(self) -> int:
+        """Messages queued in librdkafka and not yet acknowledged or failed."""
+        return len(self._producer)
+
+    @property
+    def delivered(self) -> int:
+        """Messages acknowledged by the broker (queued - failed - in flight)."""
+        return self.produced - self.failed - self.in_flight
+
     def send(self, batch: TickBatch) -> None:
-        """Queue every row of ``batch``; on a full queue, serve callbacks and retry (backpressure)."""
+        """Queue every row of ``batch`` (in backfill the previous batch; see :meth:`drain`)."""
+        if not self.pipeline:
+            self._queue(self._records(batch), batch)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sim-encode")
+        pending, self._pending = self._pending, (self._pool.submit(self._records, batch), batch)
+        if pending is not None:
+            self._queue(pending[0].result(), pending[1])
+
+    def drain(self) -> None:
+        """Queue the batch still being encoded (call before waiting for the clock, and at the end)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._queue(pending[0].result(), pending[1])
+
+    def _records(self, batch: TickBatch) -> list[dict[str, Any]]:
+        """``produce_batch`` records: the JSON value and the ticker key of every row."""
         buf, off = self.encoder.encode(batch)
         o = off.tolist()
         keys = self.encoder.keys
-        tick = batch.ticker.tolist()
-        produce = self._producer.produce
-        poll = self._producer.poll
-        topic = self.topic
-        cb = self._on_delivery
-        for i in range(len(tick)):
-            value = buf[o[i] : o[i + 1]]
-            while True:
-                try:
-                    produce(topic, value, keys[tick[i]], on_delivery=cb)
-                    break
-                except BufferError:
-                    self.metrics.buffer_full.inc()
-                    poll(0.05)
-            if not i & 1023:
-                poll(0)
-        poll(0)
-        self.produced += len(tick)
-        self.metrics.ticks_produced.inc(len(tick))
-        self.metrics.in_flight.set(len(self._producer))
+        return [{"value": buf[o[i] : o[i + 1]], "key": keys[t]} for i, t in enumerate(batch.ticker.tolist())]
+
+    def _queue(self, msgs: list[dict[str, Any]], batch: TickBatch) -> None:
+        producer = self._producer
+        limit = self.settings.buffer_messages
+        pending = msgs
+        while pending:
+            room = limit - len(producer)
+            if room <= 0:  # backpressure: serve callbacks until librdkafka has room
+                self.metrics.buffer_full.inc()
+                producer.poll(0.05)
+                continue
+            part, rest = (pending, []) if room >= len(pending) else (pending[:room], pending[room:])
+            pending = self._produce_part(part) + rest
+        producer.poll(0)
+        self.produced += len(msgs)
+        self.metrics.ticks_produced.inc(len(msgs))
+        self.metrics.in_flight.set(len(producer))
+        self._report_delivered()
         if len(batch):
             self.metrics.sim_time.set(int(batch.ts_ms[-1]))
 
+    def _produce_part(self, part: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue ``part``; returns the records librdkafka refused (queue full), to be offered again in order."""
+        try:
+            n = self._producer.produce_batch(self.topic, part, on_delivery=self._on_delivery)
+        except BufferError:
+            n = 0
+            for m in part:
+                m["_error"] = "queue full"
+        if n == len(part):
+            return []
+        refused = [m for m in part if "_error" in m]
+        for m in refused:
+            del m["_error"]
+        if any(a is not b for a, b in zip(part[len(part) - len(refused) :], refused, strict=True)):
+            # the message-count check above makes this rare (the byte bound was hit first): a refused tick
+            # is retried after later ones of the same batch were queued, so its ticker's order may differ
+            log.warning("%d ticks refused by a full queue between queued ones: retried, order may differ", len(refused))
+        self.metrics.buffer_full.inc()
+        self._producer.poll(0.05)
+        return refused
+
+    def _report_delivered(self) -> None:
+        delivered = self.delivered
+        if delivered > self._delivered_reported:
+            self.metrics.ticks_delivered.inc(delivered - self._delivered_reported)
+            self._delivered_reported = delivered
+
     def flush(self, timeout_s: float = 30.0) -> int:
         """Deliver what is queued; returns (and counts and logs) the messages that could not be delivered."""
+        self.drain()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        deadline = time.monotonic() + timeout_s
         remaining = int(self._producer.flush(timeout_s))
+        while remaining and time.monotonic() < deadline:
+            remaining = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
         if remaining:
             self.failed += remaining
             self.metrics.delivery_errors.labels(reason="flush_timeout").inc(remaining)
             log.error("%d ticks still undelivered after a %.0f s flush: counted as failed", remaining, timeout_s)
-        delivered = self.produced - self.failed
-        self.metrics.ticks_delivered.inc(max(0, delivered - self._delivered_reported))
-        self._delivered_reported = max(self._delivered_reported, delivered)
-        log.info("producer flushed: %d produced, %d delivered, %d failed", self.produced, delivered, self.failed)
+            self._producer.purge()  # they are counted; purged ones must not be reported a second time
+            self._purged = True
+            self._producer.poll(0)
+        self._report_delivered()
+        self.metrics.in_flight.set(len(self._producer))
+        log.info(
+            "producer flushed: %d produced, %d delivered, %d failed",
+            self.produced,
+            self._delivered_reported,
+            self.failed,
+        )
         return remaining

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings
@@ -24,6 +24,9 @@ class SimulatorSettings(SharedSettings):
     preset: str = Field("default", min_length=1, description="built-in preset name or path to a YAML universe")
     seed: int = Field(42, ge=0)
     tick_rate: float = Field(10.0, gt=0, le=1000, description="ticks per second per ticker")
+    slice_ms: int = Field(
+        10, ge=1, le=60_000, description="spread each step's tickers over slices of this length (>= interval: off)"
+    )
     session_mode: Literal["24/7", "exchange"] = "24/7"
     session_timezone: str = "America/New_York"
     backfill: timedelta = Field(timedelta(days=2), ge=timedelta(0), description="history produced before real time")
@@ -33,7 +36,8 @@ class SimulatorSettings(SharedSettings):
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
     linger_ms: int = Field(50, ge=0, le=10_000)
     batch_bytes: int = Field(1_000_000, ge=1_000, le=100_000_000)
-    buffer_kbytes: int = Field(262_144, ge=1_024, le=2_097_151, description="producer queue bound")
+    buffer_kbytes: int = Field(262_144, ge=1_024, le=2_097_151, description="producer queue bound (size)")
+    buffer_messages: int = Field(1_000_000, ge=1_000, le=10_000_000, description="producer queue bound (count)")
     delivery_timeout_ms: int = Field(300_000, ge=1_000)
     connect_attempts: int = Field(10, ge=1, le=1_000)
 
@@ -45,6 +49,18 @@ class SimulatorSettings(SharedSettings):
             msg = f"tick_rate must give a whole-millisecond interval dividing one minute, got {v!r}/s"
             raise ValueError(msg)
         return v
+
+    @model_validator(mode="after")
+    def _slice_divides_interval(self) -> SimulatorSettings:
+        if self.slice_ms < self.tick_ms and self.tick_ms % self.slice_ms:
+            msg = f"slice_ms must divide the tick interval of {self.tick_ms} ms, got {self.slice_ms!r}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def effective_slice_ms(self) -> int:
+        """Slice length passed to the engine (the whole interval when ``slice_ms`` is not shorter)."""
+        return min(self.slice_ms, self.tick_ms)
 
     @property
     def tick_ms(self) -> int:

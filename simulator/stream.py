@@ -23,7 +23,10 @@ class TickSink(Protocol):
     """Anything that accepts tick batches (the Kafka producer, a file writer, a test list)."""
 
     def send(self, batch: TickBatch) -> None:
-        """Take ownership of ``batch``'s rows."""
+        """Take ownership of ``batch``'s rows (a sink may hold the last batch back until :meth:`drain`)."""
+
+    def drain(self) -> None:
+        """Hand on everything received so far (called before waiting for the clock and at the end)."""
 
 
 def wall_ms() -> int:
@@ -77,6 +80,7 @@ def stream(
                     done_s = prog
                 if stop.is_set():
                     break
+            sink.drain()
             if realtime and ts >= start_wall:
                 metrics.pacing_lag.observe(max(0, clock() - ts) / 1000.0)
             if realtime:

@@ -12,7 +12,7 @@ import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import yaml
@@ -44,6 +44,7 @@ class HestonConfig(_Model):
     kappa: PosFloat = 3.0
     xi: float = Field(default=1.0, ge=0, le=10, allow_inf_nan=False)
     rho: float = Field(default=-0.7, gt=-1, lt=1, allow_inf_nan=False)
+    scheme: Literal["full_truncation", "qe"] = "full_truncation"
 
 
 class RegimeConfig(_Model):
@@ -189,7 +190,7 @@ class Universe:
     def heston_params(self) -> HestonParams | None:
         """Market variance parameters, or None when stochastic volatility is off for the universe."""
         h = self.config.heston
-        return None if h is None else HestonParams(kappa=h.kappa, xi=h.xi, rho=h.rho)
+        return None if h is None else HestonParams(kappa=h.kappa, xi=h.xi, rho=h.rho, scheme=h.scheme)
 
     def regime_params(self, trading_days_per_year: float = 252.0) -> RegimeParams | None:
         """Regime parameters converted from trading days to years."""

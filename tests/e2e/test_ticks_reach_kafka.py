@@ -20,12 +20,15 @@ from stack.services import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+TICKERS = {"SYNTH", "TECH", "FINANCE", "ENERGY", "HEALTH"}
 
 
-def _kcat_read(bootstrap: str, topic: str, want: int, timeout_s: float) -> list[str]:
+def _kcat_read(bootstrap: str, topic: str, want: int, timeout_s: float, keys: set[str]) -> list[str]:
+    """All lines in ``topic`` once there are ``want`` of them and every key in ``keys`` appears (the producer
+    sends a batch per partition, so one ticker's partition can be complete before another's first write)."""
     deadline = time.monotonic() + timeout_s
     lines: list[str] = []
-    while time.monotonic() < deadline and len(lines) < want:
+    while time.monotonic() < deadline and (len(lines) < want or not keys <= {ln.split("\t", 1)[0] for ln in lines}):
         proc = subprocess.run(
             ["kcat", "-b", bootstrap, "-t", topic, "-C", "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"],
             capture_output=True, text=True, timeout=60, check=False,
@@ -50,7 +53,7 @@ def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
     log = (tmp_path / "simulator.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "run"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
-        lines = _kcat_read(kafka_bootstrap, topic, want=200, timeout_s=60)
+        lines = _kcat_read(kafka_bootstrap, topic, want=200, timeout_s=60, keys=TICKERS)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -67,7 +70,7 @@ def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
         assert key == tick["ticker"], "the Kafka key is the ticker"
         assert tick["bid"] < tick["ask"]
         seqs[key].append(tick["seq"])
-    assert {"SYNTH", "TECH", "FINANCE", "ENERGY", "HEALTH"} <= set(seqs)
+    assert TICKERS <= set(seqs)
     for ticker, got in seqs.items():
         # one partition per ticker: Kafka order is the simulator's order, with no gap or duplicate
         assert got == list(range(got[0], got[0] + len(got))), ticker

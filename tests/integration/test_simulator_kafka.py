@@ -68,6 +68,54 @@ def test_backfill_round_trip_through_kafka(kafka_bootstrap: str, make_topic: Cal
         assert s == list(range(len(s))), ticker
 
 
+def test_full_producer_queue_refusals_are_retried_not_lost(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """A 1 MB byte bound is hit long before the message-count bound: refused records are offered again."""
+    topic = make_topic(partitions=3)
+    settings = SimulatorSettings(
+        kafka_bootstrap_servers=kafka_bootstrap, metrics_port=0, buffer_kbytes=1024, buffer_messages=1_000_000
+    )
+    universe = load_universe("default")
+    metrics = SimulatorMetrics()
+    producer = TickProducer(settings, universe.symbols, metrics, topic=topic)
+    producer.wait_for_broker()
+    start = to_ms(datetime(2024, 1, 2, 14, 0, tzinfo=UTC))
+    engine = TickEngine(universe, Session(), 5, start, tick_ms=100)
+    sent = stream(engine, producer, metrics, threading.Event(), end_ms=start + 1_200_000, realtime=False)
+    assert producer.flush(60) == 0
+    assert producer.failed == 0
+    assert metrics.registry.get_sample_value("sim_producer_buffer_full_total", {}) > 0  # the bound was hit
+    seqs = _read_back(kafka_bootstrap, topic, sent)
+    assert sum(len(s) for s in seqs.values()) == sent
+    for ticker, s in seqs.items():  # exactly once each (order may differ after a refusal)
+        assert sorted(s) == list(range(len(s))), ticker
+
+
+def _read_back(bootstrap: str, topic: str, expected: int) -> dict[str, list[int]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seqs: dict[str, list[int]] = defaultdict(list)
+    got, empty_polls = 0, 0
+    try:
+        while got < expected and empty_polls < 30:
+            msgs = consumer.consume(10_000, timeout=1.0)
+            empty_polls = 0 if msgs else empty_polls + 1
+            for m in msgs:
+                assert m.error() is None, m.error()
+                tick = decode_tick(m.value())
+                seqs[tick.ticker].append(tick.seq)
+                got += 1
+        # a few more polls: anything beyond ``expected`` would be a duplicate
+        for _ in range(3):
+            for m in consumer.consume(10_000, timeout=0.5):
+                tick = decode_tick(m.value())
+                seqs[tick.ticker].append(tick.seq)
+    finally:
+        consumer.close()
+    return seqs
+
+
 def test_unreachable_broker_fails_after_retries() -> None:
     from common.errors import SinkError
 

@@ -100,6 +100,7 @@ def test_batch_encoder_is_byte_identical_to_contract(exchange_ticks: TickBatch, 
     got = BatchEncoder(default_universe.symbols).messages(part)
     want = [encode_tick(t) for t in part.to_ticks(default_universe.symbols)]
     assert got == want
+    assert BatchEncoder(default_universe.symbols, chunk_rows=7).messages(part) == want  # chunk seams
 
 
 def test_batch_encoder_edge_values() -> None:

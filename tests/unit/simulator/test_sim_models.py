@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from common.errors import ConfigError
 from simulator.models import (
@@ -18,9 +19,11 @@ from simulator.models import (
     TickerParams,
     check_feller,
     gbm_log_returns,
+    heston_qe_step,
     simulate_gbm,
     simulate_heston,
 )
+from simulator.universe import Universe, UniverseConfig
 
 K = 5.0  # standard errors allowed: a fixed-seed test fails only if the code is wrong
 
@@ -153,3 +156,67 @@ def test_leverage_negative_rho_makes_falls_raise_volatility() -> None:
     a = np.abs(r)
     lev = np.mean([np.corrcoef(r[:-k], a[k:])[0, 1] for k in range(1, 11)])
     assert lev < -3 / math.sqrt(r.size)
+
+
+# --------------------------------------------------------------------------- Andersen QE
+
+
+def _cir_moments(v0: float, kappa: float, theta: float, xi: float, t: float) -> tuple[float, float]:
+    """Exact mean and variance of the CIR variance at time ``t`` given ``V_0 = v0``."""
+    e = math.exp(-kappa * t)
+    mean = theta + (v0 - theta) * e
+    var = v0 * xi**2 * e / kappa * (1 - e) + theta * xi**2 / (2 * kappa) * (1 - e) ** 2
+    return mean, var
+
+
+@pytest.mark.parametrize(
+    ("kappa", "theta", "xi"),
+    [(1.0, 0.04, 1.0), (3.0, 0.04, 0.3)],  # Feller broken (exponential branch used) and satisfied (quadratic)
+)
+def test_qe_variance_never_negative_and_mean_matches_cir(kappa: float, theta: float, xi: float) -> None:
+    v0, t, steps, paths = 0.09, 1.0, 50, 40_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FellerWarning)
+        _, v = simulate_heston(100, 0.05, v0, kappa, theta, xi, -0.7, t / steps, steps, paths, seed=23, scheme="qe")
+    assert v.min() >= 0.0
+    mean, _ = _cir_moments(v0, kappa, theta, xi, t)
+    se = v[-1].std() / math.sqrt(paths)
+    assert abs(v[-1].mean() - mean) < K * se
+
+
+def test_qe_single_step_matches_the_exact_conditional_mean_and_variance() -> None:
+    """QE is moment matching: even one coarse step reproduces E[V] and Var[V] of the CIR transition."""
+    rng = np.random.default_rng(29)
+    n = 400_000
+    for v0, kappa, theta, xi, dt in [(0.04, 2.0, 0.04, 0.5, 0.5), (0.01, 1.0, 0.04, 1.2, 0.25)]:
+        v = heston_qe_step(np.full(n, v0), kappa, theta, xi, dt, rng.standard_normal(n))
+        mean, var = _cir_moments(v0, kappa, theta, xi, dt)
+        assert v.min() >= 0.0
+        assert abs(v.mean() - mean) < K * math.sqrt(var / n)
+        # standard error of a sample variance ~ sqrt((m4 - var^2) / n), estimated from the sample
+        se_var = math.sqrt(np.mean((v - v.mean()) ** 4) - v.var() ** 2) / math.sqrt(n)
+        assert abs(v.var() - var) < K * se_var
+
+
+def test_full_truncation_biased_where_qe_is_not_on_coarse_steps() -> None:
+    """Why QE exists: with few coarse steps and Feller broken, full truncation's mean drifts from the CIR mean."""
+    v0, kappa, theta, xi, t, steps, paths = 0.04, 0.5, 0.04, 1.0, 2.0, 4, 200_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FellerWarning)
+        _, ft = simulate_heston(100, 0, v0, kappa, theta, xi, 0.0, t / steps, steps, paths, seed=31)
+        _, qe = simulate_heston(100, 0, v0, kappa, theta, xi, 0.0, t / steps, steps, paths, seed=31, scheme="qe")
+    mean, _ = _cir_moments(v0, kappa, theta, xi, t)
+    se_qe = qe[-1].std() / math.sqrt(paths)
+    assert abs(qe[-1].mean() - mean) < K * se_qe
+    assert abs(ft[-1].mean() - mean) > K * ft[-1].std() / math.sqrt(paths)
+
+
+def test_universe_heston_scheme_field() -> None:
+    cfg = UniverseConfig(
+        factors=["market"],
+        generate={"count": 3, "seed": 1},
+        heston={"kappa": 2.0, "xi": 1.0, "rho": -0.5, "scheme": "qe"},
+    )
+    assert Universe(cfg).heston_params() == HestonParams(kappa=2.0, xi=1.0, rho=-0.5, scheme="qe")
+    with pytest.raises(ValidationError, match="scheme"):
+        UniverseConfig(factors=["market"], generate={"count": 3, "seed": 1}, heston={"scheme": "euler"})
