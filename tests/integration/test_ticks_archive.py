@@ -10,8 +10,8 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from contracts.tick import Tick, encode_tick
-from flows.sinks import TickArchiveSink
 from flows.sources import RawKafkaSource
+from flows.tick_archive_sink import TickArchiveSink
 from flows.ticks import build_flow
 
 pytestmark = pytest.mark.integration
