@@ -47,8 +47,9 @@ class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
         super().__init__(database_url)
         self._fast_path = fast_path
         self._direct = fast_path  # False while replaying known rows
-        self.direct_batches = 0
-        self.merged_batches = 0
+        self.direct_batches = 0  # batches written by direct COPY
+        self.merged_batches = 0  # batches merged through the staging table
+        self.conflicts = 0  # direct COPYs undone because the batch held stored rows
 
     def rows(self, items: list[DecodedBatch]) -> list[Any]:
         cols = tick_columns(items)
@@ -77,6 +78,7 @@ class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
             except psycopg.errors.UniqueViolation:
                 log.info("market_ticks: batch of %d ticks holds stored rows; merging (replay path)", len(cols))
                 self._direct = False
+                self.conflicts += 1
             else:
                 self.direct_batches += 1
                 return

@@ -143,7 +143,7 @@ def copy_payload(cols: TickColumns) -> bytes:
     name_lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     row_lengths = name_lengths[cols.codes]
     lengths = np.unique(row_lengths).tolist()
-    names = np.array(encoded, dtype=f"S{max(1, *lengths)}")
+    names = np.array(encoded, dtype=f"S{max([1, *lengths])}")
     parts = [_SIGNATURE]
     for length in lengths:
         rows: Any = np.flatnonzero(row_lengths == length) if len(lengths) > 1 else slice(None)
