@@ -1,7 +1,7 @@
-"""Idempotent sinks of the flows: PostgreSQL (ticks archive, bars), Redis, Kafka (bars, dead letters).
+"""Idempotent sinks of the flows: PostgreSQL (bars; the base of the tick archive), Redis, Kafka (bars, dead letters).
 
 Every sink tolerates replays after a crash (Bytewax resumes from its last snapshot, so a batch may be written
-again): ticks are inserted ``ON CONFLICT DO NOTHING`` on (ticker, time, seq), bars upserted on
+again): ticks are stored once per (ticker, time, seq) (:mod:`flows.tick_archive_sink`), bars upserted on
 (ticker, timeframe, time), Redis keys overwritten, and Kafka consumers key on (ticker, timeframe, start).
 Transient failures are retried with exponential backoff; a write that still fails raises :class:`SinkError`,
 which stops the process so the supervisor restarts it from the last snapshot — nothing is silently dropped.
@@ -26,7 +26,7 @@ from common.errors import SinkError
 from common.settings import SharedSettings
 from contracts import redis_keys
 from contracts.bar import Bar, encode_bar, timeframe_ms
-from flows.decode import DeadLetter, DecodedBatch, WireTick
+from flows.decode import DeadLetter, WireTick
 from flows.observe import (
     DEAD_LETTERS,
     FINAL_BAR_LATENCY_TIMEFRAME,
@@ -94,15 +94,7 @@ class _Partitions:
         self._covered |= wanted
 
 
-# --------------------------------------------------------------------------- PostgreSQL: tick archive
-
-_STAGE = """CREATE TEMP TABLE IF NOT EXISTS md_ticks_stage (
-    ts_ms bigint, ticker text, seq bigint, price float8, bid float8, ask float8,
-    bid_size integer, ask_size integer, volume bigint) ON COMMIT DELETE ROWS"""
-_MERGE = """INSERT INTO market_ticks (time, ticker, seq, price, bid, ask, bid_size, ask_size, volume)
-SELECT to_timestamp(ts_ms / 1000.0), ticker, seq, round(price::numeric, 2), round(bid::numeric, 2),
-       round(ask::numeric, 2), bid_size, ask_size, volume
-FROM md_ticks_stage ON CONFLICT DO NOTHING"""
+# --------------------------------------------------------------------------- PostgreSQL
 
 
 class _PostgresPartition(StatelessSinkPartition[X]):
@@ -169,34 +161,6 @@ class _PostgresPartition(StatelessSinkPartition[X]):
 
     def close(self) -> None:
         self._conn.close()
-
-
-class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
-    table = "market_ticks"
-    setup_sql = _STAGE
-
-    def rows(self, items: list[DecodedBatch]) -> list[Any]:
-        return [t for batch in items for t in batch.ticks]
-
-    def time_range(self, rows: list[Any]) -> tuple[int, int]:
-        return min(t.timestamp for t in rows), max(t.timestamp for t in rows)
-
-    def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
-        columns = "ts_ms, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
-        with cur.copy(f"COPY md_ticks_stage ({columns}) FROM STDIN") as copy:
-            for t in rows:
-                copy.write_row((t.timestamp, t.ticker, t.seq, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume))
-        cur.execute(_MERGE)
-
-
-class TickArchiveSink(DynamicSink[DecodedBatch]):
-    """Every valid tick into ``market_ticks`` with COPY via a staging table, idempotent on (ticker, time, seq)."""
-
-    def __init__(self, database_url: str) -> None:
-        self._url = database_url
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TickArchivePartition:
-        return _TickArchivePartition(self._url)
 
 
 # --------------------------------------------------------------------------- PostgreSQL: bars
@@ -492,34 +456,3 @@ def latest_tick_sink(settings: SharedSettings) -> RedisQuoteSink:
 def dead_letter_sink(settings: SharedSettings, stage: str = "flows.bars") -> DeadLetterSink:
     """Malformed and late ticks into the dead-letter topic."""
     return DeadLetterSink(settings.kafka_bootstrap_servers, settings.topic_dead_letter, stage)
-
-
-def apply_tick_retention(database_url: str, days: int, every_s: float = 3600.0) -> None:
-    """Keep ``days`` of raw ticks: a TimescaleDB retention policy, or hourly partition drops on plain PostgreSQL."""
-    import threading
-
-    def native_once() -> None:
-        with psycopg.connect(database_url) as conn:
-            dropped = conn.execute(
-                "SELECT md_drop_partitions_before('market_ticks', now() - make_interval(days => %s))", (days,)
-            ).fetchone()
-        if dropped and dropped[0]:
-            log.info("retention: dropped %d market_ticks partitions older than %d days", dropped[0], days)
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        timescale = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-        if timescale:
-            conn.execute("SELECT remove_retention_policy('market_ticks', if_exists => true)")
-            conn.execute("SELECT add_retention_policy('market_ticks', make_interval(days => %s))", (days,))
-            return
-
-    def loop() -> None:
-        stop = threading.Event()
-        while not stop.wait(every_s):
-            try:
-                native_once()
-            except psycopg.Error as err:  # retried at the next tick of the timer
-                log.warning("tick retention failed: %s", err)
-
-    native_once()
-    threading.Thread(target=loop, name="tick-retention", daemon=True).start()

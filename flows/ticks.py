@@ -59,7 +59,7 @@ def _production_flow() -> Dataflow:
     from flows.settings import FlowSettings
 
     sources: Any = importlib.import_module("flows.sources")
-    sinks: Any = importlib.import_module("flows.sinks")
+    sinks: Any = importlib.import_module("flows.tick_archive_sink")
     observe: Any = importlib.import_module("flows.observe")
     settings = FlowSettings()
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)

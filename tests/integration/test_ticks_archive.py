@@ -10,8 +10,9 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from contracts.tick import Tick, encode_tick
-from flows.sinks import TickArchiveSink
+from flows.decode import DecodedBatch, decode_batch
 from flows.sources import RawKafkaSource
+from flows.tick_archive_sink import TickArchiveSink
 from flows.ticks import build_flow
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,55 @@ def test_archive_stores_each_valid_tick_once_across_replays(
         f"{expected.ask:.2f}",
     )
     assert row[4] == expected.volume
+
+
+def _stored(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT * FROM market_ticks ORDER BY ticker, time, seq").fetchall()
+
+
+def _decoded(ticks: list[Tick]) -> DecodedBatch:
+    batch, dead = decode_batch([encode_tick(t) for t in ticks])
+    assert not dead
+    return batch
+
+
+def test_fast_path_and_replay_path_store_identical_tables(pg_url: str) -> None:
+    ticks = _ticks(4_000)  # ~1.7 days from 2025-01-01: partitions are created inside the batch transactions
+    a, b, c = ticks[:1_500], ticks[1_500:2_500], ticks[2_500:]
+    sequence = [
+        [_decoded(a[:1_000])],  # new: direct
+        [_decoded(a[:1_000])],  # a replay: the direct COPY conflicts and is undone; merged
+        [_decoded(a[500:])],  # half known: merged (still replaying)
+        [_decoded(b)],  # all new: merged, which ends the replay
+        [_decoded(b[-10:] + c[:500])],  # overlaps by 10 rows: direct COPY conflicts, is undone, then merged
+        [_decoded(c[500:1_000])],  # all new: merged, back to direct
+        [_decoded(c[1_000:] + c[1_000:1_010]), _decoded(c[-5:])],  # new rows, some twice in one batch: conflict
+    ]
+    tables = {}
+    paths = {}
+    for fast in (True, False):
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE market_ticks")
+        part = TickArchiveSink(pg_url, fast_path=fast).build("archive", 0, 1)
+        for items in sequence:
+            part.write_batch(items)
+        paths[fast] = (part.direct_batches, part.merged_batches, part.conflicts)
+        part.close()
+        tables[fast] = _stored(pg_url)
+
+    assert paths == {True: (1, 6, 3), False: (0, 7, 0)}
+    assert tables[True] == tables[False]
+    assert len(tables[True]) == len(ticks)
+    assert {(row[1], row[2]) for row in tables[True]} == {(t.ticker, t.seq) for t in ticks}
+
+
+def test_fast_path_resumes_after_a_replay(pg_url: str) -> None:
+    ticks = _ticks(900)
+    part = TickArchiveSink(pg_url).build("archive", 0, 1)
+    for chunk in (ticks[:300], ticks[:300], ticks[300:600], ticks[600:]):
+        part.write_batch([_decoded(chunk)])
+    # new (direct); replay (conflict, merged); new rows merged once, which ends the replay; direct again
+    assert (part.direct_batches, part.merged_batches, part.conflicts) == (2, 2, 1)
+    part.close()
+    assert len(_stored(pg_url)) == len(ticks)
