@@ -87,10 +87,17 @@ class _Partitions:
             return
         step = timedelta(days=31) if self._monthly else timedelta(days=1)
         interval = "1 month" if self._monthly else "1 day"
+        # Its own short transaction, serialised across processes by an advisory lock: two flow processes
+        # creating the same partition at once would otherwise race (CREATE TABLE IF NOT EXISTS is not atomic
+        # and fails with DuplicateTable), and holding the parent's lock until the batch commits would block
+        # every other writer for the whole batch.
+        conn.commit()
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('md_ensure_partitions'), hashtext(%s))", (self._table,))
         conn.execute(
             "SELECT md_ensure_partitions(%s, %s, %s, %s::interval)",
             (self._table, _ms_to_dt(lo_ms), _ms_to_dt(hi_ms) + step, interval),
         )
+        conn.commit()
         self._covered |= wanted
 
 
