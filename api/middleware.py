@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,6 @@ from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import credential_from, key_is_valid
@@ -84,6 +84,7 @@ class GatewayMiddleware:
         self._id_prefix = uuid.uuid4().hex[:8]
         self._ids = itertools.count(1)
         self._pid = os.getpid()
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
 
     def _request_id(self) -> str:
         if os.getpid() != self._pid:  # forked worker: a fresh prefix so ids stay unique across processes
@@ -194,14 +195,20 @@ class GatewayMiddleware:
         return None
 
     def _template(self, scope: Scope) -> str:
-        """Route template of a request answered before routing (401/429): matched like the router does."""
+        """Route template of a request answered before routing (401/429), from the OpenAPI paths."""
+        path: str = scope["path"]
         for prefix, (route, _) in self.fast_routes.items():
-            if scope["path"].startswith(prefix) and "/" not in scope["path"][len(prefix) :]:
+            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 return route
-        for candidate in scope["app"].router.routes:
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(candidate, "path", UNMATCHED))
+        if self._templates is None:
+            # the public route list: FastAPI's included routers do not expose their paths, its OpenAPI does
+            paths = scope["app"].openapi().get("paths", {})
+            self._templates = [
+                (re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(t)) + "$"), t) for t in paths
+            ]
+        for pattern, template in self._templates:
+            if pattern.match(path):
+                return template
         return UNMATCHED
 
     async def _fast(self, scope: Scope, send: Send, handler: FastHandler, rest: str, rid: bytes) -> int:
