@@ -222,3 +222,12 @@ async def test_a_ticker_added_later_is_found_on_a_miss_and_concurrent_misses_sha
     assert got == ["NEWCO"] * 20
     assert store.queries == 2  # the start-up load and one shared reload
     assert tickers.canonical("newco") == "NEWCO"
+
+
+def test_iso_timestamps_always_have_four_digit_years() -> None:
+    from datetime import UTC, datetime
+
+    from api.schemas import iso_ms
+
+    assert iso_ms(datetime(167, 5, 10, 19, 28, 1, 123456, tzinfo=UTC)) == "0167-05-10T19:28:01.123Z"
+    assert iso_ms(datetime(2025, 10, 2, 14, 30, 1, 5000, tzinfo=UTC)) == "2025-10-02T14:30:01.005Z"
