@@ -154,40 +154,81 @@ class MarketCache:
 
 
 class TickerDirectory:
-    """Which tickers exist: a set cached for ``ttl_s``, with a database look-up on a miss."""
+    """Which tickers exist: an in-memory set, reloaded every ``ttl_s`` and on a miss at most every ``miss_refresh_s``.
 
-    def __init__(self, store: Store, ttl_s: float) -> None:
+    A known ticker costs one set look-up. An unknown one reloads the set from the database (the ticker may have
+    been added since), but misses are bounded: concurrent misses share one reload, and no reload starts within
+    ``miss_refresh_s`` of the previous one, so a client probing random symbols costs at most one small query per
+    ``miss_refresh_s`` instead of one per request. A ticker added to the universe answers 200 within
+    ``miss_refresh_s`` of being added (or at once after the next periodic reload).
+    """
+
+    def __init__(self, store: Store, ttl_s: float, miss_refresh_s: float = 1.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
-        self._known: set[str] = set()
+        self.miss_refresh_s = miss_refresh_s
+        self._known: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
+        self._reloading: asyncio.Task[frozenset[str]] | None = None
+        self.reloads = 0
 
-    async def refresh(self) -> set[str]:
-        """Reload the set from the database."""
-        self._known = await self.store.ticker_names()
+    async def refresh(self) -> frozenset[str]:
+        """Reload the set from the database (concurrent callers share one query)."""
+        task = self._reloading
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load())
+            self._reloading = task
+            task.add_done_callback(self._reloaded)
+        return await asyncio.shield(task)
+
+    async def _load(self) -> frozenset[str]:
+        known = frozenset(await self.store.ticker_names())
+        self._known = known
         self._loaded_at = time.monotonic()
-        return self._known
+        self.reloads += 1
+        return known
+
+    def _reloaded(self, task: asyncio.Task[frozenset[str]]) -> None:
+        self._reloading = None
+        if not task.cancelled() and task.exception() is not None:
+            # a failed reload also counts as an attempt: a database outage must not turn every miss into a query
+            self._loaded_at = time.monotonic()
 
     @property
     def known(self) -> frozenset[str]:
         """The cached set (possibly stale)."""
-        return frozenset(self._known)
+        return self._known
+
+    def canonical(self, raw: str) -> str | None:
+        """The upper-case ticker when it is in the cached set (the hot path: no I/O)."""
+        ticker = raw.strip().upper()
+        return ticker if ticker in self._known else None
 
     async def require(self, raw: str) -> str:
         """The canonical (upper-case) ticker, or 404 when it is malformed or not in the universe."""
         ticker = raw.strip().upper()
+        if ticker in self._known:
+            if time.monotonic() - self._loaded_at > self.ttl_s and self._reloading is None:
+                self._background_reload()
+            return ticker
         if not TICKER_RE.match(ticker):
             raise not_found(what=f"unknown ticker {raw[:40]!r}")
-        if ticker in self._known:
-            return ticker
-        if time.monotonic() - self._loaded_at > self.ttl_s:
-            await self.refresh()
-            if ticker in self._known:
+        if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
+            if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)
                 return ticker
-        elif await self.store.ticker_exists(ticker):
-            self._known.add(ticker)
-            return ticker
         raise not_found(what=f"unknown ticker {ticker!r}")
+
+    def _background_reload(self) -> None:
+        """Periodic reload without making the request wait for it."""
+        task = asyncio.get_running_loop().create_task(self._load())
+        self._reloading = task
+        task.add_done_callback(self._reloaded)
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[frozenset[str]]) -> None:
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.warning("ticker list reload failed: %r", err)
 
 
 def redis_error(err: Exception) -> ApiError:

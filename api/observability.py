@@ -1,8 +1,6 @@
-"""Request ids, structured (JSON) logs and per-route HTTP metrics, as one pure ASGI middleware.
+"""Structured (JSON) logs carrying the request id of :data:`REQUEST_ID`.
 
-A pure ASGI middleware (not ``BaseHTTPMiddleware``) keeps the per-request cost to a few microseconds. The
-route label is the matched template (``/api/v1/quote/{ticker}``), never the raw path, so label cardinality
-stays bounded whatever clients send.
+The id is set per request (and per WebSocket connection) by :class:`api.middleware.GatewayMiddleware`.
 """
 
 from __future__ import annotations
@@ -11,15 +9,9 @@ import contextvars
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from api.metrics import LATENCY, REQUESTS
-
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-access_log = logging.getLogger("api.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,57 +47,3 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(formatter)
     root.handlers = [handler]
     root.setLevel(level)
-
-
-class ObservabilityMiddleware:
-    """Assigns a request id (or keeps the client's ``X-Request-ID``), times the request, records metrics."""
-
-    def __init__(self, app: ASGIApp, access_log_enabled: bool = True) -> None:
-        self.app = app
-        self.access_log_enabled = access_log_enabled
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                REQUEST_ID.set(uuid.uuid4().hex[:16])
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
-                break
-        if not request_id:
-            request_id = uuid.uuid4().hex[:16]
-        REQUEST_ID.set(request_id)
-        status = 500
-        started = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            if template is None:
-                # framework routes (/docs, /openapi.json) are few; anything else unmatched shares one label
-                template = scope["path"] if status < 400 else "<unmatched>"
-            code = str(status)
-            REQUESTS.labels(scope["method"], template, code).inc()
-            LATENCY.labels(scope["method"], template, code).observe(elapsed)
-            if self.access_log_enabled:
-                access_log.info(
-                    "%s %s %s",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={"route": template, "status": status, "ms": round(elapsed * 1000, 3)},
-                )

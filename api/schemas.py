@@ -19,7 +19,9 @@ Window = Literal["1min", "5min", "15min", "1h", "1d"]
 
 def iso_ms(value: datetime) -> str:
     """``2024-01-15T10:30:45.123Z``: UTC, millisecond precision, as the seeds print timestamps."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    v = value.astimezone(UTC)  # not strftime: "%Y" prints year 167 as "167", which is not RFC 3339
+    date = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+    return f"{date}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond // 1000:03d}Z"
 
 
 UtcDatetime = Annotated[

@@ -40,6 +40,8 @@ class ApiSettings(SharedSettings):
     version: str = "1.0.0"
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     access_log: bool = Field(True, description="one structured log line per HTTP request")
+    fast_routes: bool = Field(True, description="answer /quote and /latest in the middleware, before FastAPI")
+    backlog: int = Field(2048, ge=16, le=65535, description="listen() backlog of the server socket")
 
     # --- security -----------------------------------------------------------------------------------------------
     keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -83,6 +85,9 @@ class ApiSettings(SharedSettings):
     db_statement_timeout_ms: int = Field(5000, ge=100)
     ready_timeout_s: float = Field(2.0, gt=0)
     ticker_cache_s: float = Field(30.0, ge=0, description="how long the known-ticker set is trusted")
+    ticker_miss_refresh_s: float = Field(
+        1.0, ge=0, description="an unknown ticker reloads the set at most this often (new tickers show up this fast)"
+    )
 
     # --- metrics ------------------------------------------------------------------------------------------------
     prometheus_multiproc_dir: Path | None = Field(

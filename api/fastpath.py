@@ -1,0 +1,92 @@
+"""``/quote/{ticker}`` and ``/latest/{symbol}`` answered inside :class:`api.middleware.GatewayMiddleware`.
+
+The hottest read of the API, so its path has no FastAPI routing, no dependency solving, no Pydantic and one
+Redis round trip: the ticker is checked against the in-memory set of :class:`api.cache.TickerDirectory`
+(reloaded on a miss, bounded), the tick is read with a coalesced GET (one MGET per event-loop iteration for all
+concurrent requests), decoded with msgspec and written with orjson. The database fallback (no tick in Redis) is
+the same query as before. The FastAPI routes in :mod:`api.routes.quotes` document the same answers in OpenAPI
+and serve them when the fast routes are switched off (``API_FAST_ROUTES=false``); the integration tests run
+both.
+
+Not served from the relay's in-process tick cache: Redis is the value the bars flow maintains and every worker
+reads; the relay's cache sees Kafka earlier than the flow writes Redis, differs between workers and is empty
+with the relay off, so two requests could get different answers. One MGET per loop iteration already costs
+less than the HTTP handling around it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from api.convert import quote_json_from_tick
+from api.deps import API_PREFIX
+from api.errors import invalid, not_found
+from api.schemas import iso_ms
+from api.store import TickRow
+
+if TYPE_CHECKING:
+    from api.deps import AppState
+    from api.middleware import FastHandler
+
+Headers = list[tuple[bytes, bytes]]
+#: the routes' ``Path(max_length=...)``
+MAX_TICKER_CHARS = 64
+
+
+def quote_json_from_row(r: TickRow) -> dict[str, Any]:
+    """The JSON of :func:`api.convert.quote_from_row` built directly."""
+    return {
+        "time": iso_ms(r.time),
+        "ticker": r.ticker,
+        "price": format(r.price, "f"),
+        "volume": r.volume,
+        "bid": format(r.bid, "f"),
+        "ask": format(r.ask, "f"),
+        "bid_size": r.bid_size,
+        "ask_size": r.ask_size,
+        "seq": r.seq,
+    }
+
+
+async def latest_quote(state: AppState, ticker: str) -> dict[str, Any]:
+    """JSON of the newest tick from Redis, else from the archive; 404 when the ticker never traded."""
+    tick = await state.cache.latest_tick(ticker)
+    if tick is not None:
+        return quote_json_from_tick(tick)
+    row = await state.store.latest_tick(ticker)
+    if row is None:
+        raise not_found(what=f"no tick for {ticker!r} yet")
+    return quote_json_from_row(row)
+
+
+async def _ticker(state: AppState, raw: str, name: str) -> str:
+    known = state.tickers.canonical(raw)
+    if known is not None:
+        return known
+    if len(raw) > MAX_TICKER_CHARS:  # what the route's Path(max_length=64) answers
+        raise invalid(name, f"String should have at most {MAX_TICKER_CHARS} characters")
+    return await state.tickers.require(raw)
+
+
+async def quote(state: AppState, raw: str) -> tuple[int, bytes, Headers]:
+    """``GET /api/v1/quote/{ticker}``."""
+    data = await latest_quote(state, await _ticker(state, raw, "ticker"))
+    return 200, orjson.dumps({"success": True, "data": data}), []
+
+
+async def latest(state: AppState, raw: str) -> tuple[int, bytes, Headers]:
+    """``GET /api/v1/latest/{symbol}``."""
+    symbol = await _ticker(state, raw, "symbol")
+    data = await latest_quote(state, symbol)
+    data["symbol"] = symbol
+    return 200, orjson.dumps({"success": True, "data": data}), []
+
+
+def fast_routes() -> dict[str, tuple[str, FastHandler]]:
+    """Path prefix -> (route template for metrics, handler)."""
+    return {
+        f"{API_PREFIX}/quote/": (f"{API_PREFIX}/quote/{{ticker}}", quote),
+        f"{API_PREFIX}/latest/": (f"{API_PREFIX}/latest/{{symbol}}", latest),
+    }
