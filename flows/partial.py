@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import threading
+from collections.abc import Sequence
 from itertools import repeat
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ _INT64_SAFE = 2**62
 Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
-_ChunkFields = tuple[str, list[Segment], list[int], list[bytes], list[Origin | None] | None]
+_ChunkFields = tuple[str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None]
 
 
 class TickChunk(_ChunkFields):
@@ -198,4 +199,4 @@ def _late_letter(batch: DecodedBatch, row: int, base_ms: int, grace_ms: int, wat
         f"late tick {tick.ticker!r} seq={tick.seq} at {tick.timestamp}: window [{start}, {start + base_ms}) "
         f"closed, watermark {watermark} >= end + grace {grace_ms} ms"
     )
-    return dead_letter("late", reason, batch.raws[row], batch.origins[row] if batch.origins else None)
+    return dead_letter("late", reason, batch.raws[row], batch.origins[row] if batch.origins is not None else None)
