@@ -227,14 +227,19 @@ class TickerBars:
 
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> Emitted:
         """Merge this ticker's chunks in arrival order, then close what is due and publish the live bar."""
-        st, base, grace = self.state, self.lengths[0], self.config.grace_ms
-        self._advance_by_clock(now_ms)  # the clock first: a tick past end + grace is late, timer or not
+        # the hot path of the flow (once per ticker and batch): locals instead of attributes, _Acc.add inlined
+        st, base, config = self.state, self.lengths[0], self.config
+        grace = config.grace_ms
+        if config.close_on_system_time:
+            self._advance_by_clock(now_ms)  # the clock first: a tick past end + grace is late, timer or not
         late: list[DeadLetter] = []
         open_base = st.open_base
+        last_final = st.last_final[0]
+        next_due = st.next_due
+        ticks = 0
         for chunk in chunks:
-            frontier, last_final = st.frontier, st.last_final[0]
-            watermark = st.watermark
-            for seg in chunk.segments:
+            frontier, watermark = st.frontier, st.watermark
+            for seg in chunk[1]:
                 start = seg[0]
                 if start + base <= frontier or start <= last_final:
                     late.extend(self._late(chunk, seg))
@@ -242,22 +247,35 @@ class TickerBars:
                 acc = open_base.get(start)
                 if acc is None:
                     open_base[start] = _Acc(*seg[:10])
-                    if start + base < st.next_due:
-                        st.next_due = start + base
-                else:
-                    acc.add(*seg[1:10])
+                    if start + base < next_due:
+                        next_due = start + base
+                else:  # _Acc.add: earliest event time opens, latest closes (ties: arrival order)
+                    if seg[8] < acc.first_ts:
+                        acc.open, acc.first_ts = seg[1], seg[8]
+                    if seg[9] >= acc.last_ts:
+                        acc.close, acc.last_ts = seg[4], seg[9]
+                    if seg[2] > acc.high:
+                        acc.high = seg[2]
+                    if seg[3] < acc.low:
+                        acc.low = seg[3]
+                    acc.volume += seg[5]
+                    acc.pv += seg[6]
+                    acc.trades += seg[7]
                 if seg[9] > watermark:
                     watermark = seg[9]
             if watermark > st.watermark:
                 st.watermark, st.watermark_wall = watermark, now_ms
             if watermark - grace > st.frontier:
                 st.frontier = watermark - grace
-            st.ticks_since_live += chunk.ticks
-            st.live_dirty = True
-        emitted = self.on_time(now_ms)
-        if late:
-            emitted.late.extend(late)
-        return emitted
+            ticks += len(chunk[2])
+        st.next_due = next_due
+        st.ticks_since_live += ticks
+        st.live_dirty = True
+        if config.close_on_system_time:
+            self._advance_by_clock(now_ms)
+        finals, duplicates = self._close_due() if st.next_due <= st.frontier else ([], 0)
+        lives = self._live(now_ms) if config.live_enabled else []
+        return Emitted(finals, lives, late, duplicates)
 
     def on_time(self, now_ms: int) -> Emitted:
         """Close windows the frontier has passed (advanced by the clock in live mode); maybe publish live."""
@@ -354,19 +372,42 @@ class TickerBars:
         if not due and not (cfg.live_every_ticks and st.ticks_since_live >= cfg.live_every_ticks):
             return []
         st.live_dirty, st.last_live_ms, st.ticks_since_live = False, now_ms, 0
-        newest = max(st.open_base)
-        lives: list[Bar] = [st.open_base[newest].to_bar(st.ticker, cfg.timeframes[0], self.lengths[0], False)]
-        for i in range(1, len(self.lengths)):
-            length = self.lengths[i]
+        open_base, lengths, timeframes, ticker = st.open_base, self.lengths, cfg.timeframes, st.ticker
+        starts = sorted(open_base)  # usually one or two open 1m windows
+        newest = starts[-1]
+        lives: list[Bar] = [open_base[newest].to_bar(ticker, timeframes[0], lengths[0], False)]
+        for i in range(1, len(lengths)):
+            length = lengths[i]
             window = newest - newest % length
+            # every open 1m window from `window` on lies inside [window, window + length): newest is the last
+            parts = [open_base[start] for start in starts if start >= window]
             rollup = st.rollups[i]
-            acc = rollup.copy(window) if rollup is not None and rollup.start == window else None
-            for start in sorted(st.open_base):
-                if window <= start < window + length:
-                    if acc is None:
-                        acc = st.open_base[start].copy(window)
-                    else:
-                        acc.merge(st.open_base[start])
-            if acc is not None:
-                lives.append(acc.to_bar(st.ticker, cfg.timeframes[i], length, False))
+            if rollup is not None and rollup.start == window:  # closed 1m bars of this window come first
+                parts.insert(0, rollup)
+            lives.append(_merged_bar(parts, ticker, timeframes[i], window, length))
         return lives
+
+
+def _merged_bar(parts: list[_Acc], ticker: str, timeframe: str, start: int, length: int) -> FlowBar:
+    """The live bar of ``[start, start + length)`` from its parts in arrival order (``_Acc.merge`` semantics),
+    without copying accumulators."""
+    first = parts[0]
+    o, h, lo, c = first.open, first.high, first.low, first.close
+    v, pv, n, t0, t1 = first.volume, first.pv, first.trades, first.first_ts, first.last_ts
+    for p in parts[1:]:
+        if p.first_ts < t0:
+            o, t0 = p.open, p.first_ts
+        if p.last_ts >= t1:
+            c, t1 = p.close, p.last_ts
+        if p.high > h:
+            h = p.high
+        if p.low < lo:
+            lo = p.low
+        v += p.volume
+        pv += p.pv
+        n += p.trades
+    vwap = pv / v / 100.0 if v else c / 100.0
+    return FlowBar(
+        ticker, timeframe, start, start + length, o / 100.0, h / 100.0, lo / 100.0, c / 100.0, v, vwap, n, t0, t1,
+        False, None, BAR_SCHEMA_VERSION,
+    )  # fmt: skip

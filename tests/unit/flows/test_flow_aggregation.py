@@ -385,3 +385,19 @@ def test_flow_bar_equals_encodes_and_hashes_like_the_contract_bar() -> None:
     assert encode_bar(built) == encode_bar(contract)
     assert decode_bar(encode_bar(built)) == built
     assert built != msgspec.structs.replace(contract, volume=built.volume + 1)
+
+
+def test_last_live_bar_of_each_timeframe_equals_its_final_bar() -> None:
+    """Live bars of longer timeframes merge the closed 1m bars (roll-ups) with the open 1m windows."""
+    cfg = AggregationConfig(close_on_system_time=False, live_interval_ms=0)
+    d = Driver(cfg)
+    rng = np.random.default_rng(4)
+    ts = T0 + np.sort(rng.integers(0, 4 * MIN, 60))
+    for i in range(0, 60, 7):  # several batches: some 1m windows close (roll-ups), others stay open
+        d.feed([tick(int(t), int(c), int(v)) for t, c, v in zip(ts[i : i + 7], rng.integers(9_900, 10_100, 7),
+                                                                  rng.integers(0, 50, 7), strict=False)])  # fmt: skip
+    last_live = {b.timeframe: b for b in d.run.lives}
+    d.feed([tick(T0 + 2 * 86_400_000, 10_000)])  # closes everything
+    for tf in ("5m", "15m", "1h", "1d"):
+        (final,) = [b for b in d.final(tf) if b.start == T0]
+        assert msgspec.structs.replace(last_live[tf], final=True, indicators=final.indicators) == final, tf
