@@ -5,6 +5,12 @@ Feeds pre-encoded ``market-ticks`` values through ``flows.bars.build_flow`` with
 comes out. Prints one table row per scenario (tickers x event-time tick rate per ticker, live bars on/off)
 with wall-clock and per-CPU-second throughput (the latter is less sensitive to other processes on a shared
 machine); ``--profile`` runs one scenario under cProfile instead and prints the top functions.
+
+Two ways of feeding (``--feed``): ``values`` gives ``TestingSource`` the 10,000 values of a batch one by one
+(its per-item Python loop costs ~0.3 us per tick, a harness cost the deployed flow does not have), ``batches``
+gives it one :class:`~flows.decode.RawBatch` of 10,000 values per item -- what ``flows.sources.RawKafkaSource``
+emits per poll. To compare with another checkout in the same run, point ``PYTHONPATH`` at it:
+``PYTHONPATH=/path/to/old .venv/bin/python bench/bench_flow_bars.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import numpy as np
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main, run_main
 
+import flows.bars
 from flows.bars import build_flow, tune_gc
-from flows.decode import WireTick
+from flows.decode import RawBatch, WireTick
 from flows.settings import FlowSettings
 
 T0 = 1_705_276_800_000
@@ -71,15 +78,33 @@ class Counter(DynamicSink[Any]):
         return _CountPartition(self)
 
 
+def as_raw_batches(values: list[bytes], batch: int) -> list[RawBatch]:
+    """The values cut into ``RawBatch`` es of ``batch`` values, as the Kafka source emits them."""
+    return [
+        RawBatch("market-ticks", 0, list(range(i, min(i + batch, len(values)))), values[i : i + batch])
+        for i in range(0, len(values), batch)
+    ]
+
+
 def run(
-    values: list[bytes], scenario: Scenario, batch: int, gc_threshold: int = 100_000, workers: int = 1
+    values: list[bytes],
+    scenario: Scenario,
+    batch: int,
+    gc_threshold: int = 100_000,
+    workers: int = 1,
+    feed: str = "values",
 ) -> tuple[float, dict[str, int]]:
     settings = FlowSettings(mode="backfill", live_enabled=scenario.live, gc_threshold=gc_threshold)
     gc.set_threshold(700, 10, 10)
     tune_gc(settings)
     finals, lives, dead, latest = Counter(), Counter(), Counter(), Counter()
+    source: TestingSource[Any] = (
+        TestingSource(values, batch_size=batch)
+        if feed == "values"
+        else TestingSource(as_raw_batches(values, batch), batch_size=1)
+    )
     flow = build_flow(
-        TestingSource(values, batch_size=batch),
+        source,
         final_sink=finals,
         live_sink=lives,
         dead_letter_sink=dead,
@@ -105,6 +130,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")
+    parser.add_argument("--feed", choices=["values", "batches", "both"], default="both", help="see the docstring")
+    parser.add_argument("--scenarios", default="", help="comma-separated row numbers to run (default: all)")
     args = parser.parse_args()
     scenarios = [
         Scenario(10, 100.0, live=True),
@@ -114,11 +141,14 @@ def main() -> None:
         Scenario(1_000, 0.1, live=True),
         Scenario(5_000, 1.0, live=True),
     ]
+    if args.scenarios:
+        scenarios = [scenarios[int(i)] for i in args.scenarios.split(",")]
+    feeds = ["values", "batches"] if args.feed == "both" else [args.feed]
     if args.profile:
-        values = make_values(args.ticks, scenarios[2])
+        values = make_values(args.ticks, scenarios[min(2, len(scenarios) - 1)])
         profiler = cProfile.Profile()
         profiler.enable()
-        run(values, scenarios[2], args.batch)
+        run(values, scenarios[min(2, len(scenarios) - 1)], args.batch, feed=feeds[-1])
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
@@ -127,18 +157,21 @@ def main() -> None:
         f"{args.ticks:,} ticks, "
         f"gc threshold {args.gc_threshold or 'default'}"
     )
+    print(f"code under test: {flows.bars.__file__}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes slow wall time)")
-    print(f"{'tickers':>8} {'ticks/s/tkr':>11} {'live':>5} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} "
-          f"{'final bars':>11} {'live bars':>10}")  # fmt: skip
+    print(f"{'tickers':>8} {'ticks/s/tkr':>11} {'live':>5} {'feed':>8} {'seconds':>8} {'ticks/s':>12} "
+          f"{'ticks/cpu-s':>12} {'final bars':>11} {'live bars':>10}")  # fmt: skip
     for scenario in scenarios:
         values = make_values(args.ticks, scenario)
-        elapsed, counts = run(values, scenario, args.batch, args.gc_threshold, args.workers)
-        print(
-            f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>11} {scenario.live!s:>5} {elapsed:>8.2f} "
-            f"{args.ticks / elapsed:>12,.0f} {args.ticks / (counts['cpu_ms'] / 1000):>12,.0f} "
-            f"{counts['final']:>11,} {counts['live']:>10,}"
-        )
+        for feed in feeds:
+            elapsed, counts = run(values, scenario, args.batch, args.gc_threshold, args.workers, feed)
+            print(
+                f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>11} {scenario.live!s:>5} {feed:>8} "
+                f"{elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / (counts['cpu_ms'] / 1000):>12,.0f} "
+                f"{counts['final']:>11,} {counts['live']:>10,}"
+            )
         del values
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Wiring only; the logic lives in :mod:`flows.decode`, :mod:`flows.aggregation` an
     market_ticks ─▶ decode_and_partial_1m ─┬─▶ dead letters (malformed, late within a batch) ─┐
     (raw values)    (flat_map_batch: decode │                                                  ├─▶ dead_letters_out
                      a whole batch, NumPy   ├─▶ latest_ticks_out (newest tick per ticker/batch) │
-                     partial 1m bars)       └─▶ bars_per_ticker (stateful_batch, key = ticker) ─┤
+                     partial 1m bars)       └─▶ bars_per_shard (stateful_batch, key = shard)   ─┤
                                                  ├─▶ final_bars_out   (1m..1d, indicators)      │
                                                  ├─▶ live_bars_out    (throttled partial bars)  │
                                                  └─▶ late ticks ────────────────────────────────┘
@@ -17,8 +17,10 @@ module attribute ``flow`` is built on first access by :func:`_production_flow` f
 
 from __future__ import annotations
 
+import collections
 import gc
 import importlib
+import operator
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -31,10 +33,11 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from contracts.bar import Bar
-from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerCodes, partial_bars
+from flows.aggregation import AggregationConfig, TickChunk, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
 from flows.settings import FlowSettings
+from flows.shards import DEFAULT_SHARDS, ShardBars, ShardKeys
 
 # metrics live in flows.observe; dead letters are counted where they are written (flows.sinks)
 _BAR_COUNTERS: dict[tuple[str, bool], Any] = {}
@@ -59,55 +62,56 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class BarsLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
-    """Bytewax adapter around one ticker's :class:`~flows.aggregation.TickerBars`; never discards its state,
-    so the per-timeframe "last final start" guard survives for the life of the flow (and in snapshots)."""
+class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
+    """Bytewax adapter around one shard's :class:`~flows.shards.ShardBars` (many tickers per key); never
+    discards its state, so each ticker's per-timeframe "last final start" guard survives for the life of the
+    flow (and in snapshots)."""
 
-    __slots__ = ("bars", "clock", "config")
+    __slots__ = ("clock", "shard")
 
     def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = _now_ms) -> None:
-        self.config = config
         self.clock = clock
-        # the builder never sees the key: a new ticker's state is created from its first chunk
-        self.bars = TickerBars.restore(config, resume) if resume is not None else None
-        if self.bars is not None and self.bars.state.watermark_wall > 0:
-            # live mode extrapolates the watermark with the clock since the newest tick arrived; the time the
-            # process was down is not quiet time of the ticker (the ticks since the snapshot, and those
-            # produced meanwhile, are still to be read), so the extrapolation restarts from now
-            self.bars.state.watermark_wall = max(self.bars.state.watermark_wall, clock())
+        self.shard = ShardBars.restore(config, resume) if resume is not None else ShardBars(config)
+        if resume is not None:
+            now = clock()
+            for bars in self.shard.tickers.values():
+                if bars.state.watermark_wall > 0:
+                    # live mode extrapolates the watermark with the clock since the newest tick arrived; the
+                    # time the process was down is not quiet time of the ticker (the ticks since the snapshot,
+                    # and those produced meanwhile, are still to be read), so the extrapolation restarts now
+                    bars.state.watermark_wall = max(bars.state.watermark_wall, now)
 
     def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
-        if self.bars is None:
-            self.bars = TickerBars(self.config, values[0].ticker)
-        return _items(self.bars.on_chunks(values, self.clock())), StatefulBatchLogic.RETAIN
+        return _items(*self.shard.on_chunks(values, self.clock())), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_BarOut], bool]:
-        if self.bars is None:
-            return (), StatefulBatchLogic.RETAIN
-        return _items(self.bars.on_time(self.clock())), StatefulBatchLogic.RETAIN
+        return _items(*self.shard.on_time(self.clock())), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        deadline = self.bars.next_deadline_ms() if self.bars is not None else None
+        deadline = self.shard.next_deadline_ms()
         if deadline is None:
             return None
         # Bytewax compares with the real UTC clock; ``clock`` may be a test clock, so convert a delay
         return datetime.now(tz=UTC) + timedelta(milliseconds=deadline - self.clock())
 
     def snapshot(self) -> bytes:
-        assert self.bars is not None, "Bytewax snapshots a key only after on_batch created its state"
-        return self.bars.snapshot()
+        return self.shard.snapshot()
 
 
-def _items(emitted: Emitted) -> list[_BarOut]:
-    if not (emitted.finals or emitted.lives or emitted.late or emitted.duplicates_suppressed):
+_TIMEFRAME = operator.attrgetter("timeframe")
+
+
+def _items(finals: list[Bar], lives: list[Bar], late: list[DeadLetter], duplicates: int) -> list[_BarOut]:
+    """All outputs of one activation as one list; metrics counted once per timeframe, not per bar."""
+    if not (finals or lives or late or duplicates):
         return []
-    for bar in emitted.finals:
-        _bar_counter(bar.timeframe, True).inc()
-    for bar in emitted.lives:
-        _bar_counter(bar.timeframe, False).inc()
-    if emitted.duplicates_suppressed:
-        DUPLICATES.inc(emitted.duplicates_suppressed)
-    return [*emitted.finals, *emitted.lives, *emitted.late]
+    for timeframe, n in collections.Counter(map(_TIMEFRAME, finals)).items():
+        _bar_counter(timeframe, True).inc(n)
+    for timeframe, n in collections.Counter(map(_TIMEFRAME, lives)).items():
+        _bar_counter(timeframe, False).inc(n)
+    if duplicates:
+        DUPLICATES.inc(duplicates)
+    return [*finals, *lives, *late]
 
 
 def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
@@ -136,6 +140,7 @@ def build_flow(
     settings: FlowSettings | None = None,
     flow_id: str = "bars",
     clock: Callable[[], int] = _now_ms,
+    shards: int = DEFAULT_SHARDS,
 ) -> Dataflow:
     """The bars dataflow over ``source`` (items: raw ``bytes`` values or :class:`RawBatch` es) into the sinks.
 
@@ -143,12 +148,14 @@ def build_flow(
     ``dead_letter_sink`` malformed and late ticks, ``latest_sink`` one list per source batch with the newest
     tick of each ticker in it (latest quote / last price). Sinks must be idempotent: with recovery on, the
     output since the last snapshot is replayed after a restart. ``clock`` (epoch ms) is the system clock of
-    live mode and the live-bar throttle; tests pass a shifted one.
+    live mode and the live-bar throttle; tests pass a shifted one. ``shards``: number of keys the per-ticker
+    state is spread over (:mod:`flows.shards`; changing it needs a fresh recovery store).
     """
     settings = settings if settings is not None else FlowSettings()
     config = settings.aggregation_config()
     base_ms, grace_ms = config.lengths[0], config.grace_ms
     codes = TickerCodes()  # per-thread tables: a process's workers share this closure
+    shard_keys = ShardKeys(shards)
 
     max_future_ms = settings.max_future_ms
     received = TickCounter(flow_id, settings.metrics_max_tickers)
@@ -162,7 +169,7 @@ def build_flow(
             received.count(batch.tickers)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
             batch_seconds.observe(time.perf_counter() - started)
-        out: list[_Prepared] = [*dead, *result.late, *result.chunks]
+        out: list[_Prepared] = [*dead, *result.late, *shard_keys.keyed(result.chunks)]
         if result.latest:
             out.append(result.latest)
         return out
@@ -172,9 +179,9 @@ def build_flow(
     prepared = op.flat_map_batch("decode_and_partial_1m", raw, prepare)
     split_dead = op.branch("split_malformed", prepared, _is_dead_letter)
     split_latest = op.branch("split_latest_ticks", split_dead.falses, _is_tick_list)
-    chunks: Any = split_latest.falses  # (ticker, TickChunk) pairs: already a keyed stream
-    bars = op.stateful_batch("bars_per_ticker", chunks, lambda resume: BarsLogic(config, resume, clock))
-    bar_items = op.key_rm("drop_ticker_key", bars)
+    chunks: Any = split_latest.falses  # (shard key, TickChunk) pairs: already a keyed stream
+    bars = op.stateful_batch("bars_per_shard", chunks, lambda resume: ShardLogic(config, resume, clock))
+    bar_items = op.key_rm("drop_shard_key", bars)
     split_bars = op.branch("split_bars_from_late", bar_items, _is_bar)
     split_final = op.branch("split_final_live", split_bars.trues, _is_final)
     late: Any = split_bars.falses  # everything not a Bar is a DeadLetter

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, cast, overload
 
 import msgspec
 import numpy as np
@@ -80,7 +80,7 @@ class DecodedBatch(msgspec.Struct, gc=False):
 
     ticks: list[WireTick]
     raws: list[bytes]
-    origins: list[Origin | None] | None
+    origins: Sequence[Origin | None] | None
     tickers: list[str]
     timestamps: npt.NDArray[np.int64]
     cents: npt.NDArray[np.int64]
@@ -99,23 +99,56 @@ def _reason(err: msgspec.MsgspecError) -> str:
     return f"tick is not valid JSON: {err}"
 
 
-def _flatten(items: Iterable[bytes | RawBatch]) -> tuple[list[bytes], list[Origin | None] | None]:
+class Origins(Sequence[Origin | None]):
+    """Where each value of a batch was read from, as compact columns; an :class:`Origin` is built only when
+    asked for (a dead letter), not for every tick (that cost ~0.3 us per tick)."""
+
+    __slots__ = ("_offsets", "_part", "_parts")
+
+    def __init__(self, parts: list[tuple[str, int] | None], part: list[int], offsets: list[int]) -> None:
+        self._parts = parts  # (topic, partition) per source batch; None for plain values
+        self._part = part  # index into parts, per value
+        self._offsets = offsets  # per value
+
+    def __len__(self) -> int:
+        return len(self._part)
+
+    @overload
+    def __getitem__(self, i: int) -> Origin | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> Origins: ...
+    def __getitem__(self, i: int | slice) -> Origin | None | Origins:
+        if isinstance(i, slice):
+            return Origins(self._parts, self._part[i], self._offsets[i])
+        where = self._parts[self._part[i]]
+        return None if where is None else Origin(where[0], where[1], self._offsets[i])
+
+    def take(self, rows: Iterable[int]) -> Origins:
+        """The origins of ``rows`` only, in that order."""
+        rows = list(rows)
+        return Origins(self._parts, [self._part[r] for r in rows], [self._offsets[r] for r in rows])
+
+
+def _flatten(items: Iterable[bytes | RawBatch]) -> tuple[list[bytes], Origins | None]:
     values: list[bytes] = []
-    origins: list[Origin | None] = []
-    any_origin = False
+    parts: list[tuple[str, int] | None] = [None]
+    part: list[int] = []
+    offsets: list[int] = []
     for item in items:
         if isinstance(item, RawBatch):
-            any_origin = True
-            if len(origins) < len(values):
-                origins.extend([None] * (len(values) - len(origins)))
+            parts.append((item.topic, item.partition))
             values.extend(item.values)
-            origins.extend(Origin(item.topic, item.partition, off) for off in item.offsets)
-        else:
+            part.extend([len(parts) - 1] * len(item.values))  # C-level, no per-value Python
+            offsets.extend(item.offsets)
+        else:  # a plain value among batches (tests): no origin
             values.append(item)
-    if not any_origin:
-        return values, None
-    origins.extend([None] * (len(values) - len(origins)))
-    return values, origins
+            part.append(0)
+            offsets.append(-1)
+    return values, Origins(parts, part, offsets) if len(parts) > 1 else None
+
+
+def _take(origins: Sequence[Origin | None], rows: list[int]) -> Sequence[Origin | None]:
+    return origins.take(rows) if isinstance(origins, Origins) else [origins[r] for r in rows]
 
 
 def dead_letter(kind: Literal["malformed", "late"], reason: str, raw: bytes, origin: Origin | None) -> DeadLetter:
@@ -145,8 +178,8 @@ def _column(ticks: list[WireTick], name: str, dtype: type[np.generic]) -> npt.ND
 
 
 def _decode_all(
-    values: Sequence[object], origins: list[Origin | None] | None, dead: list[DeadLetter]
-) -> tuple[list[WireTick], list[bytes], list[Origin | None] | None]:
+    values: Sequence[object], origins: Sequence[Origin | None] | None, dead: list[DeadLetter]
+) -> tuple[list[WireTick], list[bytes], Sequence[Origin | None] | None]:
     """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins."""
     try:
         return list(map(_DECODER.decode, values)), cast(list[bytes], values), origins  # type: ignore[arg-type]
@@ -207,7 +240,7 @@ def decode_batch(
             idx = np.flatnonzero(keep).tolist()
             ticks = [ticks[i] for i in idx]
             raws = [raws[i] for i in idx]
-            kept_origins = [kept_origins[i] for i in idx] if kept_origins is not None else None
+            kept_origins = _take(kept_origins, idx) if kept_origins is not None else None
             prices, timestamps = prices[keep], timestamps[keep]
     batch = DecodedBatch(
         ticks=ticks,

@@ -6,14 +6,15 @@ import pickle
 from collections import defaultdict
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.bar import TIMEFRAMES, Bar
+from contracts.bar import TIMEFRAMES, Bar, bar_problem, decode_bar, encode_bar
 from contracts.tick import Tick, encode_tick
-from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, partial_bars
+from flows.aggregation import AggregationConfig, Emitted, FlowBar, TickChunk, TickerBars, partial_bars
 from flows.decode import DeadLetter, decode_batch
 
 T0 = 1_705_276_800_000  # 2024-01-15 00:00:00 UTC, a day boundary
@@ -226,6 +227,7 @@ def test_live_bars_are_throttled_and_not_final() -> None:
     d.feed([tick(T0 + 1_000, 10_000)], now_ms=1_000)
     assert sorted(b.timeframe for b in d.run.lives) == sorted(TIMEFRAMES)
     assert not any(b.final for b in d.run.lives)
+    assert [bar_problem(b) for b in d.run.lives] == [None] * 5
     d.feed([tick(T0 + 2_000, 10_100)], now_ms=1_100)
     assert len(d.run.lives) == 5  # throttled
     d.feed([tick(T0 + 3_000, 10_050)], now_ms=1_250)
@@ -315,6 +317,7 @@ def test_bars_equal_the_reference_and_hold_invariants(ticks, cuts, grace) -> Non
         for b in d.run.finals:
             assert b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high
             assert b.low - 1e-9 <= b.vwap <= b.high + 1e-9
+            assert bar_problem(b) is None  # the contract's own check, which FlowBar skips at construction
     # five (or fewer, non-empty) 1m bars sum to their 5m bar; OHLC consistent across timeframes
     ones = defaultdict(list)
     for b in d.run.finals:
@@ -368,3 +371,33 @@ def test_chunk_pickles_only_its_own_values() -> None:
     assert copy.segments == chunk.segments
     assert [copy.raw(i) for i in range(copy.ticks)] == [chunk.raw(i) for i in range(chunk.ticks)]
     assert len(pickle.dumps(chunk)) < sum(len(v) for v in values) / 20
+
+
+def test_flow_bar_equals_encodes_and_hashes_like_the_contract_bar() -> None:
+    d = Driver().feed([tick(T0 + 1_000, 10_000, 7), tick(T0 + 2_000, 10_100, 3), tick(T0 + 3 * MIN, 10_000)])
+    (built,) = d.final("1m")
+    fields = msgspec.structs.asdict(built)
+    contract = Bar(**fields)
+    assert built == contract
+    assert contract == built
+    assert not built != contract  # noqa: SIM202 -- __ne__ is reflected separately from __eq__
+    assert hash(built) == hash(FlowBar(**fields))
+    assert encode_bar(built) == encode_bar(contract)
+    assert decode_bar(encode_bar(built)) == built
+    assert built != msgspec.structs.replace(contract, volume=built.volume + 1)
+
+
+def test_last_live_bar_of_each_timeframe_equals_its_final_bar() -> None:
+    """Live bars of longer timeframes merge the closed 1m bars (roll-ups) with the open 1m windows."""
+    cfg = AggregationConfig(close_on_system_time=False, live_interval_ms=0)
+    d = Driver(cfg)
+    rng = np.random.default_rng(4)
+    ts = T0 + np.sort(rng.integers(0, 4 * MIN, 60))
+    for i in range(0, 60, 7):  # several batches: some 1m windows close (roll-ups), others stay open
+        d.feed([tick(int(t), int(c), int(v)) for t, c, v in zip(ts[i : i + 7], rng.integers(9_900, 10_100, 7),
+                                                                  rng.integers(0, 50, 7), strict=False)])  # fmt: skip
+    last_live = {b.timeframe: b for b in d.run.lives}
+    d.feed([tick(T0 + 2 * 86_400_000, 10_000)])  # closes everything
+    for tf in ("5m", "15m", "1h", "1d"):
+        (final,) = [b for b in d.final(tf) if b.start == T0]
+        assert msgspec.structs.replace(last_live[tf], final=True, indicators=final.indicators) == final, tf

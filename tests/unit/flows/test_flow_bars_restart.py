@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
-from flows.bars import BarsLogic
+from flows.bars import ShardLogic
 from flows.decode import decode_batch
 
 T0 = 1_736_121_600_000  # a whole UTC minute
@@ -24,13 +24,13 @@ def _chunks(times: list[int]) -> list[TickChunk]:
 
 def test_ticks_read_after_a_restart_are_not_late_because_of_the_downtime() -> None:
     config = AggregationConfig(close_on_system_time=True, live_enabled=False)
-    before = BarsLogic(config, None, clock=lambda: WALL)
+    before = ShardLogic(config, None, clock=lambda: WALL)
     before.on_batch(_chunks([T0 + 57_000]))
     snapshot = before.snapshot()
 
     # the process died and came back 6 s later: more than the 2 s grace, and past the window's end + grace
     now = [WALL + 6_000]
-    after = BarsLogic(config, snapshot, clock=lambda: now[0])
+    after = ShardLogic(config, snapshot, clock=lambda: now[0])
     out, _ = after.on_batch(_chunks([T0 + 58_000, T0 + 59_500, T0 + 61_000]))
     assert list(out) == [], "no tick is late, and the window is still open (watermark - grace < its end)"
     now[0] += 3_000  # the ticker goes quiet: the clock closes the window grace after its (extrapolated) end

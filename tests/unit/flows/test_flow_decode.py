@@ -136,3 +136,15 @@ def test_ticks_from_the_future_are_rejected() -> None:
     assert batch.timestamps.tolist() == [T0]
     assert dead[0].raw == ahead
     assert "ahead of the clock" in dead[0].reason
+
+
+def test_origins_of_two_partitions_survive_a_rejected_tick_in_between() -> None:
+    good = tick_bytes()
+    off_grid = good.replace(b"152.34,", b"152.345,", 1)
+    assert off_grid != good
+    items = [RawBatch("a", 0, [5, 6], [good, off_grid]), RawBatch("b", 2, [40, 41], [good, good])]
+    batch, dead = decode_batch(items)  # type: ignore[arg-type]
+    assert (dead[0].topic, dead[0].partition, dead[0].offset) == ("a", 0, 6)
+    assert batch.origins is not None
+    assert [(o.topic, o.partition, o.offset) for o in batch.origins if o] == [("a", 0, 5), ("b", 2, 40), ("b", 2, 41)]
+    assert [o.offset for o in batch.origins[1:] if o] == [40, 41]

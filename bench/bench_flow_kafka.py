@@ -1,0 +1,235 @@
+"""Bars flow consuming a backlog from a real local Kafka: ``python bench/bench_flow_kafka.py [--ticks N]``.
+
+Starts its own Kafka broker, PostgreSQL (migrated) and Redis in a temporary directory with the stack code
+(as ``tests/conftest.py`` does), produces a backlog of ``--ticks`` ticks over ``--tickers`` tickers into a fresh
+``market-ticks`` topic, then runs the flow in this process (one worker, ``RawKafkaSource`` reading to the end
+of each partition) three ways, and prints one table row each:
+
+* ``source only``: the Kafka source alone (consume + RawBatch), every batch counted and dropped;
+* ``flow, no sinks``: decode, bars and indicators (backfill mode, live bars on), counting sinks;
+* ``flow + sinks``: the deployed wiring -- PostgreSQL ``market_bars``, Redis, ``market-bars``, the dead-letter
+  topic and the latest-quote sink (``flows.sinks``).
+
+The differences between rows show where the time goes. Target: >= 500,000 ticks/s per process into the sinks.
+Also importable: :func:`local_stack` starts the same servers for the other flow benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+from confluent_kafka import Producer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_flow_bars import Counter, Scenario, make_values  # noqa: E402 -- bench/ is not a package
+
+from flows import sinks  # noqa: E402
+from flows.bars import build_flow, tune_gc  # noqa: E402
+from flows.settings import FlowSettings  # noqa: E402
+from flows.sources import RawKafkaSource  # noqa: E402
+from stack.migrate import apply_migrations  # noqa: E402
+from stack.runner import running  # noqa: E402
+from stack.services import (  # noqa: E402
+    create_database,
+    create_topics,
+    database_url_for,
+    free_port,
+    prepare_kafka,
+    prepare_postgres,
+    prepare_redis,
+)
+from stack.settings import REPO_ROOT, StackSettings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Endpoints of the servers :func:`local_stack` started."""
+
+    bootstrap: str
+    database_url: str
+    redis_url: str
+
+    def flow_settings(self, **overrides: Any) -> FlowSettings:
+        """Flow settings pointing at this stack, with fresh topic names for bars and dead letters."""
+        suffix = uuid.uuid4().hex[:8]
+        fields: dict[str, Any] = {
+            "kafka_bootstrap_servers": self.bootstrap,
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "topic_bars": f"bench-bars-{suffix}",
+            "topic_dead_letter": f"bench-dlq-{suffix}",
+            "metrics_port": 0,
+            **overrides,
+        }
+        settings = FlowSettings(**fields)
+        create_topics(self.bootstrap, [settings.topic_bars, settings.topic_dead_letter], 3)
+        return settings
+
+
+@contextlib.contextmanager
+def local_stack(partitions: int = 3) -> Iterator[LocalStack]:
+    """Kafka, PostgreSQL (migrated database ``bench``) and Redis on free ports; all stopped on exit."""
+    home = Path(tempfile.mkdtemp(prefix="md-bench-stack-"))
+    home.chmod(0o755)  # PostgreSQL runs as the 'postgres' user when we are root
+    settings = StackSettings(
+        home=REPO_ROOT / ".local",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        redis_port=free_port(),
+        kafka_heap="1g",
+        kafka_partitions=partitions,
+    )
+    data, logs = home / "data", home / "logs"
+    try:
+        with (
+            running(prepare_kafka(settings, data), logs, timeout_s=120),
+            running(prepare_postgres(settings, data, durable=False), logs, timeout_s=60),
+            running(prepare_redis(settings, data, durable=False), logs, timeout_s=30),
+        ):
+            create_database(settings, "bench")
+            url = database_url_for(settings, "bench")
+            apply_migrations(url)
+            yield LocalStack(settings.kafka_bootstrap_servers, url, settings.redis_url)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: list[bytes]) -> float:
+    """Write ``values`` keyed by ticker (``tickers[i]``); returns the produce rate in messages/s."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"}
+    )
+    start = time.perf_counter()
+    for key, value in zip(tickers, values, strict=True):
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return len(values) / (time.perf_counter() - start)
+
+
+def _source_only(settings: FlowSettings, topic: str, counter: Counter) -> Dataflow:
+    flow = Dataflow("source_only")
+    batches = op.input("market_ticks", flow, _source(settings, topic))
+    sizes = op.map("count_values", batches, lambda batch: len(batch.values))
+    op.output("count_out", sizes, _SumSink(counter))
+    return flow
+
+
+class _SumPartition(StatelessSinkPartition[int]):
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def write_batch(self, items: list[int]) -> None:
+        self.counter.n += sum(items)
+
+
+class _SumSink(DynamicSink[int]):
+    """Adds up integers (the source-only row counts values, not batches)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SumPartition:
+        return _SumPartition(self.counter)
+
+
+def _source(settings: FlowSettings, topic: str) -> Any:
+    return RawKafkaSource(settings.kafka_bootstrap_servers, topic, tail=False, batch_size=settings.batch_size)
+
+
+def run_once(stack: LocalStack, topic: str, mode: str) -> tuple[float, float, dict[str, int]]:
+    """One pass over the whole topic; returns (seconds, cpu seconds, counts)."""
+    settings = stack.flow_settings(mode="backfill")
+    tune_gc(settings)
+    counts: dict[str, int] = {}
+    if mode == "source only":
+        counter = Counter()
+        flow = _source_only(settings, topic, counter)
+    elif mode == "flow, no sinks":
+        finals, lives, dead, latest = Counter(), Counter(), Counter(), Counter()
+        flow = build_flow(
+            _source(settings, topic),
+            final_sink=finals,
+            live_sink=lives,
+            dead_letter_sink=dead,
+            latest_sink=latest,
+            settings=settings,
+        )
+    else:
+        flow = build_flow(
+            _source(settings, topic),
+            final_sink=sinks.final_bar_sink(settings),
+            live_sink=sinks.live_bar_sink(settings),
+            dead_letter_sink=sinks.dead_letter_sink(settings),
+            latest_sink=sinks.latest_tick_sink(settings),
+            settings=settings,
+        )
+    start, cpu = time.perf_counter(), time.process_time()
+    run_main(flow)  # type: ignore[no-untyped-call]
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    if mode == "source only":
+        counts["values"] = counter.n
+    elif mode == "flow, no sinks":
+        counts.update(final=finals.n, live=lives.n, dead=dead.n)
+    return elapsed, cpu_s, counts
+
+
+def _stored_bars(database_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM market_bars").fetchone()
+    return int(row[0]) if row else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=2_000_000)
+    parser.add_argument("--tickers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=10.0, help="event-time ticks/s per ticker")
+    parser.add_argument("--partitions", type=int, default=3)
+    args = parser.parse_args()
+    values = make_values(args.ticks, Scenario(args.tickers, args.rate, live=True))
+    keys = [v[v.index(b'"ticker":"') + 10 : v.index(b'"', v.index(b'"ticker":"') + 10)] for v in values]
+    with local_stack(args.partitions) as stack:
+        topic = f"bench-ticks-{uuid.uuid4().hex[:8]}"
+        create_topics(stack.bootstrap, [topic], args.partitions)
+        produced = produce_backlog(stack.bootstrap, topic, values, keys)
+        del values, keys
+        print(
+            f"bars flow from a local Kafka backlog: {args.ticks:,} ticks, {args.tickers:,} tickers x {args.rate} "
+            f"ticks/s (event time), {args.partitions} partitions, 1 process x 1 worker, batches of 10,000; "
+            f"backlog produced at {produced:,.0f} msgs/s"
+        )
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(f"{'run':<16} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12}  counts")
+        for mode in ("source only", "flow, no sinks", "flow + sinks"):
+            elapsed, cpu, counts = run_once(stack, topic, mode)
+            if mode == "flow + sinks":
+                counts["rows in market_bars"] = _stored_bars(stack.database_url)
+            print(f"{mode:<16} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f}  {counts}")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (target: >= 500,000 ticks/s into the sinks)")
+
+
+if __name__ == "__main__":
+    main()

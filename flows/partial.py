@@ -1,0 +1,202 @@
+"""Per-batch pre-aggregation with NumPy: one decoded batch (all tickers mixed) into per-ticker partial 1m bars.
+
+:func:`partial_bars` groups a :class:`~flows.decode.DecodedBatch` by ticker and base (1m) window and returns,
+per ticker, a :class:`TickChunk`: the partial base bars of that ticker in this batch. It also rejects ticks
+that are late relative to earlier ticks *of the same batch* and returns each ticker's newest tick. Pure logic,
+no Bytewax import; :mod:`flows.aggregation` merges the chunks into each ticker's open windows.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Sequence
+from itertools import repeat
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from flows.decode import DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
+
+_TICKER = operator.attrgetter("ticker")
+_INT64_SAFE = 2**62
+
+#: A partial base bar of one ticker in one batch:
+#: (start, open, high, low, close, volume, cents*volume, trades, first_ts, last_ts, raw_lo, raw_hi);
+#: prices in cents, times in epoch ms; ``chunk.raw(i)`` for ``raw_lo <= i < raw_hi`` are its ticks' values.
+Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+
+_ChunkFields = tuple[str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None]
+
+
+class TickChunk(_ChunkFields):
+    """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start).
+
+    A tuple ``(ticker, segments, rows, raws, origins)`` so a whole batch of chunks is built by C-level
+    ``map``/``zip``. The original values are only needed when a segment turns out late, so a chunk refers to
+    the batch's value list by row numbers instead of copying; pickling (an exchange between workers)
+    materialises just this chunk's own values.
+    """
+
+    __slots__ = ()
+
+    @property
+    def ticker(self) -> str:
+        return self[0]
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self[1]
+
+    @property
+    def ticks(self) -> int:
+        return len(self[2])
+
+    def raw(self, i: int) -> tuple[bytes, Origin | None]:
+        """The original value of the chunk's ``i``-th tick (segment order) and where it came from."""
+        row = self[2][i]
+        origins = self[4]
+        return self[3][row], origins[row] if origins is not None else None
+
+    def __reduce__(self) -> tuple[type[TickChunk], tuple[_ChunkFields]]:
+        ticker, segments, rows, raws, origins = self
+        own_raws = [raws[r] for r in rows]
+        own_origins = [origins[r] for r in rows] if origins is not None else None
+        return TickChunk, ((ticker, segments, list(range(len(rows))), own_raws, own_origins),)
+
+
+class BatchResult(NamedTuple):
+    """What :func:`partial_bars` makes of one decoded batch."""
+
+    chunks: list[tuple[str, TickChunk]]
+    late: list[DeadLetter]
+    latest: list[WireTick]
+
+
+class TickerCodes:
+    """Small integer codes for ticker names, kept across batches (lookups run in C via ``map``).
+
+    Bytewax workers of one process are threads sharing a step's closure, so each thread gets its own table.
+    """
+
+    __slots__ = ("_local", "limit")
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._local = threading.local()
+        self.limit = limit  # bounds memory if a producer invents endless ticker names
+
+    def encode(self, tickers: list[str]) -> npt.NDArray[np.int64]:
+        """The code of each ticker, unique per name within this thread; new names get the next codes."""
+        codes: dict[str, int] | None = getattr(self._local, "codes", None)
+        if codes is None:
+            codes = self._local.codes = {}
+        try:
+            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
+        except KeyError:
+            if len(codes) + len(tickers) > self.limit:
+                codes.clear()
+            for name in tickers:
+                codes.setdefault(name, len(codes))
+            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
+
+
+def partial_bars(
+    batch: DecodedBatch, base_ms: int, grace_ms: int, codes_cache: TickerCodes | None = None
+) -> BatchResult:
+    """Group a batch by ticker and base window; reject ticks late against earlier ticks of the batch."""
+    n = len(batch)
+    if n == 0:
+        return BatchResult([], [], [])
+    index = codes_cache if codes_cache is not None else TickerCodes()
+    codes = index.encode(batch.tickers)
+    ts = batch.timestamps
+    t_min = int(ts.min())
+    rel = ts - t_min
+    span = int(rel.max()) + 1
+    n_codes = int(codes.max()) + 1
+    if n_codes * span >= _INT64_SAFE:  # cannot happen for epoch-ms batches spanning < 40 years
+        msg = f"batch spans {span} ms over {n_codes} ticker codes: too wide to sort on one int64 key"
+        raise OverflowError(msg)
+
+    # arrival order within each ticker: exclusive running max of event time gives each tick's watermark
+    order = np.argsort(codes, kind="stable")
+    c_a, r_a = codes[order], rel[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(c_a[1:], c_a[:-1], out=first[1:])
+    offset = c_a * span
+    running = np.maximum.accumulate(r_a + offset) - offset
+    prior = np.empty(n, dtype=np.int64)
+    prior[0] = -1
+    prior[1:] = running[:-1]
+    prior[first] = -1
+    ends = (ts // base_ms + 1) * base_ms - t_min
+    late_a = (prior >= 0) & (ends[order] + grace_ms <= prior)
+
+    late: list[DeadLetter] = []
+    if late_a.any():
+        for pos in np.flatnonzero(late_a).tolist():
+            row = int(order[pos])
+            late.append(_late_letter(batch, row, base_ms, grace_ms, int(prior[pos]) + t_min))
+        order = order[~late_a]
+        c_a, r_a = c_a[~late_a], r_a[~late_a]
+        first = np.r_[True, c_a[1:] != c_a[:-1]]
+    in_time_order = bool(np.all((r_a[1:] >= r_a[:-1]) | first[1:]))
+    if not in_time_order:  # out-of-order ticks within grace: sort by (ticker, event time, arrival)
+        order = order[np.argsort(c_a * span + r_a, kind="stable")]
+        c_a = codes[order]
+    ts_s, cents_s, vol_s = ts[order], batch.cents[order], batch.volumes[order]
+    win = ts_s // base_ms * base_ms
+    seg_first = np.empty(len(order), dtype=bool)
+    seg_first[0] = True
+    seg_first[1:] = (c_a[1:] != c_a[:-1]) | (win[1:] != win[:-1])
+    lo = np.flatnonzero(seg_first)
+    hi = np.r_[lo[1:], len(order)]
+    if int(cents_s.max()) * int(vol_s.max()) * int((hi - lo).max()) < _INT64_SAFE:
+        pv = np.add.reduceat(cents_s * vol_s, lo).tolist()
+    else:  # exact Python integers for absurd sizes instead of a silent int64 overflow
+        pv = np.add.reduceat(cents_s.astype(object) * vol_s.astype(object), lo).tolist()
+    seg_code = c_a[lo]
+    tick_first_seg = np.flatnonzero(np.r_[True, seg_code[1:] != seg_code[:-1]])
+    group = np.cumsum(np.r_[True, seg_code[1:] != seg_code[:-1]]) - 1
+    row0 = lo[tick_first_seg][group]
+    segments: list[Segment] = list(
+        zip(
+            win[lo].tolist(),
+            cents_s[lo].tolist(),
+            np.maximum.reduceat(cents_s, lo).tolist(),
+            np.minimum.reduceat(cents_s, lo).tolist(),
+            cents_s[hi - 1].tolist(),
+            np.add.reduceat(vol_s, lo).tolist(),
+            pv,
+            (hi - lo).tolist(),
+            ts_s[lo].tolist(),
+            ts_s[hi - 1].tolist(),
+            (lo - row0).tolist(),
+            (hi - row0).tolist(),
+            strict=True,
+        )
+    )
+    order_list = order.tolist()
+    seg_bounds = np.r_[tick_first_seg, len(lo)]
+    row_bounds = np.r_[lo[tick_first_seg], len(order)]
+    # one chunk per ticker, built with C-level map/zip: per-ticker Python code is the cost at many tickers
+    latest: list[WireTick] = list(map(batch.ticks.__getitem__, order[row_bounds[1:] - 1].tolist()))
+    names = list(map(_TICKER, latest))
+    seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
+    row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
+    fields = zip(names, seg_slices, row_slices, repeat(batch.raws), repeat(batch.origins), strict=False)
+    chunks = list(zip(names, map(TickChunk, fields), strict=True))
+    return BatchResult(chunks, late, latest)
+
+
+def _late_letter(batch: DecodedBatch, row: int, base_ms: int, grace_ms: int, watermark: int) -> DeadLetter:
+    tick = batch.ticks[row]
+    start = tick.timestamp // base_ms * base_ms
+    reason = (
+        f"late tick {tick.ticker!r} seq={tick.seq} at {tick.timestamp}: window [{start}, {start + base_ms}) "
+        f"closed, watermark {watermark} >= end + grace {grace_ms} ms"
+    )
+    return dead_letter("late", reason, batch.raws[row], batch.origins[row] if batch.origins is not None else None)
