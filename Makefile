@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-flow bench-api
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-flow-kafka bench-flow-latency bench-flow-memory bench-ticks bench-api bench-api-ws
 
 venv: $(VENV_STAMP)
 
@@ -57,8 +57,30 @@ lint: venv
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy contracts common simulator flows api stack sql grafana
 
+## benchmarks (one command each, printing a table; results go to docs/benchmarks.md)
 bench-simulator: venv
 	$(PY) bench/bench_simulator_generate.py
 
+bench-simulator-kafka: venv
+	$(PY) bench/bench_simulator_kafka.py --start-broker
+
 bench-flow: venv
+	$(PY) bench/bench_flow_bars.py
+
+bench-flow-kafka: venv
+	$(PY) bench/bench_flow_kafka.py
+
+bench-flow-latency: venv
+	$(PY) bench/bench_flow_latency.py
+
+bench-flow-memory: venv
 	$(PY) bench/bench_flow_memory.py
+
+bench-ticks: venv
+	$(PY) bench/bench_flow_ticks.py
+
+bench-api: venv
+	$(PY) bench/bench_api_rest.py
+
+bench-api-ws: venv
+	$(PY) bench/bench_api_ws.py
