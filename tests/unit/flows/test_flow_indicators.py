@@ -6,10 +6,9 @@ import pickle
 
 import numpy as np
 import pytest
+import talib  # the oracle is a dev dependency: a missing install must fail, not skip
 
 from flows.indicators import IndicatorConfig, IndicatorState
-
-talib = pytest.importorskip("talib")
 
 TOLERANCE = 1e-9
 
