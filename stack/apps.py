@@ -37,6 +37,22 @@ def init_recovery(directory: Path, partitions: int) -> None:
         raise StackError(msg)
 
 
+def _flow_spec(
+    name: str, module: str, recovery: Path, port: int, port_setting: str, port_env: str, extra: list[str] | None = None
+) -> ServiceSpec:
+    """A Bytewax flow under supervision: recovery on (snapshot every 30 s), metrics on ``port``."""
+    argv = [_python(), "-m", "bytewax.run", module, "-r", str(recovery), "-s", "30", "-b", "0", *(extra or [])]
+    return ServiceSpec(
+        name=name,
+        argv=argv,
+        port=port,
+        port_setting=port_setting,
+        ready=_metrics_ready(port),
+        env={port_env: str(port)},
+        cwd=REPO_ROOT,
+    )
+
+
 def app_specs(settings: StackSettings) -> list[ServiceSpec]:
     """Supervised processes of the platform, in start order."""
     specs: list[ServiceSpec] = []
@@ -47,46 +63,26 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
     init_recovery(recovery / "anomalies", 2)
     addresses = ";".join(f"127.0.0.1:{settings.flow_metrics_port + 100 + i}" for i in range(n))
     for i in range(n):
+        cluster = ["-i", str(i), "-a", addresses] if n > 1 else []
         port = settings.flow_metrics_port + i
-        argv = [_python(), "-m", "bytewax.run", "flows.bars", "-r", str(recovery / "bars"), "-s", "30", "-b", "0"]
-        if n > 1:
-            argv += ["-i", str(i), "-a", addresses]
         specs.append(
-            ServiceSpec(
-                name=f"bars-{i}",
-                argv=argv,
-                port=port,
-                port_setting="STACK_FLOW_METRICS_PORT",
-                ready=_metrics_ready(port),
-                env={"FLOW_METRICS_PORT": str(port)},
-                cwd=REPO_ROOT,
+            _flow_spec(
+                f"bars-{i}", "flows.bars", recovery / "bars", port,
+                "STACK_FLOW_METRICS_PORT", "FLOW_METRICS_PORT", cluster,
             )
-        )
-    port = settings.ticks_flow_metrics_port
+        )  # fmt: skip
     specs.append(
-        ServiceSpec(
-            name="ticks",
-            argv=[_python(), "-m", "bytewax.run", "flows.ticks", "-r", str(recovery / "ticks"), "-s", "30", "-b", "0"],
-            port=port,
-            port_setting="STACK_TICKS_FLOW_METRICS_PORT",
-            ready=_metrics_ready(port),
-            env={"FLOW_METRICS_PORT": str(port)},
-            cwd=REPO_ROOT,
+        _flow_spec(
+            "ticks", "flows.ticks", recovery / "ticks", settings.ticks_flow_metrics_port,
+            "STACK_TICKS_FLOW_METRICS_PORT", "FLOW_METRICS_PORT",
         )
-    )
-    port = settings.anomalies_flow_metrics_port
-    argv = [_python(), "-m", "bytewax.run", "flows.anomalies", "-r", str(recovery / "anomalies"), "-s", "30", "-b", "0"]
+    )  # fmt: skip
     specs.append(
-        ServiceSpec(
-            name="anomalies",
-            argv=argv,
-            port=port,
-            port_setting="STACK_ANOMALIES_FLOW_METRICS_PORT",
-            ready=_metrics_ready(port),
-            env={"ANOMALY_METRICS_PORT": str(port)},
-            cwd=REPO_ROOT,
+        _flow_spec(
+            "anomalies", "flows.anomalies", recovery / "anomalies", settings.anomalies_flow_metrics_port,
+            "STACK_ANOMALIES_FLOW_METRICS_PORT", "ANOMALY_METRICS_PORT",
         )
-    )
+    )  # fmt: skip
     port = settings.api_port
     specs.append(
         ServiceSpec(
