@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings
@@ -34,7 +34,10 @@ class AnomalySettings(SharedSettings):
     rsi_oversold: float = Field(30.0, gt=0, lt=100)
     rsi_rearm_points: float = Field(5.0, ge=0, description="RSI must come this far back inside before re-arming")
     latency_ms: float = Field(100.0, gt=0, description="pipeline latency threshold")
-    bar_close_delay_ms: int = Field(2_000, ge=0, description="when a bar is due after its end (FLOW_GRACE_MS)")
+    #: when a bar is due after its end: the bars flow's grace, so by default the same variable the flow reads
+    bar_close_delay_ms: int = Field(
+        2_000, ge=0, validation_alias=AliasChoices("ANOMALY_BAR_CLOSE_DELAY_MS", "FLOW_GRACE_MS", "bar_close_delay_ms")
+    )
     latency_max_age_ms: int = Field(600_000, gt=0, description="older bars are replayed history: no latency check")
     rearm_fraction: float = Field(0.8, gt=0, le=1, description="ratio detectors re-arm below this x threshold")
     severity_bands: Annotated[tuple[float, float, float], NoDecode] = (0.2, 0.5, 1.0)
