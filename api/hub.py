@@ -327,7 +327,7 @@ class Hub:
             )
             for c in members:
                 if c.offer(frame, BATCH):
-                    self.sent[3] += 1
+                    self.sent[BATCH] += 1
                     for ch in range(len(CHANNEL_NAMES)):
                         self.sent[ch] += counts[ch]
         self._drop_pending()

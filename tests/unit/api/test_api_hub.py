@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from api.hub import BARS, TICKS, Client, Event, Hub, sub_key
+from api.hub import ANOMALIES, BARS, BATCH, TICKS, Client, Event, Hub, sub_key
 from api.relay import bar_events, tick_event
 from contracts.bar import Bar, Indicators, encode_bar
 from contracts.tick import Tick, encode_tick
@@ -159,3 +159,18 @@ def test_bar_events_carry_indicators_for_final_bars() -> None:
     assert events[0].key == "b:X:1m"
     assert events[0].wildcard == "b:*:1m"
     assert json.loads(events[1].frame)["data"]["rsi_14"] == 50.0
+
+
+async def test_batch_frames_are_counted_in_the_batch_slot_not_anomalies() -> None:
+    hub = make_hub()
+    sinks = [Sink() for _ in range(2)]
+    clients = [Client(str(i), s.send, hub) for i, s in enumerate(sinks)]
+    for c in clients:
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.publish([tick("X", 1), tick("X", 2)])
+    hub.flush_batches()
+    assert hub.sent[BATCH] == 2  # one batch frame per client
+    assert hub.sent[ANOMALIES] == 0
+    assert hub.sent[TICKS] == 4  # two ticks delivered to each of two clients
+    await hub.stop()
