@@ -32,6 +32,9 @@ BAR_TEXT_COLUMNS = (
 )
 #: a row of :data:`BAR_TEXT_COLUMNS`
 BarText = tuple[datetime, str, str, str, str, str, int, str, int]
+ANOMALY_COLUMNS = "time, ticker, type, timeframe, severity, value, threshold, reference, message, detected_at"
+#: the names of :data:`ANOMALY_COLUMNS`, in order
+ANOMALY_FIELDS: tuple[str, ...] = tuple(ANOMALY_COLUMNS.split(", "))
 INDICATOR_COLUMNS = (
     "sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
 )
@@ -215,6 +218,33 @@ class Store:
         names = INDICATOR_COLUMNS.split(", ")
         t, tk, tf, o, h, lo, c, v, vw, n = row[:10]
         return BarRow(t, tk, tf, o, h, lo, c, v, vw, n, indicators=dict(zip(names, row[10:], strict=True)))
+
+    async def anomalies(
+        self,
+        start: datetime,
+        end: datetime,
+        severities: list[str],
+        ticker: str | None,
+        anomaly_type: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Anomalies with bar time in ``[start, end]`` and severity in ``severities`` (optionally of one ticker
+        and one type), newest first, at most ``limit``; each row a dict keyed by :data:`ANOMALY_FIELDS`."""
+        where = ["time >= %s", "time <= %s", "severity = ANY(%s)"]
+        params: list[Any] = [start, end, severities]
+        if ticker is not None:
+            where.append("ticker = %s")
+            params.append(ticker)
+        if anomaly_type is not None:
+            where.append("type = %s")
+            params.append(anomaly_type)
+        condition = " AND ".join(where)
+        query = f"SELECT {ANOMALY_COLUMNS} FROM anomalies WHERE {condition} ORDER BY time DESC, ticker, type LIMIT %s"  # noqa: S608 - constant fragments; values are bound parameters
+        params.append(limit)
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        return [dict(zip(ANOMALY_FIELDS, row, strict=True)) for row in rows]
 
     async def stats_from_ticks(self, ticker: str, start: datetime, end: datetime) -> StatsRow:
         """Exact statistics from the archived ticks (used for short periods)."""

@@ -5,15 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
-import psycopg
 from fastapi import APIRouter, Query
-from psycopg_pool import PoolTimeout
 from pydantic import Field
 
 from api import schemas
 from api.deps import API_PREFIX, StateDep, StoreDep
-from api.errors import ApiError, invalid
-from api.store import unavailable
+from api.errors import invalid
 from contracts.anomaly import SEVERITIES, AnomalyType, Severity
 
 router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
@@ -77,9 +74,6 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     return start, end
 
 
-_COLUMNS = "time, ticker, type, timeframe, severity, value, threshold, reference, message, detected_at"
-
-
 @router.get("/anomalies", responses=ERRORS)
 async def get_anomalies(
     state: StateDep,
@@ -95,24 +89,9 @@ async def get_anomalies(
     canon = await state.tickers.require(ticker) if ticker is not None else None
     start, end = _window(since, until)
     levels = [s.value for s in SEVERITIES if severity is None or s.rank >= Severity(severity).rank]
-    where = ["time >= %s", "time <= %s", "severity = ANY(%s)"]
-    params: list[Any] = [start, end, levels]
-    if canon is not None:
-        where.append("ticker = %s")
-        params.append(canon)
-    if type is not None:
-        where.append("type = %s")
-        params.append(AnomalyType(type).value)
-    query = f"SELECT {_COLUMNS} FROM anomalies WHERE {' AND '.join(where)} ORDER BY time DESC, ticker, type LIMIT %s"  # noqa: S608 - constant fragments; values are bound parameters
-    params.append(limit)
-    try:
-        async with store.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-    except (psycopg.OperationalError, PoolTimeout) as err:
-        raise unavailable(what="database", err=err) from err
-    except psycopg.errors.QueryCanceled as err:
-        raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
-    data = [AnomalyOut(**dict(zip(_COLUMNS.split(", "), row, strict=True))) for row in rows]
+    rows = await store.anomalies(
+        start, end, levels, canon, AnomalyType(type).value if type is not None else None, limit
+    )
+    data = [AnomalyOut(**row) for row in rows]
     meta = AnomaliesMeta(ticker=canon, since=start, until=end, min_severity=severity, count=len(data), limit=limit)
     return AnomaliesResponse(data=data, meta=meta)
