@@ -136,27 +136,37 @@ class TimeRange:
     end: datetime
 
 
-def time_range(start: datetime | None, end: datetime | None, default_span: timedelta, max_span: timedelta) -> TimeRange:
-    """Defaults (``end`` = now, ``start`` = end - default span) and the 422 checks: order and width."""
+def time_range(
+    start: datetime | None,
+    end: datetime | None,
+    default_span: timedelta,
+    max_span: timedelta,
+    start_name: str = "start",
+    end_name: str = "end",
+) -> TimeRange:
+    """Defaults (``end`` = now, ``start`` = end - default span) and the 422 checks: order and width.
+
+    ``start_name``/``end_name`` are the query parameters the 422 names (``since``/``until`` on ``/anomalies``).
+    """
     now = datetime.now(UTC)
-    end_v = _aware(end, "end") if end is not None else now
+    end_v = _aware(end, end_name) if end is not None else now
     if start is not None:
-        start_v = _aware(start, "start")
+        start_v = _aware(start, start_name)
     else:
         try:
             start_v = end_v - default_span
         except OverflowError as err:  # pragma: no cover - end is bounded above year 1970
-            raise invalid(parameter="end", message="out of range") from err
+            raise invalid(parameter=end_name, message="out of range") from err
     if start_v > end_v:
         raise invalid(
-            parameter="start",
-            message=f"start {start_v.isoformat()} is after end {end_v.isoformat()}",
+            parameter=start_name,
+            message=f"{start_name} {start_v.isoformat()} is after {end_name} {end_v.isoformat()}",
             code="invalid_range",
         )
     if end_v - start_v > max_span:
         raise invalid(
-            parameter="start",
-            message=f"range of {end_v - start_v} exceeds the maximum of {max_span}; narrow start/end",
+            parameter=start_name,
+            message=f"range of {end_v - start_v} exceeds the maximum of {max_span}; narrow {start_name}/{end_name}",
             code="range_too_large",
         )
     return TimeRange(start_v, end_v)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
 
 from api import schemas
-from api.deps import API_PREFIX, StateDep, StoreDep
-from api.errors import invalid
+from api.deps import API_PREFIX, StateDep, StoreDep, time_range
 from contracts.anomaly import SEVERITIES, AnomalyType, Severity
 
 router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
@@ -58,22 +57,6 @@ class AnomaliesMeta(schemas._Model):
 AnomaliesResponse = schemas.PagedEnvelope[list[AnomalyOut], AnomaliesMeta]
 
 
-def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-    """``[since, until]`` as aware UTC (naive = UTC; defaults: the last 24 h); 422 naming the bad parameter."""
-
-    def aware(value: datetime) -> datetime:
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-    end = aware(until) if until is not None else datetime.now(UTC)
-    start = aware(since) if since is not None else end - DEFAULT_SPAN
-    if start > end:
-        raise invalid(parameter="since", message=f"{start.isoformat()} is after until {end.isoformat()}")
-    if end - start > MAX_SPAN:
-        text = f"range of {end - start} exceeds {MAX_SPAN.days} days; raise since or lower until"
-        raise invalid(parameter="since", message=text, code="range_too_large")
-    return start, end
-
-
 @router.get("/anomalies", responses=ERRORS)
 async def get_anomalies(
     state: StateDep,
@@ -87,7 +70,8 @@ async def get_anomalies(
 ) -> AnomaliesResponse:
     """Detected anomalies with bar time in [since, until] (at most 31 days wide), newest first."""
     canon = await state.tickers.require(ticker) if ticker is not None else None
-    start, end = _window(since, until)
+    rng = time_range(since, until, DEFAULT_SPAN, MAX_SPAN, start_name="since", end_name="until")
+    start, end = rng.start, rng.end
     levels = [s.value for s in SEVERITIES if severity is None or s.rank >= Severity(severity).rank]
     rows = await store.anomalies(
         start, end, levels, canon, AnomalyType(type).value if type is not None else None, limit

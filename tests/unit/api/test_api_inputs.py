@@ -63,3 +63,21 @@ def test_settings_lists_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         ApiSettings(rate_limit="lots")
     with pytest.raises(ValueError, match="bars_default_limit"):
         ApiSettings(bars_default_limit=6000)
+
+
+def test_time_range_names_the_given_parameters() -> None:
+    with pytest.raises(ApiError) as err:
+        time_range(None, datetime(1, 1, 1), timedelta(days=1), timedelta(days=31), "since", "until")  # noqa: DTZ001
+    assert err.value.status == 422
+    assert "until" in err.value.message
+    with pytest.raises(ApiError) as err:
+        time_range(
+            datetime(2025, 1, 2, tzinfo=UTC),
+            datetime(2025, 1, 1, tzinfo=UTC),
+            timedelta(1),
+            timedelta(9),
+            "since",
+            "until",
+        )
+    assert "since" in err.value.message
+    assert "until" in err.value.message

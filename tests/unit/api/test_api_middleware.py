@@ -231,3 +231,11 @@ def test_iso_timestamps_always_have_four_digit_years() -> None:
 
     assert iso_ms(datetime(167, 5, 10, 19, 28, 1, 123456, tzinfo=UTC)) == "0167-05-10T19:28:01.123Z"
     assert iso_ms(datetime(2025, 10, 2, 14, 30, 1, 5000, tzinfo=UTC)) == "2025-10-02T14:30:01.005Z"
+
+
+async def test_anomalies_with_an_out_of_range_until_is_a_422_not_a_500() -> None:
+    client, _ = client_for()
+    async with client:
+        resp = await client.get("/api/v1/anomalies", params={"until": "0001-01-01T00:00:00"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"].startswith("until:")
