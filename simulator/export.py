@@ -26,7 +26,7 @@ from tqdm import tqdm
 from common.errors import ConfigError
 from simulator.engine import TickBatch, TickEngine
 from simulator.microstructure import MicrostructureParams, bar_volume, bridge_high_low
-from simulator.models import SeedLike
+from simulator.models import SeedLike, child_sequence
 from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
@@ -81,7 +81,7 @@ def simulate_bars(
     m = block_ms // bar_ms
     model = universe.model(seed)
     # the bridge/volume uniforms come from a stream disjoint from the model's (spawn key 2)
-    rng = np.random.default_rng(np.random.SeedSequence(seed if isinstance(seed, int) else None).spawn(3)[2])
+    rng = np.random.default_rng(child_sequence(seed, 2))
     n = len(universe)
     dt = bar_ms / 1000.0 * session.years_per_second()
     sd = model.diffusive_sigma

@@ -63,20 +63,30 @@ class FellerWarning(ModelWarning):
     """``2 kappa theta < xi^2``: the variance process touches zero; full truncation keeps it usable."""
 
 
+def seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
+    """The :class:`~numpy.random.SeedSequence` behind any accepted seed (int, SeedSequence or Generator)."""
+    if isinstance(seed, np.random.Generator):
+        ss = seed.bit_generator.seed_seq
+        if isinstance(ss, np.random.SeedSequence):
+            return ss
+        return np.random.SeedSequence(int(seed.integers(2**63)))  # pragma: no cover - exotic bit generators
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    return np.random.SeedSequence(seed)
+
+
+def child_sequence(seed: SeedLike, index: int) -> np.random.SeedSequence:
+    """Child ``index`` of ``seed``'s sequence, as ``spawn`` would give it first, without mutating the parent."""
+    ss = seed_sequence(seed)
+    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, index), pool_size=ss.pool_size)
+
+
 def make_streams(
     seed: SeedLike,
     groups: int = 1,
 ) -> tuple[dict[str, np.random.Generator], list[dict[str, np.random.Generator]]]:
     """Independent generators derived from ``seed``: global ones and one set per ticker group."""
-    if isinstance(seed, np.random.Generator):
-        ss = seed.bit_generator.seed_seq
-        if not isinstance(ss, np.random.SeedSequence):  # pragma: no cover - exotic bit generators
-            ss = np.random.SeedSequence(int(seed.integers(2**63)))
-    elif isinstance(seed, np.random.SeedSequence):
-        ss = seed
-    else:
-        ss = np.random.SeedSequence(seed)
-    top = ss.spawn(2)
+    top = seed_sequence(seed).spawn(2)
     glob = {
         name: np.random.Generator(np.random.PCG64(c))
         for name, c in zip(STREAMS, top[0].spawn(len(STREAMS)), strict=True)
