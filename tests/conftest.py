@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from stack.services import (
     prepare_redis,
 )
 from stack.settings import StackSettings
+from tests.support import Child
 
 
 @pytest.fixture(scope="session")
@@ -99,20 +100,35 @@ def pg_template(postgres_server: ManagedProcess, stack_settings: StackSettings) 
 
 
 @pytest.fixture
-def pg_url(pg_template: str, stack_settings: StackSettings) -> Iterator[str]:
-    """URL of a fresh, migrated database of this test's own (dropped afterwards)."""
+def make_database(pg_template: str, stack_settings: StackSettings) -> Iterator[Callable[[], str]]:
+    """Factory of fresh, migrated databases (clones of the session template): ``make_database() -> url``.
+
+    Every database it made is dropped at the end of the test."""
     import psycopg
     from psycopg import sql
 
-    name = f"md_{uuid.uuid4().hex[:12]}"
     admin = database_url_for(stack_settings, "postgres")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"md_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(pg_template))
+            )
+        made.append(name)
+        return database_url_for(stack_settings, name)
+
+    yield make
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(pg_template))
-        )
-    yield database_url_for(stack_settings, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_url(make_database: Callable[[], str]) -> str:
+    """URL of a fresh, migrated database of this test's own (dropped afterwards)."""
+    return make_database()
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +148,22 @@ def redis_url(redis_server: ManagedProcess, stack_settings: StackSettings) -> st
     client.flushall()
     client.close()
     return stack_settings.redis_url
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Child]]:
+    """Factory of child processes: ``spawn(argv, env, log) -> Child`` (cwd: the repo; stdout and stderr
+    appended to ``log``; ``env`` is the whole environment, see :func:`tests.support.service_env`).
+
+    A test may stop a child itself (``stop()``: SIGTERM then SIGKILL; ``kill9()``); whatever is still running
+    at teardown is stopped the same way, newest first, and every log is closed."""
+    children: list[Child] = []
+
+    def start(argv: list[str], env: Mapping[str, str], log: Path) -> Child:
+        child = Child(argv, env, log)
+        children.append(child)
+        return child
+
+    yield start
+    for child in reversed(children):
+        child.stop()
