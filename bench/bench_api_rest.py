@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import numpy as np
 import psycopg
 import redis
@@ -45,6 +44,9 @@ from stack.services import create_database, free_port, prepare_postgres, prepare
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway import gateway_spec, running_gateway  # noqa: E402 - bench/ is not a package
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -197,42 +199,6 @@ def export_revision(rev: str, into: Path) -> Path:
     return into
 
 
-def start_gateway(
-    port: int, workers: int, db_url: str, redis_url: str, log: Path, code_dir: Path, rate_limit: str
-) -> subprocess.Popen[bytes]:
-    """``python -m api`` from ``code_dir`` (the working tree or an exported revision), relay off."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{code_dir}{os.pathsep}{ROOT}",
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: the relay is off
-        "API_PORT": str(port),
-        "API_WORKERS": str(workers),
-        "API_RELAY_ENABLED": "false",
-        "API_RATE_LIMIT": rate_limit,
-        "API_RATE_LIMIT_WS_CONNECT": "",
-        "API_ACCESS_LOG": "false",
-        "API_LOG_LEVEL": "WARNING",
-        "API_BIND_HOST": "127.0.0.1",
-        "API_DB_POOL_MAX": "8",
-    }
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "api"], env=env, cwd=code_dir, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                time.sleep(0.5 * workers)  # let every worker finish its start-up
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.terminate()
-    msg = f"gateway did not start; see {log}"
-    raise RuntimeError(msg)
-
-
 def main() -> None:
     """Run every scenario for each code version and worker count; print one table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -265,10 +231,22 @@ def main() -> None:
                 for label, code_dir in versions:
                     for limited in (False, True):
                         port = free_port()
-                        log = home / f"api-{label.replace(' ', '_')}-{workers}-{limited}.log"
-                        limit = "100000000/minute" if limited else ""
-                        proc = start_gateway(port, workers, db_url, redis_url, log, code_dir, limit)
-                        try:
+                        spec = gateway_spec(
+                            f"api-{label.replace(' ', '_')}-{workers}-{limited}",
+                            port,
+                            {
+                                "DATABASE_URL": db_url,
+                                "REDIS_URL": redis_url,
+                                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: relay off
+                                "API_RELAY_ENABLED": "false",
+                                "API_DB_POOL_MAX": "8",
+                            },
+                            workers=workers,
+                            rate_limit="100000000/minute" if limited else "",
+                            code_dir=code_dir,
+                        )
+                        # settle: let every worker finish its start-up after the first answer
+                        with running_gateway(spec, home, timeout_s=30, settle_s=0.5 * workers) as proc:
                             measure(proc.pid, port, quote, 1.0, 4)  # warm-up
                             if limited:
                                 r = measure(proc.pid, port, quote, args.seconds, args.connections)
@@ -280,9 +258,6 @@ def main() -> None:
                             rows.append((label, "/quote open loop", workers, f"{args.rate:.0f}/s offered", r))
                             r = measure(proc.pid, port, "/api/v1/bars/SYNTH?limit=500", args.seconds, 4)
                             rows.append((label, "/bars 500 bars", workers, "4 conns", r))
-                        finally:
-                            proc.terminate()
-                            proc.wait(20)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared)")

@@ -26,7 +26,6 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,14 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import uvloop
 from confluent_kafka import Producer
 
 from contracts.tick import Tick, encode_tick
 from stack.migrate import apply_migrations
-from stack.runner import running
+from stack.runner import ManagedProcess, running
 from stack.services import (
     create_database,
     create_topics,
@@ -53,9 +51,9 @@ from stack.services import (
 )
 from stack.settings import StackSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_rest import _tree_cpu_s  # noqa: E402 - sibling benchmark module
+from gateway import gateway_spec, running_gateway  # noqa: E402
 
 TS_RE = re.compile(rb'"timestamp":(\d+)')
 COUNT_RE = re.compile(rb'"count":(\d+)')
@@ -299,7 +297,7 @@ def _rss_mb(pid: int) -> float:
 
 def run_scenario(
     name: str,
-    gw: subprocess.Popen[bytes],
+    gw: ManagedProcess,
     port: int,
     bootstrap: str,
     topic: str,
@@ -370,35 +368,6 @@ def run_scenario(
     )
 
 
-def start_gateway(port: int, env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m api`` with one worker; returns once ``/ready`` is 200 (relay assigned)."""
-    env = {
-        **os.environ,
-        **env_extra,
-        "API_PORT": str(port),
-        "API_WORKERS": "1",
-        "API_RATE_LIMIT": "",
-        "API_RATE_LIMIT_WS_CONNECT": "",
-        "API_ACCESS_LOG": "false",
-        "API_LOG_LEVEL": "WARNING",
-        "API_BIND_HOST": "127.0.0.1",
-    }
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "api"], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                time.sleep(1.0)
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.terminate()
-    msg = f"gateway did not become ready; see {log}"
-    raise RuntimeError(msg)
-
-
 def main() -> None:
     """Run the scenarios against one gateway and print a table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -437,8 +406,9 @@ def main() -> None:
                 "TOPIC_TICKS": ticks,
                 "TOPIC_BARS": bars,
             }
-            gw = start_gateway(port, env, home / "api.log")
-            try:
+            # ready: /ready answers 200 once the relay is assigned
+            spec = gateway_spec("api", port, env, ready_path="/ready", ready_timeout_s=2.0)
+            with running_gateway(spec, home, timeout_s=60, settle_s=1.0) as gw:
                 wanted = args.scenarios.split(",")
                 common = (gw, port, bootstrap, ticks)
                 procs = args.client_procs
@@ -454,9 +424,6 @@ def main() -> None:
                             "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs
                         )
                     )
-            finally:
-                gw.terminate()
-                gw.wait(20)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
