@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+import pydantic
+
 from common.errors import MarketDataError
 from simulator.engine import TickEngine
 from simulator.events import EventSchedule, parse_event
@@ -70,7 +72,8 @@ def _produce(
     metrics.serve(settings.metrics_port)
     producer = TickProducer(settings, universe.symbols, metrics)
     stop = _install_stop()
-    producer.wait_for_broker()
+    if not producer.wait_for_broker(stop=stop):
+        return 0  # stopped before the broker answered: nothing was produced
     schedule = EventSchedule([parse_event(e) for e in inject], universe.symbols) if inject else None
     engine = TickEngine(
         universe,
@@ -196,11 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except MarketDataError as err:
         log.error("%s", err)
         return 2
-    except Exception as err:  # pydantic ValidationError for settings: show the field, not a traceback
-        if type(err).__name__ == "ValidationError":
-            log.error("invalid settings: %s", err)
-            return 2
-        raise
+    except pydantic.ValidationError as err:  # settings: show the field, not a traceback
+        log.error("invalid settings: %s", err)
+        return 2
 
 
 if __name__ == "__main__":

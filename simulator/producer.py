@@ -19,12 +19,19 @@ JSON of batch k+1 is encoded in a worker thread (NumPy, mostly outside the GIL) 
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from tenacity import RetryError, Retrying, before_sleep_log, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    before_sleep_log,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from common.errors import SinkError
 from simulator.encode import BatchEncoder
@@ -109,12 +116,22 @@ class TickProducer:
 
     # -- lifecycle
 
-    def wait_for_broker(self, timeout_s: float = 5.0) -> None:
-        """Block until the cluster answers a metadata request; retry with backoff, then raise SinkError."""
+    def wait_for_broker(self, timeout_s: float = 5.0, stop: threading.Event | None = None) -> bool:
+        """Block until the cluster answers a metadata request; retry with backoff, then raise SinkError.
+
+        Returns False, without raising, when ``stop`` is set meanwhile (SIGTERM while the broker is still down).
+        """
         attempts = self.settings.connect_attempts
+        stop = stop or threading.Event()
+        event = stop
+
+        def sleep(seconds: float) -> None:  # a stop request ends the backoff at once
+            event.wait(seconds)
+
         retrying = Retrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) | stop_when_event_set(stop),
             wait=wait_exponential(multiplier=0.5, max=15),
+            sleep=sleep,
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=False,
         )
@@ -132,12 +149,16 @@ class TickProducer:
                         msg = "no brokers in metadata"
                         raise KafkaException(msg)
         except RetryError as err:
+            if stop.is_set():
+                log.warning("stop requested while waiting for kafka at %s", self.settings.kafka_bootstrap_servers)
+                return False
             msg = (
                 f"kafka at {self.settings.kafka_bootstrap_servers!r} unreachable after {attempts} attempts: "
                 f"{err.last_attempt.exception()!r}"
             )
             raise SinkError(msg) from err
         log.info("kafka reachable at %s; producing to topic %r", self.settings.kafka_bootstrap_servers, self.topic)
+        return True
 
     @property
     def in_flight(self) -> int:
@@ -226,10 +247,7 @@ class TickProducer:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        deadline = time.monotonic() + timeout_s
-        remaining = int(self._producer.flush(timeout_s))
-        while remaining and time.monotonic() < deadline:
-            remaining = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+        remaining = int(self._producer.flush(timeout_s))  # blocks until the queue is empty or the timeout
         if remaining:
             self.failed += remaining
             self.metrics.delivery_errors.labels(reason="flush_timeout").inc(remaining)
