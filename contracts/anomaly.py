@@ -16,6 +16,7 @@ from typing import Annotated, Final
 import msgspec
 
 from common.errors import ContractError
+from contracts.bar import TIMEFRAMES
 
 ANOMALY_SCHEMA_VERSION: Final = 1
 
@@ -90,8 +91,6 @@ def anomaly_problem(a: Anomaly) -> str | None:
     """The first broken invariant of ``a`` as a short reason, or None when it is valid."""
     if a.version != ANOMALY_SCHEMA_VERSION:
         return f"unsupported version {a.version!r}"
-    from contracts.bar import TIMEFRAMES  # local: keeps the import graph of contracts flat
-
     if a.timeframe not in TIMEFRAMES:
         return f"unknown timeframe {a.timeframe!r}"
     if not (math.isfinite(a.value) and math.isfinite(a.threshold)):

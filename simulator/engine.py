@@ -27,13 +27,12 @@ from numpy.typing import NDArray
 
 from common.errors import ConfigError
 from contracts.tick import Tick
-from simulator.microstructure import MicrostructureParams, Quotes, dress_into, ticker_micro
+from simulator.microstructure import QUOTE_COLUMNS, MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
 from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
 I64 = NDArray[np.int64]
-_QUOTE_COLUMNS = ("price", "bid", "ask", "bid_size", "ask_size", "volume")
 
 
 @dataclass(frozen=True)
@@ -119,10 +118,9 @@ class TickEngine:
         self.n = len(universe)
         self.steps_per_block = block_ms // tick_ms
         self._x = np.log(universe.start_prices)
-        self._sd = universe.ticker_params.diffusive_sigma
+        self._sd = self.model.diffusive_sigma
         self._tick_volume = universe.tick_volumes
         self._dt = tick_ms / 1000.0 * session.years_per_second()
-        self._dts = np.full(self.steps_per_block, self._dt)
         self._seq = 0
         slices = tick_ms // slice_ms
         # ticker i ticks in slice i % S; rows of a step are ordered by slice (stable, so by ticker inside one)
@@ -131,7 +129,7 @@ class TickEngine:
         self._slice_offset = (self._order % slices).astype(np.int64) * slice_ms
         self._tickers = np.tile(self._order, self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
-        self._starts = self._block_starts(start_ms)
+        self._starts = block_starts(self.session, start_ms, self.block_ms)
         self._next: tuple[int, bool] | None = None
         self._pending: TickBatch | None = None
         self.ticks_generated = 0
@@ -143,9 +141,6 @@ class TickEngine:
         self._ahead: Future[TickBatch] | None = None
 
     # -- clock
-
-    def _block_starts(self, start_ms: int) -> Iterator[tuple[int, bool]]:
-        return block_starts(self.session, start_ms, self.block_ms)
 
     def next_ts_ms(self) -> int:
         """Timestamp of the next tick the engine will emit."""
@@ -222,13 +217,13 @@ class TickEngine:
                 ticker=self._tickers,
                 seq=seq,
                 ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
-                **{k: np.take(getattr(out, k), order, axis=1).ravel() for k in _QUOTE_COLUMNS},
+                **{k: np.take(getattr(out, k), order, axis=1).ravel() for k in QUOTE_COLUMNS},
             )
         return TickBatch(
             ticker=self._tickers,
             seq=seq,
             ts_ms=np.repeat(ts, self.n),
-            **{k: getattr(out, k).ravel() for k in _QUOTE_COLUMNS},
+            **{k: getattr(out, k).ravel() for k in QUOTE_COLUMNS},
         )
 
     def close(self) -> None:

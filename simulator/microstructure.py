@@ -16,7 +16,7 @@ spread tick): one draw per tick instead of four, which keeps tick generation fas
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,8 +69,11 @@ class Quotes:
 
     def view(self, rows: slice, cols: slice) -> Quotes:
         """The sub-block ``[rows, cols]`` of every column (views)."""
-        names = ("price", "bid", "ask", "bid_size", "ask_size", "volume")
-        return Quotes(*(getattr(self, k)[rows, cols] for k in names))
+        return Quotes(*(getattr(self, k)[rows, cols] for k in QUOTE_COLUMNS))
+
+
+#: the columns of :class:`Quotes`, in order
+QUOTE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Quotes))
 
 
 @dataclass(frozen=True)
