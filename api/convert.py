@@ -3,10 +3,11 @@
 Prices leave as exact decimal strings: wire floats are on the $0.01 grid and formatted with two decimals,
 ``numeric`` columns are printed as PostgreSQL stores them.
 
-Hot routes (``/quote``, ``/bars``) skip the response models: they build plain dicts of exactly the models'
-JSON shape and return :func:`json_response` bytes (orjson), because FastAPI would otherwise validate and
-serialise every model again (a quarter of a 500-bar ``/bars``). The models stay the routes' ``response_model``
-for OpenAPI, and the integration tests and the schemathesis run check the bytes against them.
+Hot routes (``/quote``, ``/bars``, ``/history``, ``/ticks``) skip the response models: they build plain dicts
+of exactly the models' JSON shape and return :func:`json_response` bytes (orjson), because FastAPI would
+otherwise validate and serialise every model again (a quarter of a 500-bar ``/bars``, half of a 1,000-tick
+``/history``). The models stay the routes' ``response_model`` for OpenAPI, and the integration tests and the
+schemathesis run check the bytes against them.
 """
 
 from __future__ import annotations
@@ -85,6 +86,21 @@ def quote_from_tick(t: Tick) -> schemas.Quote:
         ask_size=t.ask_size,
         seq=t.seq,
     )
+
+
+def quote_json_from_row(r: TickRow) -> dict[str, Any]:
+    """The JSON of :func:`quote_from_row` built directly (``/history``, ``/ticks``, the ``/quote`` fallback)."""
+    return {
+        "time": schemas.iso_ms(r.time),
+        "ticker": r.ticker,
+        "price": format(r.price, "f"),
+        "volume": r.volume,
+        "bid": format(r.bid, "f"),
+        "ask": format(r.ask, "f"),
+        "bid_size": r.bid_size,
+        "ask_size": r.ask_size,
+        "seq": r.seq,
+    }
 
 
 def quote_from_row(r: TickRow) -> schemas.Quote:

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.convert import quote_json_from_tick
+from api.convert import quote_json_from_row, quote_json_from_tick
 from api.deps import API_PREFIX
 from api.errors import invalid, not_found
-from api.schemas import iso_ms
-from api.store import TickRow
 
 if TYPE_CHECKING:
     from api.deps import AppState
@@ -33,21 +31,6 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 #: the routes' ``Path(max_length=...)``
 MAX_TICKER_CHARS = 64
-
-
-def quote_json_from_row(r: TickRow) -> dict[str, Any]:
-    """The JSON of :func:`api.convert.quote_from_row` built directly."""
-    return {
-        "time": iso_ms(r.time),
-        "ticker": r.ticker,
-        "price": format(r.price, "f"),
-        "volume": r.volume,
-        "bid": format(r.bid, "f"),
-        "ask": format(r.ask, "f"),
-        "bid_size": r.bid_size,
-        "ask_size": r.ask_size,
-        "seq": r.seq,
-    }
 
 
 async def latest_quote(state: AppState, ticker: str) -> dict[str, Any]:

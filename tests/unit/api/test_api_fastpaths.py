@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import orjson
 from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api import schemas
 from api.cache import GetCoalescer
-from api.convert import EPOCH, iso_from_epoch_ms, quote_from_tick, quote_json_from_tick
+from api.convert import (
+    EPOCH,
+    iso_from_epoch_ms,
+    quote_from_row,
+    quote_from_tick,
+    quote_json_from_row,
+    quote_json_from_tick,
+)
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
+from api.store import TickRow
 from contracts.tick import Tick
 
 
@@ -142,3 +152,43 @@ def test_hand_built_quote_json_equals_the_models_json() -> None:
         volume=1200,
     )
     assert quote_json_from_tick(tick) == quote_from_tick(tick).model_dump(mode="json")
+
+
+def test_hand_built_history_json_equals_the_models_json() -> None:
+    rows = [
+        TickRow(
+            datetime(2025, 10, 2, 14, 30, 1, 123456, tzinfo=UTC),
+            "SYNTH",
+            9,
+            Decimal("150.25"),
+            Decimal("150.24"),
+            Decimal("150.26"),
+            100,
+            200,
+            500,
+        ),
+        TickRow(
+            datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "TECH",
+            10,
+            Decimal("0.10"),
+            Decimal("1E+2"),
+            Decimal("12345.678901"),
+            0,
+            1,
+            0,
+        ),
+    ]
+    for r in rows:
+        assert quote_json_from_row(r) == quote_from_row(r).model_dump(mode="json")
+        assert list(quote_json_from_row(r)) == list(quote_from_row(r).model_dump(mode="json"))  # same key order
+    start, end = rows[1].time, rows[0].time
+    meta = schemas.RangeMeta(ticker="SYNTH", start=start, end=end, count=2, next_cursor=None)
+    model = schemas.PagedEnvelope[list[schemas.Quote], schemas.RangeMeta](
+        data=[quote_from_row(r) for r in rows], meta=meta
+    )
+    built = {"success": True, "data": [quote_json_from_row(r) for r in rows], "meta": meta.model_dump(mode="json")}
+    assert orjson.dumps(built) == orjson.dumps(model.model_dump(mode="json"))
+    ticks = schemas.Envelope[list[schemas.Quote]](data=[quote_from_row(r) for r in rows])
+    built_ticks = {"success": True, "data": [quote_json_from_row(r) for r in rows]}
+    assert orjson.dumps(built_ticks) == orjson.dumps(ticks.model_dump(mode="json"))
