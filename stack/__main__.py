@@ -7,6 +7,8 @@ import logging
 import shutil
 import sys
 
+import pydantic
+
 from common.errors import MarketDataError
 from stack import supervisor
 from stack.apps import app_specs, scrape_targets
@@ -64,10 +66,17 @@ def seed_tickers(settings: StackSettings) -> int:
     return len(rows)
 
 
+def prepare_database(settings: StackSettings) -> tuple[str, int]:
+    """Create the database if needed, apply the migrations, load the tickers: (storage flavour, tickers)."""
+    create_database(settings)
+    url = settings.database_url.get_secret_value()
+    apply_migrations(url)
+    return storage_flavour(url), seed_tickers(settings)
+
+
 def up(settings: StackSettings) -> None:
     """Install what is missing, start everything, wait until healthy, print where to look."""
     ensure_system_packages()
-    kafka_classpath(settings)
     already = supervisor.supervisord_pid(settings) is not None
     infra = infra_specs(settings)
     apps = app_specs(settings)
@@ -80,22 +89,20 @@ def up(settings: StackSettings) -> None:
     _wait(settings, infra)
     topics = [settings.topic_ticks, settings.topic_bars, settings.topic_dead_letter, settings.topic_alerts]
     create_topics(settings.kafka_bootstrap_servers, topics, settings.kafka_partitions)
-    create_database(settings)
-    url = settings.database_url.get_secret_value()
-    apply_migrations(url)
-    seeded = seed_tickers(settings)
+    flavour, seeded = prepare_database(settings)
     supervisor.ctl(settings, "start", f"{supervisor.APPS_GROUP}:*")
     _wait(settings, apps)
     print(
         f"""
-The synthetic market-data platform is up ({seeded} tickers, storage: {storage_flavour(url)}).
+The synthetic market-data platform is up ({seeded} tickers, storage: {flavour}).
 
   API docs       http://127.0.0.1:{settings.api_port}/docs
   REST           http://127.0.0.1:{settings.api_port}/api/v1/quote/SYNTH
   WebSocket      ws://127.0.0.1:{settings.api_port}/ws
   Prometheus     http://127.0.0.1:{settings.prometheus_port}
   Metrics        simulator :{settings.simulator_metrics_port}  bars flow :{settings.flow_metrics_port}  \
-ticks flow :{settings.ticks_flow_metrics_port}  gateway :{settings.api_port}/metrics
+ticks flow :{settings.ticks_flow_metrics_port}  anomalies flow :{settings.anomalies_flow_metrics_port}  \
+gateway :{settings.api_port}/metrics
   Kafka          {settings.kafka_bootstrap_servers}  (topics: {", ".join(topics)})
   PostgreSQL     postgresql://{settings.postgres_user}@127.0.0.1:{settings.postgres_port}/{settings.postgres_db}
   Redis          {settings.redis_url}
@@ -111,19 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "clean", "status", "install", "migrate"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = StackSettings()
+    try:
+        settings = StackSettings()
+    except pydantic.ValidationError as err:
+        log.error("invalid settings: %s", err)  # noqa: TRY400 - the field and the value, not a traceback
+        return 2
     try:
         if args.command == "install":
             ensure_system_packages()
             kafka_classpath(settings)
         elif args.command == "migrate":  # docker-compose's one-shot schema job
-            create_database(settings)
-            apply_migrations(settings.database_url.get_secret_value())
-            log.info(
-                "storage: %s; %d tickers loaded",
-                storage_flavour(settings.database_url.get_secret_value()),
-                seed_tickers(settings),
-            )
+            log.info("storage: %s; %d tickers loaded", *prepare_database(settings))
         elif args.command == "up":
             up(settings)
         elif args.command in ("down", "clean"):

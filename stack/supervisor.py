@@ -7,6 +7,7 @@ whole; ``make down`` shuts it down and then checks by PID that nothing it starte
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shlex
 import signal
@@ -154,7 +155,8 @@ def shutdown(settings: StackSettings, timeout_s: float = 90.0) -> list[int]:
         try:
             os.killpg(p, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            os.kill(p, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited since the last check
+                os.kill(p, signal.SIGKILL)
     return survivors
 
 
