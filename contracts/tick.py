@@ -6,7 +6,9 @@ Key: the ticker (UTF-8). Value: a JSON object, see ``contracts/schemas/tick.v1.j
      "bid":152.33,"ask":152.35,"bid_size":300,"ask_size":500,"volume":12500}
 
 Invariants checked at construction and on decode: ``price > 0``, ``0 < bid < ask``, prices on the $0.01
-grid, sizes and volume ``>= 0``, ``seq >= 0``, ``timestamp`` an epoch-millisecond integer.
+grid, sizes and volume ``>= 0``, ``seq >= 0``, ``timestamp`` an epoch-millisecond integer. Storage limits
+(a clarification of v1, see docs/contracts.md): ``seq`` and ``volume`` at most :data:`MAX_INT64`, ``bid_size``
+and ``ask_size`` at most :data:`MAX_INT32` (the ``bigint``/``integer`` columns of ``market_ticks``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ _GRID_TOLERANCE = 1e-6
 #: 2001-09-09 .. 2286-11-20 in epoch ms: catches seconds or microseconds sent by mistake.
 _MIN_TS_MS = 1_000_000_000_000
 _MAX_TS_MS = 9_999_999_999_999
+#: Storage limits of v1 (clarification): ``seq``/``volume`` fit a ``bigint``, ``bid_size``/``ask_size`` an ``integer``.
+MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1
 
 
 def on_cent_grid(value: float) -> bool:
@@ -66,8 +71,14 @@ def tick_problem(t: Tick) -> str | None:
             return f"{name} {value!r} is not on the $0.01 grid"
     if t.volume < 0 or t.bid_size < 0 or t.ask_size < 0:
         return f"sizes must be >= 0, got volume={t.volume!r} bid_size={t.bid_size!r} ask_size={t.ask_size!r}"
+    if t.bid_size > MAX_INT32 or t.ask_size > MAX_INT32:
+        return f"bid_size and ask_size must be <= {MAX_INT32}, got bid_size={t.bid_size!r} ask_size={t.ask_size!r}"
+    if t.volume > MAX_INT64:
+        return f"volume must be <= {MAX_INT64}, got {t.volume!r}"
     if t.seq < 0:
         return f"seq must be >= 0, got {t.seq!r}"
+    if t.seq > MAX_INT64:
+        return f"seq must be <= {MAX_INT64}, got {t.seq!r}"
     if not _MIN_TS_MS <= t.timestamp <= _MAX_TS_MS:
         return f"timestamp must be epoch milliseconds, got {t.timestamp!r}"
     return None

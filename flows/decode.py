@@ -20,9 +20,17 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, TICK_SCHEMA_VERSION, Tick, tick_problem
+from contracts.tick import (
+    _MAX_TS_MS,
+    _MIN_TS_MS,
+    MAX_INT32,
+    MAX_INT64,
+    TICK_SCHEMA_VERSION,
+    Tick,
+    tick_problem,
+)
 
-#: Largest size/volume accepted: beyond 2**53 a JSON number loses integer precision in most consumers.
+#: Largest volume accepted: beyond 2**53 a JSON number loses integer precision in most consumers.
 MAX_SIZE = 2**53
 #: Prices at or above this are rejected (it also rules out ``inf`` from an overflowing JSON number).
 MAX_PRICE = 1e9
@@ -30,19 +38,21 @@ _GRID_TOLERANCE = 1e-6  # the contract's on_cent_grid tolerance
 
 _Price = Annotated[float, msgspec.Meta(gt=0, lt=MAX_PRICE)]
 _Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+#: bid/ask sizes are ``integer`` columns of ``market_ticks`` (the contract's storage limit)
+_QuoteSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
 
 
 class WireTick(msgspec.Struct, frozen=True, gc=False):
     """A decoded ``market-ticks`` value (contract v1) before the cross-field checks; no ``__post_init__``."""
 
     ticker: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
     timestamp: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]
     price: _Price
     bid: _Price
     ask: _Price
-    bid_size: _Size
-    ask_size: _Size
+    bid_size: _QuoteSize
+    ask_size: _QuoteSize
     volume: _Size
     version: Literal[1] = 1  # contract v1; a test pins this to TICK_SCHEMA_VERSION
 
