@@ -141,13 +141,17 @@ class _PostgresPartition(StatelessSinkPartition[X]):
     def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
         """Write ``rows`` inside the batch's transaction."""
 
+    def row_count(self, rows: list[Any]) -> int:
+        """How many table rows ``rows`` holds (one per element unless a subclass packs them, e.g. columns)."""
+        return len(rows)
+
     def write_batch(self, items: list[X]) -> None:
         rows = self.rows(items)
         if not rows:
             return
         with SINK_SECONDS.labels(self._name).time():
             self._write(rows)
-        SINK_ROWS.labels(self._name).inc(len(rows))
+        SINK_ROWS.labels(self._name).inc(self.row_count(rows))
 
     @_retrying("postgres")
     def _write(self, rows: list[Any]) -> None:
@@ -163,7 +167,7 @@ class _PostgresPartition(StatelessSinkPartition[X]):
             raise
         except psycopg.Error as err:
             self._conn.rollback()
-            msg = f"writing {len(rows)} rows to {self.table} failed: {err}"
+            msg = f"writing {self.row_count(rows)} rows to {self.table} failed: {err}"
             raise SinkError(msg) from err
 
     def close(self) -> None:

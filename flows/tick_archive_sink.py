@@ -25,7 +25,6 @@ import psycopg
 from bytewax.outputs import DynamicSink
 
 from flows.decode import DecodedBatch
-from flows.observe import SINK_ROWS, SINK_SECONDS
 from flows.sinks import _PostgresPartition
 from flows.tick_copy import COLUMNS, TickColumns, copy_payload, tick_columns
 
@@ -59,13 +58,8 @@ class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
         timestamps = rows[0].timestamps
         return int(timestamps.min()), int(timestamps.max())
 
-    def write_batch(self, items: list[DecodedBatch]) -> None:
-        rows = self.rows(items)
-        if not rows:
-            return
-        with SINK_SECONDS.labels(self._name).time():
-            self._write(rows)
-        SINK_ROWS.labels(self._name).inc(len(rows[0]))
+    def row_count(self, rows: list[Any]) -> int:
+        return len(rows[0])  # one TickColumns holding the whole batch
 
     def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
         cols: TickColumns = rows[0]
