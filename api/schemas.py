@@ -12,6 +12,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from contracts.bar import INDICATOR_NAMES
+
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 Period = Literal["1h", "1d", "7d", "30d"]
 Window = Literal["1min", "5min", "15min", "1h", "1d"]
@@ -218,17 +220,5 @@ class IndicatorValues(_Model):
     bb_lower: float | None
 
 
-INDICATOR_FIELDS: tuple[str, ...] = (
-    "sma_20",
-    "sma_50",
-    "sma_200",
-    "ema_12",
-    "ema_26",
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-)
+#: the indicator fields of :class:`IndicatorValues` (written out above for OpenAPI), in wire order
+INDICATOR_FIELDS: tuple[str, ...] = INDICATOR_NAMES

@@ -20,6 +20,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.errors import ApiError
+from contracts.bar import INDICATOR_NAMES
 
 log = logging.getLogger("api.store")
 
@@ -35,9 +36,7 @@ BarText = tuple[datetime, str, str, str, str, str, int, str, int]
 ANOMALY_COLUMNS = "time, ticker, type, timeframe, severity, value, threshold, reference, message, detected_at"
 #: the names of :data:`ANOMALY_COLUMNS`, in order
 ANOMALY_FIELDS: tuple[str, ...] = tuple(ANOMALY_COLUMNS.split(", "))
-INDICATOR_COLUMNS = (
-    "sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
-)
+INDICATOR_COLUMNS = ", ".join(INDICATOR_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +214,8 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return None
-        names = INDICATOR_COLUMNS.split(", ")
         t, tk, tf, o, h, lo, c, v, vw, n = row[:10]
-        return BarRow(t, tk, tf, o, h, lo, c, v, vw, n, indicators=dict(zip(names, row[10:], strict=True)))
+        return BarRow(t, tk, tf, o, h, lo, c, v, vw, n, indicators=dict(zip(INDICATOR_NAMES, row[10:], strict=True)))
 
     async def anomalies(
         self,

@@ -54,6 +54,10 @@ class Indicators(msgspec.Struct, frozen=True, gc=False, omit_defaults=False):
     bb_lower: float | None = None
 
 
+#: the indicator names in wire order (also the ``market_bars`` column names)
+INDICATOR_NAMES: tuple[str, ...] = Indicators.__struct_fields__
+
+
 class Bar(msgspec.Struct, frozen=True, gc=False):
     """One OHLCV bar; construction checks ``low <= open, close <= high`` and ``low <= vwap <= high``."""
 

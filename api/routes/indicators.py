@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Query
 
 from api import schemas
@@ -29,7 +30,7 @@ async def get_indicators(
     """SMA, EMA, RSI, MACD and Bollinger values of the newest final bar (Redis, falling back to the database)."""
     wire = await cache.indicator_bar(ticker, timeframe)
     if wire is not None and wire.indicators is not None:
-        values = {name: getattr(wire.indicators, name) for name in schemas.INDICATOR_FIELDS}
+        values = msgspec.structs.asdict(wire.indicators)
         time, close = from_epoch_ms(wire.start), cents(wire.close)
     else:
         row = await store.latest_bar(ticker, timeframe)

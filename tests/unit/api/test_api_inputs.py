@@ -81,3 +81,14 @@ def test_time_range_names_the_given_parameters() -> None:
         )
     assert "since" in err.value.message
     assert "until" in err.value.message
+
+
+def test_indicator_names_are_derived_from_the_contract_and_match_the_openapi_model() -> None:
+    from api import schemas
+    from api.store import INDICATOR_COLUMNS
+    from contracts.bar import INDICATOR_NAMES
+
+    assert schemas.INDICATOR_FIELDS == INDICATOR_NAMES
+    assert INDICATOR_COLUMNS.split(", ") == list(INDICATOR_NAMES)
+    model_fields = list(schemas.IndicatorValues.model_fields)
+    assert model_fields[-len(INDICATOR_NAMES) :] == list(INDICATOR_NAMES)
