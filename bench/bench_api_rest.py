@@ -22,10 +22,8 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,14 +36,12 @@ import uvloop
 
 from contracts import redis_keys
 from contracts.tick import Tick, encode_tick
-from stack.migrate import apply_migrations
-from stack.runner import running
-from stack.services import create_database, free_port, prepare_postgres, prepare_redis
-from stack.settings import StackSettings
+from stack.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import gateway_spec, running_gateway  # noqa: E402 - bench/ is not a package
+from benchstack import local_stack  # noqa: E402 - bench/ is not a package
+from gateway import gateway_spec, running_gateway  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -208,58 +204,46 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--baseline", default=None, help="git revision whose api package runs in the same run")
     args = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="md-bench-api-"))
-    home.chmod(0o755)
-    versions: list[tuple[str, Path]] = [("current", ROOT)]
-    if args.baseline:
-        versions.append((f"base {args.baseline}", export_revision(args.baseline, home / "baseline")))
-    st = StackSettings(postgres_port=free_port(), redis_port=free_port(), kafka_port=free_port())
     rows: list[tuple[str, str, int, str, Result]] = []
     quote = "/api/v1/quote/SYNTH"
-    try:
-        with (
-            running(prepare_postgres(st, home / "data", durable=False), home / "logs", timeout_s=60),
-            running(prepare_redis(st, home / "data", durable=False), home / "logs", timeout_s=30),
-        ):
-            create_database(st, "bench")
-            pw = st.postgres_password.get_secret_value()
-            db_url = f"postgresql://{st.postgres_user}:{pw}@127.0.0.1:{st.postgres_port}/bench"
-            apply_migrations(db_url)
-            redis_url = f"redis://127.0.0.1:{st.redis_port}/0"
-            seed(db_url, redis_url)
-            for workers in (int(w) for w in args.workers.split(",")):
-                for label, code_dir in versions:
-                    for limited in (False, True):
-                        port = free_port()
-                        spec = gateway_spec(
-                            f"api-{label.replace(' ', '_')}-{workers}-{limited}",
-                            port,
-                            {
-                                "DATABASE_URL": db_url,
-                                "REDIS_URL": redis_url,
-                                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: relay off
-                                "API_RELAY_ENABLED": "false",
-                                "API_DB_POOL_MAX": "8",
-                            },
-                            workers=workers,
-                            rate_limit="100000000/minute" if limited else "",
-                            code_dir=code_dir,
-                        )
-                        # settle: let every worker finish its start-up after the first answer
-                        with running_gateway(spec, home, timeout_s=30, settle_s=0.5 * workers) as proc:
-                            measure(proc.pid, port, quote, 1.0, 4)  # warm-up
-                            if limited:
-                                r = measure(proc.pid, port, quote, args.seconds, args.connections)
-                                rows.append((label, "/quote + rate limiter", workers, f"{args.connections} conns", r))
-                                continue
+    with local_stack(kafka=False) as stack:
+        home = stack.home
+        versions: list[tuple[str, Path]] = [("current", ROOT)]
+        if args.baseline:
+            versions.append((f"base {args.baseline}", export_revision(args.baseline, home / "baseline")))
+        db_url, redis_url = stack.database_url, stack.redis_url
+        seed(db_url, redis_url)
+        for workers in (int(w) for w in args.workers.split(",")):
+            for label, code_dir in versions:
+                for limited in (False, True):
+                    port = free_port()
+                    spec = gateway_spec(
+                        f"api-{label.replace(' ', '_')}-{workers}-{limited}",
+                        port,
+                        {
+                            "DATABASE_URL": db_url,
+                            "REDIS_URL": redis_url,
+                            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: relay off
+                            "API_RELAY_ENABLED": "false",
+                            "API_DB_POOL_MAX": "8",
+                        },
+                        workers=workers,
+                        rate_limit="100000000/minute" if limited else "",
+                        code_dir=code_dir,
+                    )
+                    # settle: let every worker finish its start-up after the first answer
+                    with running_gateway(spec, home, timeout_s=30, settle_s=0.5 * workers) as proc:
+                        measure(proc.pid, port, quote, 1.0, 4)  # warm-up
+                        if limited:
                             r = measure(proc.pid, port, quote, args.seconds, args.connections)
-                            rows.append((label, "/quote closed loop", workers, f"{args.connections} conns", r))
-                            r = measure(proc.pid, port, quote, args.seconds, 16, rate=args.rate)
-                            rows.append((label, "/quote open loop", workers, f"{args.rate:.0f}/s offered", r))
-                            r = measure(proc.pid, port, "/api/v1/bars/SYNTH?limit=500", args.seconds, 4)
-                            rows.append((label, "/bars 500 bars", workers, "4 conns", r))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+                            rows.append((label, "/quote + rate limiter", workers, f"{args.connections} conns", r))
+                            continue
+                        r = measure(proc.pid, port, quote, args.seconds, args.connections)
+                        rows.append((label, "/quote closed loop", workers, f"{args.connections} conns", r))
+                        r = measure(proc.pid, port, quote, args.seconds, 16, rate=args.rate)
+                        rows.append((label, "/quote open loop", workers, f"{args.rate:.0f}/s offered", r))
+                        r = measure(proc.pid, port, "/api/v1/bars/SYNTH?limit=500", args.seconds, 4)
+                        rows.append((label, "/bars 500 bars", workers, "4 conns", r))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared)")
     head = f"{'code':<14}{'scenario':<23}{'wrk':>4}  {'load':<15}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
     print(head + f"{'errors':>7}{'loadgen cpu':>12}{'gw cpu':>8}")

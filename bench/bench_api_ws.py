@@ -25,9 +25,7 @@ import base64
 import multiprocessing as mp
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import dataclass
@@ -39,20 +37,15 @@ import uvloop
 from confluent_kafka import Producer
 
 from contracts.tick import Tick, encode_tick
-from stack.migrate import apply_migrations
-from stack.runner import ManagedProcess, running
+from stack.runner import ManagedProcess
 from stack.services import (
-    create_database,
     create_topics,
     free_port,
-    prepare_kafka,
-    prepare_postgres,
-    prepare_redis,
 )
-from stack.settings import StackSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_rest import _tree_cpu_s  # noqa: E402 - sibling benchmark module
+from benchstack import local_stack  # noqa: E402
 from gateway import gateway_spec, running_gateway  # noqa: E402
 
 TS_RE = re.compile(rb'"timestamp":(\d+)')
@@ -379,53 +372,37 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=2, help="processes holding the client connections")
     ap.add_argument("--scenarios", default="seed,batch,stall")
     args = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="md-bench-ws-"))
-    home.chmod(0o755)
-    st = StackSettings(
-        postgres_port=free_port(), redis_port=free_port(), kafka_port=free_port(), kafka_controller_port=free_port()
-    )
     results: list[WsResult] = []
-    try:
-        with (
-            running(prepare_kafka(st, home / "data"), home / "logs", timeout_s=120),
-            running(prepare_postgres(st, home / "data", durable=False), home / "logs", timeout_s=60),
-            running(prepare_redis(st, home / "data", durable=False), home / "logs", timeout_s=30),
-        ):
-            create_database(st, "bench")
-            pw = st.postgres_password.get_secret_value()
-            db_url = f"postgresql://{st.postgres_user}:{pw}@127.0.0.1:{st.postgres_port}/bench"
-            apply_migrations(db_url)
-            bootstrap = st.kafka_bootstrap_servers
-            ticks, bars = "bench-ticks", "bench-bars"
-            create_topics(bootstrap, [ticks, bars], 6)
-            port = free_port()
-            env = {
-                "DATABASE_URL": db_url,
-                "REDIS_URL": f"redis://127.0.0.1:{st.redis_port}/0",
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "TOPIC_TICKS": ticks,
-                "TOPIC_BARS": bars,
-            }
-            # ready: /ready answers 200 once the relay is assigned
-            spec = gateway_spec("api", port, env, ready_path="/ready", ready_timeout_s=2.0)
-            with running_gateway(spec, home, timeout_s=60, settle_s=1.0) as gw:
-                wanted = args.scenarios.split(",")
-                common = (gw, port, bootstrap, ticks)
-                procs = args.client_procs
-                if "seed" in wanted:
-                    r = run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs)
-                    results.append(r)
-                if "batch" in wanted:
-                    n = args.batch_clients
-                    results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
-                if "stall" in wanted:
-                    results.append(
-                        run_scenario(
-                            "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs
-                        )
+    with local_stack(partitions=6) as stack:
+        db_url, bootstrap = stack.database_url, stack.bootstrap
+        ticks, bars = "bench-ticks", "bench-bars"
+        create_topics(bootstrap, [ticks, bars], 6)
+        port = free_port()
+        env = {
+            "DATABASE_URL": db_url,
+            "REDIS_URL": stack.redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOPIC_TICKS": ticks,
+            "TOPIC_BARS": bars,
+        }
+        # ready: /ready answers 200 once the relay is assigned
+        spec = gateway_spec("api", port, env, ready_path="/ready", ready_timeout_s=2.0)
+        with running_gateway(spec, stack.home, timeout_s=60, settle_s=1.0) as gw:
+            wanted = args.scenarios.split(",")
+            common = (gw, port, bootstrap, ticks)
+            procs = args.client_procs
+            if "seed" in wanted:
+                r = run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs)
+                results.append(r)
+            if "batch" in wanted:
+                n = args.batch_clients
+                results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
+            if "stall" in wanted:
+                results.append(
+                    run_scenario(
+                        "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs
                     )
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+                )
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
     print(
         f"{'scenario':<18}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}{'p99 ms':>8}"

@@ -11,21 +11,16 @@ of each partition) three ways, and prints one table row each:
   topic and the latest-quote sink (``flows.sinks``).
 
 The differences between rows show where the time goes. Target: >= 500,000 ticks/s per process into the sinks.
-Also importable: :func:`local_stack` starts the same servers for the other flow benchmarks.
+The servers come from :func:`benchstack.local_stack`, shared with the other benchmarks.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,77 +32,13 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_flow_bars import Counter, Scenario, make_values  # noqa: E402 -- bench/ is not a package
+from benchstack import LocalStack, local_stack  # noqa: E402
 
 from flows import sinks  # noqa: E402
 from flows.bars import build_flow, tune_gc  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
 from flows.sources import RawKafkaSource  # noqa: E402
-from stack.migrate import apply_migrations  # noqa: E402
-from stack.runner import running  # noqa: E402
-from stack.services import (  # noqa: E402
-    create_database,
-    create_topics,
-    database_url_for,
-    free_port,
-    prepare_kafka,
-    prepare_postgres,
-    prepare_redis,
-)
-from stack.settings import REPO_ROOT, StackSettings  # noqa: E402
-
-
-@dataclass(frozen=True)
-class LocalStack:
-    """Endpoints of the servers :func:`local_stack` started."""
-
-    bootstrap: str
-    database_url: str
-    redis_url: str
-
-    def flow_settings(self, **overrides: Any) -> FlowSettings:
-        """Flow settings pointing at this stack, with fresh topic names for bars and dead letters."""
-        suffix = uuid.uuid4().hex[:8]
-        fields: dict[str, Any] = {
-            "kafka_bootstrap_servers": self.bootstrap,
-            "database_url": self.database_url,
-            "redis_url": self.redis_url,
-            "topic_bars": f"bench-bars-{suffix}",
-            "topic_dead_letter": f"bench-dlq-{suffix}",
-            "metrics_port": 0,
-            **overrides,
-        }
-        settings = FlowSettings(**fields)
-        create_topics(self.bootstrap, [settings.topic_bars, settings.topic_dead_letter], 3)
-        return settings
-
-
-@contextlib.contextmanager
-def local_stack(partitions: int = 3) -> Iterator[LocalStack]:
-    """Kafka, PostgreSQL (migrated database ``bench``) and Redis on free ports; all stopped on exit."""
-    home = Path(tempfile.mkdtemp(prefix="md-bench-stack-"))
-    home.chmod(0o755)  # PostgreSQL runs as the 'postgres' user when we are root
-    settings = StackSettings(
-        home=REPO_ROOT / ".local",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        postgres_port=free_port(),
-        redis_port=free_port(),
-        kafka_heap="1g",
-        kafka_partitions=partitions,
-    )
-    data, logs = home / "data", home / "logs"
-    try:
-        with (
-            running(prepare_kafka(settings, data), logs, timeout_s=120),
-            running(prepare_postgres(settings, data, durable=False), logs, timeout_s=60),
-            running(prepare_redis(settings, data, durable=False), logs, timeout_s=30),
-        ):
-            create_database(settings, "bench")
-            url = database_url_for(settings, "bench")
-            apply_migrations(url)
-            yield LocalStack(settings.kafka_bootstrap_servers, url, settings.redis_url)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+from stack.services import create_topics  # noqa: E402
 
 
 def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: list[bytes]) -> float:

@@ -1,6 +1,6 @@
 """Final-bar latency of the bars flow in real time: ``python bench/bench_flow_latency.py [--minutes 3]``.
 
-Starts its own Kafka, PostgreSQL and Redis (:func:`bench_flow_kafka.local_stack`) and the deployed flow as a
+Starts its own Kafka, PostgreSQL and Redis (:func:`benchstack.local_stack`) and the deployed flow as a
 separate process (``python -m bytewax.run flows.bars``, live mode, timeframe ``1m`` only so that a window
 closes every minute, grace 2 s, live bars on). This process then produces ticks stamped with the wall clock:
 
@@ -33,7 +33,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_flow_kafka import LocalStack, local_stack  # noqa: E402 -- bench/ is not a package
+from benchstack import LocalStack, local_stack  # noqa: E402 -- bench/ is not a package
 
 from contracts import redis_keys  # noqa: E402
 from contracts.bar import decode_bar  # noqa: E402
