@@ -9,6 +9,7 @@ which stops the process so the supervisor restarts it from the last snapshot —
 
 from __future__ import annotations
 
+import collections
 import logging
 from abc import abstractmethod
 from collections.abc import Callable
@@ -322,11 +323,18 @@ class RedisQuoteSink(DynamicSink[list[WireTick]]):
 class _KafkaPartition(StatelessSinkPartition[X]):
     """Produces a batch and waits for its delivery before returning (so a snapshot never runs ahead)."""
 
-    def __init__(self, config: dict[str, Any], name: str, encode: Callable[[X], tuple[bytes, bytes, Any]]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        name: str,
+        encode: Callable[[X], tuple[bytes, bytes, Any]],
+        delivered: Callable[[list[X]], None] | None = None,
+    ) -> None:
         self._producer = Producer(config)
         self._name = name
         SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._encode = encode
+        self._delivered = delivered  # called once per batch after every message was delivered
         self._failed: list[str] = []
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
@@ -347,6 +355,8 @@ class _KafkaPartition(StatelessSinkPartition[X]):
             self._failed.clear()
             raise SinkError(msg)
         SINK_ROWS.labels(self._name).inc(len(items))
+        if self._delivered is not None:
+            self._delivered(items)
 
     def _produce(self, key: bytes, value: bytes, extra: Any) -> None:
         topic, headers = extra
@@ -413,11 +423,22 @@ class DeadLetterSink(DynamicSink[DeadLetter]):
         topic, stage = self._topic, self._stage
 
         def encode(dl: DeadLetter) -> tuple[bytes, bytes, Any]:
-            DEAD_LETTERS.labels(dl.kind).inc()
-            log.warning("dead-lettered (%s) %s:%s@%s: %s", dl.kind, dl.topic, dl.partition, dl.offset, dl.reason)
             return b"", dl.raw, (topic, dead_letter_headers(dl, stage))
 
-        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_dead_letter", encode)
+        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_dead_letter", encode, _dead_letters_delivered)
+
+
+def _dead_letters_delivered(items: list[DeadLetter]) -> None:
+    """After a flushed batch: one counter increment per kind, one log line with the count and the first reason."""
+    kinds = collections.Counter(dl.kind for dl in items)
+    for kind, n in kinds.items():
+        DEAD_LETTERS.labels(kind).inc(n)
+    first = items[0]
+    log.warning(
+        "dead-lettered %d messages (%s); first (%s) %s:%s@%s: %s",
+        len(items), ", ".join(f"{n} {kind}" for kind, n in kinds.items()),
+        first.kind, first.topic, first.partition, first.offset, first.reason,
+    )  # fmt: skip
 
 
 class _FanoutPartition(StatelessSinkPartition[X]):

@@ -1,0 +1,79 @@
+"""The Kafka sinks of the flows against a stub producer (no broker): counting, logging and message bytes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import flows.sinks as sinks
+from common.errors import SinkError
+from common.settings import SharedSettings
+from flows.decode import DeadLetter
+from flows.observe import DEAD_LETTERS
+
+
+class FakeProducer:
+    """Records produced messages; ``fail`` makes every delivery report an error."""
+
+    instances: list[FakeProducer] = []
+    fail = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._pending: list[Any] = []
+        FakeProducer.instances.append(self)
+
+    def produce(self, topic: str, *, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
+        self.sent.append({"topic": topic, "key": key, "value": value, "headers": headers})
+        self._pending.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        for cb in self._pending:
+            cb("broker down" if FakeProducer.fail else None, None)
+        self._pending.clear()
+        return 0
+
+
+@pytest.fixture
+def producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
+    FakeProducer.instances = []
+    FakeProducer.fail = False
+    monkeypatch.setattr(sinks, "Producer", FakeProducer)
+    return FakeProducer
+
+
+def _dead(n: int, kind: str = "malformed") -> list[DeadLetter]:
+    return [DeadLetter(kind=kind, reason=f"bad {i}", raw=b"x", topic="t", partition=0, offset=i) for i in range(n)]  # type: ignore[arg-type]
+
+
+def _counts() -> tuple[float, float]:
+    return DEAD_LETTERS.labels("malformed")._value.get(), DEAD_LETTERS.labels("late")._value.get()
+
+
+def test_dead_letters_are_counted_and_logged_once_per_batch_after_delivery(
+    producer: type[FakeProducer], caplog: pytest.LogCaptureFixture
+) -> None:
+    part = sinks.dead_letter_sink(SharedSettings()).build("dlq", 0, 1)
+    malformed, late = _counts()
+    with caplog.at_level(logging.WARNING, logger="flows.sinks"):
+        part.write_batch([*_dead(3), *_dead(2, "late")])
+    assert _counts() == (malformed + 3, late + 2)
+    lines = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(lines) == 1
+    assert "dead-lettered 5 messages" in lines[0]
+    assert "bad 0" in lines[0]
+    assert len(producer.instances[0].sent) == 5
+
+
+def test_dead_letters_are_not_counted_when_delivery_fails(producer: type[FakeProducer]) -> None:
+    part = sinks.dead_letter_sink(SharedSettings()).build("dlq", 0, 1)
+    producer.fail = True
+    before = _counts()
+    with pytest.raises(SinkError):
+        part.write_batch(_dead(2))
+    assert _counts() == before
