@@ -176,10 +176,15 @@ class TickerDirectory:
         """Reload the set from the database (concurrent callers share one query)."""
         task = self._reloading
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._load())
-            self._reloading = task
-            task.add_done_callback(self._reloaded)
+            task = self._start_reload()
         return await asyncio.shield(task)
+
+    def _start_reload(self) -> asyncio.Task[frozenset[str]]:
+        """Start the one reload task that concurrent callers share."""
+        task = asyncio.get_running_loop().create_task(self._load())
+        self._reloading = task
+        task.add_done_callback(self._reloaded)
+        return task
 
     async def _load(self) -> frozenset[str]:
         known = frozenset(await self.store.ticker_names())
@@ -194,22 +199,36 @@ class TickerDirectory:
             # a failed reload also counts as an attempt: a database outage must not turn every miss into a query
             self._loaded_at = time.monotonic()
 
+    def _reload_if_stale(self) -> None:
+        """Start a background reload when the set is older than ``ttl_s`` (and none is running).
+
+        Every reader of the set calls it (``canonical``, ``known``, ``require``), so a ticker added later is
+        found within ``ttl_s`` whichever routes the traffic uses. Outside an event loop it does nothing.
+        """
+        if self._reloading is None and time.monotonic() - self._loaded_at > self.ttl_s:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._background_reload()
+
     @property
     def known(self) -> frozenset[str]:
-        """The cached set (possibly stale)."""
+        """The cached set (possibly stale; a stale set starts a background reload)."""
+        self._reload_if_stale()
         return self._known
 
     def canonical(self, raw: str) -> str | None:
         """The upper-case ticker when it is in the cached set (the hot path: no I/O)."""
         ticker = raw.strip().upper()
+        self._reload_if_stale()
         return ticker if ticker in self._known else None
 
     async def require(self, raw: str) -> str:
         """The canonical (upper-case) ticker, or 404 when it is malformed or not in the universe."""
         ticker = raw.strip().upper()
         if ticker in self._known:
-            if time.monotonic() - self._loaded_at > self.ttl_s and self._reloading is None:
-                self._background_reload()
+            self._reload_if_stale()
             return ticker
         if not TICKER_RE.match(ticker):
             raise not_found(what=f"unknown ticker {raw[:40]!r}")
@@ -220,10 +239,7 @@ class TickerDirectory:
 
     def _background_reload(self) -> None:
         """Periodic reload without making the request wait for it."""
-        task = asyncio.get_running_loop().create_task(self._load())
-        self._reloading = task
-        task.add_done_callback(self._reloaded)
-        task.add_done_callback(_log_failure)
+        self._start_reload().add_done_callback(_log_failure)
 
 
 def _log_failure(task: asyncio.Task[frozenset[str]]) -> None:

@@ -224,6 +224,26 @@ async def test_a_ticker_added_later_is_found_on_a_miss_and_concurrent_misses_sha
     assert tickers.canonical("newco") == "NEWCO"
 
 
+@pytest.mark.parametrize("reader", ["canonical", "known"])
+async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_reads(reader: str) -> None:
+    store = FakeStore({"SYNTH"})
+    tickers = TickerDirectory(store, ttl_s=0.05, miss_refresh_s=3600)
+    await tickers.refresh()
+    store.names.add("NEWCO")
+
+    def has_newco() -> bool:
+        return tickers.canonical("newco") == "NEWCO" if reader == "canonical" else "NEWCO" in tickers.known
+
+    assert not has_newco()  # fresh set: no reload, no query
+    assert store.queries == 1
+    await asyncio.sleep(0.06)
+    has_newco()  # stale: starts one background reload, answers from the current set
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.queries == 2
+    assert has_newco()
+
+
 def test_iso_timestamps_always_have_four_digit_years() -> None:
     from datetime import UTC, datetime
 
