@@ -42,8 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import local_stack  # noqa: E402 - bench/ is not a package
 from gateway import gateway_spec, running_gateway  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from procstat import cpu_seconds  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,35 +102,14 @@ def _load(port: int, path: str, seconds: float, conns: int, rate: float | None, 
     out.put((lat, errors[0], (time.process_time() - cpu0) / seconds))
 
 
-def _tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and its descendants (Linux /proc)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        ticks[int(entry)] = int(fields[11]) + int(fields[12])
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += ticks.get(pid, 0)
-        stack.extend(p for p, pp in parents.items() if pp == pid)
-    return total / CLK_TCK
-
-
 def measure(gw_pid: int, port: int, path: str, seconds: float, conns: int, rate: float | None = None) -> Result:
     """Throughput, latency percentiles and CPU shares of one load run."""
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     p = mp.Process(target=_load, args=(port, path, seconds, conns, rate, q))
-    gw0 = _tree_cpu_s(gw_pid)
+    gw0 = cpu_seconds(gw_pid, tree=True)
     p.start()
     lat_list, errors, load_cpu = q.get()
-    gw_cpu = (_tree_cpu_s(gw_pid) - gw0) / seconds
+    gw_cpu = (cpu_seconds(gw_pid, tree=True) - gw0) / seconds
     p.join()
     lat = np.array(lat_list, dtype=float)
     return Result(

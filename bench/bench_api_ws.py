@@ -44,9 +44,9 @@ from stack.services import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api_rest import _tree_cpu_s  # noqa: E402 - sibling benchmark module
-from benchstack import local_stack  # noqa: E402
+from benchstack import local_stack  # noqa: E402 - bench/ is not a package
 from gateway import gateway_spec, running_gateway  # noqa: E402
+from procstat import cpu_seconds, rss_mb  # noqa: E402
 
 TS_RE = re.compile(rb'"timestamp":(\d+)')
 COUNT_RE = re.compile(rb'"count":(\d+)')
@@ -281,13 +281,6 @@ class WsResult:
     note: str
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_scenario(
     name: str,
     gw: ManagedProcess,
@@ -322,17 +315,17 @@ def run_scenario(
     prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
     prod.start()
     time.sleep(3.0)  # warm-up: relay assigned, caches, GC
-    cpu0 = _tree_cpu_s(gw.pid)
+    cpu0 = cpu_seconds(gw.pid, tree=True)
     rss_max = 0.0
     t0 = time.perf_counter()
     go.set()
     end = t0 + seconds
-    rss_first = _rss_mb(gw.pid)
+    rss_first = rss_mb(gw.pid)
     while time.perf_counter() < end:
         time.sleep(0.5)
-        rss_max = max(rss_max, _rss_mb(gw.pid))
+        rss_max = max(rss_max, rss_mb(gw.pid))
     stop.set()
-    gw_cpu = (_tree_cpu_s(gw.pid) - cpu0) / (time.perf_counter() - t0)
+    gw_cpu = (cpu_seconds(gw.pid, tree=True) - cpu0) / (time.perf_counter() - t0)
     reports = [out.get(timeout=60) for _ in workers]
     pstop.set()
     prod.join(15)

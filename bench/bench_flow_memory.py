@@ -30,6 +30,7 @@ from bytewax.testing import run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_flow_bars import Counter  # noqa: E402 -- bench/ is not a package
+from procstat import cpu_seconds, rss_mb  # noqa: E402
 
 from flows.bars import build_flow, tune_gc  # noqa: E402
 from flows.decode import RawBatch, WireTick  # noqa: E402
@@ -94,14 +95,6 @@ def child(tickers: int, rate: float) -> None:
     run_main(flow)  # type: ignore[no-untyped-call]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    msg = f"no VmRSS for pid {pid}"
-    raise RuntimeError(msg)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -132,9 +125,7 @@ def main() -> None:
                 raise RuntimeError(msg)
             minute = (time.monotonic() - start) / 60
             mb = rss_mb(proc.pid)
-            ticks = os.sysconf("SC_CLK_TCK")
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / ticks
+            cpu = cpu_seconds(proc.pid)
             points.append((minute, mb))
             print(f"{minute:>7.1f} {mb:>8.1f} {cpu:>7.0f}", flush=True)
     finally:

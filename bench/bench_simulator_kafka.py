@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +28,9 @@ from simulator.settings import SimulatorSettings
 from simulator.stream import stream, wall_ms
 from simulator.universe import Universe, UniverseConfig, load_universe
 from stack.services import create_topics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstat import cpu_seconds  # noqa: E402 -- bench/ is not a package
 
 
 def topic(bootstrap: str) -> str:
@@ -83,8 +87,7 @@ def cpu_s(pid: int | None = None) -> float:
     """CPU seconds (user + system, all threads) of this process or of ``pid`` (the broker)."""
     if pid is None:
         return time.process_time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid)
 
 
 class Rate(NamedTuple):
