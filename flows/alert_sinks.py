@@ -19,7 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from contracts.anomaly import Anomaly, encode_anomaly
 from flows.anomaly_settings import AnomalySettings
 from flows.notify import WebhookNotifier
-from flows.sinks import FanoutSink, _KafkaPartition, _PostgresPartition, _producer_config
+from flows.sinks import FanoutSink, KafkaMessage, _KafkaPartition, _PostgresPartition, _producer_config
 
 _INSERT = """INSERT INTO anomalies (time, ticker, type, timeframe, severity, value, threshold, reference, message,
                        detected_at)
@@ -71,12 +71,10 @@ class KafkaAlertSink(DynamicSink[Anomaly]):
         self._topic = topic
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[Anomaly]:
-        topic = self._topic
+        def encode(a: Anomaly) -> KafkaMessage:
+            return a.ticker.encode(), encode_anomaly(a), None
 
-        def encode(a: Anomaly) -> tuple[bytes, bytes, Any]:
-            return a.ticker.encode(), encode_anomaly(a), (topic, None)
-
-        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_alerts", encode)
+        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_alerts", self._topic, encode)
 
 
 class _WebhookPartition(StatelessSinkPartition[Anomaly]):

@@ -14,7 +14,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -269,9 +269,15 @@ class _RedisPartition(StatelessSinkPartition[X]):
         self._client.close()
 
 
-def _write_bars(pipe: Any, bars: list[Bar]) -> None:
-    for bar in bars:
-        raw = encode_bar(bar)
+class EncodedBar(NamedTuple):
+    """A bar with its contract JSON, encoded once for every writer (Redis, ``market-bars``)."""
+
+    bar: Bar
+    raw: bytes
+
+
+def _write_bars(pipe: Any, bars: list[EncodedBar]) -> None:
+    for bar, raw in bars:
         if bar.final:
             pipe.set(redis_keys.final_bar(bar.ticker, bar.timeframe), raw)
             pipe.hset(redis_keys.indicators(bar.ticker), bar.timeframe, raw)
@@ -280,8 +286,8 @@ def _write_bars(pipe: Any, bars: list[Bar]) -> None:
             pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
 
 
-def _live_bars_written(bars: list[Bar]) -> None:
-    observe_latency(PATH_LIVE_BAR, [b.last_tick for b in bars if not b.final])
+def _live_bars_written(bars: list[EncodedBar]) -> None:
+    observe_latency(PATH_LIVE_BAR, [e.bar.last_tick for e in bars if not e.bar.final])
 
 
 _TICK_ENCODER = msgspec.json.Encoder()
@@ -297,13 +303,13 @@ def _write_quotes(pipe: Any, batches: list[list[WireTick]]) -> None:
         pipe.set(redis_keys.latest_price(ticker), _TICK_ENCODER.encode(tick))
 
 
-class RedisBarSink(DynamicSink[Bar]):
+class RedisBarSink(DynamicSink[EncodedBar]):
     """Live bars (with TTL), final bars and the newest indicators per ticker/timeframe into Redis."""
 
     def __init__(self, redis_url: str) -> None:
         self._url = redis_url
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[Bar]:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[EncodedBar]:
         return _RedisPartition(self._url, "redis_bars", _write_bars, _live_bars_written)
 
 
@@ -320,6 +326,11 @@ class RedisQuoteSink(DynamicSink[list[WireTick]]):
 # --------------------------------------------------------------------------- Kafka
 
 
+Headers = list[tuple[str, str | bytes | None]]
+#: What a Kafka sink makes of one item: ``(key, value, headers)``.
+KafkaMessage = tuple[bytes, bytes, Headers | None]
+
+
 class _KafkaPartition(StatelessSinkPartition[X]):
     """Produces a batch and waits for its delivery before returning (so a snapshot never runs ahead)."""
 
@@ -327,11 +338,13 @@ class _KafkaPartition(StatelessSinkPartition[X]):
         self,
         config: dict[str, Any],
         name: str,
-        encode: Callable[[X], tuple[bytes, bytes, Any]],
+        topic: str,
+        encode: Callable[[X], KafkaMessage],
         delivered: Callable[[list[X]], None] | None = None,
     ) -> None:
         self._producer = Producer(config)
         self._name = name
+        self._topic = topic
         SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
         self._encode = encode
         self._delivered = delivered  # called once per batch after every message was delivered
@@ -346,8 +359,8 @@ class _KafkaPartition(StatelessSinkPartition[X]):
             return
         with SINK_SECONDS.labels(self._name).time():
             for item in items:
-                key, value, extra = self._encode(item)
-                self._produce(key, value, extra)
+                key, value, headers = self._encode(item)
+                self._produce(key, value, headers)
             remaining = self._producer.flush(60)
         if remaining or self._failed:
             SINK_ERRORS.labels(self._name).inc()
@@ -358,11 +371,12 @@ class _KafkaPartition(StatelessSinkPartition[X]):
         if self._delivered is not None:
             self._delivered(items)
 
-    def _produce(self, key: bytes, value: bytes, extra: Any) -> None:
-        topic, headers = extra
+    def _produce(self, key: bytes, value: bytes, headers: Headers | None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    self._topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
@@ -383,25 +397,27 @@ def _producer_config(bootstrap: str) -> dict[str, Any]:
     }
 
 
-class KafkaBarSink(DynamicSink[Bar]):
+class KafkaBarSink(DynamicSink[EncodedBar]):
     """Bars (live and final) to ``market-bars`` keyed by ticker (contract ``bar.v1``)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[Bar]:
-        topic = self._topic
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[EncodedBar]:
+        def encode(e: EncodedBar) -> KafkaMessage:
+            return e.bar.ticker.encode(), e.raw, None
 
-        def encode(bar: Bar) -> tuple[bytes, bytes, Any]:
-            return bar.ticker.encode(), encode_bar(bar), (topic, None)
-
-        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_bars", encode)
+        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_bars", self._topic, encode)
 
 
-def dead_letter_headers(dl: DeadLetter, stage: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(dl: DeadLetter, stage: str) -> Headers:
     """Kafka headers describing why and where from a message was dead-lettered (see docs/contracts.md)."""
-    headers = [("dlq.reason", dl.reason.encode()), ("dlq.kind", dl.kind.encode()), ("dlq.stage", stage.encode())]
+    headers: Headers = [
+        ("dlq.reason", dl.reason.encode()),
+        ("dlq.kind", dl.kind.encode()),
+        ("dlq.stage", stage.encode()),
+    ]
     if dl.topic is not None:
         headers += [
             ("dlq.source.topic", dl.topic.encode()),
@@ -420,12 +436,13 @@ class DeadLetterSink(DynamicSink[DeadLetter]):
         self._stage = stage
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition[DeadLetter]:
-        topic, stage = self._topic, self._stage
+        stage = self._stage
 
-        def encode(dl: DeadLetter) -> tuple[bytes, bytes, Any]:
-            return b"", dl.raw, (topic, dead_letter_headers(dl, stage))
+        def encode(dl: DeadLetter) -> KafkaMessage:
+            return b"", dl.raw, dead_letter_headers(dl, stage)
 
-        return _KafkaPartition(_producer_config(self._bootstrap), "kafka_dead_letter", encode, _dead_letters_delivered)
+        config = _producer_config(self._bootstrap)
+        return _KafkaPartition(config, "kafka_dead_letter", self._topic, encode, _dead_letters_delivered)
 
 
 def _dead_letters_delivered(items: list[DeadLetter]) -> None:
@@ -464,20 +481,44 @@ class FanoutSink(DynamicSink[X]):
         return _FanoutPartition([s.build(step_id, worker_index, worker_count) for s in self._sinks])
 
 
-def final_bar_sink(settings: SharedSettings) -> FanoutSink[Bar]:
-    """Final bars: PostgreSQL, then Redis, then ``market-bars``."""
-    return FanoutSink(
-        BarStoreSink(settings.database_url.get_secret_value()),
-        RedisBarSink(settings.redis_url),
-        KafkaBarSink(settings.kafka_bootstrap_servers, settings.topic_bars),
-    )
+class _EncodeBarsPartition(StatelessSinkPartition[Bar]):
+    def __init__(self, parts: list[StatelessSinkPartition[EncodedBar]]) -> None:
+        self._parts = parts
+
+    def write_batch(self, items: list[Bar]) -> None:
+        encoded = [EncodedBar(bar, encode_bar(bar)) for bar in items]
+        for part in self._parts:  # in order
+            part.write_batch(encoded)
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
 
 
-def live_bar_sink(settings: SharedSettings) -> FanoutSink[Bar]:
-    """Live (partial) bars: Redis with a TTL, and ``market-bars`` with ``final: false``."""
-    return FanoutSink(
+class EncodeBarsSink(DynamicSink[Bar]):
+    """Encodes each bar once (contract JSON) and writes the ``(bar, bytes)`` pairs to several sinks in order."""
+
+    def __init__(self, *sinks: DynamicSink[EncodedBar]) -> None:
+        self._sinks = sinks
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _EncodeBarsPartition:
+        return _EncodeBarsPartition([s.build(step_id, worker_index, worker_count) for s in self._sinks])
+
+
+def _bar_publishers(settings: SharedSettings) -> EncodeBarsSink:
+    return EncodeBarsSink(
         RedisBarSink(settings.redis_url), KafkaBarSink(settings.kafka_bootstrap_servers, settings.topic_bars)
     )
+
+
+def final_bar_sink(settings: SharedSettings) -> FanoutSink[Bar]:
+    """Final bars: PostgreSQL, then Redis, then ``market-bars`` (each bar JSON-encoded once for both)."""
+    return FanoutSink(BarStoreSink(settings.database_url.get_secret_value()), _bar_publishers(settings))
+
+
+def live_bar_sink(settings: SharedSettings) -> EncodeBarsSink:
+    """Live (partial) bars: Redis with a TTL, and ``market-bars`` with ``final: false``."""
+    return _bar_publishers(settings)
 
 
 def latest_tick_sink(settings: SharedSettings) -> RedisQuoteSink:

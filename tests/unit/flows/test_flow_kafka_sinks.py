@@ -77,3 +77,67 @@ def test_dead_letters_are_not_counted_when_delivery_fails(producer: type[FakePro
     with pytest.raises(SinkError):
         part.write_batch(_dead(2))
     assert _counts() == before
+
+
+def _bars() -> list[Any]:
+    from contracts.bar import BAR_SCHEMA_VERSION
+    from flows.aggregation import FlowBar
+
+    t0 = 1_705_318_200_000
+    return [
+        FlowBar(
+            "SYNTH",
+            "1m",
+            t0,
+            t0 + 60_000,
+            1.0,
+            1.2,
+            0.9,
+            1.1,
+            10,
+            1.05,
+            2,
+            t0 + 1,
+            t0 + 2,
+            final,
+            None,
+            BAR_SCHEMA_VERSION,
+        )  # fmt: skip
+        for final in (True, False)
+    ]
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def set(self, key: str, value: bytes, ex: int | None = None) -> None:
+        self.values.append(value)
+
+    def hset(self, key: str, field: str, value: bytes) -> None:
+        self.values.append(value)
+
+
+def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
+    producer: type[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contracts.bar import encode_bar
+
+    calls: list[Any] = []
+
+    def counting(bar: Any) -> bytes:
+        calls.append(bar)
+        return encode_bar(bar)
+
+    monkeypatch.setattr(sinks, "encode_bar", counting)
+    pipe = _Pipe()
+    monkeypatch.setattr(sinks._RedisPartition, "_write", lambda self, items: self._write_fn(pipe, items))
+    part = sinks.live_bar_sink(SharedSettings()).build("bars", 0, 1)
+    bars = _bars()
+    part.write_batch(bars)
+    assert len(calls) == len(bars)
+    sent = producer.instances[0].sent
+    assert [m["value"] for m in sent] == [encode_bar(b) for b in bars]
+    assert [m["key"] for m in sent] == [b"SYNTH", b"SYNTH"]
+    assert {m["topic"] for m in sent} == {SharedSettings().topic_bars}
+    assert pipe.values == [encode_bar(bars[0]), encode_bar(bars[0]), encode_bar(bars[1])]
