@@ -38,7 +38,7 @@ import orjson
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import credential_from, key_is_valid
+from api.auth import admit, credential_from
 from api.deps import API_PREFIX
 from api.errors import ApiError, error_body
 from api.metrics import LATENCY, REQUESTS
@@ -178,21 +178,8 @@ class GatewayMiddleware:
             query = scope.get("query_string", b"")
             params = dict(parse_qsl(query.decode("latin-1"))) if b"api_key=" in query else {}
             credential = credential_from(wanted, params)
-            if not key_is_valid(credential, settings):
-                return ApiError(
-                    401,
-                    "unauthorized",
-                    "missing or invalid API key (X-API-Key header, Bearer token or api_key query parameter)",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        if limiter is not None:
-            client = scope.get("client")
-            identity = credential if credential else (client[0] if client else "unknown")
-            try:
-                await limiter.check(identity, "http")
-            except ApiError as err:
-                return err
-        return None
+        client = scope.get("client")
+        return await admit(settings, limiter, credential, client[0] if client else "unknown", "http")
 
     def _template(self, scope: Scope) -> str:
         """Route template of a request answered before routing (401/429), from the OpenAPI paths."""

@@ -27,10 +27,9 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
-from api.auth import credential_from, key_is_valid
+from api.auth import admit, credential_from
 from api.cache import TICKER_RE
 from api.deps import AppState
-from api.errors import ApiError
 from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from common.errors import ContractError
@@ -58,16 +57,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     state: AppState = ws.app.state.md
     settings = state.settings
     credential = credential_from(ws.headers, ws.query_params)
-    if settings.auth_enabled and not key_is_valid(credential, settings):
-        await ws.close(code=1008, reason="missing or invalid API key")
+    client_host = ws.client.host if ws.client else "unknown"
+    refused = await admit(settings, state.limiter, credential, client_host, "ws")
+    if refused is not None:
+        if refused.status == 401:
+            await ws.close(code=1008, reason="missing or invalid API key")
+        else:
+            await ws.close(code=1013, reason=refused.message[:120])
         return
-    if state.limiter is not None:
-        client_host = ws.client.host if ws.client else "unknown"
-        try:
-            await state.limiter.check(credential or client_host, "ws")
-        except ApiError as err:
-            await ws.close(code=1013, reason=err.message[:120])
-            return
     await ws.accept()
     hub = state.hub
     client = Client(uuid.uuid4().hex, ws.send_text, hub)

@@ -244,6 +244,25 @@ async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_rea
     assert has_newco()
 
 
+async def test_admit_is_the_one_key_and_rate_limit_check_of_rest_and_ws() -> None:
+    from api.auth import admit
+
+    with_keys = ApiSettings(relay_enabled=False, keys=[SecretStr("k1")])
+    limiter = FakeLimiter(budget=1)
+    refused = await admit(with_keys, limiter, "wrong", "10.0.0.1", "ws")
+    assert refused is not None
+    assert refused.status == 401
+    assert limiter.identities == []  # a refused key is not counted
+    assert await admit(with_keys, limiter, "k1", "10.0.0.1", "ws") is None
+    limited = await admit(with_keys, limiter, "k1", "10.0.0.1", "ws")
+    assert limited is not None
+    assert limited.status == 429
+    open_settings = ApiSettings(relay_enabled=False)
+    assert await admit(open_settings, None, None, "10.0.0.2", "http") is None
+    await admit(open_settings, limiter, "anything", "10.0.0.2", "ws")
+    assert limiter.identities == ["k1", "k1", "10.0.0.2"]  # per key with auth on, per client IP with it off
+
+
 def test_iso_timestamps_always_have_four_digit_years() -> None:
     from datetime import UTC, datetime
 
