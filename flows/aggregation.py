@@ -271,10 +271,10 @@ class TickerBars:
         st.next_due = next_due
         st.ticks_since_live += ticks
         st.live_dirty = True
-        if config.close_on_system_time:
-            self._advance_by_clock(now_ms)
-        finals, duplicates = self._close_due() if st.next_due <= st.frontier else ([], 0)
-        lives = self._live(now_ms) if config.live_enabled else []
+        # no second clock advance: a chunk either moved the watermark (its wall time is now, so the clock adds
+        # nothing beyond watermark - grace) or left it, and the clock was applied above
+        finals, duplicates = self._close_due()
+        lives = self._live(now_ms)
         return Emitted(finals, lives, late, duplicates)
 
     def on_time(self, now_ms: int) -> Emitted:
