@@ -19,7 +19,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.store import Store
 from common.errors import ContractError
 from contracts import redis_keys
@@ -170,7 +170,6 @@ class TickerDirectory:
         self._known: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
         self._reloading: asyncio.Task[frozenset[str]] | None = None
-        self.reloads = 0
 
     async def refresh(self) -> frozenset[str]:
         """Reload the set from the database (concurrent callers share one query)."""
@@ -190,7 +189,6 @@ class TickerDirectory:
         known = frozenset(await self.store.ticker_names())
         self._known = known
         self._loaded_at = time.monotonic()
-        self.reloads += 1
         return known
 
     def _reloaded(self, task: asyncio.Task[frozenset[str]]) -> None:
@@ -245,9 +243,3 @@ class TickerDirectory:
 def _log_failure(task: asyncio.Task[frozenset[str]]) -> None:
     if not task.cancelled() and (err := task.exception()) is not None:
         log.warning("ticker list reload failed: %r", err)
-
-
-def redis_error(err: Exception) -> ApiError:
-    """503 for Redis outages where no fallback exists."""
-    log.warning("redis unavailable: %r", err)
-    return ApiError(503, "unavailable", "redis is unavailable, try again shortly")

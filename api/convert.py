@@ -33,11 +33,6 @@ def from_epoch_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
-def to_epoch_ms(value: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (floor)."""
-    return (value - EPOCH) // timedelta(milliseconds=1)
-
-
 def cents(value: float) -> str:
     """A grid price as ``"150.25"``."""
     return f"{value:.2f}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,7 +47,6 @@ class AppState:
     admin: AdminClient | None
     limiter: RateLimiter | None
     started_monotonic: float = 0.0
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 def state_of(request: Request) -> AppState:

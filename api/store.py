@@ -137,12 +137,6 @@ class Store:
             await cur.execute("SELECT ticker FROM tickers LIMIT 100000")
             return {row[0] for row in await cur.fetchall()}
 
-    async def ticker_exists(self, ticker: str) -> bool:
-        """True when ``ticker`` is in the universe."""
-        async with self._cursor() as cur:
-            await cur.execute("SELECT 1 FROM tickers WHERE ticker = %s", (ticker,))
-            return await cur.fetchone() is not None
-
     async def latest_tick(self, ticker: str) -> TickRow | None:
         """The newest archived tick."""
         async with self._cursor() as cur:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -83,7 +83,6 @@ class FakeState:
     store: FakeStore
     limiter: FakeLimiter | None = None
     started_monotonic: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def client_for(limiter: FakeLimiter | None = None, **overrides: Any) -> tuple[httpx.AsyncClient, FakeState]:
