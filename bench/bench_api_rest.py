@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
+import queue
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -102,13 +105,32 @@ def _load(port: int, path: str, seconds: float, conns: int, rate: float | None, 
     out.put((lat, errors[0], (time.process_time() - cpu0) / seconds))
 
 
+def _result(p: mp.Process, q: mp.Queue, timeout_s: float, path: str) -> Any:  # type: ignore[type-arg]
+    """The load process's report; a clear error (not a hang) when it died or sent nothing in ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return q.get(timeout=1.0)
+        except queue.Empty:
+            if p.exitcode is not None:  # its report, if any, was flushed before it exited
+                with contextlib.suppress(queue.Empty):
+                    return q.get(timeout=1.0)
+                msg = f"load process for {path} exited with code {p.exitcode} without a result"
+                raise RuntimeError(msg) from None
+            if time.monotonic() > deadline:
+                p.terminate()
+                p.join(5)
+                msg = f"load process for {path} sent no result within {timeout_s:.0f} s"
+                raise RuntimeError(msg) from None
+
+
 def measure(gw_pid: int, port: int, path: str, seconds: float, conns: int, rate: float | None = None) -> Result:
     """Throughput, latency percentiles and CPU shares of one load run."""
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     p = mp.Process(target=_load, args=(port, path, seconds, conns, rate, q))
     gw0 = cpu_seconds(gw_pid, tree=True)
     p.start()
-    lat_list, errors, load_cpu = q.get()
+    lat_list, errors, load_cpu = _result(p, q, seconds + 60, path)
     gw_cpu = (cpu_seconds(gw_pid, tree=True) - gw0) / seconds
     p.join()
     lat = np.array(lat_list, dtype=float)

@@ -299,38 +299,46 @@ def run_scenario(
     go, stop, pstop = ctx.Event(), ctx.Event(), ctx.Event()
     out: Any = ctx.Queue()
     readies = []
-    workers = []
-    for k in range(procs):
-        ready = ctx.Event()
-        n = clients // procs + (1 if k < clients % procs else 0)
-        s = stalled if k == 0 else 0
-        w = ctx.Process(target=_clients, args=(port, n, s, batch, 10 if batch else 4, ready, go, stop, out))
-        w.start()
-        readies.append(ready)
-        workers.append(w)
-    for ready in readies:
-        if not ready.wait(120):
-            msg = f"{name}: clients did not subscribe in time"
-            raise RuntimeError(msg)
-    prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
-    prod.start()
-    time.sleep(3.0)  # warm-up: relay assigned, caches, GC
-    cpu0 = cpu_seconds(gw.pid, tree=True)
-    rss_max = 0.0
-    t0 = time.perf_counter()
-    go.set()
-    end = t0 + seconds
-    rss_first = rss_mb(gw.pid)
-    while time.perf_counter() < end:
-        time.sleep(0.5)
-        rss_max = max(rss_max, rss_mb(gw.pid))
-    stop.set()
-    gw_cpu = (cpu_seconds(gw.pid, tree=True) - cpu0) / (time.perf_counter() - t0)
-    reports = [out.get(timeout=60) for _ in workers]
-    pstop.set()
-    prod.join(15)
-    for w in workers:
-        w.join(15)
+    workers: list[Any] = []  # client processes
+    prod: Any = None
+    try:
+        for k in range(procs):
+            ready = ctx.Event()
+            n = clients // procs + (1 if k < clients % procs else 0)
+            s = stalled if k == 0 else 0
+            w = ctx.Process(target=_clients, args=(port, n, s, batch, 10 if batch else 4, ready, go, stop, out))
+            w.start()
+            readies.append(ready)
+            workers.append(w)
+        for ready in readies:
+            if not ready.wait(120):
+                msg = f"{name}: clients did not subscribe in time"
+                raise RuntimeError(msg)
+        prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
+        prod.start()
+        time.sleep(3.0)  # warm-up: relay assigned, caches, GC
+        cpu0 = cpu_seconds(gw.pid, tree=True)
+        rss_max = 0.0
+        t0 = time.perf_counter()
+        go.set()
+        end = t0 + seconds
+        rss_first = rss_mb(gw.pid)
+        while time.perf_counter() < end:
+            time.sleep(0.5)
+            rss_max = max(rss_max, rss_mb(gw.pid))
+        stop.set()
+        gw_cpu = (cpu_seconds(gw.pid, tree=True) - cpu0) / (time.perf_counter() - t0)
+        reports = [out.get(timeout=60) for _ in workers]
+        pstop.set()
+        prod.join(15)
+        for w in workers:
+            w.join(15)
+    finally:  # a failure above must not leave (non-daemon) children blocking the interpreter's exit
+        pstop.set()
+        for w in [*workers, prod]:
+            if w is not None and w.is_alive():
+                w.terminate()
+                w.join(5)
     lat = np.concatenate([np.frombuffer(r["lat"], dtype=float) for r in reports])
     per_client = np.array([c for r in reports for c in r["per_client"]], dtype=float)
     wall = max(r["wall"] for r in reports)
