@@ -95,6 +95,9 @@ class DecodedBatch(msgspec.Struct, gc=False):
     timestamps: npt.NDArray[np.int64]
     cents: npt.NDArray[np.int64]
     volumes: npt.NDArray[np.int64]
+    #: best bid and ask as decoded (on the $0.01 grid); the tick archive turns them into cents
+    bids: npt.NDArray[np.float64]
+    asks: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -182,7 +185,7 @@ def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
 _TICKER = operator.attrgetter("ticker")
 
 
-def _column(ticks: list[WireTick], name: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
+def _column(ticks: Sequence[WireTick], name: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
     """One field of every tick as a NumPy array (a C-level loop: ``fromiter`` over ``attrgetter``)."""
     return np.fromiter(map(operator.attrgetter(name), ticks), dtype=dtype, count=len(ticks))
 
@@ -251,7 +254,7 @@ def decode_batch(
             ticks = [ticks[i] for i in idx]
             raws = [raws[i] for i in idx]
             kept_origins = _take(kept_origins, idx) if kept_origins is not None else None
-            prices, timestamps = prices[keep], timestamps[keep]
+            prices, bids, asks, timestamps = prices[keep], bids[keep], asks[keep], timestamps[keep]
     batch = DecodedBatch(
         ticks=ticks,
         raws=raws,
@@ -260,5 +263,7 @@ def decode_batch(
         timestamps=timestamps,
         cents=np.rint(prices * 100.0).astype(np.int64),
         volumes=_column(ticks, "volume", np.int64),
+        bids=bids,
+        asks=asks,
     )
     return batch, dead

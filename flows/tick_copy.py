@@ -12,7 +12,6 @@ payload is therefore by ticker length, not arrival order — irrelevant for a ta
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from flows.decode import DecodedBatch, WireTick
+from flows.decode import DecodedBatch, _column
 
 #: Column order of every payload built here (``COPY market_ticks (COLUMNS) FROM STDIN (FORMAT binary)``).
 COLUMNS = "time, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
@@ -70,14 +69,9 @@ class TickColumns(msgspec.Struct, frozen=True, gc=False):
         return len(self.codes)
 
 
-def _ints(ticks: Sequence[WireTick], name: str) -> npt.NDArray[np.int64]:
-    return np.fromiter(map(operator.attrgetter(name), ticks), dtype=np.int64, count=len(ticks))
-
-
-def _cents(ticks: Sequence[WireTick], name: str) -> npt.NDArray[np.int64]:
+def _cents(prices: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     # prices passed the decoder's $0.01-grid check, so rounding recovers the exact cents
-    floats = np.fromiter(map(operator.attrgetter(name), ticks), dtype=np.float64, count=len(ticks))
-    return np.rint(floats * 100.0).astype(np.int64)
+    return np.rint(prices * 100.0).astype(np.int64)
 
 
 def tick_columns(batches: Sequence[DecodedBatch]) -> TickColumns:
@@ -85,6 +79,7 @@ def tick_columns(batches: Sequence[DecodedBatch]) -> TickColumns:
     if len(batches) == 1:
         ticks, tickers = batches[0].ticks, batches[0].tickers
         timestamps, cents, volumes = batches[0].timestamps, batches[0].cents, batches[0].volumes
+        bids, asks = batches[0].bids, batches[0].asks
     else:
         ticks = [t for batch in batches for t in batch.ticks]
         tickers = [s for batch in batches for s in batch.tickers]
@@ -92,17 +87,18 @@ def tick_columns(batches: Sequence[DecodedBatch]) -> TickColumns:
             np.concatenate([getattr(b, name) for b in batches]).astype(np.int64, copy=False)
             for name in ("timestamps", "cents", "volumes")
         )
+        bids, asks = (np.concatenate([getattr(b, name) for b in batches]) for name in ("bids", "asks"))
     index = {name: i for i, name in enumerate(dict.fromkeys(tickers))}
     return TickColumns(
         names=list(index),
         codes=np.fromiter(map(index.__getitem__, tickers), dtype=np.int64, count=len(tickers)),
         timestamps=timestamps,
-        seqs=_ints(ticks, "seq"),
+        seqs=_column(ticks, "seq", np.int64),
         cents=cents,
-        bid_cents=_cents(ticks, "bid"),
-        ask_cents=_cents(ticks, "ask"),
-        bid_sizes=_ints(ticks, "bid_size"),
-        ask_sizes=_ints(ticks, "ask_size"),
+        bid_cents=_cents(bids),
+        ask_cents=_cents(asks),
+        bid_sizes=_column(ticks, "bid_size", np.int64),
+        ask_sizes=_column(ticks, "ask_size", np.int64),
         volumes=volumes,
     )
 

@@ -117,3 +117,13 @@ def test_values_the_columns_cannot_hold_are_refused() -> None:
         copy_payload(too_big)
     with pytest.raises(ValueError, match="price out of numeric"):
         copy_payload(msgspec.structs.replace(cols, cents=np.array([0], dtype=np.int64)))
+
+
+def test_quotes_come_from_the_decoder_columns_filtered_like_prices() -> None:
+    good = [_tick("AAA", 1, 10_001), _tick("AAA", 3, 10_003)]
+    off_grid = msgspec.json.encode(_tick("AAA", 2, 10_002)).replace(b"100.02", b"100.025")
+    batch, dead = decode_batch([msgspec.json.encode(good[0]), off_grid, msgspec.json.encode(good[1])])
+    assert len(dead) == 1
+    assert batch.bids.tolist() == [t.bid for t in good]
+    assert batch.asks.tolist() == [t.ask for t in good]
+    assert _sorted(parse_copy(copy_payload(tick_columns([batch])))) == _sorted(expected(good))
