@@ -15,11 +15,23 @@ UID = "md-pipeline"
 JOB = 'job=~"$job"'
 
 
+def _rate(metric: str, by: str = "") -> str:
+    """Per-second rate of counter ``metric`` over the selected jobs, summed (by ``by`` when given)."""
+    rate = f"rate({metric}{{{JOB}}}[$__rate_interval])"
+    return f"sum by ({by}) ({rate})" if by else f"sum({rate})"
+
+
+def _quantile(q: float, metric: str, by: str = "") -> str:
+    """Quantile ``q`` of histogram ``metric`` over the selected jobs (split by ``by`` when given)."""
+    labels = f"le, {by}" if by else "le"
+    return f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{{{JOB}}}[$__rate_interval])))"
+
+
 def _quantiles(metric: str, by: str, legend: str) -> list[object]:
     """p50 and p99 of a histogram, split by ``by``."""
     return [
         prom(
-            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{JOB}}}[$__rate_interval])))",
+            _quantile(q, metric, by),
             f"p{round(q * 100)} {legend}",
             ref_id,
         )
@@ -79,7 +91,7 @@ def build() -> models.Dashboard:
             .datasource(PROMETHEUS)
             .with_target(
                 prom(
-                    f"sum by (timeframe, final) (rate(flow_bars_emitted_total{{{JOB}}}[$__rate_interval]))",
+                    _rate("flow_bars_emitted_total", "timeframe, final"),
                     "{{timeframe}} final={{final}}",
                 )
             )
@@ -110,18 +122,15 @@ def build() -> models.Dashboard:
                 "Late and dead-lettered ticks per second", "short", "Ticks sent to the dead-letter topic, by kind"
             )
             .datasource(PROMETHEUS)
-            .with_target(prom(f"sum by (kind) (rate(flow_dead_letters_total{{{JOB}}}[$__rate_interval]))", "{{kind}}"))
+            .with_target(prom(_rate("flow_dead_letters_total", "kind"), "{{kind}}"))
         )
         .with_panel(
             timeseries_panel("Sink errors and write time", "short", "Failed write attempts per second, by sink")
             .datasource(PROMETHEUS)
-            .with_target(
-                prom(f"sum by (sink) (rate(flow_sink_errors_total{{{JOB}}}[$__rate_interval]))", "errors {{sink}}")
-            )
+            .with_target(prom(_rate("flow_sink_errors_total", "sink"), "errors {{sink}}"))
             .with_target(
                 prom(
-                    "histogram_quantile(0.99, sum by (le, sink)"
-                    f" (rate(flow_sink_write_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    _quantile(0.99, "flow_sink_write_seconds", "sink"),
                     "p99 write s {{sink}}",
                     "B",
                 )
@@ -138,13 +147,13 @@ def build() -> models.Dashboard:
             .datasource(PROMETHEUS)
             .with_target(
                 prom(
-                    f"sum by (channel) (rate(api_ws_messages_sent_total{{{JOB}}}[$__rate_interval]))",
+                    _rate("api_ws_messages_sent_total", "channel"),
                     "sent {{channel}}",
                 )
             )
             .with_target(
                 prom(
-                    f"sum by (channel) (rate(api_ws_messages_dropped_total{{{JOB}}}[$__rate_interval]))",
+                    _rate("api_ws_messages_dropped_total", "channel"),
                     "dropped {{channel}}",
                     "B",
                 )
@@ -155,8 +164,7 @@ def build() -> models.Dashboard:
             .datasource(PROMETHEUS)
             .with_target(
                 prom(
-                    "histogram_quantile(0.99, sum by (le, route)"
-                    f" (rate(api_request_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    _quantile(0.99, "api_request_duration_seconds", "route"),
                     "{{route}}",
                 )
             )
@@ -164,22 +172,21 @@ def build() -> models.Dashboard:
         .with_panel(
             timeseries_panel("API requests per second by status", "reqps", "HTTP requests by status code")
             .datasource(PROMETHEUS)
-            .with_target(prom(f"sum by (status) (rate(api_requests_total{{{JOB}}}[$__rate_interval]))", "{{status}}"))
+            .with_target(prom(_rate("api_requests_total", "status"), "{{status}}"))
         )
         .with_row(dashboard.Row("Simulator"))
         .with_panel(
             timeseries_panel("Simulator delivery", "short", "Ticks produced and acknowledged by Kafka per second")
             .datasource(PROMETHEUS)
-            .with_target(prom(f"sum(rate(sim_ticks_produced_total{{{JOB}}}[$__rate_interval]))", "produced"))
-            .with_target(prom(f"sum(rate(sim_ticks_delivered_total{{{JOB}}}[$__rate_interval]))", "delivered", "B"))
+            .with_target(prom(_rate("sim_ticks_produced_total"), "produced"))
+            .with_target(prom(_rate("sim_ticks_delivered_total"), "delivered", "B"))
         )
         .with_panel(
             timeseries_panel("Simulator pacing lag p99", "s", "Real-time steps behind their simulated timestamp")
             .datasource(PROMETHEUS)
             .with_target(
                 prom(
-                    "histogram_quantile(0.99, sum by (le)"
-                    f" (rate(sim_pacing_lag_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    _quantile(0.99, "sim_pacing_lag_seconds"),
                     "p99",
                 )
             )
