@@ -67,29 +67,31 @@ def build() -> models.Dashboard:
             .span(24)
         )
         .with_panel(
-            timeseries_panel("Moving averages and Bollinger bands", "currencyUSD", "Close, SMA, EMA, VWAP, BB")
-            .datasource(POSTGRES)
+            timeseries_panel(
+                "Moving averages and Bollinger bands", "currencyUSD", "Close, SMA, EMA, VWAP, BB", datasource=POSTGRES
+            )
             .with_target(
                 _bars_query("close, vwap, sma_20, sma_50, sma_200, ema_12, ema_26, bb_upper, bb_middle, bb_lower")
             )
             .span(24)
         )
         .with_panel(
-            timeseries_panel("RSI (14)", "none", "Relative strength index; 70 overbought, 30 oversold")
-            .datasource(POSTGRES)
+            timeseries_panel(
+                "RSI (14)", "none", "Relative strength index; 70 overbought, 30 oversold", datasource=POSTGRES
+            )
             .with_target(_bars_query("rsi_14"))
             .min(0)
             .max(100)
         )
         .with_panel(
-            timeseries_panel("MACD", "none", "MACD line, signal and histogram")
-            .datasource(POSTGRES)
-            .with_target(_bars_query("macd, macd_signal, macd_hist"))
+            timeseries_panel("MACD", "none", "MACD line, signal and histogram", datasource=POSTGRES).with_target(
+                _bars_query("macd, macd_signal, macd_hist")
+            )
         )
         .with_panel(
-            timeseries_panel("Trades per bar", "short", "Ticks aggregated into each bar")
-            .datasource(POSTGRES)
-            .with_target(_bars_query("trades"))
+            timeseries_panel(
+                "Trades per bar", "short", "Ticks aggregated into each bar", datasource=POSTGRES
+            ).with_target(_bars_query("trades"))
         )
         .with_panel(
             table.Panel()

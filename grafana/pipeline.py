@@ -75,21 +75,25 @@ def build() -> models.Dashboard:
             .span(24)
         )
         .with_panel(
-            timeseries_panel("Ticks per second by stage", "short", "messages_per_second recording rule")
-            .datasource(PROMETHEUS)
-            .with_target(prom("messages_per_second", "{{stage}}"))
+            timeseries_panel(
+                "Ticks per second by stage", "short", "messages_per_second recording rule", datasource=PROMETHEUS
+            ).with_target(prom("messages_per_second", "{{stage}}"))
         )
         .with_panel(
             timeseries_panel(
-                "Kafka consumer lag", "short", "Messages behind the high watermark, per consumer and topic"
-            )
-            .datasource(PROMETHEUS)
-            .with_target(prom(f"sum by (job, topic) (kafka_consumer_lag{{{JOB}}})", "{{job}} {{topic}}"))
+                "Kafka consumer lag",
+                "short",
+                "Messages behind the high watermark, per consumer and topic",
+                datasource=PROMETHEUS,
+            ).with_target(prom(f"sum by (job, topic) (kafka_consumer_lag{{{JOB}}})", "{{job}} {{topic}}"))
         )
         .with_panel(
-            timeseries_panel("Bars emitted per second", "short", "Final and live bars per timeframe from the bars flow")
-            .datasource(PROMETHEUS)
-            .with_target(
+            timeseries_panel(
+                "Bars emitted per second",
+                "short",
+                "Final and live bars per timeframe from the bars flow",
+                datasource=PROMETHEUS,
+            ).with_target(
                 prom(
                     _rate("flow_bars_emitted_total", "timeframe, final"),
                     "{{timeframe}} final={{final}}",
@@ -97,9 +101,9 @@ def build() -> models.Dashboard:
             )
         )
         .with_panel(
-            timeseries_panel("Event-time lag of the bars flow", "s", "System time minus the newest tick time")
-            .datasource(PROMETHEUS)
-            .with_target(prom(f"max by (job) (flow_event_time_lag_seconds{{{JOB}}})", "{{job}}"))
+            timeseries_panel(
+                "Event-time lag of the bars flow", "s", "System time minus the newest tick time", datasource=PROMETHEUS
+            ).with_target(prom(f"max by (job) (flow_event_time_lag_seconds{{{JOB}}})", "{{job}}"))
         )
         .with_row(dashboard.Row("Latency"))
         .with_panel(
@@ -107,26 +111,30 @@ def build() -> models.Dashboard:
                 "End-to-end latency p50 / p99",
                 "s",
                 "Tick event time to stored bar (flows) and to WebSocket fan-out (gateway)",
-            )
-            .datasource(PROMETHEUS)
-            .targets(_quantiles("end_to_end_latency_seconds", "path", "{{path}}"))  # type: ignore[arg-type]
+                datasource=PROMETHEUS,
+            ).targets(_quantiles("end_to_end_latency_seconds", "path", "{{path}}"))  # type: ignore[arg-type]
         )
         .with_panel(
-            timeseries_panel("Processing time per batch p50 / p99", "s", "Decode and aggregate one batch")
-            .datasource(PROMETHEUS)
-            .targets(_quantiles("processing_latency_seconds", "stage", "{{stage}}"))  # type: ignore[arg-type]
+            timeseries_panel(
+                "Processing time per batch p50 / p99", "s", "Decode and aggregate one batch", datasource=PROMETHEUS
+            ).targets(_quantiles("processing_latency_seconds", "stage", "{{stage}}"))  # type: ignore[arg-type]
         )
         .with_row(dashboard.Row("Errors"))
         .with_panel(
             timeseries_panel(
-                "Late and dead-lettered ticks per second", "short", "Ticks sent to the dead-letter topic, by kind"
-            )
-            .datasource(PROMETHEUS)
-            .with_target(prom(_rate("flow_dead_letters_total", "kind"), "{{kind}}"))
+                "Late and dead-lettered ticks per second",
+                "short",
+                "Ticks sent to the dead-letter topic, by kind",
+                datasource=PROMETHEUS,
+            ).with_target(prom(_rate("flow_dead_letters_total", "kind"), "{{kind}}"))
         )
         .with_panel(
-            timeseries_panel("Sink errors and write time", "short", "Failed write attempts per second, by sink")
-            .datasource(PROMETHEUS)
+            timeseries_panel(
+                "Sink errors and write time",
+                "short",
+                "Failed write attempts per second, by sink",
+                datasource=PROMETHEUS,
+            )
             .with_target(prom(_rate("flow_sink_errors_total", "sink"), "errors {{sink}}"))
             .with_target(
                 prom(
@@ -138,13 +146,14 @@ def build() -> models.Dashboard:
         )
         .with_row(dashboard.Row("Gateway"))
         .with_panel(
-            timeseries_panel("WebSocket clients", "short", "Connected WebSocket clients over all workers")
-            .datasource(PROMETHEUS)
-            .with_target(prom(f"sum(api_ws_clients{{{JOB}}})", "clients"))
+            timeseries_panel(
+                "WebSocket clients", "short", "Connected WebSocket clients over all workers", datasource=PROMETHEUS
+            ).with_target(prom(f"sum(api_ws_clients{{{JOB}}})", "clients"))
         )
         .with_panel(
-            timeseries_panel("WebSocket deliveries and drops per second", "short", "Events sent and dropped")
-            .datasource(PROMETHEUS)
+            timeseries_panel(
+                "WebSocket deliveries and drops per second", "short", "Events sent and dropped", datasource=PROMETHEUS
+            )
             .with_target(
                 prom(
                     _rate("api_ws_messages_sent_total", "channel"),
@@ -160,9 +169,9 @@ def build() -> models.Dashboard:
             )
         )
         .with_panel(
-            timeseries_panel("API latency per route p99", "s", "HTTP request latency by route template")
-            .datasource(PROMETHEUS)
-            .with_target(
+            timeseries_panel(
+                "API latency per route p99", "s", "HTTP request latency by route template", datasource=PROMETHEUS
+            ).with_target(
                 prom(
                     _quantile(0.99, "api_request_duration_seconds", "route"),
                     "{{route}}",
@@ -170,21 +179,28 @@ def build() -> models.Dashboard:
             )
         )
         .with_panel(
-            timeseries_panel("API requests per second by status", "reqps", "HTTP requests by status code")
-            .datasource(PROMETHEUS)
-            .with_target(prom(_rate("api_requests_total", "status"), "{{status}}"))
+            timeseries_panel(
+                "API requests per second by status", "reqps", "HTTP requests by status code", datasource=PROMETHEUS
+            ).with_target(prom(_rate("api_requests_total", "status"), "{{status}}"))
         )
         .with_row(dashboard.Row("Simulator"))
         .with_panel(
-            timeseries_panel("Simulator delivery", "short", "Ticks produced and acknowledged by Kafka per second")
-            .datasource(PROMETHEUS)
+            timeseries_panel(
+                "Simulator delivery",
+                "short",
+                "Ticks produced and acknowledged by Kafka per second",
+                datasource=PROMETHEUS,
+            )
             .with_target(prom(_rate("sim_ticks_produced_total"), "produced"))
             .with_target(prom(_rate("sim_ticks_delivered_total"), "delivered", "B"))
         )
         .with_panel(
-            timeseries_panel("Simulator pacing lag p99", "s", "Real-time steps behind their simulated timestamp")
-            .datasource(PROMETHEUS)
-            .with_target(
+            timeseries_panel(
+                "Simulator pacing lag p99",
+                "s",
+                "Real-time steps behind their simulated timestamp",
+                datasource=PROMETHEUS,
+            ).with_target(
                 prom(
                     _quantile(0.99, "sim_pacing_lag_seconds"),
                     "p99",
