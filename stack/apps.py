@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import StackError
-from stack.services import ServiceSpec, _http_ok
+from stack.services import ServiceSpec, http_ok, metrics_ready
 from stack.settings import REPO_ROOT, StackSettings
 
 
 def _python() -> str:
     return sys.executable
-
-
-def _metrics_ready(port: int) -> Callable[[], bool]:
-    return lambda: _http_ok(f"http://127.0.0.1:{port}/metrics")
 
 
 def init_recovery(directory: Path, partitions: int) -> None:
@@ -47,7 +42,7 @@ def _flow_spec(
         argv=argv,
         port=port,
         port_setting=port_setting,
-        ready=_metrics_ready(port),
+        ready=metrics_ready(port),
         env={port_env: str(port)},
         cwd=REPO_ROOT,
     )
@@ -90,7 +85,7 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
             argv=[_python(), "-m", "api"],
             port=port,
             port_setting="API_PORT",
-            ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"),
+            ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
             env={"API_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(settings.run_dir / "gateway-metrics")},
             cwd=REPO_ROOT,
         )
@@ -102,7 +97,7 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
             argv=[_python(), "-m", "simulator", "run", "--backfill", str(settings.backfill_hours)],
             port=port,
             port_setting="STACK_SIMULATOR_METRICS_PORT",
-            ready=_metrics_ready(port),
+            ready=metrics_ready(port),
             env={"SIM_METRICS_PORT": str(port)},
             cwd=REPO_ROOT,
         )

@@ -97,10 +97,19 @@ def _chown_for(path: Path, user: str | None) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether a GET of ``url`` answers 2xx within a second (raises if nothing answers)."""
     with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - local http only
         status: int = resp.status
         return 200 <= status < 300
+
+
+_http_ok = http_ok  # the former private name
+
+
+def metrics_ready(port: int) -> Callable[[], bool]:
+    """Readiness check of a process serving Prometheus ``/metrics`` on ``port`` of localhost."""
+    return lambda: http_ok(f"http://127.0.0.1:{port}/metrics")
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -326,6 +335,6 @@ def prepare_prometheus(settings: StackSettings, data_dir: Path, targets: dict[st
         ],  # fmt: skip
         port=port,
         port_setting="STACK_PROMETHEUS_PORT",
-        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"),
         cwd=home,
     )
