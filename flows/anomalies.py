@@ -30,7 +30,7 @@ from contracts.anomaly import Anomaly
 from contracts.bar import Bar, decode_bar
 from flows import observe
 from flows.anomaly_settings import AnomalySettings
-from flows.decode import DeadLetter, Origin, RawBatch, dead_letter
+from flows.decode import DeadLetter, RawBatch, dead_letter, flatten
 from flows.detectors import DetectorConfig, DetectorState, detect
 
 RawItem: TypeAlias = bytes | RawBatch
@@ -44,19 +44,15 @@ def _now_ms() -> int:
 def decode_final_bars(items: list[RawItem], timeframes: frozenset[str]) -> list[_Decoded]:
     """``(series key, bar)`` for each final bar of ``timeframes``; a dead letter for each value that is no bar."""
     out: list[_Decoded] = []
-    for item in items:
-        if isinstance(item, RawBatch):
-            pairs: Any = zip(item.values, (Origin(item.topic, item.partition, o) for o in item.offsets), strict=True)
-        else:
-            pairs = ((item, None),)
-        for raw, origin in pairs:
-            try:
-                bar = decode_bar(raw)
-            except ContractError as err:
-                out.append(dead_letter("malformed", str(err), raw, origin))
-                continue
-            if bar.final and bar.timeframe in timeframes:
-                out.append((f"{bar.ticker}:{bar.timeframe}", bar))
+    values, origins = flatten(items)
+    for i, raw in enumerate(values):
+        try:
+            bar = decode_bar(raw)
+        except ContractError as err:  # the origin is built only here, for the dead letter
+            out.append(dead_letter("malformed", str(err), raw, origins[i] if origins is not None else None))
+            continue
+        if bar.final and bar.timeframe in timeframes:
+            out.append((f"{bar.ticker}:{bar.timeframe}", bar))
     return out
 
 

@@ -142,7 +142,8 @@ class Origins(Sequence[Origin | None]):
         return Origins(self._parts, [self._part[r] for r in rows], [self._offsets[r] for r in rows])
 
 
-def _flatten(items: Iterable[bytes | RawBatch]) -> tuple[list[bytes], Origins | None]:
+def flatten(items: Iterable[bytes | RawBatch]) -> tuple[list[bytes], Origins | None]:
+    """All values of ``items`` in order, with their origins (None when no item is a :class:`RawBatch`)."""
     values: list[bytes] = []
     parts: list[tuple[str, int] | None] = [None]
     part: list[int] = []
@@ -199,7 +200,7 @@ def _decode_all(
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
         pass
     if origins is None and any(isinstance(v, RawBatch) for v in values):  # a mixed batch (tests)
-        flat, flat_origins = _flatten(cast(Sequence[bytes | RawBatch], values))
+        flat, flat_origins = flatten(cast(Sequence[bytes | RawBatch], values))
         return _decode_all(flat, flat_origins, dead)
     # rare: redo this batch one value at a time to tell the bad ones apart
     ticks: list[WireTick] = []
@@ -228,7 +229,7 @@ def decode_batch(
     """
     dead: list[DeadLetter] = []
     if items and isinstance(items[0], RawBatch):
-        values, origins = _flatten(items)
+        values, origins = flatten(items)
         ticks, raws, kept_origins = _decode_all(values, origins, dead)
     else:  # plain values (a mixed list falls back to flattening inside)
         ticks, raws, kept_origins = _decode_all(items, None, dead)

@@ -61,3 +61,16 @@ def test_one_price_spike_for_one_jump_and_malformed_values_dead_lettered(workers
     ]
     assert sorted(d.raw for d in dead) == sorted([b"not json", b'{"ticker":"TECH"}'])
     assert all(d.kind == "malformed" and "contract" in d.reason for d in dead)
+
+
+def test_decode_final_bars_dead_letters_carry_their_kafka_origin() -> None:
+    from flows.anomalies import decode_final_bars
+    from flows.decode import RawBatch
+
+    good = bar("TECH", 0, 100.0)
+    items = [RawBatch("market-bars", 3, [10, 11], [good, b"not json"]), b"{}"]
+    out = decode_final_bars(items, frozenset({"1m"}))
+    dead = [d for d in out if isinstance(d, DeadLetter)]
+    assert [(d.topic, d.partition, d.offset) for d in dead] == [("market-bars", 3, 11), (None, None, None)]
+    assert [d.raw for d in dead] == [b"not json", b"{}"]
+    assert [item[0] for item in out if isinstance(item, tuple)] == ["TECH:1m"]
