@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
 from pydantic import Field
@@ -19,9 +19,6 @@ MAX_LIMIT: Final = 1_000
 DEFAULT_SPAN: Final = timedelta(days=1)
 MAX_SPAN: Final = timedelta(days=31)
 
-SeverityName = Literal["low", "medium", "high", "critical"]
-AnomalyTypeName = Literal["price_spike", "volume_spike", "rsi_overbought", "rsi_oversold", "high_latency"]
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorResponse, "description": "unknown ticker"},
     422: {"model": schemas.ErrorResponse, "description": "bad ticker/since/severity/type/limit or too wide a range"},
@@ -33,9 +30,9 @@ class AnomalyOut(schemas._Model):
 
     time: schemas.UtcDatetime = Field(description="start of the bar it was detected on")
     ticker: str
-    type: AnomalyTypeName
+    type: AnomalyType
     timeframe: schemas.Timeframe
-    severity: SeverityName
+    severity: Severity
     value: float
     threshold: float
     reference: float | None = Field(description="baseline compared with (average close or volume), if any")
@@ -49,7 +46,7 @@ class AnomaliesMeta(schemas._Model):
     ticker: str | None
     since: schemas.UtcDatetime
     until: schemas.UtcDatetime
-    min_severity: SeverityName | None
+    min_severity: Severity | None
     count: int
     limit: int
 
@@ -64,18 +61,16 @@ async def get_anomalies(
     ticker: Annotated[str | None, Query(max_length=64, description="only this ticker")] = None,
     since: Annotated[datetime | None, Query(description="ISO-8601 lower bound (default: until - 24 h)")] = None,
     until: Annotated[datetime | None, Query(description="ISO-8601 upper bound of bar time (default: now)")] = None,
-    severity: Annotated[SeverityName | None, Query(description="minimum severity (high = high and critical)")] = None,
-    type: Annotated[AnomalyTypeName | None, Query(description="only this anomaly type")] = None,  # noqa: A002
+    severity: Annotated[Severity | None, Query(description="minimum severity (high = high and critical)")] = None,
+    type: Annotated[AnomalyType | None, Query(description="only this anomaly type")] = None,  # noqa: A002
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"max rows (max {MAX_LIMIT})")] = DEFAULT_LIMIT,
 ) -> AnomaliesResponse:
     """Detected anomalies with bar time in [since, until] (at most 31 days wide), newest first."""
     canon = await state.tickers.require(ticker) if ticker is not None else None
     rng = time_range(since, until, DEFAULT_SPAN, MAX_SPAN, start_name="since", end_name="until")
     start, end = rng.start, rng.end
-    levels = [s.value for s in SEVERITIES if severity is None or s.rank >= Severity(severity).rank]
-    rows = await store.anomalies(
-        start, end, levels, canon, AnomalyType(type).value if type is not None else None, limit
-    )
+    levels = [s.value for s in SEVERITIES if severity is None or s.rank >= severity.rank]
+    rows = await store.anomalies(start, end, levels, canon, type.value if type is not None else None, limit)
     data = [AnomalyOut(**row) for row in rows]
     meta = AnomaliesMeta(ticker=canon, since=start, until=end, min_severity=severity, count=len(data), limit=limit)
     return AnomaliesResponse(data=data, meta=meta)

@@ -92,3 +92,25 @@ def test_indicator_names_are_derived_from_the_contract_and_match_the_openapi_mod
     assert INDICATOR_COLUMNS.split(", ") == list(INDICATOR_NAMES)
     model_fields = list(schemas.IndicatorValues.model_fields)
     assert model_fields[-len(INDICATOR_NAMES) :] == list(INDICATOR_NAMES)
+
+
+def test_schema_literals_agree_with_the_contracts() -> None:
+    from typing import get_args
+
+    from api import schemas
+    from contracts import TIMEFRAMES
+    from contracts.redis_keys import WINDOW_TO_TIMEFRAME
+
+    assert list(get_args(schemas.Timeframe)) == list(TIMEFRAMES)
+    assert list(get_args(schemas.Window)) == list(WINDOW_TO_TIMEFRAME)
+    assert set(WINDOW_TO_TIMEFRAME.values()) == set(TIMEFRAMES)
+
+
+def test_anomaly_enums_in_openapi_are_the_contract_values() -> None:
+    from api.main import create_app
+    from contracts.anomaly import AnomalyType, Severity
+
+    components = create_app(ApiSettings(relay_enabled=False, access_log=False)).openapi()["components"]["schemas"]
+    assert components["Severity"]["enum"] == ["low", "medium", "high", "critical"]
+    assert components["AnomalyType"]["enum"] == [t.value for t in AnomalyType]
+    assert [s.value for s in Severity] == components["Severity"]["enum"]
