@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Path, Query, Request
 
 from api.cache import MarketCache, TickerDirectory
+from api.convert import EPOCH
 from api.errors import invalid
 from api.settings import ApiSettings
 from api.store import Store
@@ -111,7 +112,6 @@ StartQuery = Annotated[
 EndQuery = Annotated[datetime | None, Query(description="ISO-8601 end (default: now)")]
 CursorQuery = Annotated[str | None, Query(description="`meta.next_cursor` of the previous page", max_length=100)]
 
-_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
@@ -122,7 +122,7 @@ def _aware(value: datetime, name: str) -> datetime:
         aware = aware.astimezone(UTC)
     except (OverflowError, ValueError) as err:
         raise invalid(name, f"{value.isoformat()!r} is out of range") from err
-    if not _MIN_TIME <= aware <= _MAX_TIME:
+    if not EPOCH <= aware <= _MAX_TIME:
         raise invalid(name, "must be between 1970 and 9000")
     return aware
 
@@ -186,8 +186,8 @@ def decode_cursor(kind: str, cursor: str) -> tuple[datetime, int]:
         got_kind, us, seq = text.split(":")
         if got_kind != kind:
             raise ValueError(got_kind)
-        at = _MIN_TIME + timedelta(microseconds=int(us))
-        if not _MIN_TIME <= at <= _MAX_TIME or int(seq) < 0:
+        at = EPOCH + timedelta(microseconds=int(us))
+        if not EPOCH <= at <= _MAX_TIME or int(seq) < 0:
             raise ValueError(us)
         return at, int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError) as err:
@@ -196,7 +196,7 @@ def decode_cursor(kind: str, cursor: str) -> tuple[datetime, int]:
 
 def epoch_us(value: datetime) -> int:
     """Epoch microseconds of an aware datetime."""
-    return (value - _MIN_TIME) // timedelta(microseconds=1)
+    return (value - EPOCH) // timedelta(microseconds=1)
 
 
 def bounded_limit(value: int | None, default: int, maximum: int) -> int:
