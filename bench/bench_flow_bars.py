@@ -46,6 +46,11 @@ class Scenario:
 
 def make_values(n: int, scenario: Scenario, seed: int = 1) -> list[bytes]:
     """``n`` ticks over ``scenario.tickers`` tickers in event-time order with a little jitter."""
+    return make_keyed_values(n, scenario, seed)[0]
+
+
+def make_keyed_values(n: int, scenario: Scenario, seed: int = 1) -> tuple[list[bytes], list[bytes]]:
+    """:func:`make_values` and, per value, its ticker as bytes (the Kafka message key)."""
     rng = np.random.default_rng(seed)
     names = [f"T{i:04d}" for i in range(scenario.tickers)]
     market_rate = scenario.tickers * scenario.rate_per_ticker
@@ -54,10 +59,12 @@ def make_values(n: int, scenario: Scenario, seed: int = 1) -> list[bytes]:
     walk = 10_000 + np.cumsum(rng.integers(-2, 3, n)) % 5_000
     volume = rng.integers(1, 1_000, n)
     enc = msgspec.json.Encoder()
-    return [
+    values = [
         enc.encode(WireTick(names[k], i, t, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, v))
         for i, (k, t, c, v) in enumerate(zip(which.tolist(), ts.tolist(), walk.tolist(), volume.tolist(), strict=True))
     ]
+    keys = [name.encode() for name in names]
+    return values, [keys[k] for k in which.tolist()]
 
 
 class _CountPartition(StatelessSinkPartition[Any]):

@@ -31,7 +31,7 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_flow_bars import Counter, Scenario, make_values  # noqa: E402 -- bench/ is not a package
+from bench_flow_bars import Counter, Scenario, make_keyed_values  # noqa: E402 -- bench/ is not a package
 from benchstack import LocalStack, local_stack  # noqa: E402
 
 from flows import sinks  # noqa: E402
@@ -140,8 +140,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="event-time ticks/s per ticker")
     parser.add_argument("--partitions", type=int, default=3)
     args = parser.parse_args()
-    values = make_values(args.ticks, Scenario(args.tickers, args.rate, live=True))
-    keys = [v[v.index(b'"ticker":"') + 10 : v.index(b'"', v.index(b'"ticker":"') + 10)] for v in values]
+    values, keys = make_keyed_values(args.ticks, Scenario(args.tickers, args.rate, live=True))
     with local_stack(args.partitions) as stack:
         topic = f"bench-ticks-{uuid.uuid4().hex[:8]}"
         create_topics(stack.bootstrap, [topic], args.partitions)
