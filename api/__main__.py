@@ -11,18 +11,23 @@ import uvicorn
 from api.settings import ApiSettings
 
 
-def _fresh_multiprocess_dir() -> None:
-    """prometheus-client's multiprocess mode needs its directory to exist and be emptied at start-up."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # read by prometheus-client itself
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
+def _fresh_multiprocess_dir(directory: Path | None) -> None:
+    """prometheus-client's multiprocess mode needs its directory to exist and be emptied at start-up.
+
+    prometheus-client reads ``PROMETHEUS_MULTIPROC_DIR`` from the environment itself (in this process and the
+    workers uvicorn starts), so the setting is exported there, whatever source it came from.
+    """
+    if directory is None:
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def main() -> None:
     """Start uvicorn (``workers > 1`` forks processes, each with its own Kafka relay)."""
     settings = ApiSettings()
-    _fresh_multiprocess_dir()
+    _fresh_multiprocess_dir(settings.prometheus_multiproc_dir)
     uvicorn.run(
         "api.main:app",
         host=settings.bind_host,

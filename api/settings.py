@@ -99,6 +99,12 @@ class ApiSettings(SharedSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("prometheus_multiproc_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        # an empty PROMETHEUS_MULTIPROC_DIR means "off" (as prometheus-client reads it), never the directory "."
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.history_default_limit > self.history_max_limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,21 @@ def test_anomaly_enums_in_openapi_are_the_contract_values() -> None:
     assert components["Severity"]["enum"] == ["low", "medium", "high", "critical"]
     assert components["AnomalyType"]["enum"] == [t.value for t in AnomalyType]
     assert [s.value for s in Severity] == components["Severity"]["enum"]
+
+
+def test_multiprocess_dir_comes_from_settings_and_is_exported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    from api.__main__ import _fresh_multiprocess_dir
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    assert ApiSettings().prometheus_multiproc_dir is None  # empty = off, never "."
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "stale.db").write_text("x")
+    _fresh_multiprocess_dir(ApiSettings(prometheus_multiproc_dir=directory).prometheus_multiproc_dir)
+    assert directory.is_dir()
+    assert not list(directory.iterdir())
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
