@@ -77,7 +77,7 @@ async def _timed(state: AppState, coro: object) -> str:
     except TimeoutError:
         return "down: timed out"
     except Exception as err:  # any failure means "not ready"; the reason is reported
-        return f"down: {type(err).__name__}"
+        return f"down: {err}" if str(err) else f"down: {type(err).__name__}"
     return "ok"
 
 
@@ -91,13 +91,10 @@ async def _kafka(state: AppState) -> str:
         meta = admin.list_topics(timeout=state.settings.ready_timeout_s)
         missing = [t for t in topics if t not in meta.topics]
         if missing:
-            msg = f"missing topics {missing}"
+            msg = f"topics missing: {', '.join(missing)}"
             raise LookupError(msg)
 
-    result = await _timed(state, asyncio.to_thread(probe))
-    if result != "ok" and "LookupError" in result:
-        return "down: topics missing"
-    return result
+    return await _timed(state, asyncio.to_thread(probe))
 
 
 async def _redis(state: AppState) -> str:
