@@ -57,11 +57,15 @@ class ShardKeys:
 class ShardBars:
     """The bars of every ticker of one shard; picklable through :meth:`snapshot` / :meth:`restore`."""
 
-    __slots__ = ("config", "tickers")
+    __slots__ = ("_next", "_scanned", "config", "tickers")
 
     def __init__(self, config: AggregationConfig, tickers: dict[str, TickerBars] | None = None) -> None:
         self.config = config
         self.tickers: dict[str, TickerBars] = tickers if tickers is not None else {}
+        #: the earliest ticker deadline (None: none) once ``_scanned``; an early bound is harmless (on_time
+        #: rescans), so on_chunks only ever lowers it
+        self._next: int | None = None
+        self._scanned = False
 
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
         """Feed each ticker its chunks (in arrival order); returns ``(finals, lives, late, duplicates)``."""
@@ -83,7 +87,13 @@ class ShardBars:
                 bars = tickers[ticker] = TickerBars(config, ticker)
             emitted = bars.on_chunks(own, now_ms)
             duplicates += _collect(emitted, finals, lives, late)
+            if config.close_on_system_time:
+                self._lower_next(bars.next_deadline_ms())
         return finals, lives, late, duplicates
+
+    def _lower_next(self, deadline: int | None) -> None:
+        if deadline is not None and self._scanned and (self._next is None or deadline < self._next):
+            self._next = deadline
 
     def on_time(self, now_ms: int) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
         """Run the clock for the tickers with something due by ``now_ms`` (live mode timers)."""
@@ -91,18 +101,29 @@ class ShardBars:
         lives: list[Bar] = []
         late: list[DeadLetter] = []
         duplicates = 0
+        earliest: int | None = None
         for bars in self.tickers.values():
             deadline = bars.next_deadline_ms()
             if deadline is not None and deadline <= now_ms:
                 duplicates += _collect(bars.on_time(now_ms), finals, lives, late)
+                deadline = bars.next_deadline_ms()
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        self._next, self._scanned = earliest, True
         return finals, lives, late, duplicates
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest system time (ms) at which a ticker of this shard has something to do (None: never)."""
+        """The earliest system time (ms) at which a ticker of this shard has something to do (None: never).
+
+        Cached from the last :meth:`on_time` scan and lowered by :meth:`on_chunks`, so it may be early (the
+        next :meth:`on_time` then finds nothing due and rescans), never late.
+        """
         if not self.config.close_on_system_time:
             return None
-        deadlines = [d for d in (bars.next_deadline_ms() for bars in self.tickers.values()) if d is not None]
-        return min(deadlines, default=None)
+        if not self._scanned:
+            deadlines = [d for d in (bars.next_deadline_ms() for bars in self.tickers.values()) if d is not None]
+            self._next, self._scanned = min(deadlines, default=None), True
+        return self._next
 
     def snapshot(self) -> bytes:
         """The shard's ticker states pickled (an immutable copy for a Bytewax recovery snapshot)."""

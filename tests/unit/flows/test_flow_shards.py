@@ -102,3 +102,25 @@ def test_timer_runs_only_the_tickers_that_are_due() -> None:
     finals = shard.on_time(deadline)[0]
     assert [(b.ticker, b.timeframe) for b in finals] == [(ticker, "1m")]
     assert ShardBars(BACKFILL).next_deadline_ms() is None
+
+
+def _scan(shard: ShardBars) -> int | None:
+    deadlines = [d for d in (b.next_deadline_ms() for b in shard.tickers.values()) if d is not None]
+    return min(deadlines, default=None)
+
+
+def test_cached_deadline_is_never_later_than_a_full_scan_and_exact_after_on_time() -> None:
+    live = AggregationConfig()
+    shard = ShardBars(live)
+    decoded, _ = decode_batch(values(n=30, tickers=5))
+    chunks = [chunk for _, chunk in partial_bars(decoded, MIN, live.grace_ms).chunks]
+    now = T0 + 1_000_000
+    for i, chunk in enumerate(chunks):
+        shard.on_chunks([chunk], now + i)
+        cached, scanned = shard.next_deadline_ms(), _scan(shard)
+        assert cached is not None
+        assert scanned is not None
+        assert cached <= scanned
+    for step in range(5):
+        shard.on_time(now + step * 30_000)
+        assert shard.next_deadline_ms() == _scan(shard)
