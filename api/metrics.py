@@ -2,7 +2,7 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers) every process writes its samples to that
 directory and ``/metrics`` merges them (prometheus-client multiprocess mode); gauges then sum live processes.
-Hot paths count in plain integers and :class:`~api.relay.Hub` flushes them here about once a second, so a
+Hot paths count in plain integers and :class:`~api.hub.Hub` flushes them here about once a second, so a
 million deliveries a second do not mean a million locked counter increments.
 """
 
@@ -31,9 +31,14 @@ WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for laggin
 WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
 RELAY_MESSAGES = Counter("api_relay_messages_total", "Kafka messages relayed", ["channel"])
 RELAY_BAD = Counter("api_relay_bad_messages_total", "Kafka messages that broke the contract", ["channel"])
-for _channel in ("ticks", "bars", "indicators", "batch"):  # known label values are exported as 0 from the start
+#: relayed channels (``api.hub.CHANNEL_NAMES``, which imports this module) and the WebSocket label values
+RELAY_CHANNELS: tuple[str, ...] = ("ticks", "bars", "indicators", "anomalies")
+WS_CHANNELS: tuple[str, ...] = (*RELAY_CHANNELS, "batch")  # plus batched frames
+# known label values are exported as 0 from the start
+for _channel in WS_CHANNELS:
     WS_SENT.labels(_channel)
     WS_DROPPED.labels(_channel)
+for _channel in RELAY_CHANNELS:
     RELAY_MESSAGES.labels(_channel)
 
 

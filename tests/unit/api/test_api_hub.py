@@ -174,3 +174,12 @@ async def test_batch_frames_are_counted_in_the_batch_slot_not_anomalies() -> Non
     assert hub.sent[ANOMALIES] == 0
     assert hub.sent[TICKS] == 4  # two ticks delivered to each of two clients
     await hub.stop()
+
+
+def test_preregistered_metric_labels_are_the_hub_channels() -> None:
+    from api.hub import CHANNEL_NAMES
+    from api.metrics import RELAY_CHANNELS, WS_CHANNELS
+
+    assert RELAY_CHANNELS == CHANNEL_NAMES
+    assert WS_CHANNELS == (*CHANNEL_NAMES, "batch")  # the order of Hub.sent / Hub.dropped slots
+    assert "anomalies" in RELAY_CHANNELS
