@@ -15,10 +15,9 @@ where the last snapshot was taken; the sinks are idempotent for the replay since
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -97,15 +96,23 @@ def build_flow(
     return flow
 
 
+def _kafka_source(source: Source[RawBatch]) -> Source[RawItem]:
+    """A source of whole batches is a source of raw items (Bytewax sources only produce, so this is safe)."""
+    return cast(Source[RawItem], source)
+
+
 def _production_flow() -> Dataflow:
     """The deployed flow: Kafka ``market-bars`` in; ``anomalies`` table, ``alerts``, webhook and DLQ out."""
-    sources: Any = importlib.import_module("flows.sources")
-    sinks: Any = importlib.import_module("flows.sinks")
-    alert_sinks: Any = importlib.import_module("flows.alert_sinks")
+    from flows import alert_sinks, sinks, sources
+
     settings = AnomalySettings()
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     return build_flow(
-        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_bars, batch_size=settings.batch_size),
+        _kafka_source(
+            sources.RawKafkaSource(
+                settings.kafka_bootstrap_servers, settings.topic_bars, batch_size=settings.batch_size
+            )
+        ),
         anomaly_sink=alert_sinks.anomaly_sink(settings),
         dead_letter_sink=sinks.dead_letter_sink(settings, stage="flows.anomalies"),
         settings=settings,

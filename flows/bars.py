@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import collections
 import gc
-import importlib
 import operator
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -204,17 +203,25 @@ def tune_gc(settings: FlowSettings) -> None:
         gc.set_threshold(settings.gc_threshold, gen1, gen2)
 
 
+def _kafka_source(source: Source[RawBatch]) -> Source[RawItem]:
+    """A source of whole batches is a source of raw items (Bytewax sources only produce, so this is safe)."""
+    return cast(Source[RawItem], source)
+
+
 def _production_flow() -> Dataflow:
     """The deployed flow: Kafka ``market-ticks`` in; PostgreSQL, Redis, ``market-bars`` and DLQ out."""
     # lazy: Kafka and database clients are only imported where the flow really runs
-    sources: Any = importlib.import_module("flows.sources")
-    sinks: Any = importlib.import_module("flows.sinks")
-    observe: Any = importlib.import_module("flows.observe")
+    from flows import observe, sinks, sources
+
     settings = FlowSettings()
     tune_gc(settings)
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     return build_flow(
-        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
+        _kafka_source(
+            sources.RawKafkaSource(
+                settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size
+            )
+        ),
         final_sink=sinks.final_bar_sink(settings),
         live_sink=sinks.live_bar_sink(settings) if settings.live_enabled else None,
         dead_letter_sink=sinks.dead_letter_sink(settings),

@@ -9,7 +9,6 @@ topic, so each bad message is dead-lettered once, not once per flow. Retention: 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import Any
@@ -56,11 +55,10 @@ def build_flow(
 
 
 def _production_flow() -> Dataflow:
+    from flows import observe, sources
+    from flows import tick_archive_sink as sinks
     from flows.settings import FlowSettings
 
-    sources: Any = importlib.import_module("flows.sources")
-    sinks: Any = importlib.import_module("flows.tick_archive_sink")
-    observe: Any = importlib.import_module("flows.observe")
     settings = FlowSettings()
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     sinks.apply_tick_retention(settings.database_url.get_secret_value(), settings.ticks_retention_days)
