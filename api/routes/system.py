@@ -5,31 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from api import schemas
-from api.deps import AppState, StateDep
+from api.deps import API_PREFIX, AppState, StateDep
 
 router = APIRouter(tags=["service"])
 
+#: the WebSocket protocol and service endpoints; the REST part is built from the app's routes (:func:`rest_endpoints`)
 ENDPOINTS: dict[str, dict[str, str]] = {
-    "rest": {
-        "tickers": "GET /api/v1/tickers",
-        "quote": "GET /api/v1/quote/{ticker}",
-        "history": "GET /api/v1/history/{ticker}?start&end&limit&cursor",
-        "bars": "GET /api/v1/bars/{ticker}?timeframe=1m|5m|15m|1h|1d&start&end&limit&cursor",
-        "stats": "GET /api/v1/stats/{ticker}?period=1h|1d|7d|30d",
-        "indicators": "GET /api/v1/indicators/{ticker}?timeframe=",
-        "latest": "GET /api/v1/latest/{symbol}",
-        "ticks": "GET /api/v1/ticks/{symbol}?limit",
-        "aggregated": "GET /api/v1/aggregated/{symbol}?window=1min|5min|15min",
-        "symbols": "GET /api/v1/symbols",
-    },
     "websocket": {
         "url": "/ws",
         "subscribe": '{"type":"subscribe","tickers":["SYNTH"]}',
-        "channels": 'ticks (default), bars, indicators; tickers may be ["*"]; "batch": true for batched frames',
+        "channels": (
+            'ticks (default), bars, indicators ("timeframes": ["1m", ...]), anomalies; tickers may be ["*"];'
+            ' "batch": true for batched frames'
+        ),
         "unsubscribe": '{"type":"unsubscribe","tickers":["SYNTH"]}',
         "ping": '{"type":"ping"}',
     },
@@ -37,14 +30,37 @@ ENDPOINTS: dict[str, dict[str, str]] = {
 }
 
 
+def rest_endpoints(openapi: dict[str, Any]) -> dict[str, str]:
+    """``{"history": "GET /api/v1/history/{ticker}?start&end&limit&cursor", ...}`` of the ``/api/v1`` paths.
+
+    Built from the OpenAPI document (FastAPI's included routers do not expose their routes), so the list
+    cannot fall behind the routes.
+    """
+    found: dict[str, str] = {}
+    for path, operations in openapi.get("paths", {}).items():
+        if not path.startswith(API_PREFIX + "/"):
+            continue
+        name = path[len(API_PREFIX) + 1 :].split("/")[0]
+        for method, operation in operations.items():
+            query = "&".join(_query(p) for p in operation.get("parameters", []) if p.get("in") == "query")
+            found[name] = f"{method.upper()} {path}" + (f"?{query}" if query else "")
+    return found
+
+
+def _query(parameter: dict[str, Any]) -> str:
+    """``timeframe=1m|5m|15m|1h|1d`` for an enumerated parameter, else just its name."""
+    values = parameter.get("schema", {}).get("enum")
+    return f"{parameter['name']}={'|'.join(map(str, values))}" if values else parameter["name"]
+
+
 @router.get("/")
-async def api_info(state: StateDep) -> schemas.ApiInfo:
+async def api_info(state: StateDep, request: Request) -> schemas.ApiInfo:
     """API name, version and endpoint list."""
     return schemas.ApiInfo(
         name=state.settings.title,
         version=state.settings.version,
         description="Real-time synthetic stock market data: REST history and live WebSocket streams",
-        endpoints=ENDPOINTS,
+        endpoints={"rest": rest_endpoints(request.app.openapi()), **ENDPOINTS},
     )
 
 

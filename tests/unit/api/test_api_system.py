@@ -33,3 +33,14 @@ async def test_kafka_ready_check_names_the_missing_topics() -> None:
             return SimpleNamespace(topics={settings.topic_ticks: object()})
 
     assert await _kafka(_state(Admin())) == f"down: topics missing: {settings.topic_bars}"
+
+
+def test_rest_endpoint_list_is_built_from_the_routes() -> None:
+    from api.main import create_app
+    from api.routes.system import rest_endpoints
+
+    rest = rest_endpoints(create_app(ApiSettings(relay_enabled=False)).openapi())
+    assert rest["anomalies"].startswith("GET /api/v1/anomalies?")
+    assert rest["aggregated"] == "GET /api/v1/aggregated/{symbol}?window=1min|5min|15min|1h|1d"
+    assert rest["bars"] == "GET /api/v1/bars/{ticker}?timeframe=1m|5m|15m|1h|1d&start&end&limit&cursor"
+    assert {"tickers", "quote", "latest", "history", "ticks", "stats", "indicators", "symbols"} <= rest.keys()
