@@ -14,6 +14,8 @@ import pytest
 
 from flows.sinks import _Partitions
 
+pytestmark = pytest.mark.integration
+
 WORKERS = 6
 
 
@@ -26,18 +28,21 @@ def test_concurrent_writers_create_each_partition_once(pg_url: str, table: str, 
     errors: list[BaseException] = []
 
     def ensure(conn: psycopg.Connection) -> None:
-        parts = _Partitions(conn, table, monthly=monthly)
-        barrier.wait()
         try:
+            parts = _Partitions(conn, table, monthly=monthly)
+            barrier.wait(timeout=30)
             parts.ensure(conn, lo, hi)
         except BaseException as err:  # noqa: BLE001 - collected and asserted below
             errors.append(err)
+            barrier.abort()  # the others stop waiting for this one
 
     threads = [threading.Thread(target=ensure, args=(c,)) for c in conns]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    alive = [t.name for t in threads if t.is_alive()]
+    assert alive == [], f"writers still running after 60 s: {alive}"
     for conn in conns:
         conn.close()
     assert errors == []
