@@ -7,7 +7,6 @@ fast, naming the offending field.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
@@ -56,7 +55,6 @@ class AnomalySettings(SharedSettings):
     metrics_port: int = Field(9111, ge=0, le=65535)
     #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)
     metrics_host: str = Field("127.0.0.1", min_length=1)
-    recovery_dir: Path | None = None
 
     @field_validator("timeframes", "severity_bands", mode="before")
     @classmethod

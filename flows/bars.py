@@ -219,7 +219,10 @@ def _production_flow() -> Dataflow:
     return build_flow(
         _kafka_source(
             sources.RawKafkaSource(
-                settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size
+                settings.kafka_bootstrap_servers,
+                settings.topic_ticks,
+                batch_size=settings.batch_size,
+                group_id=settings.consumer_group,
             )
         ),
         final_sink=sinks.final_bar_sink(settings),

@@ -6,7 +6,6 @@ List-valued settings accept JSON or comma-separated values, e.g. ``FLOW_TIMEFRAM
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -59,10 +58,9 @@ class FlowSettings(SharedSettings):
     #: distinct ``ticker`` label values per process on ``tick_messages_received_total`` (later ones count as
     #: "other"); 0 drops the per-ticker split (label "all")
     metrics_max_tickers: int = Field(200, ge=0, le=10_000)
-    #: Bytewax recovery database directory (``-r``); None runs without recovery
-    recovery_dir: Path | None = None
     #: emit flat bars for empty intervals; not supported yet, so only False is accepted
     gap_fill: bool = False
+    #: Kafka consumer group id the flow's source reports to the broker (offsets live in recovery snapshots)
     consumer_group: str = Field("flows-bars", min_length=1)
     #: retention of the raw tick archive ``market_ticks`` (flows.ticks; seed: 30 days)
     ticks_retention_days: int = Field(30, ge=1)

@@ -107,13 +107,16 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
         tail: bool = True,
         batch_size: int = 10_000,
         poll_s: float = 0.01,
+        group_id: str = "bytewax-managed-offsets",
         extra_config: dict[str, object] | None = None,
     ) -> None:
+        """``group_id`` only names the consumer on the broker: partitions are assigned, offsets never committed."""
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._tail = tail
         self._batch_size = batch_size
         self._poll_s = poll_s
+        self._group_id = group_id
         self._extra = extra_config or {}
 
     def list_parts(self) -> list[str]:
@@ -132,7 +135,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
             raise SourceError(msg)
         config: dict[str, object] = {
             "bootstrap.servers": self._bootstrap,
-            "group.id": "bytewax-managed-offsets",  # offsets live in Bytewax snapshots, never committed
+            "group.id": self._group_id,  # offsets live in Bytewax snapshots, never committed
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": not self._tail,

@@ -63,7 +63,12 @@ def _production_flow() -> Dataflow:
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     sinks.apply_tick_retention(settings.database_url.get_secret_value(), settings.ticks_retention_days)
     return build_flow(
-        sources.RawKafkaSource(settings.kafka_bootstrap_servers, settings.topic_ticks, batch_size=settings.batch_size),
+        sources.RawKafkaSource(
+            settings.kafka_bootstrap_servers,
+            settings.topic_ticks,
+            batch_size=settings.batch_size,
+            group_id=settings.consumer_group,
+        ),
         sinks.TickArchiveSink(settings.database_url.get_secret_value()),
         metrics_max_tickers=settings.metrics_max_tickers,
     )
