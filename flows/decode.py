@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.tick import (
+    _GRID_TOLERANCE,
     _MAX_TS_MS,
     _MIN_TS_MS,
     MAX_INT32,
@@ -34,7 +35,6 @@ from contracts.tick import (
 MAX_SIZE = 2**53
 #: Prices at or above this are rejected (it also rules out ``inf`` from an overflowing JSON number).
 MAX_PRICE = 1e9
-_GRID_TOLERANCE = 1e-6  # the contract's on_cent_grid tolerance
 
 _Price = Annotated[float, msgspec.Meta(gt=0, lt=MAX_PRICE)]
 _Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
@@ -183,7 +183,8 @@ def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
         return None, _reason(err)
 
 
-_TICKER = operator.attrgetter("ticker")
+#: ``ticker`` of a tick (C-level accessor for ``map``)
+TICKER = operator.attrgetter("ticker")
 
 
 def _column(ticks: Sequence[WireTick], name: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
@@ -260,7 +261,7 @@ def decode_batch(
         ticks=ticks,
         raws=raws,
         origins=kept_origins,
-        tickers=list(map(_TICKER, ticks)),
+        tickers=list(map(TICKER, ticks)),
         timestamps=timestamps,
         cents=np.rint(prices * 100.0).astype(np.int64),
         volumes=_column(ticks, "volume", np.int64),

@@ -8,7 +8,6 @@ no Bytewax import; :mod:`flows.aggregation` merges the chunks into each ticker's
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Sequence
 from itertools import repeat
@@ -17,9 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from flows.decode import DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
+from flows.decode import TICKER, DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 
-_TICKER = operator.attrgetter("ticker")
 _INT64_SAFE = 2**62
 
 #: A partial base bar of one ticker in one batch:
@@ -184,7 +182,7 @@ def partial_bars(
     row_bounds = np.r_[lo[tick_first_seg], len(order)]
     # one chunk per ticker, built with C-level map/zip: per-ticker Python code is the cost at many tickers
     latest: list[WireTick] = list(map(batch.ticks.__getitem__, order[row_bounds[1:] - 1].tolist()))
-    names = list(map(_TICKER, latest))
+    names = list(map(TICKER, latest))
     seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
     row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
     fields = zip(names, seg_slices, row_slices, repeat(batch.raws), repeat(batch.origins), strict=False)
