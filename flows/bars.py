@@ -70,15 +70,7 @@ class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
 
     def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = _now_ms) -> None:
         self.clock = clock
-        self.shard = ShardBars.restore(config, resume) if resume is not None else ShardBars(config)
-        if resume is not None:
-            now = clock()
-            for bars in self.shard.tickers.values():
-                if bars.state.watermark_wall > 0:
-                    # live mode extrapolates the watermark with the clock since the newest tick arrived; the
-                    # time the process was down is not quiet time of the ticker (the ticks since the snapshot,
-                    # and those produced meanwhile, are still to be read), so the extrapolation restarts now
-                    bars.state.watermark_wall = max(bars.state.watermark_wall, now)
+        self.shard = ShardBars.restore(config, resume, clock()) if resume is not None else ShardBars(config)
 
     def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
         return _items(*self.shard.on_chunks(values, self.clock())), StatefulBatchLogic.RETAIN

@@ -131,12 +131,21 @@ class ShardBars:
         return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def restore(cls, config: AggregationConfig, snapshot: bytes) -> ShardBars:
-        """The shard as :meth:`snapshot` saved it (our own recovery data)."""
+    def restore(cls, config: AggregationConfig, snapshot: bytes, now_ms: int | None = None) -> ShardBars:
+        """The shard as :meth:`snapshot` saved it (our own recovery data), resumed at wall time ``now_ms``.
+
+        Live mode extrapolates a ticker's watermark with the clock since its newest tick arrived; the time the
+        process was down is not quiet time of the ticker (the ticks since the snapshot, and those produced
+        meanwhile, are still to be read), so with ``now_ms`` the extrapolation restarts at the restart.
+        """
         states = pickle.loads(snapshot)  # noqa: S301 -- written by snapshot() above, read from our recovery db
         if not isinstance(states, dict) or not all(isinstance(s, TickerState) for s in states.values()):
             msg = f"recovery snapshot holds a {type(states).__name__!r}, expected a dict of TickerState per ticker"
             raise TypeError(msg)
+        if now_ms is not None:
+            for state in states.values():
+                if state.watermark_wall > 0:
+                    state.watermark_wall = max(state.watermark_wall, now_ms)
         return cls(config, {ticker: TickerBars(config, ticker, state) for ticker, state in states.items()})
 
 
