@@ -57,7 +57,7 @@ def read_topic(
                 if err is None:
                     messages.append(msg)
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
+                    at_end.add(msg.partition() or 0)
                 else:
                     pytest.fail(f"error reading {topic!r}: {err}")
         assert len(at_end) == len(parts), f"could not read {topic!r} to its end within {timeout_s} s"
@@ -112,7 +112,7 @@ def wait_for(
         try:
             value = check()
         except ignore:
-            value = None  # type: ignore[assignment]
+            value = None
         if value:
             return value
         if time.monotonic() >= deadline:

@@ -9,11 +9,8 @@ with that computation.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -25,11 +22,11 @@ import pandas as pd
 import psycopg
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from contracts import redis_keys
 from contracts.bar import TIMEFRAMES, decode_bar
 from stack.services import free_port
+from tests.support import Child, read_topic, service_env, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,28 +35,9 @@ GRACE_MS = 2_000
 Key = tuple[str, str, int]
 
 
-def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+def read_pairs(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
     """(key, value) of every message of ``topic`` up to its current end, partition by partition."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"e2e-{uuid.uuid4().hex[:8]}", "enable.partition.eof": True,
-         "enable.auto.commit": False}
-    )  # fmt: skip
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        out: list[tuple[bytes, bytes]] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(at_end) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                if msg.error() is not None:
-                    at_end.add(msg.partition())
-                else:
-                    out.append((msg.key() or b"", msg.value() or b""))
-        assert len(at_end) == len(parts), f"could not read {topic!r} to its end"
-        return out
-    finally:
-        consumer.close()
+    return [(m.key() or b"", m.value() or b"") for m in read_topic(bootstrap, topic)]
 
 
 def expected_bars(ticks: pd.DataFrame) -> pd.DataFrame:
@@ -98,27 +76,17 @@ def db_bars(url: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str, status: Callable[[], object], log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what} (seen: {status()})\n{log.read_text()[-3000:]}")
-
-
 def test_bars_flow_end_to_end(
-    kafka_bootstrap: str, make_topic: Callable[..., str], pg_url: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., Child],
 ) -> None:
     ticks_topic, bars_topic, dlq = make_topic(partitions=3), make_topic(partitions=3), make_topic(partitions=1)
     env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_url,
-        "TOPIC_TICKS": ticks_topic,
-        "TOPIC_BARS": bars_topic,
-        "TOPIC_DEAD_LETTER": dlq,
+        **service_env(kafka_bootstrap, pg_url, redis_url, ticks=ticks_topic, bars=bars_topic, dead_letter=dlq),
         "SIM_METRICS_PORT": str(free_port()),
         "SIM_TICK_RATE": "2",
         "FLOW_METRICS_PORT": str(free_port()),
@@ -131,7 +99,7 @@ def test_bars_flow_end_to_end(
 
     # the ticks as the flow will see them, aggregated independently
     records = []
-    for arrival, (key, value) in enumerate(read_topic(kafka_bootstrap, ticks_topic)):
+    for arrival, (key, value) in enumerate(read_pairs(kafka_bootstrap, ticks_topic)):
         tick = json.loads(value)
         assert key.decode() == tick["ticker"]
         records.append((tick["ticker"], tick["timestamp"], round(tick["price"] * 100), tick["volume"], arrival))
@@ -145,23 +113,19 @@ def test_bars_flow_end_to_end(
     assert set(closed.index.get_level_values("timeframe")) == {"1m", "5m", "15m", "1h"}
 
     log = tmp_path / "flow.log"
-    with log.open("wb") as out:
-        flow = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.bars"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-        try:
-            wait_for(
-                lambda: set(closed.index) <= set(db_bars(pg_url).set_index(["ticker", "timeframe", "start"]).index),
-                120, f"{len(closed)} closed bars in market_bars", lambda: f"{len(db_bars(pg_url))} bars", log,
-            )  # fmt: skip
-            stored = db_bars(pg_url).set_index(["ticker", "timeframe", "start"])
-            messages = _wait_for_topic_finals(kafka_bootstrap, bars_topic, set(stored.index), log)
-            client = redis.Redis.from_url(redis_url)
-            redis_state = _redis_snapshot(client, ticks["ticker"].unique().tolist())
-            assert flow.poll() is None, log.read_text()[-3000:]
-        finally:
-            flow.terminate()
-            flow.wait(timeout=30)
+    flow = spawn([sys.executable, "-m", "bytewax.run", "flows.bars"], env, log)
+    try:
+        wait_for(
+            lambda: set(closed.index) <= set(db_bars(pg_url).set_index(["ticker", "timeframe", "start"]).index),
+            120, f"{len(closed)} closed bars in market_bars", [log], lambda: f"{len(db_bars(pg_url))} bars",
+        )  # fmt: skip
+        stored = db_bars(pg_url).set_index(["ticker", "timeframe", "start"])
+        messages = _wait_for_topic_finals(kafka_bootstrap, bars_topic, set(stored.index), log)
+        client = redis.Redis.from_url(redis_url)
+        redis_state = _redis_snapshot(client, ticks["ticker"].unique().tolist())
+        assert flow.alive(), flow.tail()
+    finally:
+        flow.stop()
 
     # 1. market_bars == the independent computation (every stored bar, and at least every closed window)
     assert len(stored) >= len(closed)
@@ -217,11 +181,11 @@ def _wait_for_topic_finals(bootstrap: str, topic: str, want: set[Key], log: Path
     messages: list[tuple[bytes, bytes]] = []
 
     def complete() -> bool:
-        messages[:] = read_topic(bootstrap, topic)
+        messages[:] = read_pairs(bootstrap, topic)
         got = {(b.ticker, b.timeframe, b.start) for b in map(decode_bar, (v for _, v in messages)) if b.final}
         return want <= got
 
-    wait_for(complete, 60, f"{len(want)} final bars on {topic!r}", lambda: f"{len(messages)} messages", log)
+    wait_for(complete, 60, f"{len(want)} final bars on {topic!r}", [log], lambda: f"{len(messages)} messages")
     return messages
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,46 +22,12 @@ import psycopg
 import pytest
 import websockets
 
-from simulator.universe import load_universe
 from stack.services import free_port
+from tests.support import Child, seed_universe, service_env, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "gbm"  # five independent tickers: cheap to simulate
-
-
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process that is always stopped (SIGTERM, then SIGKILL) at the end of the block."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-
-
-def _wait_for(check: Callable[[], Any], timeout_s: float, what: str, logs: list[Path]) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (httpx.HTTPError, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    details = "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{details}")
 
 
 async def _receive_ticks(url: str, ticker: str, want: int, timeout_s: float) -> list[dict[str, Any]]:
@@ -86,23 +49,18 @@ async def _receive_ticks(url: str, ticker: str, want: int, timeout_s: float) -> 
 
 
 def test_simulated_ticks_reach_websocket_clients_and_flow_bars_reach_rest(
-    kafka_bootstrap: str, make_topic: Callable[..., str], pg_url: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    spawn: Callable[..., Child],
 ) -> None:
-    universe = load_universe(PRESET)
-    with psycopg.connect(pg_url) as conn:
-        conn.cursor().executemany(
-            "INSERT INTO tickers (ticker, name, sector, initial_price) VALUES (%s, %s, %s, round(%s::numeric, 2))",
-            [(t.symbol, t.name or t.symbol, t.sector, t.start_price) for t in universe.tickers],
-        )
+    seed_universe(pg_url, PRESET)
     api_port = free_port()
+    topics = {"ticks": make_topic(partitions=3), "bars": make_topic(partitions=3), "dead_letter": make_topic(1)}
     env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TOPIC_TICKS": make_topic(partitions=3),
-        "TOPIC_BARS": make_topic(partitions=3),
-        "TOPIC_DEAD_LETTER": make_topic(partitions=1),
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_url,
+        **service_env(kafka_bootstrap, pg_url, redis_url, **topics),
         "SIM_PRESET": PRESET,
         "SIM_TICK_RATE": "20",
         "SIM_METRICS_PORT": "0",
@@ -115,51 +73,56 @@ def test_simulated_ticks_reach_websocket_clients_and_flow_bars_reach_rest(
     logs = {name: tmp_path / f"{name}.log" for name in ("api", "flow", "simulator")}
     base = f"http://127.0.0.1:{api_port}"
     py = sys.executable
-    with (
-        _process([py, "-m", "api"], env, logs["api"]),
-        _process([py, "-m", "bytewax.run", "flows.bars"], env, logs["flow"]),
-    ):
-        _wait_for(lambda: httpx.get(f"{base}/ready", timeout=2).status_code == 200, 90, "gateway ready", [logs["api"]])
-        sim = [py, "-m", "simulator", "--session", "24/7", "--no-progress", "run", "--backfill", "0.1"]
-        with _process(sim, env, logs["simulator"]):
-            # live ticks through the gateway's Kafka relay to a WebSocket client
-            ticks = asyncio.run(_receive_ticks(f"ws://127.0.0.1:{api_port}/ws", "SYNTH", 20, 90))
-            assert {t["ticker"] for t in ticks} == {"SYNTH"}
-            for t in ticks:
-                assert t["bid"] < t["ask"]
-                assert t["price"] > 0
-                assert isinstance(t["timestamp"], int)
-            stamps = [t["timestamp"] for t in ticks]
-            assert stamps == sorted(stamps), "one ticker's ticks arrive in order"
-            now_ms = time.time() * 1000
-            # relayed as produced: the backfill's history (0.1 h) first, then real time
-            assert all(now_ms - 0.1 * 3_600_000 - 60_000 <= s <= now_ms + 5_000 for s in stamps)
+    spawn([py, "-m", "api"], env, logs["api"])
+    spawn([py, "-m", "bytewax.run", "flows.bars"], env, logs["flow"])
+    wait_for(
+        lambda: httpx.get(f"{base}/ready", timeout=2).status_code == 200, 90, "gateway ready", [logs["api"]],
+        ignore=(httpx.HTTPError, OSError),
+    )  # fmt: skip
+    sim = [py, "-m", "simulator", "--session", "24/7", "--no-progress", "run", "--backfill", "0.1"]
+    simulator = spawn(sim, env, logs["simulator"])
+    # live ticks through the gateway's Kafka relay to a WebSocket client
+    ticks = asyncio.run(_receive_ticks(f"ws://127.0.0.1:{api_port}/ws", "SYNTH", 20, 90))
+    assert {t["ticker"] for t in ticks} == {"SYNTH"}
+    for t in ticks:
+        assert t["bid"] < t["ask"]
+        assert t["price"] > 0
+        assert isinstance(t["timestamp"], int)
+    stamps = [t["timestamp"] for t in ticks]
+    assert stamps == sorted(stamps), "one ticker's ticks arrive in order"
+    now_ms = time.time() * 1000
+    # relayed as produced: the backfill's history (0.1 h) first, then real time
+    assert all(now_ms - 0.1 * 3_600_000 - 60_000 <= s <= now_ms + 5_000 for s in stamps)
 
-            # final bars the flow wrote (the 6 minutes of backfill close quickly), then the same bars over REST
-            def final_rows() -> int:
-                with psycopg.connect(pg_url) as conn:
-                    row = conn.execute(
-                        "SELECT count(*) FROM market_bars WHERE ticker = 'SYNTH' AND timeframe = '1m'"
-                    ).fetchone()
-                return int(row[0]) if row else 0
-
-            _wait_for(lambda: final_rows() >= 3, 180, "three final 1m bars in market_bars", list(logs.values()))
-            resp = httpx.get(f"{base}/api/v1/bars/SYNTH", params={"timeframe": "1m", "limit": 5000}, timeout=10)
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        assert body["success"] is True
-        finals = [b for b in body["data"] if b["final"]]
-        assert len(finals) >= 3
-        assert [b["time"] for b in finals] == sorted(b["time"] for b in finals)
-        # compare with the rows the flow wrote, up to the last final bar the API returned
+    # final bars the flow wrote (the 6 minutes of backfill close quickly), then the same bars over REST
+    def final_rows() -> int:
         with psycopg.connect(pg_url) as conn:
-            rows = conn.execute(
-                "SELECT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-                " open, high, low, close, volume, vwap, trades FROM market_bars"
-                " WHERE ticker = 'SYNTH' AND timeframe = '1m' AND time >= %s::timestamptz"
-                " AND time <= %s::timestamptz ORDER BY time",
-                (body["meta"]["start"], finals[-1]["time"]),
-            ).fetchall()
+            row = conn.execute(
+                "SELECT count(*) FROM market_bars WHERE ticker = 'SYNTH' AND timeframe = '1m'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    wait_for(
+        lambda: final_rows() >= 3, 180, "three final 1m bars in market_bars", list(logs.values()),
+        status=lambda: f"{final_rows()} rows",
+    )  # fmt: skip
+    resp = httpx.get(f"{base}/api/v1/bars/SYNTH", params={"timeframe": "1m", "limit": 5000}, timeout=10)
+    simulator.stop()  # its part is done; the gateway and the flow are stopped at teardown
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["success"] is True
+    finals = [b for b in body["data"] if b["final"]]
+    assert len(finals) >= 3
+    assert [b["time"] for b in finals] == sorted(b["time"] for b in finals)
+    # compare with the rows the flow wrote, up to the last final bar the API returned
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+            " open, high, low, close, volume, vwap, trades FROM market_bars"
+            " WHERE ticker = 'SYNTH' AND timeframe = '1m' AND time >= %s::timestamptz"
+            " AND time <= %s::timestamptz ORDER BY time",
+            (body["meta"]["start"], finals[-1]["time"]),
+        ).fetchall()
     assert len(rows) == len(finals)
     for bar, (iso, o, h, lo, c, v, vwap, trades) in zip(finals, rows, strict=True):
         assert bar["time"] == iso

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import jsonschema
 import pytest
 
 from stack.services import free_port
+from tests.support import Child, service_env
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,26 +39,22 @@ def _kcat_read(bootstrap: str, topic: str, want: int, timeout_s: float, keys: se
 
 
 def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
-    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path, spawn: Callable[..., Child]
 ) -> None:
     assert shutil.which("kcat"), "kcat is installed by `python -m stack install`"
     topic = make_topic(partitions=6)
     env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TOPIC_TICKS": topic,
+        **service_env(kafka_bootstrap, ticks=topic),
         "SIM_METRICS_PORT": str(free_port()),
         "SIM_TICK_RATE": "20",
     }
-    log = (tmp_path / "simulator.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    sim = spawn([sys.executable, "-m", "simulator", "run"], env, tmp_path / "simulator.log")
     try:
         lines = _kcat_read(kafka_bootstrap, topic, want=200, timeout_s=60, keys=TICKERS)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0, (tmp_path / "simulator.log").read_text()[-3000:]
-    assert len(lines) >= 200, (tmp_path / "simulator.log").read_text()[-3000:]
+        code = sim.stop()
+    assert code == 0, sim.tail()
+    assert len(lines) >= 200, sim.tail()
 
     schema = json.loads((ROOT / "contracts" / "schemas" / "tick.v1.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)

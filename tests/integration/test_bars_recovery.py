@@ -11,23 +11,16 @@ may or may not have closed them yet (live mode).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from psycopg import sql
 
 from contracts.bar import decode_bar
 from contracts.tick import Tick, encode_tick
@@ -35,8 +28,8 @@ from flows.bars import build_flow
 from flows.settings import FlowSettings
 from flows.sinks import BarStoreSink
 from stack.apps import init_recovery
-from stack.services import database_url_for, free_port
-from stack.settings import StackSettings
+from stack.services import free_port
+from tests.support import Child, produce, read_topic, service_env, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,35 +73,15 @@ def make_ticks(seed: int = 7) -> list[Tick]:
     return ticks
 
 
-def produce(bootstrap: str, topic: str, ticks: list[Tick]) -> None:
+def produce_ticks(bootstrap: str, topic: str, ticks: list[Tick]) -> None:
     """Key = ticker, as the simulator produces."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
-    for tick in ticks:
-        while True:
-            try:
-                producer.produce(topic, key=tick.ticker.encode(), value=encode_tick(tick))
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(60) == 0
-
-
-def make_database(settings: StackSettings, template: str) -> str:
-    """A fresh migrated database (clone of the session template); the caller drops it."""
-    name = f"md_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url_for(settings, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-    return name
+    produce(bootstrap, topic, ((tick.ticker, encode_tick(tick)) for tick in ticks))
 
 
 @pytest.fixture
-def reference_url(pg_template: str, stack_settings: StackSettings) -> Iterator[str]:
+def reference_url(make_database: Callable[[], str]) -> str:
     """A second database for the uninterrupted reference run."""
-    name = make_database(stack_settings, pg_template)
-    yield database_url_for(stack_settings, name)
-    with psycopg.connect(database_url_for(stack_settings, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return make_database()
 
 
 def run_reference(ticks: list[Tick], database_url: str) -> dict[tuple[str, str, Any], Row]:
@@ -149,21 +122,6 @@ def count_bars(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def wait_for(
-    check: Callable[[], bool], timeout_s: float, what: str, logs: list[Path], status: Callable[[], object] | None = None
-) -> None:
-    """Poll ``check`` until true; after ``timeout_s`` fail naming ``what``, the state seen (``status()``) and
-    the tails of the flow logs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    seen = f" (seen: {status()})" if status is not None else ""
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}{seen}\n{tails}")
-
-
 def snapshot_epoch(recovery: Path) -> int:
     """The newest epoch the flow's recovery store has closed (0 before its first snapshot).
 
@@ -181,82 +139,28 @@ def snapshot_epoch(recovery: Path) -> int:
     return epoch
 
 
-class FlowProcess:
+def start_flow(spawn: Callable[..., Child], args: list[str], env: dict[str, str], log: Path) -> Child:
     """``python -m bytewax.run flows.bars`` as a subprocess with the given CLI arguments and environment."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out: BinaryIO = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.bars", *args],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self._out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._out.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self._out.close()
+    return spawn([sys.executable, "-m", "bytewax.run", "flows.bars", *args], env, log)
 
 
 def flow_env(kafka: str, pg: str, redis_url: str, ticks_topic: str, bars_topic: str, dlq: str) -> dict[str, str]:
     """Production settings (live mode, default grace and batch size) pointed at this test's servers."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "DATABASE_URL": pg,
-        "REDIS_URL": redis_url,
-        "TOPIC_TICKS": ticks_topic,
-        "TOPIC_BARS": bars_topic,
-        "TOPIC_DEAD_LETTER": dlq,
-        "FLOW_METRICS_PORT": "0",
-    }
+    env = service_env(kafka, pg, redis_url, ticks=ticks_topic, bars=bars_topic, dead_letter=dlq)
+    return {**env, "FLOW_METRICS_PORT": "0"}
 
 
-def read_topic(bootstrap: str, topic: str, header: str | None = None) -> list[bytes]:
+def topic_values(bootstrap: str, topic: str, header: str | None = None) -> list[bytes]:
     """Every value of ``topic`` from the beginning up to its current end (or the value of ``header``)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}", "enable.partition.eof": True,
-         "enable.auto.commit": False}
-    )  # fmt: skip
-    try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        parts = sorted(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        values: list[bytes] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(at_end) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    at_end.add(msg.partition())
-                    continue
-                if header is None:
-                    values.append(msg.value() or b"")
-                else:
-                    values.append(dict(msg.headers() or []).get(header, b""))
-        assert len(at_end) == len(parts), f"could not read {topic!r} to its end"
-        return values
-    finally:
-        consumer.close()
+    if header is None:
+        return [m.value() or b"" for m in read_topic(bootstrap, topic)]
+    return [dict(m.headers() or []).get(header, b"") for m in read_topic(bootstrap, topic)]
 
 
 def topic_finals(bootstrap: str, topic: str) -> dict[tuple[str, str, int], list[bytes]]:
     """Final backlog bars on ``market-bars`` by (ticker, timeframe, start): every copy, in topic order."""
     finals: dict[tuple[str, str, int], list[bytes]] = {}
-    for raw in read_topic(bootstrap, topic):
+    for raw in topic_values(bootstrap, topic):
         bar = decode_bar(raw)
         if bar.final and bar.last_tick < SENTINEL_MS:
             finals.setdefault((bar.ticker, bar.timeframe, bar.start), []).append(raw)
@@ -288,6 +192,7 @@ def test_kill_9_mid_backfill_and_restart_gives_the_bars_of_an_uninterrupted_run(
     reference_url: str,
     redis_url: str,
     tmp_path: Path,
+    spawn: Callable[..., Child],
 ) -> None:
     ticks = make_ticks()
     expected = run_reference(ticks, reference_url)
@@ -299,14 +204,14 @@ def test_kill_9_mid_backfill_and_restart_gives_the_bars_of_an_uninterrupted_run(
     # the backlog arrives in two parts, the second one while the flow is dead (as after a real crash); the
     # cut is just before a minute's end, so the downtime spans that window's end + grace (the live-mode trap)
     cut = next(i for i, t in enumerate(ticks) if t.timestamp >= CUT_MS)
-    produce(kafka_bootstrap, topic, ticks[:cut])
+    produce_ticks(kafka_bootstrap, topic, ticks[:cut])
     recovery = tmp_path / "recovery"
     init_recovery(recovery, 2)  # what `make up` does (python -m bytewax.recovery DIR 2)
     args = ["-r", str(recovery), "-s", "1", "-b", "0"]
     env = {**flow_env(kafka_bootstrap, pg_url, redis_url, topic, bars_topic, dlq), "FLOW_BATCH_SIZE": "2000"}
     log = tmp_path / "flow.log"
 
-    first = FlowProcess(args, env, log)
+    first = start_flow(spawn, args, env, log)
     try:
         wait_for(
             lambda: count_bars(pg_url) >= 200 and snapshot_epoch(recovery) >= 3,
@@ -318,8 +223,8 @@ def test_kill_9_mid_backfill_and_restart_gives_the_bars_of_an_uninterrupted_run(
     at_kill = count_bars(pg_url)
     assert at_kill < len(expected), "killed before the backlog was consumed"
 
-    produce(kafka_bootstrap, topic, ticks[cut:])
-    second = FlowProcess(args, env, log)
+    produce_ticks(kafka_bootstrap, topic, ticks[cut:])
+    second = start_flow(spawn, args, env, log)
     try:
         wait_for(
             lambda: count_bars(pg_url) >= len(expected), 120, f"{len(expected)} bars after restart", [log],
@@ -332,7 +237,7 @@ def test_kill_9_mid_backfill_and_restart_gives_the_bars_of_an_uninterrupted_run(
         second.stop()
 
     # no tick was dead-lettered (as late because of the downtime, say)
-    dead = read_topic(kafka_bootstrap, dlq, header="dlq.reason")
+    dead = topic_values(kafka_bootstrap, dlq, header="dlq.reason")
     assert dead == [], f"{len(dead)} ticks dead-lettered across the restart, e.g. {dead[:3]}"
     missing = sorted(set(expected) - set(got))
     assert not missing, f"lost bars: {missing[:5]}"
@@ -349,15 +254,16 @@ def test_two_processes_give_exactly_the_bars_of_one(
     reference_url: str,
     redis_url: str,
     tmp_path: Path,
+    spawn: Callable[..., Child],
 ) -> None:
     ticks = make_ticks(seed=11)
     expected = run_reference(ticks, reference_url)
     topic, bars_topic, dlq = make_topic(partitions=4), make_topic(partitions=3), make_topic(partitions=1)
-    produce(kafka_bootstrap, topic, ticks)
+    produce_ticks(kafka_bootstrap, topic, ticks)
     env = flow_env(kafka_bootstrap, pg_url, redis_url, topic, bars_topic, dlq)
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     logs = [tmp_path / "flow-0.log", tmp_path / "flow-1.log"]
-    procs = [FlowProcess(["-i", str(i), "-a", addresses], env, logs[i]) for i in range(2)]
+    procs = [start_flow(spawn, ["-i", str(i), "-a", addresses], env, logs[i]) for i in range(2)]
     try:
         _wait_two(pg_url, expected, procs, logs)
         got = read_bars(pg_url)
@@ -369,9 +275,7 @@ def test_two_processes_give_exactly_the_bars_of_one(
     assert got == expected
 
 
-def _wait_two(
-    pg_url: str, expected: dict[tuple[str, str, Any], Row], procs: list[FlowProcess], logs: list[Path]
-) -> None:
+def _wait_two(pg_url: str, expected: dict[tuple[str, str, Any], Row], procs: list[Child], logs: list[Path]) -> None:
     """Wait for every expected bar from the two processes (fails with their exit codes and logs)."""
     wait_for(
         lambda: count_bars(pg_url) >= len(expected), 120, f"{len(expected)} bars from 2 processes", logs,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
@@ -33,8 +32,9 @@ from websockets.sync.client import ClientConnection, connect
 from grafana.__main__ import DASHBOARDS
 from grafana.common import to_dict
 from stack.runner import running
-from stack.services import ServiceSpec, _http_ok, free_port, prepare_prometheus
+from stack.services import ServiceSpec, free_port, http_ok, metrics_ready, prepare_prometheus
 from stack.settings import REPO_ROOT, StackSettings
+from tests.support import seed_universe, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -124,23 +124,6 @@ def _spec(name: str, argv: list[str], port: int, env: dict[str, str], ready: Cal
     return ServiceSpec(name=name, argv=argv, port=port, port_setting=name, ready=ready, env=env, cwd=REPO_ROOT)
 
 
-def _metrics_ready(port: int) -> Callable[[], bool]:
-    return lambda: _http_ok(f"http://127.0.0.1:{port}/metrics")
-
-
-def _seed_tickers(pg_url: str) -> list[str]:
-    from simulator.settings import SimulatorSettings
-    from simulator.universe import load_universe
-
-    universe = load_universe(SimulatorSettings().preset)
-    with psycopg.connect(pg_url) as conn:
-        conn.cursor().executemany(
-            "INSERT INTO tickers (ticker, name, sector, initial_price) VALUES (%s, %s, %s, round(%s::numeric, 2))",
-            [(t.symbol, t.name or t.symbol, t.sector, t.start_price) for t in universe.tickers],
-        )
-    return list(universe.symbols)
-
-
 def _inject_bad_ticks(bootstrap: str, topic: str) -> None:
     """A few malformed values, so the dead-letter panel shows real events as well as zeros."""
     producer = Producer({"bootstrap.servers": bootstrap})
@@ -158,16 +141,11 @@ def _drain(ws: ClientConnection) -> None:
 def test_every_dashboard_query_returns_data(
     kafka_bootstrap: str, make_topic: Callable[..., str], pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    tickers = _seed_tickers(pg_url)
-    topics = {"TOPIC_TICKS": make_topic(3, "ticks"), "TOPIC_BARS": make_topic(3, "bars")}
-    topics["TOPIC_DEAD_LETTER"] = make_topic(1, "dlq")
-    base_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("FLOW_", "API_", "SIM_"))},
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_url,
-        **topics,
-    }
+    from simulator.settings import SimulatorSettings
+
+    tickers = seed_universe(pg_url, SimulatorSettings().preset)
+    topics = {"ticks": make_topic(3, "ticks"), "bars": make_topic(3, "bars"), "dead_letter": make_topic(1, "dlq")}
+    base_env = service_env(kafka_bootstrap, pg_url, redis_url, **topics)
     sim_port, bars_port, ticks_port, api_port, prom_port = (free_port() for _ in range(5))
     multiproc = tmp_path / "gateway-metrics"
     py = sys.executable
@@ -177,14 +155,14 @@ def test_every_dashboard_query_returns_data(
             [py, "-m", "bytewax.run", "flows.bars"],
             bars_port,
             {**base_env, "FLOW_METRICS_PORT": str(bars_port)},
-            _metrics_ready(bars_port),
+            metrics_ready(bars_port),
         ),
         _spec(
             "ticks",
             [py, "-m", "bytewax.run", "flows.ticks"],
             ticks_port,
             {**base_env, "FLOW_METRICS_PORT": str(ticks_port)},
-            _metrics_ready(ticks_port),
+            metrics_ready(ticks_port),
         ),
         _spec(
             "gateway",
@@ -198,14 +176,14 @@ def test_every_dashboard_query_returns_data(
                 "API_RATE_LIMIT": "",
                 "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
             },
-            lambda: _http_ok(f"http://127.0.0.1:{api_port}/health"),
+            lambda: http_ok(f"http://127.0.0.1:{api_port}/health"),
         ),
         _spec(
             "simulator",
             [py, "-m", "simulator", "run", "--backfill", "0.25"],  # 15 minutes of history, then real time
             sim_port,
             {**base_env, "SIM_METRICS_PORT": str(sim_port)},
-            _metrics_ready(sim_port),
+            metrics_ready(sim_port),
         ),
     ]
     targets = {
@@ -221,7 +199,7 @@ def test_every_dashboard_query_returns_data(
     with ExitStack() as stack:
         for spec in specs:
             stack.enter_context(running(spec, logs, timeout_s=120))
-        _inject_bad_ticks(kafka_bootstrap, topics["TOPIC_TICKS"])
+        _inject_bad_ticks(kafka_bootstrap, topics["ticks"])
         api = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10))
         ws = stack.enter_context(connect(f"ws://127.0.0.1:{api_port}/ws", ping_interval=None))
         ws.send(json.dumps({"type": "subscribe", "tickers": tickers[:1]}))

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer
 
 from contracts.tick import decode_tick
 from simulator.engine import TickEngine
@@ -18,6 +17,7 @@ from simulator.session import Session, to_ms
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream
 from simulator.universe import load_universe
+from tests.support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -38,30 +38,13 @@ def test_backfill_round_trip_through_kafka(kafka_bootstrap: str, make_topic: Cal
     assert producer.failed == 0
     assert sent == 5 * 1200
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"check-{topic}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
     seqs: dict[str, list[int]] = defaultdict(list)
     got = 0
-    try:
-        empty_polls = 0
-        while got < sent and empty_polls < 30:
-            msgs = consumer.consume(10_000, timeout=1.0)
-            empty_polls = 0 if msgs else empty_polls + 1
-            for m in msgs:
-                assert m.error() is None, m.error()
-                tick = decode_tick(m.value())  # validates the contract's invariants
-                assert m.key() == tick.ticker.encode()
-                seqs[tick.ticker].append(tick.seq)
-                got += 1
-    finally:
-        consumer.close()
+    for m in read_topic(kafka_bootstrap, topic):  # the whole topic: anything beyond ``sent`` is a duplicate
+        tick = decode_tick(m.value())  # validates the contract's invariants
+        assert m.key() == tick.ticker.encode()
+        seqs[tick.ticker].append(tick.seq)
+        got += 1
     assert got == sent
     assert set(seqs) == set(universe.symbols)
     for ticker, s in seqs.items():  # one ticker = one partition: in order, no gaps, no duplicates
@@ -86,33 +69,18 @@ def test_full_producer_queue_refusals_are_retried_not_lost(
     assert producer.flush(60) == 0
     assert producer.failed == 0
     assert metrics.registry.get_sample_value("sim_producer_buffer_full_total", {}) > 0  # the bound was hit
-    seqs = _read_back(kafka_bootstrap, topic, sent)
+    seqs = _read_back(kafka_bootstrap, topic)
     assert sum(len(s) for s in seqs.values()) == sent
     for ticker, s in seqs.items():  # exactly once each (order may differ after a refusal)
         assert sorted(s) == list(range(len(s))), ticker
 
 
-def _read_back(bootstrap: str, topic: str, expected: int) -> dict[str, list[int]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
+def _read_back(bootstrap: str, topic: str) -> dict[str, list[int]]:
+    """Every ``seq`` of the whole topic, per ticker (a duplicate beyond what was sent is read too)."""
     seqs: dict[str, list[int]] = defaultdict(list)
-    got, empty_polls = 0, 0
-    try:
-        while got < expected and empty_polls < 30:
-            msgs = consumer.consume(10_000, timeout=1.0)
-            empty_polls = 0 if msgs else empty_polls + 1
-            for m in msgs:
-                assert m.error() is None, m.error()
-                tick = decode_tick(m.value())
-                seqs[tick.ticker].append(tick.seq)
-                got += 1
-        # a few more polls: anything beyond ``expected`` would be a duplicate
-        for _ in range(3):
-            for m in consumer.consume(10_000, timeout=0.5):
-                tick = decode_tick(m.value())
-                seqs[tick.ticker].append(tick.seq)
-    finally:
-        consumer.close()
+    for m in read_topic(bootstrap, topic):
+        tick = decode_tick(m.value())
+        seqs[tick.ticker].append(tick.seq)
     return seqs
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
+
+from tests.support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -16,16 +18,9 @@ def test_kafka_round_trip_on_a_fresh_topic(kafka_bootstrap: str, make_topic) -> 
     for i in range(30):
         producer.produce(topic, key=f"K{i % 3}", value=str(i).encode())
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "t", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    got: list[int] = []
-    for _ in range(100):
-        msg = consumer.poll(1.0)
-        if msg is not None and msg.error() is None:
-            got.append(int(msg.value()))
-        if len(got) == 30:
-            break
-    consumer.close()
+    messages = read_topic(kafka_bootstrap, topic)
+    got = [int(m.value()) for m in messages]
+    assert {m.key() for m in messages} == {b"K0", b"K1", b"K2"}
     assert sorted(got) == list(range(30))
 
 
@@ -81,8 +76,10 @@ def test_invalid_tick_rows_are_rejected_by_the_schema(pg_url: str) -> None:
         conn.execute("INSERT INTO market_ticks VALUES (now(), 'SYNTH', 1, 150.25, 150.30, 150.20, 1, 1, 100)")
 
 
-def test_redis_is_empty_and_answers(redis_url: str) -> None:
+def test_redis_answers_and_the_test_server_keeps_nothing_on_disk(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    assert client.dbsize() == 0
     client.set("k", "v")
     assert client.get("k") == b"v"
+    # prepare_redis(durable=False): no RDB snapshots, no append-only file
+    assert client.config_get("save") == {"save": ""}
+    assert client.config_get("appendonly") == {"appendonly": "no"}

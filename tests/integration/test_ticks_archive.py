@@ -7,13 +7,13 @@ from collections.abc import Callable
 import psycopg
 import pytest
 from bytewax.testing import run_main
-from confluent_kafka import Producer
 
 from contracts.tick import Tick, encode_tick
 from flows.decode import DecodedBatch, decode_batch
 from flows.sources import RawKafkaSource
 from flows.tick_archive_sink import TickArchiveSink
 from flows.ticks import build_flow
+from tests.support import produce
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +31,6 @@ def _ticks(n: int) -> list[Tick]:
     return out
 
 
-def _produce(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for key, value in values:
-        producer.produce(topic, key=key.encode(), value=value)
-    assert producer.flush(30) == 0
-
-
 def test_archive_stores_each_valid_tick_once_across_replays(
     kafka_bootstrap: str, make_topic: Callable[..., str], pg_url: str
 ) -> None:
@@ -45,7 +38,7 @@ def test_archive_stores_each_valid_tick_once_across_replays(
     ticks = _ticks(5_000)  # spans ~2 days: the sink must create the daily partitions it needs
     values = [(t.ticker, encode_tick(t)) for t in ticks]
     values += [("T0", b"not json"), ("T1", b'{"ticker":"T1"}')]
-    _produce(kafka_bootstrap, topic, values)
+    produce(kafka_bootstrap, topic, values)
 
     for _ in range(2):  # the second run replays the whole topic, as a restart without snapshots would
         source = RawKafkaSource(kafka_bootstrap, topic, tail=False, batch_size=700)
