@@ -16,11 +16,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
 
 from contracts.tick import decode_tick
 from simulator.engine import TickEngine
@@ -33,6 +32,7 @@ from simulator.universe import Universe, UniverseConfig
 from stack.runner import ManagedProcess
 from stack.services import ServiceSpec, create_topics, free_port, prepare_kafka
 from stack.settings import REPO_ROOT, StackSettings
+from tests.support import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,38 +79,12 @@ def broker() -> Iterator[Broker]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def _consume_all(bootstrap: str, topic: str, expected: int) -> Counter[tuple[str, int]]:
-    """Every (ticker, seq) read from ``topic``, with multiplicity."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"check-{topic}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe([topic])
+def _consume_all(bootstrap: str, topic: str) -> Counter[tuple[str, int]]:
+    """Every (ticker, seq) of the whole of ``topic`` (committed messages only), with multiplicity."""
     seen: Counter[tuple[str, int]] = Counter()
-    empty = 0
-    try:
-        while empty < 15 and sum(seen.values()) <= expected:
-            msgs = consumer.consume(10_000, timeout=1.0)
-            empty = 0 if msgs else empty + 1
-            for m in msgs:
-                assert m.error() is None, m.error()
-                tick = decode_tick(m.value())
-                seen[(tick.ticker, tick.seq)] += 1
-    finally:
-        consumer.close()
+    for m in read_topic(bootstrap, topic, {"isolation.level": "read_committed"}):
+        tick = decode_tick(m.value())
+        seen[(tick.ticker, tick.seq)] += 1
     return seen
 
 
@@ -127,13 +101,16 @@ def _run_with_outage(broker: Broker, settings: SimulatorSettings, outage_s: floa
     worker = threading.Thread(target=stream, args=(engine, producer, metrics, stop), daemon=True)
     worker.start()
     try:
-        _wait(lambda: producer.delivered > 5_000, 60, "first deliveries")
+        wait_for(lambda: producer.delivered > 5_000, 60, "first deliveries", status=lambda: producer.delivered)
         broker.stop()
         time.sleep(outage_s)
         assert producer.in_flight > 0  # buffered while the broker is down
         broker.start()
         before = producer.delivered
-        _wait(lambda: producer.delivered > before + 5_000, 120, "deliveries after the restart")
+        wait_for(
+            lambda: producer.delivered > before + 5_000, 120, "deliveries after the restart",
+            status=lambda: f"{producer.delivered - before} delivered since the restart",
+        )  # fmt: skip
     finally:
         stop.set()
         worker.join(60)
@@ -160,7 +137,7 @@ def test_outage_shorter_than_delivery_timeout_loses_and_duplicates_nothing(broke
     m = producer.metrics
     assert producer.failed == 0
     assert _sample(m, "sim_producer_buffer_full_total") > 0  # the bound was reached: backpressure, not growth
-    seen = _consume_all(broker.bootstrap, topic, producer.produced)
+    seen = _consume_all(broker.bootstrap, topic)
     assert sum(seen.values()) == producer.produced
     assert max(seen.values()) == 1  # idempotent: retries after the restart wrote nothing twice
     per_ticker = Counter(t for t, _ in seen)
@@ -185,7 +162,7 @@ def test_outage_longer_than_delivery_timeout_counts_and_logs_every_loss(
         producer, topic = _run_with_outage(broker, settings, outage_s=8.0)
     assert producer.failed > 0
     assert any("undeliverable tick" in r.getMessage() for r in caplog.records)
-    seen = _consume_all(broker.bootstrap, topic, producer.produced)
+    seen = _consume_all(broker.bootstrap, topic)
     assert max(seen.values()) == 1
     assert sum(seen.values()) + producer.failed == producer.produced  # each tick: delivered once or counted
     m = producer.metrics
@@ -218,4 +195,3 @@ def test_broker_down_at_start_is_retried_with_backoff_until_it_is_up(
     assert any("attempt 2/12" in t for t in text)  # it failed at least once and retried
     assert any(r.levelno == logging.WARNING and "Retrying" in r.getMessage() for r in caplog.records)
     assert any(t.startswith("kafka reachable at") for t in text)
-    assert producer.flush(5) == 0
