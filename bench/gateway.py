@@ -16,9 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from common.errors import StackError
-from stack.runner import ManagedProcess
-from stack.services import ServiceSpec, wait_until
+from stack.runner import ManagedProcess, running
+from stack.services import ServiceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,20 +66,11 @@ def gateway_spec(
 def running_gateway(
     spec: ServiceSpec, log_dir: Path, timeout_s: float = 60.0, settle_s: float = 0.0
 ) -> Iterator[ManagedProcess]:
-    """Start ``spec``, wait until ready (failing at once, with the log tail, if it exits), settle, yield, stop.
+    """Start ``spec`` with :func:`stack.runner.running` (fails at once, with the log tail, if it exits before it is
+    ready), let every worker finish its start-up for ``settle_s``, yield, stop.
 
-    ``settle_s`` lets every worker finish its start-up after the first answer. CPU and memory of the gateway:
-    read them for ``.pid`` (the ``python -m api`` process; workers are its children).
+    CPU and memory of the gateway: read them for ``.pid`` (the ``python -m api`` process; workers are its children).
     """
-    proc = ManagedProcess(spec, log_dir)
-    try:
-        what = f"{spec.name} (pid {proc.pid}, port {spec.port})"
-        wait_until(lambda: proc.proc.poll() is not None or spec.ready(), timeout_s, what, proc.log_file)
-        if proc.proc.poll() is not None:
-            tail = "\n".join(proc.log_file.read_text(errors="replace").splitlines()[-20:])
-            msg = f"{what} exited with {proc.proc.returncode} before it was ready\n--- {proc.log_file} ---\n{tail}"
-            raise StackError(msg)
+    with running(spec, log_dir, timeout_s) as proc:
         time.sleep(settle_s)
         yield proc
-    finally:
-        proc.stop()

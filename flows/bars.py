@@ -214,7 +214,7 @@ def _production_flow() -> Dataflow:
                 settings.kafka_bootstrap_servers,
                 settings.topic_ticks,
                 batch_size=settings.batch_size,
-                group_id=settings.consumer_group,
+                group_id=settings.group_id("bars"),
             )
         ),
         final_sink=sinks.final_bar_sink(settings),

@@ -60,8 +60,9 @@ class FlowSettings(SharedSettings):
     metrics_max_tickers: int = Field(200, ge=0, le=10_000)
     #: emit flat bars for empty intervals; not supported yet, so only False is accepted
     gap_fill: bool = False
-    #: Kafka consumer group id the flow's source reports to the broker (offsets live in recovery snapshots)
-    consumer_group: str = Field("flows-bars", min_length=1)
+    #: Kafka consumer group id the flow's source reports to the broker (offsets live in recovery snapshots);
+    #: unset, each flow names its own: ``flows-bars``, ``flows-ticks``
+    consumer_group: str | None = Field(None, min_length=1)
     #: retention of the raw tick archive ``market_ticks`` (flows.ticks; seed: 30 days)
     ticks_retention_days: int = Field(30, ge=1)
     #: generation-0 threshold of Python's garbage collector in the flow process (0: Python's default, 700);
@@ -111,3 +112,7 @@ class FlowSettings(SharedSettings):
             live_every_ticks=self.live_every_ticks,
             indicators=self.indicator_config(),
         )
+
+    def group_id(self, flow: str) -> str:
+        """The consumer group id of flow ``flow`` (``bars``, ``ticks``): the setting, else ``flows-<flow>``."""
+        return self.consumer_group or f"flows-{flow}"

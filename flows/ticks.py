@@ -67,7 +67,7 @@ def _production_flow() -> Dataflow:
             settings.kafka_bootstrap_servers,
             settings.topic_ticks,
             batch_size=settings.batch_size,
-            group_id=settings.consumer_group,
+            group_id=settings.group_id("ticks"),
         ),
         sinks.TickArchiveSink(settings.database_url.get_secret_value()),
         metrics_max_tickers=settings.metrics_max_tickers,

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.errors import StackError
 from stack.services import ServiceSpec, ensure_port_free, wait_until
 
 
@@ -45,8 +46,10 @@ class ManagedProcess:
         """Block until the service answers its readiness check."""
 
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                return False
+            code = self.proc.poll()
+            if code is not None:
+                msg = f"exited with code {code} before it was ready"
+                raise StackError(msg)
             return self.spec.ready()
 
         wait_until(ready, timeout_s, f"{self.spec.name} (pid {self.pid}, port {self.spec.port})", self.log_file)

@@ -62,25 +62,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _log_tail(log_file: Path | None, lines: int = 20) -> str:
+    if log_file is None or not log_file.exists():
+        return ""
+    tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    return f"\n--- last lines of {log_file} ---\n{tail}"
+
+
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log_file: Path | None = None) -> None:
-    """Poll ``check`` until it is true; raise naming ``what`` (and the log tail) after ``timeout_s``."""
+    """Poll ``check`` until it is true; raise naming ``what``, the last error seen and the log tail.
+
+    Any other exception of ``check`` means "not ready yet"; a :class:`StackError` from it (e.g. the process
+    exited) ends the wait at once instead of after ``timeout_s``.
+    """
     deadline = time.monotonic() + timeout_s
+    last_err: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001, S110 - not ready yet is any error
-            pass
+        except StackError as err:
+            msg = f"{what}: {err}{_log_tail(log_file)}"
+            raise StackError(msg) from err
+        except Exception as err:  # noqa: BLE001 - not ready yet is any other error; kept for the message
+            last_err = err
         time.sleep(0.25)
-    tail = ""
-    if log_file is not None and log_file.exists():
-        tail = (
-            "\n--- last lines of "
-            + str(log_file)
-            + " ---\n"
-            + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-        )
-    msg = f"{what} did not become ready within {timeout_s:.0f} s{tail}"
+    detail = f" (last error: {last_err!r})" if last_err is not None else ""
+    msg = f"{what} did not become ready within {timeout_s:.0f} s{detail}{_log_tail(log_file)}"
     raise StackError(msg)
 
 
@@ -102,9 +110,6 @@ def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - local http only
         status: int = resp.status
         return 200 <= status < 300
-
-
-_http_ok = http_ok  # the former private name
 
 
 def metrics_ready(port: int) -> Callable[[], bool]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings
@@ -23,7 +23,8 @@ class StackSettings(SharedSettings):
     kafka_partitions: int = Field(6, ge=1, le=1024, description="partitions of every platform topic")
     kafka_heap: str = "1g"
     prometheus_port: int = Field(9090, ge=1, le=65535)
-    api_port: int = Field(8000, ge=1, le=65535)
+    #: the gateway's port: ``API_PORT`` (what the gateway itself reads, and what .env.example sets) or STACK_API_PORT
+    api_port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("API_PORT", "STACK_API_PORT", "api_port"))
     simulator_metrics_port: int = Field(9101, ge=1, le=65535)
     flow_metrics_port: int = Field(9102, ge=1, le=65535, description="first flow process; +1 per process")
     ticks_flow_metrics_port: int = Field(9110, ge=1, le=65535)
