@@ -191,6 +191,7 @@ def kafka_ready(bootstrap: str) -> bool:
 
 def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
     """Create ``topics`` with ``partitions`` each; existing topics are left as they are."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -201,10 +202,12 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
     for topic, future in admin.create_topics(new, operation_timeout=30).items():
         try:
             future.result()
-        except Exception as err:
-            if "TOPIC_ALREADY_EXISTS" not in str(err):
-                msg = f"could not create Kafka topic {topic!r} on {bootstrap}: {err}"
-                raise StackError(msg) from err
+        except KafkaException as err:
+            if err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile by another process
+                log.info("topic %s already exists", topic)
+                continue
+            msg = f"could not create Kafka topic {topic!r} on {bootstrap}: {err}"
+            raise StackError(msg) from err
         log.info("created topic %s with %d partitions", topic, partitions)
 
 
