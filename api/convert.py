@@ -12,25 +12,20 @@ schemathesis run check the bytes against them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from fastapi import Response
 
 from api import schemas
 from api.store import BarRow, TickRow
+from common.clock import EPOCH, from_ms
 from contracts.bar import Bar
 from contracts.tick import Tick
 
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _CENT = Decimal("0.01")
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    """Exact UTC datetime of an epoch-millisecond integer (no float rounding)."""
-    return EPOCH + timedelta(milliseconds=ms)
 
 
 def cents(value: float) -> str:
@@ -71,7 +66,7 @@ def quote_json_from_tick(t: Tick) -> dict[str, Any]:
 def quote_from_tick(t: Tick) -> schemas.Quote:
     """REST quote of a wire tick."""
     return schemas.Quote(
-        time=from_epoch_ms(t.timestamp),
+        time=from_ms(t.timestamp),
         ticker=t.ticker,
         price=cents(t.price),
         volume=t.volume,
@@ -116,7 +111,7 @@ def quote_from_row(r: TickRow) -> schemas.Quote:
 def bar_from_wire(b: Bar) -> schemas.Bar:
     """REST bar of a wire bar (live or final)."""
     return schemas.Bar(
-        time=from_epoch_ms(b.start),
+        time=from_ms(b.start),
         ticker=b.ticker,
         timeframe=b.timeframe,  # validated by the contract
         open=cents(b.open),

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Path, Query, Request
 
 from api.cache import MarketCache, TickerDirectory
-from api.convert import EPOCH
 from api.errors import invalid
 from api.settings import ApiSettings
 from api.store import Store
+from common.clock import EPOCH
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

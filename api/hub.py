@@ -28,6 +28,7 @@ from typing import Final
 import orjson
 
 from api.metrics import RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT, relay_latency
+from common.clock import now_ms
 
 log = logging.getLogger("api.hub")
 
@@ -58,11 +59,6 @@ class Event:
     ticker: str
     frame: str
     event_ms: int
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def control(kind: str, **fields: object) -> str:

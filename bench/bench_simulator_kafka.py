@@ -20,12 +20,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from common.clock import now_ms
 from simulator.engine import TickBatch, TickEngine
 from simulator.metrics import SimulatorMetrics
 from simulator.producer import TickProducer
 from simulator.session import Session, to_ms
 from simulator.settings import SimulatorSettings
-from simulator.stream import stream, wall_ms
+from simulator.stream import stream
 from simulator.universe import Universe, UniverseConfig, load_universe
 from stack.services import create_topics
 
@@ -136,7 +137,7 @@ def realtime(bootstrap: str, seconds: float = 60.0, slice_ms: int = 10) -> tuple
     prod.wait_for_broker()
     lags: list[float] = []
     metrics.pacing_lag.observe = lags.append  # type: ignore[method-assign,assignment]
-    eng = TickEngine(u, Session(), 1, wall_ms() + 1000, tick_ms=1000, threads=2, slice_ms=slice_ms)
+    eng = TickEngine(u, Session(), 1, now_ms() + 1000, tick_ms=1000, threads=2, slice_ms=slice_ms)
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
     stream(eng, prod, metrics, stop, realtime=True)

@@ -10,12 +10,12 @@ message per natural key. The webhook sink only *offers* anomalies to :class:`flo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from common.clock import from_ms
 from contracts.anomaly import Anomaly, encode_anomaly
 from flows.anomaly_settings import AnomalySettings
 from flows.notify import WebhookNotifier
@@ -27,15 +27,11 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (ticker, type, timeframe, time) DO NOTHING"""
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def anomaly_row(a: Anomaly) -> tuple[Any, ...]:
     """The ``anomalies`` row of an anomaly."""
     return (
-        _dt(a.time), a.ticker, a.type.value, a.timeframe, a.severity.value, a.value, a.threshold, a.reference,
-        a.message, _dt(a.detected_at),
+        from_ms(a.time), a.ticker, a.type.value, a.timeframe, a.severity.value, a.value, a.threshold, a.reference,
+        a.message, from_ms(a.detected_at),
     )  # fmt: skip
 
 

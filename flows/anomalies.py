@@ -15,7 +15,6 @@ where the last snapshot was taken; the sinks are idempotent for the replay since
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeGuard, cast
 
@@ -24,6 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from common.clock import now_ms
 from common.errors import ContractError
 from contracts.anomaly import Anomaly
 from contracts.bar import Bar, decode_bar
@@ -34,10 +34,6 @@ from flows.detectors import DetectorConfig, DetectorState, detect
 
 RawItem: TypeAlias = bytes | RawBatch
 _Decoded: TypeAlias = tuple[str, Bar] | DeadLetter
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def decode_final_bars(items: list[RawItem], timeframes: frozenset[str]) -> list[_Decoded]:
@@ -66,7 +62,7 @@ def build_flow(
     dead_letter_sink: Sink[DeadLetter],
     settings: AnomalySettings | None = None,
     flow_id: str = "anomalies",
-    clock: Callable[[], int] = _now_ms,
+    clock: Callable[[], int] = now_ms,
 ) -> Dataflow:
     """The anomalies dataflow over ``source`` (raw ``market-bars`` values or :class:`RawBatch` es).
 

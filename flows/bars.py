@@ -31,6 +31,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from common.clock import now_ms
 from contracts.bar import Bar
 from flows.aggregation import AggregationConfig, TickChunk, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
@@ -57,10 +58,6 @@ _Prepared: TypeAlias = tuple[str, TickChunk] | DeadLetter | list[WireTick]
 _BarOut: TypeAlias = Bar | DeadLetter
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
     """Bytewax adapter around one shard's :class:`~flows.shards.ShardBars` (many tickers per key); never
     discards its state, so each ticker's per-timeframe "last final start" guard survives for the life of the
@@ -68,7 +65,7 @@ class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
 
     __slots__ = ("clock", "shard")
 
-    def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = now_ms) -> None:
         self.clock = clock
         self.shard = ShardBars.restore(config, resume, clock()) if resume is not None else ShardBars(config)
 
@@ -130,7 +127,7 @@ def build_flow(
     latest_sink: Sink[list[WireTick]] | None = None,
     settings: FlowSettings | None = None,
     flow_id: str = "bars",
-    clock: Callable[[], int] = _now_ms,
+    clock: Callable[[], int] = now_ms,
     shards: int = DEFAULT_SHARDS,
 ) -> Dataflow:
     """The bars dataflow over ``source`` (items: raw ``bytes`` values or :class:`RawBatch` es) into the sinks.

@@ -19,12 +19,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from common.clock import from_ms
 from contracts.anomaly import Anomaly, Severity
 from flows import observe
 
@@ -36,7 +36,7 @@ _EMOJI = {Severity.LOW: ":information_source:", Severity.MEDIUM: ":warning:", Se
 
 def slack_body(anomaly: Anomaly) -> dict[str, Any]:
     """The Slack-compatible JSON body announcing ``anomaly``."""
-    when = datetime.fromtimestamp(anomaly.time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = from_ms(anomaly.time).strftime("%Y-%m-%d %H:%M:%S UTC")
     title = f"{anomaly.severity.value.upper()} {anomaly.type.value} on {anomaly.ticker} ({anomaly.timeframe})"
     text = f"{_EMOJI[anomaly.severity]} {title}: {anomaly.message} — bar of {when}"
     fields = [

@@ -13,7 +13,7 @@ import collections
 import logging
 from abc import abstractmethod
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
@@ -23,6 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from common.clock import from_ms
 from common.errors import SinkError
 from common.settings import SharedSettings
 from contracts import redis_keys
@@ -59,10 +60,6 @@ def _retrying(sink: str) -> Callable[[Callable[..., X]], Callable[..., X]]:
     )
 
 
-def _ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 class _Partitions:
     """Creates native range partitions ahead of writes (no-op on TimescaleDB, which chunks by itself)."""
 
@@ -76,7 +73,7 @@ class _Partitions:
     def _period(self, ms: int) -> int:
         if not self._monthly:
             return ms // 86_400_000
-        dt = _ms_to_dt(ms)
+        dt = from_ms(ms)
         return dt.year * 12 + dt.month - 1
 
     def ensure(self, conn: psycopg.Connection[Any], lo_ms: int, hi_ms: int) -> None:
@@ -96,7 +93,7 @@ class _Partitions:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('md_ensure_partitions'), hashtext(%s))", (self._table,))
         conn.execute(
             "SELECT md_ensure_partitions(%s, %s, %s, %s::interval)",
-            (self._table, _ms_to_dt(lo_ms), _ms_to_dt(hi_ms) + step, interval),
+            (self._table, from_ms(lo_ms), from_ms(hi_ms) + step, interval),
         )
         conn.commit()
         self._covered |= wanted
@@ -198,8 +195,8 @@ def bar_row(bar: Bar) -> tuple[Any, ...]:
     ind = bar.indicators
     values = tuple(getattr(ind, name) if ind is not None else None for name in _INDICATORS)
     return (
-        _ms_to_dt(bar.start), bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume,
-        bar.vwap, bar.trades, _ms_to_dt(bar.first_tick), _ms_to_dt(bar.last_tick), *values,
+        from_ms(bar.start), bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume,
+        bar.vwap, bar.trades, from_ms(bar.first_tick), from_ms(bar.last_tick), *values,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from types import FrameType
 
 import pydantic
 
+from common.clock import from_ms
 from common.errors import MarketDataError
 from simulator.engine import TickEngine
 from simulator.events import EventSchedule, parse_event
@@ -89,7 +90,7 @@ def _produce(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
         len(universe),
         settings.tick_rate,
-        datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(),
+        from_ms(start_ms).isoformat(),
         "real time" if realtime else "backfill",
     )
     try:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from common.clock import from_ms
 from common.errors import ConfigError
 
 SessionMode = Literal["24/7", "exchange"]
@@ -31,11 +32,6 @@ def to_ms(dt: datetime) -> int:
         msg = f"naive datetime {dt!r}: pass a tz-aware datetime"
         raise ConfigError(msg)
     return int(dt.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    """UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ the idle time before the next one is due, so block generation never delays a ste
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 from tqdm import tqdm
 
+from common.clock import now_ms
 from simulator.engine import TickBatch, TickEngine
 from simulator.metrics import SimulatorMetrics
 
@@ -29,11 +29,6 @@ class TickSink(Protocol):
         """Hand on everything received so far (called before waiting for the clock and at the end)."""
 
 
-def wall_ms() -> int:
-    """Wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 def stream(
     engine: TickEngine,
     sink: TickSink,
@@ -44,7 +39,7 @@ def stream(
     realtime: bool = True,
     batch_ticks: int = 50_000,
     progress: bool = False,
-    clock: Callable[[], int] = wall_ms,
+    clock: Callable[[], int] = now_ms,
 ) -> int:
     """Produce ticks until ``end_ms`` (None: forever) or ``stop`` is set; returns the number of ticks sent.
 

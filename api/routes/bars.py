@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.convert import bar_from_row, bar_from_wire, from_epoch_ms, json_response
+from api.convert import bar_from_row, bar_from_wire, json_response
 from api.deps import (
     API_PREFIX,
     CacheDep,
@@ -26,6 +26,7 @@ from api.deps import (
     time_range,
 )
 from api.errors import not_found
+from common.clock import from_ms
 from contracts import TIMEFRAMES
 from contracts.redis_keys import WINDOW_TO_TIMEFRAME
 
@@ -81,7 +82,7 @@ async def get_bars(
     if not more:
         live = await cache.live_bar(ticker, timeframe)
         if live is not None and not live.final:
-            live_start = from_epoch_ms(live.start)
+            live_start = from_ms(live.start)
             newer = last_time is None or live_start > last_time
             if newer and rng.start <= live_start <= rng.end and (after is None or live_start > after):
                 if len(bars) < n:

@@ -8,9 +8,10 @@ import msgspec
 from fastapi import APIRouter, Query
 
 from api import schemas
-from api.convert import cents, dec, from_epoch_ms
+from api.convert import cents, dec
 from api.deps import API_PREFIX, CacheDep, StoreDep, TickerPath
 from api.errors import not_found
+from common.clock import from_ms
 
 router = APIRouter(prefix=API_PREFIX, tags=["indicators"])
 
@@ -31,7 +32,7 @@ async def get_indicators(
     wire = await cache.indicator_bar(ticker, timeframe)
     if wire is not None and wire.indicators is not None:
         values = msgspec.structs.asdict(wire.indicators)
-        time, close = from_epoch_ms(wire.start), cents(wire.close)
+        time, close = from_ms(wire.start), cents(wire.close)
     else:
         row = await store.latest_bar(ticker, timeframe)
         if row is None or row.indicators is None:

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from common.clock import now_ms
 from contracts.tick import decode_tick
 from simulator.engine import TickEngine
 from simulator.metrics import SimulatorMetrics
 from simulator.producer import TickProducer
 from simulator.session import Session
 from simulator.settings import SimulatorSettings
-from simulator.stream import stream, wall_ms
+from simulator.stream import stream
 from simulator.universe import Universe, UniverseConfig
 from stack.runner import ManagedProcess
 from stack.services import ServiceSpec, create_topics, free_port, prepare_kafka
@@ -96,7 +97,7 @@ def _run_with_outage(broker: Broker, settings: SimulatorSettings, outage_s: floa
     metrics = SimulatorMetrics()
     producer = TickProducer(settings, universe.symbols, metrics, topic=topic)
     producer.wait_for_broker()
-    engine = TickEngine(universe, Session(), 11, wall_ms(), tick_ms=20, slice_ms=5)
+    engine = TickEngine(universe, Session(), 11, now_ms(), tick_ms=20, slice_ms=5)
     stop = threading.Event()
     worker = threading.Thread(target=stream, args=(engine, producer, metrics, stop), daemon=True)
     worker.start()

@@ -13,7 +13,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api import schemas
 from api.cache import GetCoalescer
 from api.convert import (
-    EPOCH,
     iso_from_epoch_ms,
     quote_from_row,
     quote_from_tick,
@@ -23,6 +22,7 @@ from api.convert import (
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.store import TickRow
+from common.clock import EPOCH
 from contracts.tick import Tick
 
 

@@ -51,7 +51,7 @@ def test_per_ticker_seq_gapless_and_timestamps_monotone(exchange_ticks: TickBatc
 
 def test_exchange_session_only_ticks_when_open(exchange_ticks: TickBatch) -> None:
     session = Session(mode="exchange")
-    from simulator.session import from_ms
+    from common.clock import from_ms
 
     local = [from_ms(int(t)).astimezone(session.tz) for t in np.unique(exchange_ticks.ts_ms)[::97]]
     assert all(d.weekday() < 5 for d in local)
@@ -124,7 +124,7 @@ def test_batch_encoder_edge_values() -> None:
 
 def test_volume_u_shaped_and_spread_wider_for_volatile_and_cheap(default_universe: Universe) -> None:
     b = _stream(default_universe, Session(mode="exchange"), 100_000, START_MS + 2 * DAY_MS)
-    from simulator.session import from_ms
+    from common.clock import from_ms
 
     session = Session(mode="exchange")
     minutes = np.array(
