@@ -12,19 +12,7 @@ from typing import Annotated, Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import BASE_CONFIG, SharedSettings
-
-
-def _split_csv(value: Any) -> Any:
-    """Accept ``"a,b"`` as well as a JSON list / Python list for list settings."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
+from common.settings import BASE_CONFIG, SharedSettings, split_list
 
 
 class ApiSettings(SharedSettings):
@@ -97,7 +85,7 @@ class ApiSettings(SharedSettings):
     @field_validator("keys", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        return _split_csv(value)
+        return split_list(value)
 
     @field_validator("prometheus_multiproc_dir", mode="before")
     @classmethod

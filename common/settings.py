@@ -8,6 +8,7 @@ Each service has one frozen settings class deriving from :class:`SharedSettings`
 
 from __future__ import annotations
 
+import json
 from typing import Any, Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -80,3 +81,17 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
         else:
             names.add(f"{prefix}{name}".upper())
     return names
+
+
+def split_list(value: Any) -> Any:
+    """A list setting from the environment: ``"a, b"`` or a JSON list -> ``["a", "b"]``; lists pass through.
+
+    Use as a ``mode="before"`` field validator (with ``NoDecode`` on the field, so pydantic-settings does not
+    insist on JSON).
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip().strip("\"'") for part in text.split(",") if part.strip()]
+    return value

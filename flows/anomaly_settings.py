@@ -12,11 +12,10 @@ from typing import Annotated, Any, Self
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import BASE_CONFIG, SharedSettings
+from common.settings import BASE_CONFIG, SharedSettings, split_list
 from contracts.anomaly import Severity
 from contracts.bar import TIMEFRAMES
 from flows.detectors import DetectorConfig
-from flows.settings import _split
 
 
 class AnomalySettings(SharedSettings):
@@ -59,7 +58,7 @@ class AnomalySettings(SharedSettings):
     @field_validator("timeframes", "severity_bands", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        return _split(value)
+        return split_list(value)
 
     @field_validator("timeframes")
     @classmethod

@@ -11,19 +11,9 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import BASE_CONFIG, SharedSettings
+from common.settings import BASE_CONFIG, SharedSettings, split_list
 from flows.aggregation import AggregationConfig
 from flows.indicators import IndicatorConfig
-
-
-def _split(value: Any) -> Any:
-    """``"1m, 5m"`` -> ``["1m", "5m"]``; JSON lists and Python sequences pass through."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            text = text[1:-1]
-        return [part.strip().strip("\"'") for part in text.split(",") if part.strip()]
-    return value
 
 
 class FlowSettings(SharedSettings):
@@ -73,7 +63,7 @@ class FlowSettings(SharedSettings):
     @field_validator("timeframes", "sma_periods", "ema_periods", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        return _split(value)
+        return split_list(value)
 
     @field_validator("gap_fill")
     @classmethod
