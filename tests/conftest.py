@@ -8,6 +8,7 @@ started when a test asks for them, so unit tests never touch the network. Each t
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,12 @@ from stack.services import (
 )
 from stack.settings import StackSettings
 from tests.support import Child
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (CI cancelling a job, ``timeout``) ends the run like Ctrl-C, so fixture teardown still stops the
+    Kafka, PostgreSQL and Redis servers the session started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
