@@ -23,19 +23,27 @@ ROOT = Path(__file__).resolve().parents[2]
 TICKERS = {"SYNTH", "TECH", "FINANCE", "ENERGY", "HEALTH"}
 
 
-def _kcat_read(bootstrap: str, topic: str, want: int, timeout_s: float, keys: set[str]) -> list[str]:
-    """All lines in ``topic`` once there are ``want`` of them and every key in ``keys`` appears (the producer
-    sends a batch per partition, so one ticker's partition can be complete before another's first write)."""
+def _kcat_read(bootstrap: str, topic: str, timeout_s: float) -> list[str]:
+    """Every line kcat reads from ``topic`` from the beginning until it reaches the end of all partitions
+    (``-e``). While a producer is still writing, kcat may keep chasing the end: then what it read before
+    ``timeout_s`` is returned."""
+    cmd = ["kcat", "-b", bootstrap, "-t", topic, "-C", "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False).stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output or b""
+    return [ln for ln in out.decode().splitlines() if ln.strip()]
+
+
+def _wait_for_ticks(bootstrap: str, topic: str, want: int, keys: set[str], timeout_s: float) -> None:
+    """Until the topic holds ``want`` ticks and every key in ``keys`` (the producer sends a batch per
+    partition, so one ticker's partition can be written before another's)."""
     deadline = time.monotonic() + timeout_s
-    lines: list[str] = []
-    while time.monotonic() < deadline and (len(lines) < want or not keys <= {ln.split("\t", 1)[0] for ln in lines}):
-        proc = subprocess.run(
-            ["kcat", "-b", bootstrap, "-t", topic, "-C", "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    while time.monotonic() < deadline:
+        lines = _kcat_read(bootstrap, topic, timeout_s=10)
+        if len(lines) >= want and keys <= {ln.split("\t", 1)[0] for ln in lines}:
+            return
         time.sleep(0.5)
-    return lines
 
 
 def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
@@ -50,10 +58,12 @@ def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
     }
     sim = spawn([sys.executable, "-m", "simulator", "run"], env, tmp_path / "simulator.log")
     try:
-        lines = _kcat_read(kafka_bootstrap, topic, want=200, timeout_s=60, keys=TICKERS)
+        _wait_for_ticks(kafka_bootstrap, topic, want=200, keys=TICKERS, timeout_s=60)
     finally:
         code = sim.stop()
     assert code == 0, sim.tail()
+    # the simulator has stopped and flushed: the topic no longer moves, so kcat -e reads all of it and ends
+    lines = _kcat_read(kafka_bootstrap, topic, timeout_s=60)
     assert len(lines) >= 200, sim.tail()
 
     schema = json.loads((ROOT / "contracts" / "schemas" / "tick.v1.json").read_text())
