@@ -205,24 +205,32 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
 
 
 async def _send_snapshot(client: Client, tickers: list[str], state: AppState) -> None:
-    """The latest tick of each subscribed ticker at once: process cache first, then Redis."""
+    """The latest tick of each subscribed ticker at once: process cache first, then Redis.
+
+    The subscription is live before this runs, so a tick relayed while Redis is being asked has already been
+    queued to the client: the cache is read before the await, and a Redis value is sent only for a ticker that
+    has still not been relayed afterwards (else it would repeat, or precede, a live tick).
+    """
     cache = state.hub.tick_cache
     wanted = sorted(cache) if "*" in tickers else [t for t in tickers if t != "*"]
-    missing = [t for t in wanted if t not in cache]
-    fetched: dict[str, str] = {}
-    if missing:
-        try:
-            values = await state.redis.mget([redis_keys.latest_price(t) for t in missing])
-        except (RedisError, OSError) as err:
-            log.warning("snapshot from redis failed: %r", err)
-            values = [None] * len(missing)
-        for t, raw in zip(missing, values, strict=True):
-            if raw is not None:
-                try:
-                    fetched[t] = tick_event(raw).frame
-                except ContractError:
-                    continue
+    missing: list[str] = []
     for t in wanted:
-        frame = cache.get(t) or fetched.get(t)
-        if frame is not None:
+        frame = cache.get(t)
+        if frame is None:
+            missing.append(t)
+        else:
             client.offer(frame, TICKS)
+    if not missing:
+        return
+    try:
+        values = await state.redis.mget([redis_keys.latest_price(t) for t in missing])
+    except (RedisError, OSError) as err:
+        log.warning("snapshot from redis failed: %r", err)
+        return
+    for t, raw in zip(missing, values, strict=True):
+        if raw is None or t in cache:  # relayed meanwhile: the client has it live
+            continue
+        try:
+            client.offer(tick_event(raw).frame, TICKS)
+        except ContractError:
+            continue

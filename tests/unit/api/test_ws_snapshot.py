@@ -1,0 +1,81 @@
+"""The subscribe snapshot never repeats or precedes a live tick (a race found by the WebSocket ordering test)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from api.hub import Client, Hub
+from api.ws import _send_snapshot
+from contracts import redis_keys
+from contracts.tick import Tick, encode_tick
+
+
+def _tick(volume: int) -> bytes:
+    return encode_tick(
+        Tick(ticker="SYNTH", seq=volume, timestamp=1_700_000_000_000 + volume, price=10.0, bid=9.99, ask=10.01,
+             bid_size=1, ask_size=1, volume=volume)
+    )  # fmt: skip
+
+
+class SlowRedis:
+    """Answers MGET from a dict once ``release`` is set (the moment a live tick can slip in)."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values = values
+        self.release = asyncio.Event()
+        self.asked = asyncio.Event()
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        self.asked.set()
+        await self.release.wait()
+        return [self.values.get(k) for k in keys]
+
+
+def _hub() -> Hub:
+    return Hub(queue_bound=100, lag_grace_s=60, max_dropped=100, max_clients=5, max_subscriptions=5,
+               heartbeat_s=60, batch_interval_s=0.025)  # fmt: skip
+
+
+def _volumes(client: Client) -> list[int]:
+    return [json.loads(f)["data"]["volume"] for f in client.queue if '"type":"tick"' in f]
+
+
+async def _subscribe_while_a_tick_arrives(live_during_fetch: bool) -> list[int]:
+    from api.relay import tick_event
+
+    hub = _hub()
+    redis = SlowRedis({redis_keys.latest_price("SYNTH"): _tick(1)})
+    state: Any = SimpleNamespace(hub=hub, redis=redis)
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)  # never registered: frames stay in its queue
+    hub.subscribe(client, ["t:SYNTH"])
+    task = asyncio.create_task(_send_snapshot(client, ["SYNTH"], state))
+    await redis.asked.wait()
+    if live_during_fetch:
+        hub.publish([tick_event(_tick(2))])
+    redis.release.set()
+    await task
+    return _volumes(client)
+
+
+async def test_a_tick_relayed_during_the_redis_fetch_is_delivered_once_and_the_older_value_dropped() -> None:
+    assert await _subscribe_while_a_tick_arrives(live_during_fetch=True) == [2]
+
+
+async def test_without_live_ticks_the_redis_value_is_the_snapshot() -> None:
+    assert await _subscribe_while_a_tick_arrives(live_during_fetch=False) == [1]
+
+
+async def test_a_cached_tick_is_sent_at_once_without_asking_redis() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_tick(5))])
+    redis = SlowRedis({})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    hub.subscribe(client, ["t:SYNTH"])
+    await _send_snapshot(client, ["SYNTH"], SimpleNamespace(hub=hub, redis=redis))  # type: ignore[arg-type]
+    assert _volumes(client) == [5]
+    assert not redis.asked.is_set()
