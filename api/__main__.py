@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from api.settings import ApiSettings
+from api.ws_protocol import uvicorn_ws
 
 
 def _fresh_multiprocess_dir(directory: Path | None) -> None:
@@ -33,6 +34,7 @@ def main() -> None:
         host=settings.bind_host,
         port=settings.port,
         workers=settings.workers,
+        ws=uvicorn_ws(settings.ws_protocol),
         ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_max_size=settings.ws_max_message_bytes,
         log_level=settings.log_level.lower(),

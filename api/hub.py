@@ -3,15 +3,16 @@
 Design (why): the Kafka relay hands batches of *pre-serialised* frames to :meth:`Hub.publish` on the event loop;
 each frame is built once per message and the same ``str`` object is queued for every subscriber, so the
 per-delivery cost is a ``deque.append``. Every client has its own writer task draining its queue, so no client
-ever waits for another (the seed awaited clients one after another). A queue that reaches its bound marks the
-client *lagging*: its backlog is discarded, a ``{"type":"lagging"}`` notice goes first in line, and a client still
-lagging after ``ws_lag_grace_s`` (or having lost ``ws_max_dropped`` frames) is disconnected. Memory per client
-is therefore bounded by ``ws_send_queue`` frames.
+ever waits for another (the seed awaited clients one after another); where the server offers it
+(``api/ws_protocol.py``), a writer hands everything queued to the socket in one write. A queue that reaches its
+bound marks the client *lagging*: its backlog is discarded, a ``{"type":"lagging"}`` notice goes first in
+line, and a client still lagging after ``ws_lag_grace_s`` (or having lost ``ws_max_dropped`` frames) is
+disconnected. Memory per client is therefore bounded by ``ws_send_queue`` frames.
 
 Batched mode (opt-in on subscribe): instead of one frame per event, the hub buffers events for
 ``ws_batch_interval_ms`` and sends each batched client one ``{"type":"batch","events":[...]}`` frame; clients
 with the same subscriptions share one serialised frame, which is what makes a million deliveries a second
-possible in one process.
+possible in one process. ``api/batches.py`` spreads the clients over phases so a flush is never one burst.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Final
 
 import orjson
 
+from api.batches import Batcher
 from api.metrics import RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT, relay_latency
 from common.clock import now_ms
 
@@ -67,14 +69,27 @@ def control(kind: str, **fields: object) -> str:
 
 
 SendText = Callable[[str], Awaitable[None]]
+#: sends several texts as separate frames in one socket write (``api.ws_protocol.SEND_TEXTS``)
+SendTexts = Callable[[list[str]], Awaitable[None]]
+#: the same without waiting: False (nothing written) when the connection cannot take them now
+WriteTexts = Callable[[list[str]], bool]
 
 
 class Client:
     """One connection: its subscriptions, its bounded queue and its writer task."""
 
-    def __init__(self, client_id: str, send: SendText, hub: Hub) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        send: SendText,
+        hub: Hub,
+        send_many: SendTexts | None = None,
+        write_now: WriteTexts | None = None,
+    ) -> None:
         self.id = client_id
         self._send = send
+        self._send_many = send_many
+        self.write_now = write_now
         self.hub = hub
         self.keys: set[str] = set()
         self.batch = False
@@ -100,6 +115,20 @@ class Client:
         self._overflow(channel)
         return False
 
+    def put(self, frame: str, channel: int) -> bool:
+        """As :meth:`offer` for the fan-out: queue without waking the writer; the hub's :meth:`Hub.kick` then
+        writes the queue straight to the socket when it can, or wakes the writer."""
+        if self.closed:
+            return False
+        q = self.queue
+        if len(q) < self.hub.queue_bound:
+            if not q:
+                self.hub.pending.append(self)
+            q.append(frame)
+            return True
+        self._overflow(channel)
+        return False
+
     def _overflow(self, channel: int) -> None:
         hub = self.hub
         lost = 1
@@ -115,9 +144,14 @@ class Client:
             hub.to_drop.add(self)  # not now: the caller may be iterating a subscriber set
 
     async def run_writer(self) -> None:
-        """Drain the queue in order; the only coroutine that ever sends on this connection."""
+        """Drain the queue in order; the only coroutine that ever sends on this connection.
+
+        With ``send_many`` (the server's multi-frame extension) everything queued goes out in one call, one
+        socket write; otherwise frame by frame through ASGI.
+        """
         q = self.queue
         send = self._send
+        send_many = self._send_many
         try:
             while not self.closed:
                 if not q:
@@ -125,9 +159,13 @@ class Client:
                     self.wake.clear()
                     await self.wake.wait()
                     continue
-                frame = q.popleft()
                 self.sending_since = time.monotonic()
-                await send(frame)
+                if send_many is not None:
+                    frames = list(q)
+                    q.clear()
+                    await send_many(frames)
+                else:
+                    await send(q.popleft())
                 self.sending_since = None
         except asyncio.CancelledError:
             raise
@@ -164,13 +202,13 @@ class Hub:
         self.batch_interval_s = batch_interval_s
         self.clients: dict[str, Client] = {}
         self.index: dict[str, set[Client]] = {}
-        self.batch_clients: set[Client] = set()
-        self.batch_buffer: list[Event] = []
+        self.batches = Batcher(batch_interval_s, len(CHANNEL_NAMES))
         self.tick_cache: dict[str, str] = {}
         self.sent = [0] * (len(CHANNEL_NAMES) + 1)  # per channel, then batch frames
         self.dropped = [0] * (len(CHANNEL_NAMES) + 1)
         self.relayed = [0] * len(CHANNEL_NAMES)
         self.to_drop: set[Client] = set()
+        self.pending: list[Client] = []  # clients given frames by put() since the last kick()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
@@ -207,7 +245,7 @@ class Hub:
         client.close_reason = reason
         self._unindex(client, client.keys)
         client.keys.clear()
-        self.batch_clients.discard(client)
+        self.batches.discard(client)
         if self.clients.pop(client.id, None) is not None:
             WS_CLIENTS.dec()
         WS_DISCONNECTS.labels(reason).inc()
@@ -245,7 +283,7 @@ class Hub:
     def _index(self, client: Client, keys: Iterable[str]) -> None:
         if client.batch:
             if client.keys:
-                self.batch_clients.add(client)
+                self.batches.add(client)
             return
         for k in keys:
             self.index.setdefault(k, set()).add(client)
@@ -253,7 +291,7 @@ class Hub:
     def _unindex(self, client: Client, keys: Iterable[str]) -> None:
         if client.batch:
             if not client.keys - set(keys):
-                self.batch_clients.discard(client)
+                self.batches.discard(client)
             return
         for k in keys:
             members = self.index.get(k)
@@ -270,7 +308,8 @@ class Hub:
         index = self.index
         sent = self.sent
         tick_cache = self.tick_cache
-        buffering = bool(self.batch_clients)
+        batches = self.batches
+        buffering = batches.active
         lags: list[list[float]] = [[] for _ in CHANNEL_NAMES]
         for ev in events:
             ch = ev.channel
@@ -281,15 +320,16 @@ class Hub:
             direct = index.get(ev.key)
             if direct:
                 for c in direct:
-                    if c.offer(ev.frame, ch):
+                    if c.put(ev.frame, ch):
                         sent[ch] += 1
             wild = index.get(ev.wildcard)
             if wild:
                 for c in wild:
-                    if (direct is None or c not in direct) and c.offer(ev.frame, ch):
+                    if (direct is None or c not in direct) and c.put(ev.frame, ch):
                         sent[ch] += 1
             if buffering:
-                self.batch_buffer.append(ev)
+                batches.append(ev)
+        self.kick()
         self._drop_pending()
         for ch, values in enumerate(lags):
             if values:
@@ -299,34 +339,42 @@ class Hub:
                 for v in values[::step]:
                     hist.observe(v)
 
-    def flush_batches(self) -> None:
-        """Send every batched client one frame with its events since the last flush."""
-        buffer, self.batch_buffer = self.batch_buffer, []
-        if not buffer or not self.batch_clients:
-            return
-        groups: dict[frozenset[str], list[Client]] = {}
-        for c in self.batch_clients:
-            groups.setdefault(c.signature, []).append(c)
-        for signature, members in groups.items():
-            counts = [0] * len(CHANNEL_NAMES)
-            parts: list[str] = []
-            for ev in buffer:
-                if ev.key in signature or ev.wildcard in signature:
-                    parts.append(ev.frame)
-                    counts[ev.channel] += 1
-            if not parts:
-                continue
-            frame = '{"type":"batch","count":%d,"timestamp":%d,"events":[%s]}' % (  # noqa: UP031 - hot path
-                len(parts),
-                now_ms(),
-                ",".join(parts),
-            )
+    def flush_batches(self, phase: int | None = None) -> None:
+        """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last."""
+        sent = self.sent
+        for frame, members, counts in self.batches.take(phase):
             for c in members:
-                if c.offer(frame, BATCH):
-                    self.sent[BATCH] += 1
-                    for ch in range(len(CHANNEL_NAMES)):
-                        self.sent[ch] += counts[ch]
+                if c.put(frame, BATCH):
+                    sent[BATCH] += 1
+                    for ch, n in enumerate(counts):
+                        sent[ch] += n
+        self.kick()
         self._drop_pending()
+
+    def kick(self) -> None:
+        """Hand each client's frames queued by :meth:`Client.put` to its socket in one write, here, if the
+        connection takes them without waiting and its writer is idle (so nothing can overtake frames the writer
+        holds); otherwise wake the writer. Saves a task switch per client and fan-out."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        for c in pending:
+            q = c.queue
+            if c.closed or not q:
+                continue
+            write = c.write_now
+            if write is not None and c.sending_since is None:
+                try:
+                    written = write(list(q))
+                except Exception as err:  # noqa: BLE001 - let the writer meet the error and drop the client
+                    log.debug("client %s direct write failed: %r", c.id, err)
+                    written = False
+                if written:
+                    q.clear()
+                    c.lagging_since = None
+                    continue
+            c.wake.set()
 
     def _drop_pending(self) -> None:
         if self.to_drop:
@@ -335,12 +383,23 @@ class Hub:
             self.to_drop.clear()
 
     async def _batch_loop(self) -> None:
+        """One phase per tick on a fixed cadence (a flush's own duration is not added to the period), so each
+        batched client gets a frame every ``batch_interval_s``."""
+        step = self.batches.step_s
+        phases = self.batches.phases
+        phase = 0
+        next_at = time.monotonic() + step
         while True:
-            await asyncio.sleep(self.batch_interval_s)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             try:
-                self.flush_batches()
+                self.flush_batches(phase)
             except Exception:  # never let one bad frame stop batching for everyone
                 log.exception("batch flush failed")
+            phase = (phase + 1) % phases
+            next_at += step
+            now = time.monotonic()
+            if next_at < now:  # fell behind (a stalled loop): restart the cadence rather than burst
+                next_at = now + step
 
     # ---- housekeeping ------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ Lists are read from the environment as JSON (``API_KEYS='["k1","k2"]'``) or comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -54,6 +54,11 @@ class ApiSettings(SharedSettings):
     ws_batch_interval_ms: int = Field(25, ge=5, le=1000, description="frame period of batched mode")
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest client message accepted")
     ws_per_message_deflate: bool = Field(False, description="compress frames (costs CPU per client)")
+    ws_protocol: Literal["frame-writer", "websockets-sansio", "websockets"] = Field(
+        "frame-writer",
+        description="WebSocket implementation: uvicorn's sans-I/O one plus a send-many-frames-per-write "
+        "extension (api/ws_protocol.py), or one of uvicorn's own by name (one write per frame)",
+    )
 
     # --- Kafka relay --------------------------------------------------------------------------------------------
     relay_enabled: bool = True

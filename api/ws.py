@@ -32,6 +32,7 @@ from api.cache import TICKER_RE
 from api.deps import AppState
 from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
+from api.ws_protocol import SEND_TEXTS
 from common.errors import ContractError
 from contracts import TIMEFRAMES, redis_keys
 
@@ -67,7 +68,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     await ws.accept()
     hub = state.hub
-    client = Client(uuid.uuid4().hex, ws.send_text, hub)
+    fast = (ws.scope.get("extensions") or {}).get(SEND_TEXTS, {})
+    client = Client(uuid.uuid4().hex, ws.send_text, hub, fast.get("send"), fast.get("write"))
     if not hub.register(client):
         await ws.send_text(control("error", code="too_many_clients", message="server is at its client limit"))
         await ws.close(code=1013, reason="too many clients")

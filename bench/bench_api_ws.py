@@ -13,6 +13,7 @@ includes Kafka produce and consume. Scenarios:
   kernel socket buffers hide them (~20 s); compare deliveries and p99 with ``seed`` and watch gateway memory.
 
     .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
+        [--ws-protocols frame-writer,websockets-sansio]   # API_WS_PROTOCOL values, one gateway each, same run
 
 Everything shares this machine's two cores: the CPU columns say who used what.
 """
@@ -73,6 +74,7 @@ class Stats:
         self.deliveries = 0
         self.frames = 0
         self.lat_ms: array[float] = array("d")
+        self.wire_ms: array[float] = array("d")  # batched frames: receive time - the frame's own timestamp
         self.per_client: list[int] = []
         self.subscribed = 0
         self.closed = 0
@@ -158,6 +160,10 @@ class WsClient(asyncio.Protocol):
                     if self.sample:
                         payload = bytes(buf[start:off])
                         cut = payload.find(b'"events":')  # a batch's own timestamp is not an event's
+                        if cut > 0:
+                            own = TS_RE.search(payload, 0, cut)
+                            if own is not None:
+                                stats.wire_ms.append(now_ms - int(own.group(1)))
                         stamps = TS_RE.findall(payload, cut if cut > 0 else 0)
                         stats.lat_ms.extend(now_ms - int(s) for s in stamps)
             elif opcode == 0x9 and self.transport is not None:  # ping -> pong
@@ -215,6 +221,7 @@ def _clients(
                 "deliveries": stats.deliveries,
                 "frames": stats.frames,
                 "lat": stats.lat_ms.tobytes(),
+                "wire": stats.wire_ms.tobytes(),
                 "per_client": stats.per_client[:n],
                 "stalled_received": stats.per_client[n:],
                 "wall": wall,
@@ -269,6 +276,7 @@ class WsResult:
     """One scenario."""
 
     name: str
+    protocol: str
     clients: int
     offered: float  # deliveries/s offered (clients x ticks/s)
     delivered: float
@@ -283,6 +291,7 @@ class WsResult:
 
 def run_scenario(
     name: str,
+    protocol: str,
     gw: ManagedProcess,
     port: int,
     bootstrap: str,
@@ -345,10 +354,14 @@ def run_scenario(
     delivered = sum(r["deliveries"] for r in reports) / wall
     stalled_got = [c for r in reports for c in r["stalled_received"]]
     note = f"rss {rss_first:.0f}->{rss_max:.0f} MB"
+    wire = np.concatenate([np.frombuffer(r["wire"], dtype=float) for r in reports])
+    if wire.size:  # batched: how much of the latency is after the frame was built (write, network, client)
+        note += f"; frame->client p50 {np.percentile(wire, 50):.1f} p99 {np.percentile(wire, 99):.1f} ms"
     if stalled:
         note += f"; stalled clients got {stalled_got} events, closed {sum(r['closed'] for r in reports)}"
     return WsResult(
         name=name,
+        protocol=protocol,
         clients=clients,
         offered=clients * rate,
         delivered=delivered,
@@ -362,6 +375,32 @@ def run_scenario(
     )
 
 
+def _run_gateway(
+    args: argparse.Namespace, protocol: str, env: dict[str, str], home: Path, bootstrap: str, ticks: str
+) -> list[WsResult]:
+    """One gateway with ``API_WS_PROTOCOL=protocol``, the wanted scenarios against it."""
+    results: list[WsResult] = []
+    port = free_port()
+    # ready: /ready answers 200 once the relay is assigned
+    spec = gateway_spec(
+        f"api-{protocol}", port, {**env, "API_WS_PROTOCOL": protocol}, ready_path="/ready", ready_timeout_s=2.0
+    )
+    with running_gateway(spec, home, timeout_s=60, settle_s=1.0) as gw:
+        wanted = args.scenarios.split(",")
+        common = (protocol, gw, port, bootstrap, ticks)
+        procs = args.client_procs
+        if "seed" in wanted:
+            results.append(run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs))
+        if "batch" in wanted:
+            n = args.batch_clients
+            results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
+        if "stall" in wanted:
+            results.append(
+                run_scenario("seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs)
+            )
+    return results
+
+
 def main() -> None:
     """Run the scenarios against one gateway and print a table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -372,13 +411,13 @@ def main() -> None:
     ap.add_argument("--stall-seconds", type=float, default=35.0, help="> ~20 s so kernel buffers fill")
     ap.add_argument("--client-procs", type=int, default=2, help="processes holding the client connections")
     ap.add_argument("--scenarios", default="seed,batch,stall")
+    ap.add_argument("--ws-protocols", default="frame-writer", help="API_WS_PROTOCOL values to compare")
     args = ap.parse_args()
     results: list[WsResult] = []
     with local_stack(partitions=6) as stack:
         db_url, bootstrap = stack.database_url, stack.bootstrap
         ticks, bars = "bench-ticks", "bench-bars"
         create_topics(bootstrap, [ticks, bars], 6)
-        port = free_port()
         env = {
             "DATABASE_URL": db_url,
             "REDIS_URL": stack.redis_url,
@@ -386,33 +425,17 @@ def main() -> None:
             "TOPIC_TICKS": ticks,
             "TOPIC_BARS": bars,
         }
-        # ready: /ready answers 200 once the relay is assigned
-        spec = gateway_spec("api", port, env, ready_path="/ready", ready_timeout_s=2.0)
-        with running_gateway(spec, stack.home, timeout_s=60, settle_s=1.0) as gw:
-            wanted = args.scenarios.split(",")
-            common = (gw, port, bootstrap, ticks)
-            procs = args.client_procs
-            if "seed" in wanted:
-                r = run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs)
-                results.append(r)
-            if "batch" in wanted:
-                n = args.batch_clients
-                results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
-            if "stall" in wanted:
-                results.append(
-                    run_scenario(
-                        "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs
-                    )
-                )
+        for protocol in args.ws_protocols.split(","):
+            results += _run_gateway(args, protocol, env, stack.home, bootstrap, ticks)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
     print(
-        f"{'scenario':<18}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'min share':>10}{'gw cpu':>8}{'cli cpu':>8}  note"
+        f"{'scenario':<18}{'ws protocol':<19}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'min share':>10}{'gw cpu':>8}{'cli cpu':>8}  note"
     )
     for r in results:
         print(
-            f"{r.name:<18}{r.clients:>8}{r.offered:>11.0f}{r.delivered:>13.0f}{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}"
-            f"{r.min_share:>10.2f}{r.gw_cpu:>8.2f}{r.clients_cpu:>8.2f}  {r.note}"
+            f"{r.name:<18}{r.protocol:<19}{r.clients:>8}{r.offered:>11.0f}{r.delivered:>13.0f}{r.p50_ms:>8.1f}"
+            f"{r.p99_ms:>8.1f}{r.min_share:>10.2f}{r.gw_cpu:>8.2f}{r.clients_cpu:>8.2f}  {r.note}"
         )
 
 

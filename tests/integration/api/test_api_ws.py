@@ -223,3 +223,43 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
             while True:
                 await recv(stalled, 20)
     assert hub.clients == {} or len(hub.clients) <= 1
+
+
+@pytest.mark.parametrize(
+    ("ws_protocol", "deflate"),
+    [("frame-writer", False), ("frame-writer", True), ("websockets-sansio", False)],
+    ids=["frame-writer", "frame-writer-deflate", "uvicorn-sansio"],
+)
+async def test_every_ws_implementation_delivers_the_same_frames_in_order(
+    seed: Seeder, start_api: Callable[..., LiveApi], producer: Producer, ws_protocol: str, deflate: bool
+) -> None:
+    """The multi-frame write path (with and without compression) and uvicorn's own protocol deliver every tick,
+    in order, one message each, and the same ticks in batched frames."""
+    seed.universe()
+    api = start_api(ws_protocol=ws_protocol, ws_per_message_deflate=deflate, ws_batch_interval_ms=200)
+    n = 3000
+    async with connect(api.ws_url, max_size=None) as single, connect(api.ws_url, max_size=None) as batched:
+        for ws, batch in ((single, False), (batched, True)):
+            await recv(ws)
+            await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "batch": batch}))
+            await recv_type(ws, "subscribed")
+        assert bool(single.protocol.extensions) is deflate, "permessage-deflate negotiated only when enabled"
+        hub = api.app.state.md.hub
+        fast = [c._send_many is not None for c in hub.clients.values()]  # noqa: SLF001 - which path is in use
+        assert fast == [ws_protocol == "frame-writer"] * 2
+        ts = now_ms()
+        for i in range(n):
+            tick = make_tick("SYNTH", ts + i, i, 100 + i * 0.01, volume=i + 1)
+            producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(tick))
+        producer.flush(10)
+        got: list[int] = []
+        while len(got) < n:
+            msg = await recv_type(single, "tick", 20)
+            got.append(msg["data"]["volume"])
+        assert got == list(range(1, n + 1))
+        events: list[int] = []
+        while len(events) < n:
+            msg = await recv_type(batched, "batch", 20)
+            assert msg["count"] == len(msg["events"])
+            events += [e["data"]["volume"] for e in msg["events"]]
+        assert events == list(range(1, n + 1))

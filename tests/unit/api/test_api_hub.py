@@ -117,7 +117,7 @@ async def test_client_limit() -> None:
 
 
 async def test_batches_share_one_frame_per_subscription_set() -> None:
-    hub = make_hub()
+    hub = make_hub(batch_interval_s=0.005)  # one phase: every batched client is flushed together
     sinks = [Sink() for _ in range(3)]
     clients = [Client(str(i), s.send, hub) for i, s in enumerate(sinks)]
     for c in clients:
@@ -183,3 +183,54 @@ def test_preregistered_metric_labels_are_the_hub_channels() -> None:
     assert RELAY_CHANNELS == CHANNEL_NAMES
     assert WS_CHANNELS == (*CHANNEL_NAMES, "batch")  # the order of Hub.sent / Hub.dropped slots
     assert "anomalies" in RELAY_CHANNELS
+
+
+async def test_batched_clients_are_spread_over_phases_and_each_gets_every_event_once() -> None:
+    hub = make_hub(batch_interval_s=0.025, max_clients=20)
+    assert hub.batches.phases == 5
+    clients = [Client(str(i), Sink().send, hub) for i in range(10)]
+    for c in clients:
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    got: dict[str, list[int]] = {c.id: [] for c in clients}
+
+    def drain() -> None:
+        for c in clients:
+            while c.queue:
+                frame = json.loads(c.queue.popleft())
+                got[c.id] += [e["data"]["timestamp"] % 1000 for e in frame["events"]]
+
+    hub.publish([tick("X", 1), tick("X", 2)])
+    hub.flush_batches(0)
+    drain()
+    served = [c.id for c in clients if got[c.id]]
+    assert len(served) == 2, "one phase is a fifth of the clients"
+    hub.publish([tick("X", 3)])
+    for phase in range(1, 5):
+        hub.flush_batches(phase)
+    drain()
+    for c in clients:
+        assert got[c.id] == ([1, 2] if c.id in served else [1, 2, 3]), c.id
+    hub.flush_batches(0)  # phase 0 catches up with what arrived after its flush
+    drain()
+    for c in clients:
+        assert got[c.id] == [1, 2, 3], c.id
+    assert hub.batches.buffer == [], "events every phase has sent are released"
+    hub.publish([tick("X", 4)])
+    hub.flush_batches()
+    drain()
+    assert all(v == [1, 2, 3, 4] for v in got.values())
+    await hub.stop()
+
+
+async def test_leaving_batched_mode_releases_the_phase_slot() -> None:
+    hub = make_hub(batch_interval_s=0.025)
+    c = Client("a", Sink().send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"], batch=True)
+    assert hub.batches.active
+    hub.unsubscribe(c, ["t:X"])
+    assert not hub.batches.active
+    hub.publish([tick("X", 1)])
+    assert hub.batches.buffer == [], "nothing is buffered without batched clients"
+    await hub.stop()
