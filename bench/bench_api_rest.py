@@ -24,7 +24,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from stack.services import free_port
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import local_stack  # noqa: E402 - bench/ is not a package
-from gateway import gateway_spec, running_gateway  # noqa: E402
+from gateway import export_revision, gateway_spec, running_gateway  # noqa: E402
 from procstat import cpu_seconds  # noqa: E402
 
 
@@ -185,14 +184,6 @@ def seed(db_url: str, redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     r.set(redis_keys.latest_price("SYNTH"), encode_tick(tick))
     r.close()
-
-
-def export_revision(rev: str, into: Path) -> Path:
-    """The ``api`` package of git revision ``rev`` in a fresh directory (importable as ``api`` from there)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev, "api"], cwd=ROOT, check=True, capture_output=True).stdout  # noqa: S603, S607
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
-    return into
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ includes Kafka produce and consume. Scenarios:
 
     .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
         [--ws-protocols frame-writer,websockets-sansio]   # API_WS_PROTOCOL values, one gateway each, same run
+        [--baseline REV]   # also the api package of git revision REV (its default protocol), same run
 
 Everything shares this machine's two cores: the CPU columns say who used what.
 """
@@ -29,7 +30,7 @@ import re
 import sys
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from stack.services import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import local_stack  # noqa: E402 - bench/ is not a package
-from gateway import gateway_spec, running_gateway  # noqa: E402
+from gateway import export_revision, gateway_spec, running_gateway  # noqa: E402
 from procstat import cpu_seconds, rss_mb  # noqa: E402
 
 TS_RE = re.compile(rb'"timestamp":(\d+)')
@@ -376,14 +377,26 @@ def run_scenario(
 
 
 def _run_gateway(
-    args: argparse.Namespace, protocol: str, env: dict[str, str], home: Path, bootstrap: str, ticks: str
+    args: argparse.Namespace,
+    protocol: str,
+    env: dict[str, str],
+    home: Path,
+    bootstrap: str,
+    ticks: str,
+    code_dir: Path | None = None,
 ) -> list[WsResult]:
-    """One gateway with ``API_WS_PROTOCOL=protocol``, the wanted scenarios against it."""
+    """One gateway with ``API_WS_PROTOCOL=protocol`` (of ``code_dir``'s api package), the wanted scenarios."""
     results: list[WsResult] = []
     port = free_port()
+    name = f"api-{protocol}" if code_dir is None else f"api-{code_dir.name}"
     # ready: /ready answers 200 once the relay is assigned
     spec = gateway_spec(
-        f"api-{protocol}", port, {**env, "API_WS_PROTOCOL": protocol}, ready_path="/ready", ready_timeout_s=2.0
+        name,
+        port,
+        {**env, "API_WS_PROTOCOL": protocol},
+        ready_path="/ready",
+        ready_timeout_s=2.0,
+        code_dir=code_dir,
     )
     with running_gateway(spec, home, timeout_s=60, settle_s=1.0) as gw:
         wanted = args.scenarios.split(",")
@@ -412,6 +425,7 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=2, help="processes holding the client connections")
     ap.add_argument("--scenarios", default="seed,batch,stall")
     ap.add_argument("--ws-protocols", default="frame-writer", help="API_WS_PROTOCOL values to compare")
+    ap.add_argument("--baseline", default=None, help="git revision whose api package also runs, same run")
     args = ap.parse_args()
     results: list[WsResult] = []
     with local_stack(partitions=6) as stack:
@@ -425,8 +439,12 @@ def main() -> None:
             "TOPIC_TICKS": ticks,
             "TOPIC_BARS": bars,
         }
+        base = export_revision(args.baseline, stack.home / f"base-{args.baseline}") if args.baseline else None
         for protocol in args.ws_protocols.split(","):
             results += _run_gateway(args, protocol, env, stack.home, bootstrap, ticks)
+            if base is not None:
+                for r in _run_gateway(args, "frame-writer", env, stack.home, bootstrap, ticks, base):
+                    results.append(replace(r, protocol=f"rev {args.baseline}"))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
     print(
         f"{'scenario':<18}{'ws protocol':<19}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -74,3 +75,11 @@ def running_gateway(
     with running(spec, log_dir, timeout_s) as proc:
         time.sleep(settle_s)
         yield proc
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``api`` package of git revision ``rev`` in a fresh directory (importable as ``api`` from there)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev, "api"], cwd=ROOT, check=True, capture_output=True).stdout  # noqa: S603, S607
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
+    return into
