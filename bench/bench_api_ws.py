@@ -303,6 +303,7 @@ def run_scenario(
     batch: bool,
     stalled: int = 0,
     procs: int = 1,
+    warmup_s: float = 3.0,
 ) -> WsResult:
     """Connect clients, produce for ``seconds`` (after a warm-up), collect counts and latencies."""
     ctx = mp.get_context("spawn")
@@ -326,7 +327,7 @@ def run_scenario(
                 raise RuntimeError(msg)
         prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
         prod.start()
-        time.sleep(3.0)  # warm-up: relay assigned, caches, GC
+        time.sleep(warmup_s)  # warm-up: relay assigned, caches, GC, the clients' first frames
         cpu0 = cpu_seconds(gw.pid, tree=True)
         rss_max = 0.0
         t0 = time.perf_counter()
@@ -401,15 +402,18 @@ def _run_gateway(
     with running_gateway(spec, home, timeout_s=60, settle_s=1.0) as gw:
         wanted = args.scenarios.split(",")
         common = (protocol, gw, port, bootstrap, ticks)
-        procs = args.client_procs
+        procs, warm = args.client_procs, args.warmup
         if "seed" in wanted:
-            results.append(run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs))
+            r = run_scenario("seed", *common, args.clients, args.rate, args.seconds, False, procs=procs, warmup_s=warm)
+            results.append(r)
         if "batch" in wanted:
             n = args.batch_clients
-            results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs))
+            results.append(run_scenario("batch", *common, n, args.rate, args.seconds, True, procs=procs, warmup_s=warm))
         if "stall" in wanted:
             results.append(
-                run_scenario("seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs)
+                run_scenario(
+                    "seed + 5 stalled", *common, args.clients, args.rate, args.stall_seconds, False, 5, procs, warm
+                )
             )
     return results
 
@@ -425,6 +429,7 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=2, help="processes holding the client connections")
     ap.add_argument("--scenarios", default="seed,batch,stall")
     ap.add_argument("--ws-protocols", default="frame-writer", help="API_WS_PROTOCOL values to compare")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before measuring")
     ap.add_argument("--baseline", default=None, help="git revision whose api package also runs, same run")
     args = ap.parse_args()
     results: list[WsResult] = []
