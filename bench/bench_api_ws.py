@@ -15,6 +15,7 @@ includes Kafka produce and consume. Scenarios:
     .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
         [--ws-protocols frame-writer,websockets-sansio]   # API_WS_PROTOCOL values, one gateway each, same run
         [--baseline REV]   # also the api package of git revision REV (its default protocol), same run
+        [--variant 'poll2ms:API_RELAY_POLL_S=0.002'] ...   # also a gateway with these settings, same run
 
 Everything shares this machine's two cores: the CPU columns say who used what.
 """
@@ -385,16 +386,19 @@ def _run_gateway(
     bootstrap: str,
     ticks: str,
     code_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    label: str = "",
 ) -> list[WsResult]:
-    """One gateway with ``API_WS_PROTOCOL=protocol`` (of ``code_dir``'s api package), the wanted scenarios."""
+    """One gateway with ``API_WS_PROTOCOL=protocol`` (of ``code_dir``'s api package, with ``extra_env``), the
+    wanted scenarios."""
     results: list[WsResult] = []
     port = free_port()
-    name = f"api-{protocol}" if code_dir is None else f"api-{code_dir.name}"
+    name = f"api-{label or protocol}" if code_dir is None else f"api-{code_dir.name}"
     # ready: /ready answers 200 once the relay is assigned
     spec = gateway_spec(
         name,
         port,
-        {**env, "API_WS_PROTOCOL": protocol},
+        {**env, "API_WS_PROTOCOL": protocol, **(extra_env or {})},
         ready_path="/ready",
         ready_timeout_s=2.0,
         code_dir=code_dir,
@@ -431,6 +435,9 @@ def main() -> None:
     ap.add_argument("--ws-protocols", default="frame-writer", help="API_WS_PROTOCOL values to compare")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before measuring")
     ap.add_argument("--baseline", default=None, help="git revision whose api package also runs, same run")
+    ap.add_argument(
+        "--variant", action="append", default=[], help="LABEL:K=V[,K=V]: also a gateway with these settings"
+    )
     args = ap.parse_args()
     results: list[WsResult] = []
     with local_stack(partitions=6) as stack:
@@ -450,6 +457,11 @@ def main() -> None:
             if base is not None:
                 for r in _run_gateway(args, "frame-writer", env, stack.home, bootstrap, ticks, base):
                     results.append(replace(r, protocol=f"rev {args.baseline}"))
+            for variant in args.variant:
+                label, _, pairs = variant.partition(":")
+                extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+                for r in _run_gateway(args, protocol, env, stack.home, bootstrap, ticks, None, extra, label):
+                    results.append(replace(r, protocol=label))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
     print(
         f"{'scenario':<18}{'ws protocol':<19}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}"
