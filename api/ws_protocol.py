@@ -37,7 +37,7 @@ FRAME_WRITER: str = "api.ws_protocol:FrameWriterProtocol"
 #: ASGI scope extension offered by :class:`FrameWriterProtocol`
 SEND_TEXTS: str = "md.websocket.send_texts"
 
-_CACHE_BYTES = 16 * 1024 * 1024
+_CACHE_BYTES = 4 * 1024 * 1024  # a few seconds of frames: sharing only matters within one fan-out
 _frames: dict[str, bytes] = {}
 _cached_bytes = 0
 
