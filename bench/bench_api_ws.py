@@ -378,6 +378,20 @@ def run_scenario(
     )
 
 
+def _warm_broker(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
+    """Produce at ``rate`` for ``seconds`` before any gateway starts: a fresh broker's JVM compiles its hot
+    paths under the first load, which showed as seconds of latency in whichever scenario ran first."""
+    if seconds <= 0:
+        return
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, stop))
+    prod.start()
+    time.sleep(seconds)
+    stop.set()
+    prod.join(15)
+
+
 def _run_gateway(
     args: argparse.Namespace,
     protocol: str,
@@ -434,6 +448,9 @@ def main() -> None:
     ap.add_argument("--scenarios", default="seed,batch,stall")
     ap.add_argument("--ws-protocols", default="frame-writer", help="API_WS_PROTOCOL values to compare")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before measuring")
+    ap.add_argument(
+        "--broker-warmup", type=float, default=10.0, help="seconds of ticks into Kafka before the first gateway"
+    )
     ap.add_argument("--baseline", default=None, help="git revision whose api package also runs, same run")
     ap.add_argument(
         "--variant", action="append", default=[], help="LABEL:K=V[,K=V]: also a gateway with these settings"
@@ -451,6 +468,7 @@ def main() -> None:
             "TOPIC_TICKS": ticks,
             "TOPIC_BARS": bars,
         }
+        _warm_broker(bootstrap, ticks, args.rate, args.broker_warmup)
         base = export_revision(args.baseline, stack.home / f"base-{args.baseline}") if args.baseline else None
         for protocol in args.ws_protocols.split(","):
             results += _run_gateway(args, protocol, env, stack.home, bootstrap, ticks)
