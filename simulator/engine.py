@@ -179,6 +179,9 @@ class TickEngine:
             skip = 0
             if self._skip_before is not None:
                 skip = max(0, -(-(self._skip_before - t0) // self.tick_ms))
+                if skip >= self.steps_per_block:  # start after the block's last step: the next block
+                    t0, gap = next(self._starts)
+                    skip = 0
                 self._skip_before = None
             self._next = (t0, gap, skip)
         return self._next
