@@ -105,7 +105,7 @@ def _produce(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
         len(universe),
         settings.tick_rate,
-        from_ms(start_ms).isoformat(),
+        from_ms(engine.next_ts_ms()).isoformat(),  # the first tick (fresh starts round up to a block)
         "real time" if realtime else "backfill",
     )
     try:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 
 from common.clock import from_ms
 from common.errors import SinkError
@@ -42,6 +43,27 @@ class TailScan:
 def default_chunk(n_tickers: int) -> int:
     """Messages per partition and round: two ticks of every ticker, within [1,000, 100,000]."""
     return max(1_000, min(100_000, 2 * n_tickers))
+
+
+def _retriable(err: BaseException) -> bool:
+    return isinstance(err, KafkaException) and isinstance(err.args[0], KafkaError) and err.args[0].retriable()
+
+
+def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
+    """(low, high) of one partition; transient errors (a new topic's leader not elected yet) are retried."""
+    retrying = Retrying(
+        retry=retry_if_exception(_retriable),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.1, max=2),
+        before_sleep=before_sleep_log(log, logging.INFO),
+        reraise=True,
+    )
+    try:
+        low, high = retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition), timeout=timeout_s)
+    except KafkaException as err:
+        msg = f"resume scan: cannot read the offsets of topic {topic!r} partition {partition}: {err}"
+        raise SinkError(msg) from err
+    return int(low), int(high)
 
 
 def _read_ranges(
@@ -120,11 +142,7 @@ def scan_tail(
             return TailScan(last, 0, capped=False, seconds=time.monotonic() - started)
         bounds: dict[int, tuple[int, int]] = {}
         for p in sorted(meta.partitions):
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            except KafkaException as err:
-                msg = f"resume scan: cannot read the offsets of topic {topic!r} partition {p}: {err}"
-                raise SinkError(msg) from err
+            low, high = _watermarks(consumer, topic, p, timeout_s)
             if high != OFFSET_INVALID and high > low:
                 bounds[p] = (low, high)  # (start, end of what is still to read)
         while bounds and not last.complete and last.scanned < max_messages:
