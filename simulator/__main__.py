@@ -1,6 +1,7 @@
 """Command line: ``python -m simulator run | backfill | export | report | universe``.
 
-* ``run``: backfill ``SIM_BACKFILL`` (default 2 days) as fast as possible, then produce in real time to Kafka.
+* ``run``: resume each ticker from its last tick in the ticks topic (``SIM_RESUME``) or, on an empty topic,
+  backfill ``SIM_BACKFILL`` (default 2 days); either way as fast as possible up to now, then in real time.
 * ``backfill --start --end``: simulated clock, as fast as possible, into Kafka.
 * ``--inject TECH:jump:+8%@2026-01-05T10:00Z`` (repeatable, before the command): scheduled events, see events.py.
 * ``export --start --end --interval tick|1s|1m|1d --format csv|parquet --out PATH``: files, no Kafka.
@@ -23,10 +24,11 @@ from types import FrameType
 
 import pydantic
 
-from common.clock import from_ms
+from common.clock import from_ms, now_ms
 from common.errors import MarketDataError
 from simulator.engine import TickEngine
 from simulator.events import EventSchedule, parse_event
+from simulator.resume import ResumeState
 from simulator.session import Session, to_ms
 from simulator.settings import SimulatorSettings
 from simulator.universe import UniverseConfig, load_universe, universe_to_yaml
@@ -63,7 +65,11 @@ def _produce(
     realtime: bool,
     progress: bool,
     inject: list[str] | None = None,
+    resume_window: timedelta | None = None,
 ) -> int:
+    """Produce ``[start_ms, end_ms)`` to Kafka; with ``resume_window`` (``run``), ``start_ms`` is only used when
+    the topic holds no tick of the universe, else each ticker continues from its last tick (the gap to the
+    wall clock bounded by the window)."""
     from simulator.metrics import SimulatorMetrics
     from simulator.producer import TickProducer
     from simulator.stream import stream
@@ -76,6 +82,14 @@ def _produce(
     if not producer.wait_for_broker(stop=stop):
         return 0  # stopped before the broker answered: nothing was produced
     schedule = EventSchedule([parse_event(e) for e in inject], universe.symbols) if inject else None
+    resume: ResumeState | None = None
+    if resume_window is not None:
+        from simulator.topic_tail import resume_from_topic
+
+        max_gap_ms = resume_window // timedelta(milliseconds=1)
+        plan = resume_from_topic(settings, universe, now_ms(), max_gap_ms, metrics)
+        if plan is not None:
+            start_ms, resume = plan.start_ms, plan.state
     engine = TickEngine(
         universe,
         _session(settings),
@@ -85,12 +99,13 @@ def _produce(
         threads=settings.threads,
         before_block=schedule,
         slice_ms=settings.effective_slice_ms,
+        resume=resume,
     )
     log.info(
         "producing %d tickers at %.3g ticks/s each from %s (%s)",
         len(universe),
         settings.tick_rate,
-        from_ms(start_ms).isoformat(),
+        from_ms(engine.next_ts_ms()).isoformat(),  # the first tick (fresh starts round up to a block)
         "real time" if realtime else "backfill",
     )
     try:
@@ -126,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         " e.g. TECH:jump:+8%%@2026-01-05T10:00Z (repeatable; see simulator/events.py)",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="backfill the configured window, then real time into Kafka")
+    r = sub.add_parser(
+        "run", help="resume from the topic's last ticks (or backfill the configured window), then real time into Kafka"
+    )
     r.add_argument("--backfill", type=float, help="hours of history first (default: SIM_BACKFILL)")
     b = sub.add_parser("backfill", help="[start, end) into Kafka as fast as possible")
     e = sub.add_parser("export", help="ticks or bars to CSV/Parquet")
@@ -155,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             window = timedelta(hours=args.backfill) if args.backfill is not None else settings.backfill
             start = to_ms(datetime.now(tz=UTC) - window)
-            return _produce(settings, start, None, realtime=True, progress=progress, inject=args.inject)
+            return _produce(
+                settings,
+                start,
+                None,
+                realtime=True,
+                progress=progress,
+                inject=args.inject,
+                resume_window=window if settings.resume else None,
+            )
         if args.cmd == "backfill":
             return _produce(
                 settings, to_ms(args.start), to_ms(args.end), realtime=False, progress=progress, inject=args.inject

@@ -13,6 +13,12 @@ a single number.
 ``step_time + (i mod S) * slice_ms`` (``S = tick_ms / slice_ms``) and each step's rows are ordered by slice, so
 timestamps stay non-decreasing and a real-time producer sends ``n / S`` ticks every ``slice_ms`` instead of
 ``n`` ticks in one burst. Only timestamps and row order depend on it, never a price.
+
+*Resuming* (``resume=ResumeState``, see :mod:`simulator.resume`): the engine continues a history that ended
+before ``start_ms``: each ticker's ``seq`` continues from its own next value and its log price starts at the
+given price; the stream starts exactly at the first step at/after ``start_ms`` (the first block may be a
+partial one) and its random streams are derived from the seed and ``start_ms``, so the same seed and resume
+point give the same stream again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from common.errors import ConfigError
 from contracts.tick import Tick
 from simulator.microstructure import QUOTE_COLUMNS, MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
+from simulator.resume import ResumeState, resume_seed
 from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
@@ -98,6 +105,7 @@ class TickEngine:
         chunk_rows: int = 64,
         before_block: Callable[[TickEngine, int], None] | None = None,
         slice_ms: int | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         if tick_ms <= 0 or block_ms % tick_ms:
             msg = f"tick interval {tick_ms!r} ms must be positive and divide the block length {block_ms!r} ms"
@@ -114,14 +122,19 @@ class TickEngine:
         self.tick_ms = tick_ms
         self.block_ms = block_ms
         self.micro = micro or MicrostructureParams()
-        self.model = universe.model(seed)
         self.n = len(universe)
+        if resume is not None and resume.prices.size != self.n:
+            msg = f"resume state has {resume.prices.size!r} tickers, the universe {self.n!r}"
+            raise ConfigError(msg)
+        self.model = universe.model(seed if resume is None else resume_seed(seed, start_ms))
         self.steps_per_block = block_ms // tick_ms
-        self._x = np.log(universe.start_prices)
+        self._x = np.log(universe.start_prices if resume is None else resume.prices)
         self._sd = self.model.diffusive_sigma
         self._tick_volume = universe.tick_volumes
         self._dt = tick_ms / 1000.0 * session.years_per_second()
-        self._seq = 0
+        self._steps = 0  # steps generated so far
+        # next seq of each ticker at the start (a resumed ticker continues its own numbering)
+        self._seq0 = None if resume is None or not resume.next_seq.any() else resume.next_seq.astype(np.int64)
         slices = tick_ms // slice_ms
         # ticker i ticks in slice i % S; rows of a step are ordered by slice (stable, so by ticker inside one)
         self._order = np.argsort(np.arange(self.n) % slices, kind="stable").astype(np.int32)
@@ -129,8 +142,10 @@ class TickEngine:
         self._slice_offset = (self._order % slices).astype(np.int64) * slice_ms
         self._tickers = np.tile(self._order, self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
-        self._starts = block_starts(self.session, start_ms, self.block_ms)
-        self._next: tuple[int, bool] | None = None
+        self._starts = block_starts(self.session, start_ms, self.block_ms, resume=resume is not None)
+        # a resumed engine starts at the step at/after start_ms, possibly inside a block: steps skipped there
+        self._skip_before = start_ms if resume is not None else None
+        self._next: tuple[int, bool, int] | None = None
         self._pending: TickBatch | None = None
         self.ticks_generated = 0
         self.chunk_rows = max(1, chunk_rows)
@@ -148,16 +163,31 @@ class TickEngine:
             return int(self._pending.ts_ms[0])
         if self._ahead is not None:
             return int(self._ahead.result().ts_ms[0])
-        if self._next is None:
-            self._next = next(self._starts)
-        return self._next[0]
+        t0, _, skip = self._peek_block()
+        return t0 + skip * self.tick_ms
+
+    def price_state(self) -> NDArray[np.float64]:
+        """The model's current mid price of each ticker in dollars (before the next step is applied)."""
+        return np.exp(self._x)
 
     # -- generation
 
-    def _generate_block(self) -> TickBatch:
+    def _peek_block(self) -> tuple[int, bool, int]:
+        """(start ms, gap before it, leading steps to skip) of the next block."""
         if self._next is None:
-            self._next = next(self._starts)
-        t0, gap = self._next
+            t0, gap = next(self._starts)
+            skip = 0
+            if self._skip_before is not None:
+                skip = max(0, -(-(self._skip_before - t0) // self.tick_ms))
+                if skip >= self.steps_per_block:  # start after the block's last step: the next block
+                    t0, gap = next(self._starts)
+                    skip = 0
+                self._skip_before = None
+            self._next = (t0, gap, skip)
+        return self._next
+
+    def _generate_block(self) -> TickBatch:
+        t0, gap, skip = self._peek_block()
         self._next = None
         if self.before_block is not None:
             self.before_block(self, t0)
@@ -165,7 +195,7 @@ class TickEngine:
         if gap and self.session.gap_years() > 0.0:
             self._x = self._x + model.advance(1, self.session.gap_years()).log_returns[0]
         price0 = np.rint(np.exp(self._x) * 100.0).astype(np.int64)
-        m = self.steps_per_block
+        m = self.steps_per_block - skip
         block = model.begin(m, self._dt)
         coef = ticker_micro(
             price0,
@@ -175,7 +205,8 @@ class TickEngine:
             block.sigma / self._sd,
             self.micro,
         )
-        ts = t0 + self._offsets * self.tick_ms
+        offsets = self._offsets[:m]
+        ts = t0 + (skip + offsets) * self.tick_ms
         pos = self.session.session_position(ts)
         shape = None if pos is None else intraday_volume_shape(pos, self.micro.intraday_depth)
         out = Quotes.empty(m, self.n)
@@ -208,19 +239,23 @@ class TickEngine:
             for g in range(len(model.groups)):
                 run_group(g)
         model.end(block)
-        seq = np.repeat(self._seq + self._offsets, self.n)
-        self._seq += m
+        if self._seq0 is None:
+            seq = np.repeat(self._steps + offsets, self.n)
+        else:
+            seq = ((self._steps + offsets)[:, None] + self._seq0[self._order][None, :]).ravel()
+        self._steps += m
         self.ticks_generated += m * self.n
+        tickers = self._tickers if m == self.steps_per_block else self._tickers[: m * self.n]
         if self._permuted:
             order = self._order
             return TickBatch(
-                ticker=self._tickers,
+                ticker=tickers,
                 seq=seq,
                 ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
                 **{k: np.take(getattr(out, k), order, axis=1).ravel() for k in QUOTE_COLUMNS},
             )
         return TickBatch(
-            ticker=self._tickers,
+            ticker=tickers,
             seq=seq,
             ts_ms=np.repeat(ts, self.n),
             **{k: getattr(out, k).ravel() for k in QUOTE_COLUMNS},

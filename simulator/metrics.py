@@ -26,6 +26,14 @@ class SimulatorMetrics:
             registry=r,
         )
         self.sim_time = Gauge("sim_clock_ms", "Simulated timestamp of the last tick produced (epoch ms)", registry=r)
+        self.resumed_tickers = Gauge(
+            "sim_resumed_tickers", "Tickers continued from their last tick in the topic at start (run)", registry=r
+        )
+        self.resume_gap = Gauge(
+            "sim_resume_gap_seconds",
+            "Simulated time from the resume point to the wall clock at start",
+            registry=r,
+        )
         self.in_flight = Gauge("sim_in_flight", "Messages queued in the producer, not yet acknowledged", registry=r)
 
     def serve(self, port: int) -> None:

@@ -128,14 +128,18 @@ class Session:
         return np.clip(pos, 0.0, 1.0 - 1e-9)
 
 
-def block_starts(session: Session, start_ms: int, block_ms: int) -> Iterator[tuple[int, bool]]:
+def block_starts(session: Session, start_ms: int, block_ms: int, *, resume: bool = False) -> Iterator[tuple[int, bool]]:
     """(start ms, overnight gap before it) of consecutive blocks of ``block_ms`` from the first at/after ``start_ms``.
 
     24/7 blocks are aligned on the epoch; exchange blocks on each session's open (the session length must be a
     whole number of blocks). The gap flag is set on the first block of every session but the first one.
+
+    ``resume=True`` (continuing a history that ended before ``start_ms``): the first block is the one that
+    *holds* ``start_ms`` (the caller skips its steps before ``start_ms``), and a first block that starts a
+    session gets the gap too, since the history it continues ended before that open.
     """
     if session.mode == "24/7":
-        t = -(-start_ms // block_ms) * block_ms
+        t = (start_ms // block_ms if resume else -(-start_ms // block_ms)) * block_ms
         while True:
             yield t, False
             t += block_ms
@@ -144,8 +148,13 @@ def block_starts(session: Session, start_ms: int, block_ms: int) -> Iterator[tup
     while True:
         if day.weekday() in session.weekdays:
             open_ms, close_ms = session.day_bounds(day)
-            t = open_ms if start_ms <= open_ms else open_ms + -(-(start_ms - open_ms) // block_ms) * block_ms
-            gap = not first
+            if start_ms <= open_ms:
+                t = open_ms
+            elif resume:
+                t = open_ms + (start_ms - open_ms) // block_ms * block_ms
+            else:
+                t = open_ms + -(-(start_ms - open_ms) // block_ms) * block_ms
+            gap = not first or (resume and start_ms <= open_ms)
             while t < close_ms:
                 yield t, gap
                 first, gap = False, False

@@ -1,8 +1,8 @@
 """Simulator settings (env prefix ``SIM_``), derived from the project's :class:`SharedSettings`.
 
 Kafka address and topic names come from the shared (unprefixed) variables; everything the simulator alone
-needs is ``SIM_*``: the universe preset, seed, tick rate, session mode, backfill window, producer tuning and
-the Prometheus port. Invalid values fail at start with the field named.
+needs is ``SIM_*``: the universe preset, seed, tick rate, session mode, backfill window, resume from the topic,
+producer tuning and the Prometheus port. Invalid values fail at start with the field named.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ class SimulatorSettings(SharedSettings):
     session_mode: Literal["24/7", "exchange"] = "24/7"
     session_timezone: str = "America/New_York"
     backfill: timedelta = Field(timedelta(days=2), ge=timedelta(0), description="history produced before real time")
+    resume: bool = Field(
+        True,
+        description="run: continue each ticker from its last tick in the ticks topic (seq, price, time) instead of"
+        " producing a new backfill window; false: always backfill SIM_BACKFILL ending now",
+    )
+    resume_scan_max: int = Field(
+        1_000_000,
+        ge=1_000,
+        le=1_000_000_000,
+        description="run with resume: at most this many messages are read back from the end of the ticks topic"
+        " to find each ticker's last tick; a ticker not found by then starts afresh (seq 0)",
+    )
     batch_ticks: int = Field(50_000, ge=1, le=5_000_000)
     threads: int = Field(2, ge=1, le=64)
     metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables the Prometheus endpoint")
