@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import itertools
 import operator
 import time
 from collections.abc import Callable, Iterable
@@ -53,12 +54,13 @@ def _bar_counter(timeframe: str, final: bool) -> Any:
 
 #: What the source emits: plain values (tests, ``TestingSource``) or whole Kafka partition batches.
 RawItem: TypeAlias = bytes | RawBatch
-#: What ``decode_and_partial_1m`` emits: keyed chunks, dead letters and one list of newest ticks per batch.
-_Prepared: TypeAlias = tuple[str, TickChunk] | DeadLetter | list[WireTick]
+#: What ``decode_and_partial_1m`` emits: the chunks of each shard keyed by shard, dead letters and one list of
+#: newest ticks per batch.
+_Prepared: TypeAlias = tuple[str, list[TickChunk]] | DeadLetter | list[WireTick]
 _BarOut: TypeAlias = Bar | DeadLetter
 
 
-class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
+class ShardLogic(StatefulBatchLogic[list[TickChunk], _BarOut, bytes]):
     """Bytewax adapter around one shard's :class:`~flows.shards.ShardBars` (many tickers per key); never
     discards its state, so each ticker's per-timeframe "last final start" guard survives for the life of the
     flow (and in snapshots)."""
@@ -69,8 +71,9 @@ class ShardLogic(StatefulBatchLogic[TickChunk, _BarOut, bytes]):
         self.clock = clock
         self.shard = ShardBars.restore(config, resume, clock()) if resume is not None else ShardBars(config)
 
-    def on_batch(self, values: list[TickChunk]) -> tuple[Iterable[_BarOut], bool]:
-        return _items(*self.shard.on_chunks(values, self.clock())), StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[list[TickChunk]]) -> tuple[Iterable[_BarOut], bool]:
+        chunks = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
+        return _items(*self.shard.on_chunks(chunks, self.clock())), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_BarOut], bool]:
         return _items(*self.shard.on_time(self.clock())), StatefulBatchLogic.RETAIN
@@ -157,7 +160,7 @@ def build_flow(
             received.count(batch.tickers)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
             batch_seconds.observe(time.perf_counter() - started)
-        out: list[_Prepared] = [*dead, *result.late, *shard_keys.keyed(result.chunks)]
+        out: list[_Prepared] = [*dead, *result.late, *shard_keys.grouped(result.chunks)]
         if result.latest:
             out.append(result.latest)
         return out
@@ -167,7 +170,7 @@ def build_flow(
     prepared = op.flat_map_batch("decode_and_partial_1m", raw, prepare)
     split_dead = op.branch("split_malformed", prepared, _is_dead_letter)
     split_latest = op.branch("split_latest_ticks", split_dead.falses, _is_tick_list)
-    chunks: Any = split_latest.falses  # (shard key, TickChunk) pairs: already a keyed stream
+    chunks: Any = split_latest.falses  # (shard key, [TickChunk, ...]) pairs: already a keyed stream
     bars = op.stateful_batch("bars_per_shard", chunks, lambda resume: ShardLogic(config, resume, clock))
     bar_items = op.key_rm("drop_shard_key", bars)
     split_bars = op.branch("split_bars_from_late", bar_items, _is_bar)
