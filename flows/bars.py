@@ -157,7 +157,7 @@ def build_flow(
         batch, dead = decode_batch(items, not_after_ms=clock() + max_future_ms)
         result = partial_bars(batch, base_ms, grace_ms, codes)
         if len(batch):
-            received.count(batch.tickers)
+            received.count_tallied(*result.tally)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
             batch_seconds.observe(time.perf_counter() - started)
         out: list[_Prepared] = [*dead, *result.late, *shard_keys.grouped(result.chunks)]
