@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -212,8 +213,14 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
                             f"{r['final']:>7,} {r['live']:>7,}  {r['digest']}  (load {os.getloadavg()[0]:.2f})",
                             flush=True,
                         )
-                old, new = (sum(cpu[label]) for label, _ in versions)
-                print(f"{'':>8} CPU-second ratio work tree / base: {old / new:.3f}x (summed over rounds)")
+                old, new = (cpu[label] for label, _ in versions)
+                paired = statistics.median(o / n for o, n in zip(old, new, strict=True))
+                print(
+                    f"{'':>8} median CPU us/tick base {statistics.median(old) * 1e6 / args.ticks:.3f}, work tree "
+                    f"{statistics.median(new) * 1e6 / args.ticks:.3f}; speed-up per CPU-second (median of the "
+                    f"per-round ratios base/work tree): {paired:.3f}x",
+                    flush=True,
+                )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
