@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
-from flows.bars import ShardLogic
+from flows.bars import FinalBars, ShardLogic
 from flows.decode import decode_batch
 
 T0 = 1_736_121_600_000  # a whole UTC minute
@@ -35,5 +35,7 @@ def test_ticks_read_after_a_restart_are_not_late_because_of_the_downtime() -> No
     assert list(out) == [], "no tick is late, and the window is still open (watermark - grace < its end)"
     now[0] += 3_000  # the ticker goes quiet: the clock closes the window grace after its (extrapolated) end
     out, _ = after.on_notify()
-    (bar,) = out
+    (bars,) = out
+    assert isinstance(bars, FinalBars)
+    (bar,) = bars
     assert (bar.timeframe, bar.start, bar.trades, bar.final) == ("1m", T0, 3, True)
