@@ -191,13 +191,18 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
     """``--baseline``: the exported ``flows`` of REV and the working tree, alternated in child processes."""
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as home:
         base = export_revision(args.baseline, Path(home) / "base", ("flows",))
-        versions: list[tuple[str, Path | None]] = [(f"base {args.baseline}", base), ("work tree", None)]
+        candidate = export_revision(args.candidate, Path(home) / "candidate", ("flows",)) if args.candidate else None
+        versions: list[tuple[str, Path | None]] = [
+            (f"base {args.baseline}", base),
+            (args.candidate or "work tree", candidate),
+        ]
         print(
-            f"bars flow, same run: flows of {args.baseline} vs the work tree, {args.ticks:,} ticks, "
+            f"bars flow, same run: flows of {args.baseline} vs {args.candidate or 'the work tree'}, "
+            f"{args.ticks:,} ticks, "
             f"batches of {args.batch:,}, {args.rounds} round(s) alternating, 1 process x {args.workers} worker(s)"
         )
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-        print(f"{'tickers':>8} {'tkr rate':>8} {'live':>5} {'feed':>8} {'version':>14} {'ticks/s':>10} "
+        print(f"{'tickers':>8} {'tkr rate':>8} {'live':>5} {'feed':>8} {'version':>16} {'ticks/s':>10} "
               f"{'ticks/cpu-s':>11} {'cpu us/tick':>11} {'finals':>7} {'lives':>7}  final digest")  # fmt: skip
         for number, scenario in scenarios:
             for feed in feeds:
@@ -208,7 +213,7 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
                         cpu[label].append(r["cpu_ms"] / 1000)
                         print(
                             f"{scenario.tickers:>8,} {scenario.rate_per_ticker:>8} {scenario.live!s:>5} {feed:>8} "
-                            f"{label:>14} {args.ticks / r['seconds']:>10,.0f} "
+                            f"{label:>16} {args.ticks / r['seconds']:>10,.0f} "
                             f"{args.ticks / (r['cpu_ms'] / 1000):>11,.0f} {r['cpu_ms'] * 1000 / args.ticks:>11.3f} "
                             f"{r['final']:>7,} {r['live']:>7,}  {r['digest']}  (load {os.getloadavg()[0]:.2f})",
                             flush=True,
@@ -216,9 +221,9 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
                 old, new = (cpu[label] for label, _ in versions)
                 paired = statistics.median(o / n for o, n in zip(old, new, strict=True))
                 print(
-                    f"{'':>8} median CPU us/tick base {statistics.median(old) * 1e6 / args.ticks:.3f}, work tree "
+                    f"{'':>8} median CPU us/tick base {statistics.median(old) * 1e6 / args.ticks:.3f}, candidate "
                     f"{statistics.median(new) * 1e6 / args.ticks:.3f}; speed-up per CPU-second (median of the "
-                    f"per-round ratios base/work tree): {paired:.3f}x",
+                    f"per-round ratios base/candidate): {paired:.3f}x",
                     flush=True,
                 )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -235,6 +240,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default="", help="comma-separated row numbers to run (default: all)")
     parser.add_argument("--baseline", default="", help="git revision whose flows package to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: runs of each version")
+    parser.add_argument("--candidate", default="", help="with --baseline: a revision instead of the work tree")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     numbers = [int(i) for i in args.scenarios.split(",")] if args.scenarios else list(range(len(SCENARIOS)))
