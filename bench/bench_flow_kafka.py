@@ -11,6 +11,8 @@ of each partition) three ways, and prints one table row each:
   topic and the latest-quote sink (``flows.sinks``).
 
 The differences between rows show where the time goes. Target: >= 500,000 ticks/s per process into the sinks.
+``--modes source,flow`` runs some rows only; ``--consumer KEY=VALUE`` (repeatable) runs every row a second time,
+right after the first over the same backlog, with those librdkafka consumer settings added (marked ``*``).
 The servers come from :func:`benchstack.local_stack`, shared with the other benchmarks.
 """
 
@@ -40,11 +42,21 @@ from flows.settings import FlowSettings  # noqa: E402
 from flows.sources import RawKafkaSource  # noqa: E402
 from stack.services import create_topics  # noqa: E402
 
+#: ``--modes`` names of the three rows
+MODES = {"source": "source only", "flow": "flow, no sinks", "sinks": "flow + sinks"}
+
 
 def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: list[bytes]) -> float:
     """Write ``values`` keyed by ticker (``tickers[i]``); returns the produce rate in messages/s."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"}
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            # a retried request must not reorder the backlog: out-of-order ticks would become late dead letters
+            "enable.idempotence": True,
+        }
     )
     start = time.perf_counter()
     for key, value in zip(tickers, values, strict=True):
@@ -58,9 +70,9 @@ def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: li
     return len(values) / (time.perf_counter() - start)
 
 
-def _source_only(settings: FlowSettings, topic: str, counter: Counter) -> Dataflow:
+def _source_only(settings: FlowSettings, topic: str, counter: Counter, extra: dict[str, object] | None) -> Dataflow:
     flow = Dataflow("source_only")
-    batches = op.input("market_ticks", flow, _source(settings, topic))
+    batches = op.input("market_ticks", flow, _source(settings, topic, extra))
     sizes = op.map("count_values", batches, lambda batch: len(batch.values))
     op.output("count_out", sizes, _SumSink(counter))
     return flow
@@ -84,22 +96,26 @@ class _SumSink(DynamicSink[int]):
         return _SumPartition(self.counter)
 
 
-def _source(settings: FlowSettings, topic: str) -> Any:
-    return RawKafkaSource(settings.kafka_bootstrap_servers, topic, tail=False, batch_size=settings.batch_size)
+def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None = None) -> Any:
+    return RawKafkaSource(
+        settings.kafka_bootstrap_servers, topic, tail=False, batch_size=settings.batch_size, extra_config=extra
+    )
 
 
-def run_once(stack: LocalStack, topic: str, mode: str) -> tuple[float, float, dict[str, int]]:
-    """One pass over the whole topic; returns (seconds, cpu seconds, counts)."""
+def run_once(
+    stack: LocalStack, topic: str, mode: str, extra: dict[str, object] | None = None
+) -> tuple[float, float, dict[str, int]]:
+    """One pass over the whole topic (``extra``: more consumer settings); returns (seconds, cpu seconds, counts)."""
     settings = stack.flow_settings(mode="backfill")
     tune_gc(settings)
     counts: dict[str, int] = {}
     if mode == "source only":
         counter = Counter()
-        flow = _source_only(settings, topic, counter)
+        flow = _source_only(settings, topic, counter, extra)
     elif mode == "flow, no sinks":
         finals, lives, dead, latest = Counter(), Counter(), Counter(), Counter()
         flow = build_flow(
-            _source(settings, topic),
+            _source(settings, topic, extra),
             final_sink=finals,
             live_sink=lives,
             dead_letter_sink=dead,
@@ -108,7 +124,7 @@ def run_once(stack: LocalStack, topic: str, mode: str) -> tuple[float, float, di
         )
     else:
         flow = build_flow(
-            _source(settings, topic),
+            _source(settings, topic, extra),
             final_sink=sinks.final_bar_sink(settings),
             live_sink=sinks.live_bar_sink(settings),
             dead_letter_sink=sinks.dead_letter_sink(settings),
@@ -139,7 +155,18 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=10.0, help="event-time ticks/s per ticker")
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument(
+        "--consumer",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka consumer setting for a second pass of every row in the same run (repeatable)",
+    )
+    parser.add_argument("--modes", default="source,flow,sinks", help=f"comma-separated, some of {list(MODES)}")
     args = parser.parse_args()
+    extra: dict[str, object] = dict(item.split("=", 1) for item in args.consumer)
+    variants: list[tuple[str, dict[str, object] | None]] = [("", None)] + ([(" *", extra)] if extra else [])
+    modes = [MODES[m.strip()] for m in args.modes.split(",")]
     values, keys = make_keyed_values(args.ticks, Scenario(args.tickers, args.rate, live=True))
     with local_stack(args.partitions) as stack:
         topic = f"bench-ticks-{uuid.uuid4().hex[:8]}"
@@ -152,12 +179,19 @@ def main() -> None:
             f"backlog produced at {produced:,.0f} msgs/s"
         )
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-        print(f"{'run':<16} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12}  counts")
-        for mode in ("source only", "flow, no sinks", "flow + sinks"):
-            elapsed, cpu, counts = run_once(stack, topic, mode)
-            if mode == "flow + sinks":
-                counts["rows in market_bars"] = _stored_bars(stack.database_url)
-            print(f"{mode:<16} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f}  {counts}")
+        if extra:
+            print(f"rows marked * read with the consumer settings {extra}")
+        print(f"{'run':<18} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12}  counts")
+        for mode in modes:
+            for mark, config in variants:
+                elapsed, cpu, counts = run_once(stack, topic, mode, config)
+                if mode == "flow + sinks":
+                    counts["rows in market_bars"] = _stored_bars(stack.database_url)
+                label = mode + mark
+                print(
+                    f"{label:<18} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f}  {counts}",
+                    flush=True,
+                )
         print(f"load average after: {os.getloadavg()[0]:.2f} (target: >= 500,000 ticks/s into the sinks)")
 
 

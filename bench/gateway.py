@@ -77,9 +77,14 @@ def running_gateway(
         yield proc
 
 
-def export_revision(rev: str, into: Path) -> Path:
-    """The ``api`` package of git revision ``rev`` in a fresh directory (importable as ``api`` from there)."""
+def export_revision(rev: str, into: Path, packages: tuple[str, ...] = ("api",)) -> Path:
+    """The ``packages`` (default: ``api``) of git revision ``rev`` in a fresh directory (importable from there)."""
     into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev, "api"], cwd=ROOT, check=True, capture_output=True).stdout  # noqa: S603, S607
+    archive = subprocess.run(  # noqa: S603
+        ["git", "archive", rev, *packages],  # noqa: S607
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
     return into

@@ -95,8 +95,30 @@ class TickCounter:
         if not self.max_tickers:
             self._other.inc(len(tickers))
             return
-        for ticker, n in Tally(tickers).items():
-            self._child(ticker).inc(n)
+        tally = Tally(tickers)
+        self.count_tallied(list(tally), list(tally.values()))
+
+    def count_tallied(self, tickers: Sequence[str], counts: Sequence[int]) -> None:
+        """Count ``counts[i]`` ticks of ``tickers[i]`` (distinct names: a batch already tallied by ticker).
+
+        Tickers beyond ``max_tickers`` share one child, incremented once per batch (each ``inc`` takes a lock).
+        """
+        if not self.max_tickers:
+            self._other.inc(sum(counts))
+            return
+        other = self._other
+        overflow = 0
+        get = self._children.get
+        for ticker, n in zip(tickers, counts, strict=True):
+            child = get(ticker)
+            if child is None:
+                child = self._child(ticker)
+            if child is other:
+                overflow += n
+            else:
+                child.inc(n)
+        if overflow:
+            other.inc(overflow)
 
 
 def observe_latency(path: str, event_ms: Iterable[int], now_s: float | None = None) -> None:

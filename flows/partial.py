@@ -71,6 +71,8 @@ class BatchResult(NamedTuple):
     chunks: list[tuple[str, TickChunk]]
     late: list[DeadLetter]
     latest: list[WireTick]
+    #: every valid tick of the batch (late ones included) tallied by ticker: ``(names, counts)``, for metrics
+    tally: tuple[list[str], list[int]]
 
 
 class TickerCodes:
@@ -106,7 +108,7 @@ def partial_bars(
     """Group a batch by ticker and base window; reject ticks late against earlier ticks of the batch."""
     n = len(batch)
     if n == 0:
-        return BatchResult([], [], [])
+        return BatchResult([], [], [], ([], []))
     index = codes_cache if codes_cache is not None else TickerCodes()
     codes = index.encode(batch.tickers)
     ts = batch.timestamps
@@ -132,6 +134,11 @@ def partial_bars(
     prior[first] = -1
     ends = (ts // base_ms + 1) * base_ms - t_min
     late_a = (prior >= 0) & (ends[order] + grace_ms <= prior)
+    ticker_rows = np.flatnonzero(first)  # the tally for metrics comes free with the sort by ticker
+    tally = (
+        list(map(batch.tickers.__getitem__, order[ticker_rows].tolist())),
+        np.diff(np.r_[ticker_rows, n]).tolist(),
+    )
 
     late: list[DeadLetter] = []
     if late_a.any():
@@ -187,7 +194,7 @@ def partial_bars(
     row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
     fields = zip(names, seg_slices, row_slices, repeat(batch.raws), repeat(batch.origins), strict=False)
     chunks = list(zip(names, map(TickChunk, fields), strict=True))
-    return BatchResult(chunks, late, latest)
+    return BatchResult(chunks, late, latest, tally)
 
 
 def _late_letter(batch: DecodedBatch, row: int, base_ms: int, grace_ms: int, watermark: int) -> DeadLetter:

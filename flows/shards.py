@@ -48,10 +48,22 @@ class ShardKeys:
             cached = self._cache[ticker] = f"s{zlib.crc32(ticker.encode()) % self.shards}"
         return cached
 
-    def keyed(self, chunks: Iterable[tuple[str, TickChunk]]) -> list[tuple[str, TickChunk]]:
-        """Re-key ``(ticker, chunk)`` pairs by shard (arrival order kept)."""
+    def grouped(self, chunks: Iterable[tuple[str, TickChunk]]) -> list[tuple[str, list[TickChunk]]]:
+        """``(ticker, chunk)`` pairs as one ``(shard key, chunks)`` item per shard (arrival order kept).
+
+        One dataflow item per shard and batch instead of one per ticker: Bytewax costs a few microseconds per
+        item and operator, which at 1,000 tickers per batch was a tenth of the flow's time.
+        """
         key = self.key
-        return [(key(ticker), chunk) for ticker, chunk in chunks]
+        groups: dict[str, list[TickChunk]] = {}
+        for ticker, chunk in chunks:
+            shard = key(ticker)
+            same = groups.get(shard)
+            if same is None:
+                groups[shard] = [chunk]
+            else:
+                same.append(chunk)
+        return list(groups.items())
 
 
 class ShardBars:

@@ -25,6 +25,10 @@ from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
 log = logging.getLogger(__name__)
 
 
+#: bytes fetched per partition and request (librdkafka's default is 1 MiB); ``extra_config`` overrides it
+MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+
+
 class SourceError(MarketDataError, RuntimeError):
     """The Kafka source cannot read its topic (missing topic, broker error)."""
 
@@ -141,6 +145,9 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
             "enable.partition.eof": not self._tail,
             "fetch.min.bytes": 1,
             "fetch.wait.max.ms": 50,
+            # librdkafka's 1 MiB per partition and fetch capped a backlog read near 0.33 M msgs/s here (fetch
+            # round trips, not CPU); 16 MiB read the same backlog at 0.52 M/s (docs/benchmarks.md)
+            "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
             "queued.max.messages.kbytes": 262_144,
             "statistics.interval.ms": 5_000,
             **self._extra,

@@ -401,3 +401,14 @@ def test_last_live_bar_of_each_timeframe_equals_its_final_bar() -> None:
     for tf in ("5m", "15m", "1h", "1d"):
         (final,) = [b for b in d.final(tf) if b.start == T0]
         assert msgspec.structs.replace(last_live[tf], final=True, indicators=final.indicators) == final, tf
+
+
+def test_batch_tally_counts_every_valid_tick_per_ticker_late_ones_included() -> None:
+    values = [tick(T0 + 5 * MIN, 10_000, ticker="AAA", seq=0), tick(T0 + 1_000, 10_000, ticker="AAA", seq=1)]
+    values += [tick(T0 + i, 10_000, ticker=f"K{i % 3}", seq=i) for i in range(10)]
+    batch, _ = decode_batch(values)
+    result = partial_bars(batch, MIN, 2_000)
+    assert len(result.late) == 1, "AAA's second tick is late against its first in the same batch"
+    names, counts = result.tally
+    assert dict(zip(names, counts, strict=True)) == {"AAA": 2, "K0": 4, "K1": 3, "K2": 3}
+    assert partial_bars(decode_batch([])[0], MIN, 2_000).tally == ([], [])

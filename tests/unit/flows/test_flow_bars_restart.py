@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
-from flows.bars import ShardLogic
+from flows.bars import FinalBars, ShardLogic
 from flows.decode import decode_batch
 
 T0 = 1_736_121_600_000  # a whole UTC minute
@@ -25,15 +25,17 @@ def _chunks(times: list[int]) -> list[TickChunk]:
 def test_ticks_read_after_a_restart_are_not_late_because_of_the_downtime() -> None:
     config = AggregationConfig(close_on_system_time=True, live_enabled=False)
     before = ShardLogic(config, None, clock=lambda: WALL)
-    before.on_batch(_chunks([T0 + 57_000]))
+    before.on_batch([_chunks([T0 + 57_000])])
     snapshot = before.snapshot()
 
     # the process died and came back 6 s later: more than the 2 s grace, and past the window's end + grace
     now = [WALL + 6_000]
     after = ShardLogic(config, snapshot, clock=lambda: now[0])
-    out, _ = after.on_batch(_chunks([T0 + 58_000, T0 + 59_500, T0 + 61_000]))
+    out, _ = after.on_batch([_chunks([T0 + 58_000, T0 + 59_500]), _chunks([T0 + 61_000])])
     assert list(out) == [], "no tick is late, and the window is still open (watermark - grace < its end)"
     now[0] += 3_000  # the ticker goes quiet: the clock closes the window grace after its (extrapolated) end
     out, _ = after.on_notify()
-    (bar,) = out
+    (bars,) = out
+    assert isinstance(bars, FinalBars)
+    (bar,) = bars
     assert (bar.timeframe, bar.start, bar.trades, bar.final) == ("1m", T0, 3, True)

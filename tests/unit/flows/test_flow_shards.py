@@ -56,10 +56,7 @@ def test_shards_give_the_same_bars_and_late_ticks_as_one_state_per_ticker() -> N
     got_late: list[bytes] = []
     want_late: list[bytes] = []
     for chunks in batches(values()):
-        by_shard: dict[str, list[TickChunk]] = defaultdict(list)
-        for key, chunk in keys.keyed(chunks):
-            by_shard[key].append(chunk)
-        for key, own in by_shard.items():
+        for key, own in keys.grouped(chunks):
             finals, _, late, _ = shards.setdefault(key, ShardBars(BACKFILL)).on_chunks(own, 0)
             got += finals
             got_late += [d.raw for d in late]

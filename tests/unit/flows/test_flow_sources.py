@@ -35,3 +35,13 @@ def test_flow_settings_read_the_consumer_group(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setenv("FLOW_CONSUMER_GROUP", "bars-test")
     assert FlowSettings().consumer_group == "bars-test"
+
+
+def test_source_fetches_large_batches_per_partition_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    _Consumer.configs = []
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", None)
+    extra = {"max.partition.fetch.bytes": 65_536}
+    sources.RawKafkaSource("localhost:1", "market-ticks", extra_config=extra).build_part("in", "market-ticks#1", None)
+    assert _Consumer.configs[0]["max.partition.fetch.bytes"] == sources.MAX_PARTITION_FETCH_BYTES > 1024 * 1024
+    assert _Consumer.configs[1]["max.partition.fetch.bytes"] == 65_536
