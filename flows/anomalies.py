@@ -27,7 +27,7 @@ from common.clock import now_ms
 from common.errors import ContractError
 from contracts.anomaly import Anomaly
 from contracts.bar import Bar, decode_bar
-from flows import observe
+from flows import lazy_flow, observe
 from flows.anomaly_settings import AnomalySettings
 from flows.decode import DeadLetter, RawBatch, dead_letter, flatten
 from flows.detectors import DetectorConfig, DetectorState, detect
@@ -115,9 +115,4 @@ def _production_flow() -> Dataflow:
     )
 
 
-def __getattr__(name: str) -> Dataflow:
-    """``flow`` is built on first access, which is what ``python -m bytewax.run flows.anomalies`` does."""
-    if name == "flow":
-        return _production_flow()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _production_flow)

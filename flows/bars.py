@@ -37,6 +37,7 @@ from bytewax.outputs import Sink
 
 from common.clock import now_ms
 from contracts.bar import Bar
+from flows import lazy_flow
 from flows.aggregation import AggregationConfig, TickChunk, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
@@ -269,9 +270,4 @@ def _production_flow() -> Dataflow:
     )
 
 
-def __getattr__(name: str) -> Dataflow:
-    """``flow`` is built on first access (PEP 562), which is what ``python -m bytewax.run flows.bars`` does."""
-    if name == "flow":
-        return _production_flow()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _production_flow)

@@ -18,6 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from flows import lazy_flow
 from flows.decode import DecodedBatch, RawBatch, decode_batch
 from flows.observe import ARCHIVE_REJECTED, PROCESSING_LATENCY, TickCounter
 
@@ -74,9 +75,4 @@ def _production_flow() -> Dataflow:
     )
 
 
-def __getattr__(name: str) -> Dataflow:
-    """``flow`` is built on first access, which is what ``python -m bytewax.run flows.ticks`` does."""
-    if name == "flow":
-        return _production_flow()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _production_flow)
