@@ -25,3 +25,7 @@ class StackError(MarketDataError, RuntimeError):
 
 class SinkError(MarketDataError, RuntimeError):
     """Writing to PostgreSQL, Redis or Kafka failed after retries."""
+
+
+class SourceError(MarketDataError, RuntimeError):
+    """Reading a Kafka topic failed (missing topic, broker error) after retries."""

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
-from common.errors import MarketDataError
+from common.errors import SourceError
 from flows.decode import RawBatch
 from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
 
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 #: bytes fetched per partition and request (librdkafka's default is 1 MiB); ``extra_config`` overrides it
 MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
-
-
-class SourceError(MarketDataError, RuntimeError):
-    """The Kafka source cannot read its topic (missing topic, broker error)."""
 
 
 class _RawKafkaPartition(StatefulSourcePartition[RawBatch, int]):

@@ -19,6 +19,11 @@ from simulator.engine import TickBatch
 from simulator.universe import SYMBOL_RE
 
 U8 = NDArray[np.uint8]
+#: the constant parts of a tick after its first field (same every chunk)
+_FIELDS = ("timestamp", "price", "bid", "ask", "bid_size", "ask_size", "volume")
+_LITS = [f',"{name}":'.encode("ascii") for name in _FIELDS]
+_TAIL = f',"version":{TICK_SCHEMA_VERSION}}}'.encode("ascii")
+_CONST_LEN = sum(map(len, _LITS)) + len(_TAIL)
 
 
 def _put_digits(out: U8, col: int, values: NDArray[np.int64]) -> int:
@@ -26,7 +31,7 @@ def _put_digits(out: U8, col: int, values: NDArray[np.int64]) -> int:
 
     Returns ``w`` (digits of the largest value). NUL bytes are dropped when the rows are packed.
     """
-    v = np.array(values, dtype=np.int64)  # copy: divided below
+    v = np.asarray(values, dtype=np.int64)  # never written: each step makes new arrays
     top = int(v.max()) if v.size else 0
     w = len(str(top))
     for k in range(w - 1, -1, -1):  # division by a scalar is fast (libdivide)
@@ -106,16 +111,13 @@ class BatchEncoder:
         runs = [_runs(b.seq), _runs(b.ts_ms)]
         prices = [np.divmod(c, 100) for c in (b.price, b.bid, b.ask)]
         ints = (b.bid_size, b.ask_size, b.volume)
-        lits = [f',"{name}":'.encode("ascii") for name in ("timestamp", "price", "bid", "ask")]
-        lits += [f',"{name}":'.encode("ascii") for name in ("bid_size", "ask_size", "volume")]
-        tail = f',"version":{TICK_SCHEMA_VERSION}}}'.encode("ascii")
+        lits, tail = _LITS, _TAIL
         width = (
             self._pre.shape[1]
             + sum(_digit_width(r[0]) for r in runs)
             + sum(_digit_width(w) + 3 for w, _ in prices)
             + sum(_digit_width(v) for v in ints)
-            + sum(len(x) for x in lits)
-            + len(tail)
+            + _CONST_LEN
         )
         out = np.empty((n, width), dtype=np.uint8)
         c = self._pre.shape[1]
@@ -127,7 +129,7 @@ class BatchEncoder:
             c += len(text)
 
         # message lengths, counted alongside: constant parts, then each variable field's digits
-        length = self._pre_len[b.ticker] + (sum(len(x) for x in lits) + len(tail) + 2 * len(prices))
+        length = self._pre_len[b.ticker] + (_CONST_LEN + 2 * len(prices))
         for k, (values, idx) in enumerate(runs):
             if k:
                 lit(lits[0])

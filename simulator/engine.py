@@ -138,6 +138,8 @@ class TickEngine:
         slices = tick_ms // slice_ms
         # ticker i ticks in slice i % S; rows of a step are ordered by slice (stable, so by ticker inside one)
         self._order = np.argsort(np.arange(self.n) % slices, kind="stable").astype(np.int32)
+        if self._seq0 is not None:  # in row order once, not per block
+            self._seq0 = self._seq0[self._order]
         self._permuted = slices > 1
         self._slice_offset = (self._order % slices).astype(np.int64) * slice_ms
         self._tickers = np.tile(self._order, self.steps_per_block)
@@ -242,7 +244,7 @@ class TickEngine:
         if self._seq0 is None:
             seq = np.repeat(self._steps + offsets, self.n)
         else:
-            seq = ((self._steps + offsets)[:, None] + self._seq0[self._order][None, :]).ravel()
+            seq = ((self._steps + offsets)[:, None] + self._seq0[None, :]).ravel()
         self._steps += m
         self.ticks_generated += m * self.n
         tickers = self._tickers if m == self.steps_per_block else self._tickers[: m * self.n]

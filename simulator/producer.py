@@ -189,10 +189,9 @@ class TickProducer:
 
     def _records(self, batch: TickBatch) -> list[dict[str, Any]]:
         """``produce_batch`` records: the JSON value and the ticker key of every row."""
-        buf, off = self.encoder.encode(batch)
-        o = off.tolist()
         keys = self.encoder.keys
-        return [{"value": buf[o[i] : o[i + 1]], "key": keys[t]} for i, t in enumerate(batch.ticker.tolist())]
+        values = self.encoder.messages(batch)
+        return [{"value": v, "key": keys[t]} for v, t in zip(values, batch.ticker.tolist(), strict=True)]
 
     def _queue(self, msgs: list[dict[str, Any]], batch: TickBatch) -> None:
         producer = self._producer
@@ -226,7 +225,12 @@ class TickProducer:
             return []
         refused = [m for m in part if "_error" in m]
         for m in refused:
-            del m["_error"]
+            err = m.pop("_error")
+            if isinstance(err, KafkaError) and err.code() != KafkaError._QUEUE_FULL:
+                # not a full queue (fatal idempotence error, unknown topic, message too large): offering the
+                # same records again would loop for ever
+                msg = f"{len(refused)} ticks refused by the producer for topic {self.topic!r}: {err.str()}"
+                raise SinkError(msg)
         if any(a is not b for a, b in zip(part[len(part) - len(refused) :], refused, strict=True)):
             # the message-count check above makes this rare (the byte bound was hit first): a refused tick
             # is retried after later ones of the same batch were queued, so its ticker's order may differ

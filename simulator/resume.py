@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from common.errors import ContractError
 from contracts.tick import Tick, decode_tick
-from simulator.models import SeedLike, seed_sequence
+from simulator.models import SeedLike, child_sequence
 
 #: spawn-key element that marks the seed sequence of a resumed run (away from make_streams' children 0 and 1)
 RESUME_SPAWN_KEY = 0x5E5
@@ -35,8 +35,7 @@ def resume_seed(seed: SeedLike, start_ms: int) -> np.random.SeedSequence:
     if start_ms < 0:
         msg = f"resume point must be a non-negative epoch-ms timestamp, got {start_ms!r}"
         raise ValueError(msg)
-    ss = seed_sequence(seed)
-    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, RESUME_SPAWN_KEY, start_ms))
+    return child_sequence(child_sequence(seed, RESUME_SPAWN_KEY), start_ms)
 
 
 @dataclass(frozen=True)

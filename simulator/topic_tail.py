@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 
 from common.clock import from_ms
-from common.errors import SinkError
+from common.errors import SourceError
 from simulator.metrics import SimulatorMetrics
 from simulator.resume import LastTicks, ResumePlan, describe_gap, plan_resume
 from simulator.settings import SimulatorSettings
@@ -49,6 +49,35 @@ def _retriable(err: BaseException) -> bool:
     return isinstance(err, KafkaException) and isinstance(err.args[0], KafkaError) and err.args[0].retriable()
 
 
+def _topic_partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int] | None:
+    """The topic's partition ids; None only if the topic does not exist or has no partitions. A transient error
+    (leader not available after a broker restart) is retried: taking it for an empty topic would start a second
+    history over the first."""
+
+    def read() -> list[int] | None:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or (meta.error is None and not meta.partitions):
+            return None
+        if meta.error is not None:
+            if meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            raise KafkaException(meta.error)
+        return sorted(meta.partitions)
+
+    retrying = Retrying(
+        retry=retry_if_exception(_retriable),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.1, max=2),
+        before_sleep=before_sleep_log(log, logging.INFO),
+        reraise=True,
+    )
+    try:
+        return retrying(read)
+    except KafkaException as err:
+        msg = f"resume scan: cannot read the metadata of topic {topic!r}: {err}"
+        raise SourceError(msg) from err
+
+
 def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
     """(low, high) of one partition; transient errors (a new topic's leader not elected yet) are retried."""
     retrying = Retrying(
@@ -62,7 +91,7 @@ def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float
         low, high = retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition), timeout=timeout_s)
     except KafkaException as err:
         msg = f"resume scan: cannot read the offsets of topic {topic!r} partition {partition}: {err}"
-        raise SinkError(msg) from err
+        raise SourceError(msg) from err
     return int(low), int(high)
 
 
@@ -79,17 +108,17 @@ def _read_ranges(
             if time.monotonic() > deadline:
                 where = ", ".join(f"partition {p} offsets [{ranges[p][0]}, {ranges[p][1]})" for p in sorted(pending))
                 msg = f"resume scan of topic {topic!r} timed out after {timeout_s:.0f} s reading {where}"
-                raise SinkError(msg)
+                raise SourceError(msg)
             for m in consumer.consume(10_000, 0.5):
                 p = m.partition()
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(p if p is not None else -1)
+                        pending.discard(p)
                         continue
                     msg = f"resume scan of topic {topic!r} partition {p!r} at offset {m.offset()!r} failed: {err}"
-                    raise SinkError(msg)
-                if p not in pending or p is None:
+                    raise SourceError(msg)
+                if p not in pending:
                     continue
                 lo, hi = ranges[p]
                 off = m.offset() or 0
@@ -114,7 +143,7 @@ def scan_tail(
     """Last tick of each ticker of ``symbols`` in ``topic``, reading at most ``max_messages`` from the end.
 
     A topic that does not exist yet counts as empty. Kafka errors (other than the end of a partition) and a
-    scan that makes no progress within ``timeout_s`` raise :class:`SinkError` naming topic, partition and offsets.
+    scan that makes no progress within ``timeout_s`` raise :class:`SourceError` naming topic, partition and offsets.
     """
     if chunk <= 0 or max_messages <= 0:
         msg = f"resume scan chunk and cap must be positive, got chunk={chunk!r}, max_messages={max_messages!r}"
@@ -132,16 +161,12 @@ def scan_tail(
         }
     )
     try:
-        try:
-            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        except KafkaException as err:
-            msg = f"resume scan: cannot read the metadata of topic {topic!r}: {err}"
-            raise SinkError(msg) from err
-        if meta is None or meta.error is not None or not meta.partitions:
+        partitions = _topic_partitions(consumer, topic, timeout_s)
+        if partitions is None:
             log.info("resume scan: topic %r does not exist yet or has no partitions", topic)
             return TailScan(last, 0, capped=False, seconds=time.monotonic() - started)
         bounds: dict[int, tuple[int, int]] = {}
-        for p in sorted(meta.partitions):
+        for p in partitions:
             low, high = _watermarks(consumer, topic, p, timeout_s)
             if high != OFFSET_INVALID and high > low:
                 bounds[p] = (low, high)  # (start, end of what is still to read)
@@ -151,7 +176,7 @@ def scan_tail(
             last.add(_read_ranges(consumer, topic, ranges, timeout_s))
             bounds = {p: (low, ranges[p][0]) for p, (low, _) in bounds.items() if ranges[p][0] > low}
         capped = bool(bounds) and not last.complete
-        return TailScan(last, len(meta.partitions), capped=capped, seconds=time.monotonic() - started)
+        return TailScan(last, len(partitions), capped=capped, seconds=time.monotonic() - started)
     finally:
         consumer.close()
 
