@@ -22,14 +22,23 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import orjson
 
 from api.batches import Batcher
-from api.metrics import RELAY_MESSAGES, WS_CLIENTS, WS_DISCONNECTS, WS_DROPPED, WS_SENT, relay_latency
+from api.metrics import (
+    RELAY_CHANNELS,
+    RELAY_MESSAGES,
+    WS_CHANNELS,
+    WS_CLIENTS,
+    WS_DISCONNECTS,
+    WS_DROPPED,
+    WS_SENT,
+    relay_latency,
+)
 from common.clock import now_ms
 
 log = logging.getLogger("api.hub")
@@ -38,7 +47,7 @@ TICKS: Final = 0
 BARS: Final = 1
 INDICATORS: Final = 2
 ANOMALIES: Final = 3
-CHANNEL_NAMES: Final = ("ticks", "bars", "indicators", "anomalies")
+CHANNEL_NAMES: Final = RELAY_CHANNELS  # ticks, bars, indicators, anomalies: the slots below
 BATCH: Final = len(CHANNEL_NAMES)  # metrics slot of batched frames
 #: key prefixes: ``t:SYNTH``, ``b:SYNTH:1m``, ``i:SYNTH:1m``, ``a:SYNTH``; wildcards ``t:*``, ``b:*:1m``, ``a:*``
 PREFIX: Final = ("t", "b", "i", "a")
@@ -72,7 +81,7 @@ SendText = Callable[[str], Awaitable[None]]
 #: sends several texts as separate frames in one socket write (``api.ws_protocol.SEND_TEXTS``)
 SendTexts = Callable[[list[str]], Awaitable[None]]
 #: the same without waiting: False (nothing written) when the connection cannot take them now
-WriteTexts = Callable[[list[str]], bool]
+WriteTexts = Callable[[Sequence[str]], bool]
 
 
 class Client:
@@ -92,6 +101,7 @@ class Client:
         self.write_now = write_now
         self.hub = hub
         self.keys: set[str] = set()
+        self._signature: frozenset[str] | None = None
         self.batch = False
         self.queue: deque[str] = deque()
         self.wake = asyncio.Event()
@@ -175,8 +185,15 @@ class Client:
 
     @property
     def signature(self) -> frozenset[str]:
-        """Subscription set; batched clients with equal signatures share frames."""
-        return frozenset(self.keys)
+        """Subscription set; batched clients with equal signatures share frames (cached until keys change)."""
+        sig = self._signature
+        if sig is None:
+            sig = self._signature = frozenset(self.keys)
+        return sig
+
+    def keys_changed(self) -> None:
+        """Forget the cached :attr:`signature` (the hub calls this whenever it changes :attr:`keys`)."""
+        self._signature = None
 
 
 class Hub:
@@ -199,7 +216,6 @@ class Hub:
         self.max_clients = max_clients
         self.max_subscriptions = max_subscriptions
         self.heartbeat_s = heartbeat_s
-        self.batch_interval_s = batch_interval_s
         self.clients: dict[str, Client] = {}
         self.index: dict[str, set[Client]] = {}
         self.batches = Batcher(batch_interval_s, len(CHANNEL_NAMES))
@@ -207,6 +223,7 @@ class Hub:
         self.sent = [0] * (len(CHANNEL_NAMES) + 1)  # per channel, then batch frames
         self.dropped = [0] * (len(CHANNEL_NAMES) + 1)
         self.relayed = [0] * len(CHANNEL_NAMES)
+        self._latency = [relay_latency(name) for name in CHANNEL_NAMES]
         self.to_drop: set[Client] = set()
         self.pending: list[Client] = []  # clients given frames by put() since the last kick()
         self._tasks: list[asyncio.Task[None]] = []
@@ -245,6 +262,7 @@ class Hub:
         client.close_reason = reason
         self._unindex(client, client.keys)
         client.keys.clear()
+        client.keys_changed()
         self.batches.discard(client)
         if self.clients.pop(client.id, None) is not None:
             WS_CLIENTS.dec()
@@ -270,6 +288,7 @@ class Hub:
             client.batch = batch
             self._index(client, client.keys)
         client.keys.update(new)
+        client.keys_changed()
         self._index(client, new)
         return new
 
@@ -277,6 +296,7 @@ class Hub:
         """Remove ``keys``; returns those that were subscribed."""
         gone = [k for k in dict.fromkeys(keys) if k in client.keys]
         client.keys.difference_update(gone)
+        client.keys_changed()
         self._unindex(client, gone)
         return gone
 
@@ -333,7 +353,7 @@ class Hub:
         self._drop_pending()
         for ch, values in enumerate(lags):
             if values:
-                hist = relay_latency(CHANNEL_NAMES[ch])
+                hist = self._latency[ch]
                 # observing every value costs ~1 us each; a sample of each batch keeps the distribution
                 step = max(1, len(values) // 64)
                 for v in values[::step]:
@@ -366,7 +386,7 @@ class Hub:
             write = c.write_now
             if write is not None and c.sending_since is None:
                 try:
-                    written = write(list(q))
+                    written = write(q)  # written synchronously: the deque is not kept
                 except Exception as err:  # noqa: BLE001 - let the writer meet the error and drop the client
                     log.debug("client %s direct write failed: %r", c.id, err)
                     written = False
@@ -423,7 +443,7 @@ class Hub:
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        for ch, name in enumerate((*CHANNEL_NAMES, "batch")):
+        for ch, name in enumerate(WS_CHANNELS):
             if self.sent[ch]:
                 WS_SENT.labels(name).inc(self.sent[ch])
                 self.sent[ch] = 0

@@ -126,8 +126,8 @@ async def _handle(raw: str | bytes, client: Client, state: AppState) -> None:
         await _subscribe(msg, client, state)
     elif kind == "unsubscribe":
         channel, tickers, timeframes = _parse_targets(msg, state)
-        removed = state.hub.unsubscribe(client, _keys(channel, tickers, timeframes))
-        client.offer(_ack("unsubscribed", channel, tickers, timeframes, len(removed)), TICKS)
+        state.hub.unsubscribe(client, _keys(channel, tickers, timeframes))
+        client.offer(_ack("unsubscribed", channel, tickers, timeframes), TICKS)
     else:
         raise ProtocolError(
             code="unknown_type", message=f"unknown message type {str(kind)[:40]!r}; use subscribe, unsubscribe or ping"
@@ -145,14 +145,12 @@ async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> No
         state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
     except ValueError as err:
         raise ProtocolError(code="subscription_limit", message=str(err)) from None
-    client.offer(_ack("subscribed", channel, tickers, timeframes, None, client.batch), TICKS)
+    client.offer(_ack("subscribed", channel, tickers, timeframes, client.batch), TICKS)
     if channel == TICKS:
         await _send_snapshot(client, tickers, state)
 
 
-def _ack(
-    kind: str, channel: int, tickers: list[str], timeframes: list[str], removed: int | None, batch: bool | None = None
-) -> str:
+def _ack(kind: str, channel: int, tickers: list[str], timeframes: list[str], batch: bool | None = None) -> str:
     fields: dict[str, object] = {"tickers": tickers, "channel": CHANNEL_NAMES[channel]}
     if channel in (BARS, INDICATORS):
         fields["timeframes"] = timeframes

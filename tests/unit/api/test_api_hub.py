@@ -234,3 +234,29 @@ async def test_leaving_batched_mode_releases_the_phase_slot() -> None:
     hub.publish([tick("X", 1)])
     assert hub.batches.buffer == [], "nothing is buffered without batched clients"
     await hub.stop()
+
+
+async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined() -> None:
+    hub = make_hub(batch_interval_s=0.005)  # one phase
+    early, late = Client("early", Sink().send, hub), Client("late", Sink().send, hub)
+    for c in (early, late):
+        hub.register(c)
+    hub.subscribe(early, ["t:X"], batch=True)
+    hub.publish([tick("X", 1)])  # buffered for the next frame; "late" gets it as its subscribe snapshot
+    hub.subscribe(late, ["t:X"], batch=True)
+    hub.publish([tick("X", 2)])
+    hub.flush_batches()
+
+    def seqs(c: Client) -> list[int]:
+        frames = [json.loads(f) for f in c.queue]
+        return [e["data"]["timestamp"] % 1000 for f in frames for e in f["events"]]
+
+    assert seqs(early) == [1, 2]
+    assert seqs(late) == [2], "the event before the subscription is not repeated"
+    hub.publish([tick("X", 3)])
+    early.queue.clear()
+    late.queue.clear()
+    hub.flush_batches()
+    assert seqs(early) == seqs(late) == [3]
+    assert early.queue[0] is late.queue[0], "same subscriptions after the first frame: one shared frame again"
+    await hub.stop()
