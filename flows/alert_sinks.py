@@ -5,7 +5,9 @@ delivery-checked Kafka producer partition), so they share its guarantees: a batc
 transaction / flushed before the flow moves on, and replays after a restart are harmless — rows are inserted
 ``ON CONFLICT DO NOTHING`` on the natural key (ticker, type, timeframe, time), and ``alerts`` consumers keep one
 message per natural key. The webhook sink only *offers* anomalies to :class:`flows.notify.WebhookNotifier`
-(never blocks the flow); notifications are at-most-once per cooldown and process.
+(never blocks the flow); notifications are at-most-once per cooldown and flow worker (one notifier per
+worker: with several workers a ticker's timeframes may be keyed to different workers, each with its own
+cooldown).
 """
 
 from __future__ import annotations

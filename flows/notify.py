@@ -2,9 +2,9 @@
 
 :meth:`WebhookNotifier.offer` is what the flow calls per anomaly; it never blocks. It keeps anomalies at or above
 ``min_severity``, applies a per-``(ticker, type)`` cooldown on the wall clock (default five minutes: an operator
-gets one message per ticker and kind of trouble, however many bars or timeframes show it) and puts the message
-on a bounded queue. One daemon thread posts the queue in order with ``httpx`` and retries with exponential
-backoff (tenacity) on network errors, 429 and 5xx; a message that still fails, or that finds the queue full,
+gets one message per ticker and kind of trouble, however many bars or timeframes of this worker show it) and
+puts the message on a bounded queue. One daemon thread posts the queue in order with ``httpx`` and retries with
+exponential backoff (tenacity) on network errors, 429 and 5xx; a message that still fails, or that finds the queue full,
 is counted (``flow_webhook_notifications_total{outcome}``) and logged, never raised into the flow.
 
 Body: ``{"text": ..., "blocks": [...]}`` — ``text`` alone is enough for Slack, Mattermost, Rocket.Chat and

@@ -27,7 +27,7 @@ from common.clock import from_ms
 from common.errors import SinkError
 from common.settings import SharedSettings
 from contracts import redis_keys
-from contracts.bar import Bar, encode_bar, timeframe_ms
+from contracts.bar import INDICATOR_NAMES, Bar, encode_bar, timeframe_ms
 from flows.decode import DeadLetter, WireTick
 from flows.observe import (
     DEAD_LETTERS,
@@ -174,16 +174,15 @@ class _PostgresPartition(StatelessSinkPartition[X]):
 
 # --------------------------------------------------------------------------- PostgreSQL: bars
 
-_BAR_COLUMNS = (
-    "time, ticker, timeframe, open, high, low, close, volume, vwap, trades, first_tick_time, last_tick_time,"
-    " sma_20, sma_50, sma_200, ema_12, ema_26, rsi_14, macd, macd_signal, macd_hist, bb_upper, bb_middle, bb_lower"
-)
-_INDICATORS = ("sma_20", "sma_50", "sma_200", "ema_12", "ema_26", "rsi_14", "macd", "macd_signal", "macd_hist",
-               "bb_upper", "bb_middle", "bb_lower")  # fmt: skip
-# built from the constant column list above, never from input
+_BAR_COLUMNS = ", ".join(
+    ("time", "ticker", "timeframe", "open", "high", "low", "close", "volume", "vwap", "trades",
+     "first_tick_time", "last_tick_time", *INDICATOR_NAMES)
+)  # fmt: skip
+_NO_INDICATORS: tuple[None, ...] = (None,) * len(INDICATOR_NAMES)
+# built from the constant column lists above (the contract's indicator fields), never from input
 _UPSERT_BARS = (
     f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) VALUES ("  # noqa: S608
-    + ", ".join(["%s"] * 3 + ["round(%s::numeric, 2)"] * 4 + ["%s"] * 17)
+    + ", ".join(["%s"] * 3 + ["round(%s::numeric, 2)"] * 4 + ["%s"] * (5 + len(INDICATOR_NAMES)))
     + ", now()) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
     + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _BAR_COLUMNS.split(",")[3:])
     + ", updated_at = now()"
@@ -193,7 +192,7 @@ _UPSERT_BARS = (
 def bar_row(bar: Bar) -> tuple[Any, ...]:
     """The ``market_bars`` row of a final bar."""
     ind = bar.indicators
-    values = tuple(getattr(ind, name) if ind is not None else None for name in _INDICATORS)
+    values = _NO_INDICATORS if ind is None else msgspec.structs.astuple(ind)
     return (
         from_ms(bar.start), bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume,
         bar.vwap, bar.trades, from_ms(bar.first_tick), from_ms(bar.last_tick), *values,

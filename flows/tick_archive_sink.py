@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -116,9 +117,9 @@ def apply_tick_retention(database_url: str, days: int, every_s: float = 3600.0) 
             conn.execute("SELECT add_retention_policy('market_ticks', make_interval(days => %s))", (days,))
             return
 
-    def loop() -> None:
-        stop = threading.Event()
-        while not stop.wait(every_s):
+    def loop() -> None:  # a daemon thread: it ends with the process
+        while True:
+            time.sleep(every_s)
             try:
                 native_once()
             except psycopg.Error as err:  # retried at the next tick of the timer
