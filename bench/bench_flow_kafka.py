@@ -66,7 +66,9 @@ def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: li
                 break
             except BufferError:
                 producer.poll(0.05)
-    producer.flush(120)
+    if (left := producer.flush(120)) > 0:
+        msg = f"backlog incomplete: {left} of {len(values)} ticks not delivered to {topic!r}"
+        raise RuntimeError(msg)
     return len(values) / (time.perf_counter() - start)
 
 

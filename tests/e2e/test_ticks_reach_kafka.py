@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import jsonschema
 import pytest
 
 from stack.services import free_port
-from tests.support import Child, service_env
+from tests.support import Child, service_env, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,15 +34,8 @@ def _kcat_read(bootstrap: str, topic: str, timeout_s: float) -> list[str]:
     return [ln for ln in out.decode().splitlines() if ln.strip()]
 
 
-def _wait_for_ticks(bootstrap: str, topic: str, want: int, keys: set[str], timeout_s: float) -> None:
-    """Until the topic holds ``want`` ticks and every key in ``keys`` (the producer sends a batch per
-    partition, so one ticker's partition can be written before another's)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lines = _kcat_read(bootstrap, topic, timeout_s=10)
-        if len(lines) >= want and keys <= {ln.split("\t", 1)[0] for ln in lines}:
-            return
-        time.sleep(0.5)
+def _enough(lines: list[str], want: int) -> bool:
+    return len(lines) >= want and TICKERS <= {ln.split("\t", 1)[0] for ln in lines}
 
 
 def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
@@ -58,7 +50,13 @@ def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
     }
     sim = spawn([sys.executable, "-m", "simulator", "run"], env, tmp_path / "simulator.log")
     try:
-        _wait_for_ticks(kafka_bootstrap, topic, want=200, keys=TICKERS, timeout_s=60)
+        # the producer sends a batch per partition: one ticker's partition can be written before another's
+        wait_for(
+            lambda: _enough(_kcat_read(kafka_bootstrap, topic, timeout_s=10), 200),
+            60,
+            "200 ticks of every ticker in the topic",
+            logs=[sim.log],
+        )
     finally:
         code = sim.stop()
     assert code == 0, sim.tail()

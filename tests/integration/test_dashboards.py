@@ -141,9 +141,7 @@ def _drain(ws: ClientConnection) -> None:
 def test_every_dashboard_query_returns_data(
     kafka_bootstrap: str, make_topic: Callable[..., str], pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    from simulator.settings import SimulatorSettings
-
-    tickers = seed_universe(pg_url, SimulatorSettings().preset)
+    tickers = seed_universe(pg_url, "default")  # the preset the simulator below runs (SIM_PRESET is set)
     topics = {"ticks": make_topic(3, "ticks"), "bars": make_topic(3, "bars"), "dead_letter": make_topic(1, "dlq")}
     base_env = service_env(kafka_bootstrap, pg_url, redis_url, **topics)
     sim_port, bars_port, ticks_port, api_port, prom_port = (free_port() for _ in range(5))
@@ -182,7 +180,7 @@ def test_every_dashboard_query_returns_data(
             "simulator",
             [py, "-m", "simulator", "run", "--backfill", "0.25"],  # 15 minutes of history, then real time
             sim_port,
-            {**base_env, "SIM_METRICS_PORT": str(sim_port)},
+            {**base_env, "SIM_METRICS_PORT": str(sim_port), "SIM_PRESET": "default"},
             metrics_ready(sim_port),
         ),
     ]

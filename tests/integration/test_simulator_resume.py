@@ -35,7 +35,10 @@ UNIVERSE = load_universe("default")
 TICKERS = set(UNIVERSE.symbols)
 #: history of the first run: 3 minutes (the run starts at the first whole minute after now - 3 min)
 BACKFILL_HOURS = 0.05
-TICKS_PER_S = len(UNIVERSE) * SimulatorSettings().tick_rate
+#: set in the child's environment (service_env drops the shell's SIM_*), so test and child agree
+SIM_ENV = {"SIM_METRICS_PORT": "0", "SIM_TICK_RATE": "10", "SIM_PRESET": "default"}
+SETTINGS = SimulatorSettings(tick_rate=10, preset="default")
+TICKS_PER_S = len(UNIVERSE) * SETTINGS.tick_rate
 STARTED = re.compile(r"producing \d+ tickers at .* from (\S+) \(real time\)")
 
 
@@ -142,7 +145,7 @@ def test_run_resumes_after_sigterm_and_after_sigkill(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path, spawn: Callable[..., Child]
 ) -> None:
     topic = make_topic(partitions=3)
-    env = {**service_env(kafka_bootstrap, ticks=topic), "SIM_METRICS_PORT": "0"}
+    env = {**service_env(kafka_bootstrap, ticks=topic), **SIM_ENV}
     ends: list[dict[str, Tick]] = []
 
     sim = _run(spawn, env, tmp_path / "run1.log", kafka_bootstrap, topic)
@@ -160,7 +163,7 @@ def test_run_resumes_after_sigterm_and_after_sigkill(
         assert f"resuming {len(TICKERS)} tickers from the topic" in (tmp_path / log).read_text(), log
     ticks = _ticks(kafka_bootstrap, topic)
     assert set(ticks) == TICKERS
-    dt_years = SimulatorSettings().tick_ms / 1000 / YEAR_SECONDS_CALENDAR
+    dt_years = SETTINGS.tick_ms / 1000 / YEAR_SECONDS_CALENDAR
     for spec in UNIVERSE.tickers:
         got = ticks[spec.symbol]
         assert [t.seq for t in got] == list(range(len(got))), f"{spec.symbol}: seq gap or duplicate"
@@ -180,7 +183,7 @@ def test_run_without_resume_starts_a_new_history(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path, spawn: Callable[..., Child]
 ) -> None:
     topic = make_topic(partitions=3)
-    env = {**service_env(kafka_bootstrap, ticks=topic), "SIM_METRICS_PORT": "0", "SIM_RESUME": "false"}
+    env = {**service_env(kafka_bootstrap, ticks=topic), **SIM_ENV, "SIM_RESUME": "false"}
     sim = _run(spawn, env, tmp_path / "run1.log", kafka_bootstrap, topic)
     assert sim.stop() == 0, sim.tail()
     sim = _run(spawn, env, tmp_path / "run2.log", kafka_bootstrap, topic)

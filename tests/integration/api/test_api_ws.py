@@ -74,7 +74,7 @@ async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
         tick = make_tick("TECH", ts, 2, 321.5, volume=700)
         producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(tick))
         producer.produce(api.settings.topic_ticks, key=b"FINANCE", value=encode_tick(make_tick("FINANCE", ts, 3, 85)))
-        producer.flush(5)
+        assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         got = await recv_type(ws, "tick")
         assert got["data"] == {
             "ticker": "TECH",
@@ -90,7 +90,7 @@ async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
         assert (await recv_type(ws, "unsubscribed"))["tickers"] == ["TECH"]
         producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(make_tick("TECH", ts + 1, 4, 322)))
         producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts + 2, 5, 151)))
-        producer.flush(5)
+        assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         nxt = await recv_type(ws, "tick")
         assert nxt["data"]["ticker"] == "SYNTH"  # TECH was unsubscribed, FINANCE never subscribed
 
@@ -147,7 +147,7 @@ async def test_bars_indicators_and_wildcard_channels(api: LiveApi, producer: Pro
         five = make_bar("SYNTH", "5m", start // 300_000 * 300_000, 300_000, 150, 151, 149, 150.5)
         for bar in (five, live, final):
             producer.produce(api.settings.topic_bars, key=bar.ticker.encode(), value=encode_bar(bar))
-        producer.flush(5)
+        assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         got: list[dict[str, Any]] = []
         while len(got) < 3:
             msg = await recv(ws)
@@ -171,7 +171,7 @@ async def test_batched_mode_sends_arrays(api: LiveApi, producer: Producer) -> No
             producer.produce(
                 api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150 + i * 0.01))
             )
-        producer.flush(5)
+        assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         events: list[dict[str, Any]] = []
         frames = 0
         while len(events) < 50:
@@ -206,7 +206,7 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
             producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150)))
             if i % 5000 == 0:
                 producer.poll(0)
-        producer.flush(10)
+        assert producer.flush(10) == 0, "ticks not delivered to Kafka"
         seqs = 0
         while seqs < n:
             msg = await recv(good, 20)
@@ -251,7 +251,7 @@ async def test_every_ws_implementation_delivers_the_same_frames_in_order(
         for i in range(n):
             tick = make_tick("SYNTH", ts + i, i, 100 + i * 0.01, volume=i + 1)
             producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(tick))
-        producer.flush(10)
+        assert producer.flush(10) == 0, "ticks not delivered to Kafka"
         got: list[int] = []
         while len(got) < n:
             msg = await recv_type(single, "tick", 20)

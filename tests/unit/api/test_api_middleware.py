@@ -226,7 +226,7 @@ async def test_a_ticker_added_later_is_found_on_a_miss_and_concurrent_misses_sha
 @pytest.mark.parametrize("reader", ["canonical", "known"])
 async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_reads(reader: str) -> None:
     store = FakeStore({"SYNTH"})
-    tickers = TickerDirectory(store, ttl_s=0.05, miss_refresh_s=3600)
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
     await tickers.refresh()
     store.names.add("NEWCO")
 
@@ -235,7 +235,7 @@ async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_rea
 
     assert not has_newco()  # fresh set: no reload, no query
     assert store.queries == 1
-    await asyncio.sleep(0.06)
+    tickers._loaded_at -= 7200  # noqa: SLF001 - two TTLs ago, without waiting on the clock
     has_newco()  # stale: starts one background reload, answers from the current set
     for _ in range(5):
         await asyncio.sleep(0)
