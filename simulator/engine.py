@@ -9,10 +9,11 @@ caller uses: :meth:`TickEngine.batches` only re-cuts the same rows. Within a blo
 its own random streams) may run in parallel threads and in row chunks that fit the CPU cache; neither changes
 a single number.
 
-*Slices* spread a step's ticks over its interval: with ``slice_ms < tick_ms`` ticker ``i`` ticks at
-``step_time + (i mod S) * slice_ms`` (``S = tick_ms / slice_ms``) and each step's rows are ordered by slice, so
-timestamps stay non-decreasing and a real-time producer sends ``n / S`` ticks every ``slice_ms`` instead of
-``n`` ticks in one burst. Only timestamps and row order depend on it, never a price.
+*Slices* spread a step's ticks over its interval: with ``slice_ms < tick_ms`` ticker ``i`` of ``n`` ticks at
+``step_time + floor(i * S / n) * slice_ms`` (``S = tick_ms / slice_ms``): contiguous runs of about ``n / S``
+tickers share a slice, so a step's rows stay in ticker order with non-decreasing timestamps (no reordering of
+the generated columns) and a real-time producer sends ``n / S`` ticks every ``slice_ms`` instead of ``n`` ticks
+in one burst. Only timestamps depend on it, never a price or the row order.
 
 *Resuming* (``resume=ResumeState``, see :mod:`simulator.resume`): the engine continues a history that ended
 before ``start_ms``: each ticker's ``seq`` continues from its own next value and its log price starts at the
@@ -136,13 +137,10 @@ class TickEngine:
         # next seq of each ticker at the start (a resumed ticker continues its own numbering)
         self._seq0 = None if resume is None or not resume.next_seq.any() else resume.next_seq.astype(np.int64)
         slices = tick_ms // slice_ms
-        # ticker i ticks in slice i % S; rows of a step are ordered by slice (stable, so by ticker inside one)
-        self._order = np.argsort(np.arange(self.n) % slices, kind="stable").astype(np.int32)
-        if self._seq0 is not None:  # in row order once, not per block
-            self._seq0 = self._seq0[self._order]
-        self._permuted = slices > 1
-        self._slice_offset = (self._order % slices).astype(np.int64) * slice_ms
-        self._tickers = np.tile(self._order, self.steps_per_block)
+        # ticker i ticks in slice i * S // n: non-decreasing in i, so rows stay in ticker order (no gather)
+        self._sliced = slices > 1
+        self._slice_offset = np.arange(self.n, dtype=np.int64) * slices // max(1, self.n) * slice_ms
+        self._tickers = np.tile(np.arange(self.n, dtype=np.int32), self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
         self._starts = block_starts(self.session, start_ms, self.block_ms, resume=resume is not None)
         # a resumed engine starts at the step at/after start_ms, possibly inside a block: steps skipped there
@@ -248,18 +246,10 @@ class TickEngine:
         self._steps += m
         self.ticks_generated += m * self.n
         tickers = self._tickers if m == self.steps_per_block else self._tickers[: m * self.n]
-        if self._permuted:
-            order = self._order
-            return TickBatch(
-                ticker=tickers,
-                seq=seq,
-                ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
-                **{k: np.take(getattr(out, k), order, axis=1).ravel() for k in QUOTE_COLUMNS},
-            )
         return TickBatch(
             ticker=tickers,
             seq=seq,
-            ts_ms=np.repeat(ts, self.n),
+            ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel() if self._sliced else np.repeat(ts, self.n),
             **{k: getattr(out, k).ravel() for k in QUOTE_COLUMNS},
         )
 

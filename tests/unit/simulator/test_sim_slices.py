@@ -52,8 +52,9 @@ def test_slices_change_timestamps_and_order_only(universe: Universe) -> None:
     for col in ("ticker", "seq", "price", "bid", "ask", "bid_size", "ask_size", "volume"):
         np.testing.assert_array_equal(getattr(plain, col)[a], getattr(sliced, col)[b], err_msg=col)
     offset = sliced.ts_ms[b] - plain.ts_ms[a]
-    np.testing.assert_array_equal(offset, (plain.ticker[a] % 5) * 20)
+    np.testing.assert_array_equal(offset, plain.ticker[a] * 5 // len(universe) * 20)
     assert np.all(np.diff(sliced.ts_ms) >= 0)  # non-decreasing: cuts at end_ms stay exact
+    np.testing.assert_array_equal(sliced.ticker, plain.ticker)  # rows stay in ticker order: no reordering
     steps = sliced.ts_ms.reshape(-1, len(universe))
     assert len(np.unique(steps[0])) == 5  # a step's tickers really are spread over 5 send times
 
