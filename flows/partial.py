@@ -19,6 +19,7 @@ import numpy.typing as npt
 from flows.decode import TICKER, DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 
 _INT64_SAFE = 2**62
+_UINT16_KEYS = 2**16
 
 #: A partial base bar of one ticker in one batch:
 #: (start, open, high, low, close, volume, cents*volume, trades, first_ts, last_ts, raw_lo, raw_hi);
@@ -121,7 +122,8 @@ def partial_bars(
         raise OverflowError(msg)
 
     # arrival order within each ticker: exclusive running max of event time gives each tick's watermark
-    order = np.argsort(codes, kind="stable")
+    # a stable sort of 16-bit keys is a radix sort in NumPy: ~10x faster than its timsort of int64 keys
+    order = np.argsort(codes.astype(np.uint16) if n_codes <= _UINT16_KEYS else codes, kind="stable")
     c_a, r_a = codes[order], rel[order]
     first = np.empty(n, dtype=bool)
     first[0] = True
