@@ -18,6 +18,7 @@ per ``(ticker, timeframe, start)`` -- each timeframe remembers the start of its 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,6 +30,7 @@ from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
 from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, partial_bars
 
 __all__ = [
+    "NOTHING",
     "AggregationConfig",
     "BatchResult",
     "Emitted",
@@ -185,12 +187,17 @@ class TickerState:
 
 
 class Emitted(NamedTuple):
-    """The output of one :class:`TickerBars` call."""
+    """The output of one :class:`TickerBars` call (read-only: :data:`NOTHING` is shared)."""
 
-    finals: list[Bar]
-    lives: list[Bar]
-    late: list[DeadLetter]
+    finals: Sequence[Bar]
+    lives: Sequence[Bar]
+    late: Sequence[DeadLetter]
     duplicates_suppressed: int
+
+
+#: what most calls emit (no window closed, no live bar due, nothing late): one shared instance, so callers can
+#: skip it by identity
+NOTHING = Emitted((), (), (), 0)
 
 
 class TickerBars:
@@ -272,9 +279,20 @@ class TickerBars:
         st.ticks_since_live += ticks
         st.live_dirty = True
         # no second clock advance: a chunk either moved the watermark (its wall time is now, so the clock adds
-        # nothing beyond watermark - grace) or left it, and the clock was applied above
-        finals, duplicates = self._close_due()
-        lives = self._live(now_ms)
+        # nothing beyond watermark - grace) or left it, and the clock was applied above.
+        # The checks below are those at the top of _close_due and _live, inlined: most calls close nothing and
+        # publish nothing, and this runs once per ticker and batch
+        finals, duplicates = self._close_due() if next_due <= st.frontier else ([], 0)
+        lives: list[Bar] = []
+        if config.live_enabled:
+            if (
+                not st.open_base
+                or now_ms - st.last_live_ms >= config.live_interval_ms
+                or (config.live_every_ticks and st.ticks_since_live >= config.live_every_ticks)
+            ):
+                lives = self._live(now_ms)
+        if not (finals or lives or late or duplicates):
+            return NOTHING
         return Emitted(finals, lives, late, duplicates)
 
     def on_time(self, now_ms: int) -> Emitted:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable
 
 from contracts.bar import Bar
-from flows.aggregation import AggregationConfig, Emitted, TickChunk, TickerBars, TickerState
+from flows.aggregation import NOTHING, AggregationConfig, Emitted, TickChunk, TickerBars, TickerState
 from flows.decode import DeadLetter
 
 #: Default number of shards: enough to spread over the workers of a few processes, few enough that each
@@ -98,7 +98,8 @@ class ShardBars:
             if bars is None:
                 bars = tickers[ticker] = TickerBars(config, ticker)
             emitted = bars.on_chunks(own, now_ms)
-            duplicates += _collect(emitted, finals, lives, late)
+            if emitted is not NOTHING:
+                duplicates += _collect(emitted, finals, lives, late)
             if config.close_on_system_time:
                 self._lower_next(bars.next_deadline_ms())
         return finals, lives, late, duplicates
