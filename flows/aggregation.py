@@ -27,7 +27,7 @@ import msgspec
 from contracts.bar import BAR_SCHEMA_VERSION, TIMEFRAMES, Bar, Indicators
 from flows.decode import DeadLetter, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
-from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, partial_bars
+from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, late_reason, partial_bars
 
 __all__ = [
     "NOTHING",
@@ -331,11 +331,9 @@ class TickerBars:
         return deadline
 
     def _late(self, chunk: TickChunk, seg: Segment) -> list[DeadLetter]:
-        st, tf, base = self.state, self.config.timeframes[0], self.lengths[0]
-        start = seg[0]
-        reason = (
-            f"late tick {st.ticker!r}: {tf} window [{start}, {start + base}) already closed "
-            f"(watermark {st.watermark}, grace {self.config.grace_ms} ms, closed through {st.frontier})"
+        st, base = self.state, self.lengths[0]
+        reason = late_reason(
+            st.ticker, self.config.timeframes[0], seg[0], base, st.watermark, self.config.grace_ms, st.frontier
         )
         return [dead_letter("late", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
 

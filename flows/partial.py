@@ -16,9 +16,12 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from contracts.bar import TIMEFRAMES
 from flows.decode import TICKER, DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 
 _INT64_SAFE = 2**62
+#: timeframe name by window length (the base timeframe's name in late-tick reasons)
+_TIMEFRAME_OF = {length: name for name, length in TIMEFRAMES.items()}
 _UINT16_KEYS = 2**16
 
 #: A partial base bar of one ticker in one batch:
@@ -199,11 +202,28 @@ def partial_bars(
     return BatchResult(chunks, late, latest, tally)
 
 
+def late_reason(
+    ticker: str,
+    timeframe: str,
+    start: int,
+    length: int,
+    watermark: int,
+    grace_ms: int,
+    closed_through: int | None = None,
+    tick: WireTick | None = None,
+) -> str:
+    """The reason text of a late tick's dead letter (one wording wherever a tick turns out late)."""
+    which = f" seq={tick.seq} at {tick.timestamp}" if tick is not None else ""
+    through = f", closed through {closed_through}" if closed_through is not None else ""
+    return (
+        f"late tick {ticker!r}{which}: {timeframe} window [{start}, {start + length}) already closed "
+        f"(watermark {watermark}, grace {grace_ms} ms{through})"
+    )
+
+
 def _late_letter(batch: DecodedBatch, row: int, base_ms: int, grace_ms: int, watermark: int) -> DeadLetter:
     tick = batch.ticks[row]
     start = tick.timestamp // base_ms * base_ms
-    reason = (
-        f"late tick {tick.ticker!r} seq={tick.seq} at {tick.timestamp}: window [{start}, {start + base_ms}) "
-        f"closed, watermark {watermark} >= end + grace {grace_ms} ms"
-    )
+    timeframe = _TIMEFRAME_OF.get(base_ms, f"{base_ms} ms")
+    reason = late_reason(tick.ticker, timeframe, start, base_ms, watermark, grace_ms, tick=tick)
     return dead_letter("late", reason, batch.raws[row], batch.origins[row] if batch.origins is not None else None)
