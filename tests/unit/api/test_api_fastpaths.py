@@ -23,7 +23,7 @@ from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.store import TickRow
 from common.clock import EPOCH
-from contracts.tick import Tick
+from tests.ticks import make_tick
 
 
 class FakeRedis:
@@ -140,17 +140,7 @@ def test_iso_from_epoch_ms_matches_the_schema_format() -> None:
 
 
 def test_hand_built_quote_json_equals_the_models_json() -> None:
-    tick = Tick(
-        ticker="SYNTH",
-        seq=7,
-        timestamp=1_705_314_645_123,
-        price=150.25,
-        bid=150.24,
-        ask=150.26,
-        bid_size=300,
-        ask_size=500,
-        volume=1200,
-    )
+    tick = make_tick("SYNTH", 7, 1_705_314_645_123, 150.25, volume=1200, bid_size=300, ask_size=500)
     assert quote_json_from_tick(tick) == quote_from_tick(tick).model_dump(mode="json")
 
 

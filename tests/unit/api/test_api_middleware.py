@@ -21,19 +21,10 @@ from api.errors import ApiError
 from api.main import create_app
 from api.settings import ApiSettings
 from contracts import redis_keys
-from contracts.tick import Tick, encode_tick
+from contracts.tick import encode_tick
+from tests.ticks import make_tick
 
-TICK = Tick(
-    ticker="SYNTH",
-    seq=9,
-    timestamp=1_759_415_401_123,
-    price=150.25,
-    bid=150.24,
-    ask=150.26,
-    bid_size=100,
-    ask_size=200,
-    volume=500,
-)
+TICK = make_tick("SYNTH", 9, 1_759_415_401_123, 150.25, volume=500, bid_size=100, ask_size=200)
 
 
 class FakeStore:
