@@ -11,6 +11,7 @@ from pydantic import Field
 from api import schemas
 from api.deps import API_PREFIX, StateDep, StoreDep, time_range
 from contracts.anomaly import SEVERITIES, AnomalyType, Severity
+from contracts.tick import MAX_TICKER_CHARS
 
 router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
 
@@ -58,7 +59,7 @@ AnomaliesResponse = schemas.PagedEnvelope[list[AnomalyOut], AnomaliesMeta]
 async def get_anomalies(
     state: StateDep,
     store: StoreDep,
-    ticker: Annotated[str | None, Query(max_length=64, description="only this ticker")] = None,
+    ticker: Annotated[str | None, Query(max_length=MAX_TICKER_CHARS, description="only this ticker")] = None,
     since: Annotated[datetime | None, Query(description="ISO-8601 lower bound (default: until - 24 h)")] = None,
     until: Annotated[datetime | None, Query(description="ISO-8601 upper bound of bar time (default: now)")] = None,
     severity: Annotated[Severity | None, Query(description="minimum severity (high = high and critical)")] = None,

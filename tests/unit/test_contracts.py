@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from common.errors import ContractError
 from contracts import Bar, Indicators, decode_bar, decode_tick, encode_bar, encode_tick
+from contracts.tick import MAX_TICKER_CHARS, SYMBOL_RE
 from tests.ticks import sample_tick
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
@@ -112,3 +113,10 @@ def test_bar_round_trips_and_matches_schema() -> None:
 def test_invalid_bars_are_rejected(change: dict[str, object]) -> None:
     with pytest.raises(ContractError):
         _bar(**change)
+
+
+def test_symbol_syntax_is_the_tickers_table_check() -> None:
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "0001_tickers.sql").read_text()
+    assert f"CHECK (ticker ~ '{SYMBOL_RE.pattern}')" in sql
+    assert SYMBOL_RE.match("A" * MAX_TICKER_CHARS)
+    assert not SYMBOL_RE.match("A" * (MAX_TICKER_CHARS + 1))
