@@ -12,7 +12,6 @@ schemathesis run check the bytes against them.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -21,7 +20,7 @@ from fastapi import Response
 
 from api import schemas
 from api.store import BarRow, TickRow
-from common.clock import EPOCH, from_ms
+from common.clock import from_ms, iso_from_ms, iso_ms
 from contracts.bar import Bar
 from contracts.tick import Tick
 
@@ -38,11 +37,6 @@ def dec(value: Decimal, places: Decimal = _CENT) -> str:
     return format(value.quantize(places, rounding=ROUND_HALF_EVEN), "f")
 
 
-def iso_from_epoch_ms(ms: int) -> str:
-    """``2024-01-15T10:30:45.123Z`` of epoch milliseconds (same text as :func:`api.schemas.iso_ms`)."""
-    return f"{EPOCH + timedelta(milliseconds=ms):%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
-
-
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """``payload`` serialised once with orjson, bypassing FastAPI's response-model pass."""
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
@@ -51,7 +45,7 @@ def json_response(payload: Any, status_code: int = 200) -> Response:
 def quote_json_from_tick(t: Tick) -> dict[str, Any]:
     """The JSON of :func:`quote_from_tick` built directly (hot path of ``/quote``)."""
     return {
-        "time": iso_from_epoch_ms(t.timestamp),
+        "time": iso_from_ms(t.timestamp),
         "ticker": t.ticker,
         "price": cents(t.price),
         "volume": t.volume,
@@ -81,7 +75,7 @@ def quote_from_tick(t: Tick) -> schemas.Quote:
 def quote_json_from_row(r: TickRow) -> dict[str, Any]:
     """The JSON of :func:`quote_from_row` built directly (``/history``, ``/ticks``, the ``/quote`` fallback)."""
     return {
-        "time": schemas.iso_ms(r.time),
+        "time": iso_ms(r.time),
         "ticker": r.ticker,
         "price": format(r.price, "f"),
         "volume": r.volume,

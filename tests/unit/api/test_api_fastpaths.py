@@ -13,7 +13,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api import schemas
 from api.cache import GetCoalescer
 from api.convert import (
-    iso_from_epoch_ms,
     quote_from_row,
     quote_from_tick,
     quote_json_from_row,
@@ -22,7 +21,7 @@ from api.convert import (
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.store import TickRow
-from common.clock import EPOCH
+from common.clock import EPOCH, iso_from_ms, iso_ms
 from tests.ticks import make_tick
 
 
@@ -134,9 +133,9 @@ async def test_identities_have_separate_tokens() -> None:
     assert strategy.hits == [10, 10]
 
 
-def test_iso_from_epoch_ms_matches_the_schema_format() -> None:
+def test_iso_from_ms_matches_the_schema_format() -> None:
     for ms in (0, 1_705_314_645_123, 1_705_314_645_001, 4_102_444_799_999):
-        assert iso_from_epoch_ms(ms) == schemas.iso_ms(EPOCH + timedelta(milliseconds=ms))
+        assert iso_from_ms(ms) == iso_ms(EPOCH + timedelta(milliseconds=ms))
 
 
 def test_hand_built_quote_json_equals_the_models_json() -> None:

@@ -260,7 +260,7 @@ async def test_admit_is_the_one_key_and_rate_limit_check_of_rest_and_ws() -> Non
 def test_iso_timestamps_always_have_four_digit_years() -> None:
     from datetime import UTC, datetime
 
-    from api.schemas import iso_ms
+    from common.clock import iso_ms
 
     assert iso_ms(datetime(167, 5, 10, 19, 28, 1, 123456, tzinfo=UTC)) == "0167-05-10T19:28:01.123Z"
     assert iso_ms(datetime(2025, 10, 2, 14, 30, 1, 5000, tzinfo=UTC)) == "2025-10-02T14:30:01.005Z"
