@@ -6,8 +6,8 @@ Prices leave as exact decimal strings: wire floats are on the $0.01 grid and for
 Hot routes (``/quote``, ``/bars``, ``/history``, ``/ticks``) skip the response models: they build plain dicts
 of exactly the models' JSON shape and return :func:`json_response` bytes (orjson), because FastAPI would
 otherwise validate and serialise every model again (a quarter of a 500-bar ``/bars``, half of a 1,000-tick
-``/history``). The models stay the routes' ``response_model`` for OpenAPI, and the integration tests and the
-schemathesis run check the bytes against them.
+``/history``). The models stay the routes' ``response_model`` for OpenAPI; the unit tests, the integration tests
+and the schemathesis run check the dicts and bytes against them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def json_response(payload: Any, status_code: int = 200) -> Response:
 
 
 def quote_json_from_tick(t: Tick) -> dict[str, Any]:
-    """The JSON of :func:`quote_from_tick` built directly (hot path of ``/quote``)."""
+    """The :class:`api.schemas.Quote` JSON of a wire tick, built as a plain dict (hot path of ``/quote``)."""
     return {
         "time": iso_from_ms(t.timestamp),
         "ticker": t.ticker,
@@ -57,23 +57,8 @@ def quote_json_from_tick(t: Tick) -> dict[str, Any]:
     }
 
 
-def quote_from_tick(t: Tick) -> schemas.Quote:
-    """REST quote of a wire tick."""
-    return schemas.Quote(
-        time=from_ms(t.timestamp),
-        ticker=t.ticker,
-        price=cents(t.price),
-        volume=t.volume,
-        bid=cents(t.bid),
-        ask=cents(t.ask),
-        bid_size=t.bid_size,
-        ask_size=t.ask_size,
-        seq=t.seq,
-    )
-
-
 def quote_json_from_row(r: TickRow) -> dict[str, Any]:
-    """The JSON of :func:`quote_from_row` built directly (``/history``, ``/ticks``, the ``/quote`` fallback)."""
+    """The :class:`api.schemas.Quote` JSON of an archived tick (``/history``, ``/ticks``, the ``/quote`` fallback)."""
     return {
         "time": iso_ms(r.time),
         "ticker": r.ticker,
@@ -85,21 +70,6 @@ def quote_json_from_row(r: TickRow) -> dict[str, Any]:
         "ask_size": r.ask_size,
         "seq": r.seq,
     }
-
-
-def quote_from_row(r: TickRow) -> schemas.Quote:
-    """REST quote of an archived tick."""
-    return schemas.Quote(
-        time=r.time,
-        ticker=r.ticker,
-        price=format(r.price, "f"),
-        volume=r.volume,
-        bid=format(r.bid, "f"),
-        ask=format(r.ask, "f"),
-        bid_size=r.bid_size,
-        ask_size=r.ask_size,
-        seq=r.seq,
-    )
 
 
 def bar_from_wire(b: Bar) -> schemas.Bar:
