@@ -13,6 +13,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from common.clock import iso_ms
+from contracts.anomaly import AnomalyType, Severity
 from contracts.bar import INDICATOR_NAMES
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
@@ -216,3 +217,29 @@ class IndicatorValues(_Model):
 
 #: the indicator fields of :class:`IndicatorValues` (written out above for OpenAPI), in wire order
 INDICATOR_FIELDS: tuple[str, ...] = INDICATOR_NAMES
+
+
+class AnomalyOut(_Model):
+    """One detected anomaly; ``value`` and ``threshold`` are in the unit of its type (see docs/anomalies.md)."""
+
+    time: UtcDatetime = Field(description="start of the bar it was detected on")
+    ticker: str
+    type: AnomalyType
+    timeframe: Timeframe
+    severity: Severity
+    value: float
+    threshold: float
+    reference: float | None = Field(description="baseline compared with (average close or volume), if any")
+    message: str
+    detected_at: UtcDatetime
+
+
+class AnomaliesMeta(_Model):
+    """What the list covers."""
+
+    ticker: str | None
+    since: UtcDatetime
+    until: UtcDatetime
+    min_severity: Severity | None
+    count: int
+    limit: int
