@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Final
 
@@ -24,12 +23,12 @@ from api.store import Store
 from common.errors import ContractError
 from contracts import redis_keys
 from contracts.bar import Bar, decode_bar
-from contracts.tick import Tick, decode_tick
+from contracts.tick import SYMBOL_RE, Tick, decode_tick
 
 log = logging.getLogger("api.cache")
 
-#: same rule as the CHECK constraint on ``tickers.ticker``
-TICKER_RE: Final = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+#: the platform's symbol syntax (the CHECK constraint on ``tickers.ticker``); a name of its own for api.ws
+TICKER_RE: Final = SYMBOL_RE
 
 
 class GetCoalescer:

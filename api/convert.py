@@ -6,13 +6,12 @@ Prices leave as exact decimal strings: wire floats are on the $0.01 grid and for
 Hot routes (``/quote``, ``/bars``, ``/history``, ``/ticks``) skip the response models: they build plain dicts
 of exactly the models' JSON shape and return :func:`json_response` bytes (orjson), because FastAPI would
 otherwise validate and serialise every model again (a quarter of a 500-bar ``/bars``, half of a 1,000-tick
-``/history``). The models stay the routes' ``response_model`` for OpenAPI, and the integration tests and the
-schemathesis run check the bytes against them.
+``/history``). The models stay the routes' ``response_model`` for OpenAPI; the unit tests, the integration tests
+and the schemathesis run check the dicts and bytes against them.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -21,7 +20,7 @@ from fastapi import Response
 
 from api import schemas
 from api.store import BarRow, TickRow
-from common.clock import EPOCH, from_ms
+from common.clock import from_ms, iso_from_ms, iso_ms
 from contracts.bar import Bar
 from contracts.tick import Tick
 
@@ -38,20 +37,15 @@ def dec(value: Decimal, places: Decimal = _CENT) -> str:
     return format(value.quantize(places, rounding=ROUND_HALF_EVEN), "f")
 
 
-def iso_from_epoch_ms(ms: int) -> str:
-    """``2024-01-15T10:30:45.123Z`` of epoch milliseconds (same text as :func:`api.schemas.iso_ms`)."""
-    return f"{EPOCH + timedelta(milliseconds=ms):%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
-
-
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """``payload`` serialised once with orjson, bypassing FastAPI's response-model pass."""
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
 
 
 def quote_json_from_tick(t: Tick) -> dict[str, Any]:
-    """The JSON of :func:`quote_from_tick` built directly (hot path of ``/quote``)."""
+    """The :class:`api.schemas.Quote` JSON of a wire tick, built as a plain dict (hot path of ``/quote``)."""
     return {
-        "time": iso_from_epoch_ms(t.timestamp),
+        "time": iso_from_ms(t.timestamp),
         "ticker": t.ticker,
         "price": cents(t.price),
         "volume": t.volume,
@@ -63,25 +57,10 @@ def quote_json_from_tick(t: Tick) -> dict[str, Any]:
     }
 
 
-def quote_from_tick(t: Tick) -> schemas.Quote:
-    """REST quote of a wire tick."""
-    return schemas.Quote(
-        time=from_ms(t.timestamp),
-        ticker=t.ticker,
-        price=cents(t.price),
-        volume=t.volume,
-        bid=cents(t.bid),
-        ask=cents(t.ask),
-        bid_size=t.bid_size,
-        ask_size=t.ask_size,
-        seq=t.seq,
-    )
-
-
 def quote_json_from_row(r: TickRow) -> dict[str, Any]:
-    """The JSON of :func:`quote_from_row` built directly (``/history``, ``/ticks``, the ``/quote`` fallback)."""
+    """The :class:`api.schemas.Quote` JSON of an archived tick (``/history``, ``/ticks``, the ``/quote`` fallback)."""
     return {
-        "time": schemas.iso_ms(r.time),
+        "time": iso_ms(r.time),
         "ticker": r.ticker,
         "price": format(r.price, "f"),
         "volume": r.volume,
@@ -91,21 +70,6 @@ def quote_json_from_row(r: TickRow) -> dict[str, Any]:
         "ask_size": r.ask_size,
         "seq": r.seq,
     }
-
-
-def quote_from_row(r: TickRow) -> schemas.Quote:
-    """REST quote of an archived tick."""
-    return schemas.Quote(
-        time=r.time,
-        ticker=r.ticker,
-        price=format(r.price, "f"),
-        volume=r.volume,
-        bid=format(r.bid, "f"),
-        ask=format(r.ask, "f"),
-        bid_size=r.bid_size,
-        ask_size=r.ask_size,
-        seq=r.seq,
-    )
 
 
 def bar_from_wire(b: Bar) -> schemas.Bar:

@@ -18,6 +18,7 @@ from api.errors import invalid
 from api.settings import ApiSettings
 from api.store import Store
 from common.clock import EPOCH
+from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -86,16 +87,16 @@ StoreDep = Annotated[Store, Depends(get_store)]
 CacheDep = Annotated[MarketCache, Depends(get_cache)]
 
 
-async def known_ticker(
-    state: StateDep, ticker: Annotated[str, Path(description="ticker symbol", max_length=64, examples=["SYNTH"])]
-) -> str:
+#: a ticker in the path: at most the contract's length (longer ones are a 422, shorter unknown ones a 404)
+TickerInPath = Annotated[str, Path(description="ticker symbol", max_length=MAX_TICKER_CHARS, examples=["SYNTH"])]
+
+
+async def known_ticker(state: StateDep, ticker: TickerInPath) -> str:
     """The path's ticker, upper-cased; 404 when it is not in the universe."""
     return await state.tickers.require(ticker)
 
 
-async def known_symbol(
-    state: StateDep, symbol: Annotated[str, Path(description="ticker symbol", max_length=64, examples=["SYNTH"])]
-) -> str:
+async def known_symbol(state: StateDep, symbol: TickerInPath) -> str:
     """Seed-002 spelling of :func:`known_ticker`."""
     return await state.tickers.require(symbol)
 

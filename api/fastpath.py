@@ -23,14 +23,13 @@ import orjson
 from api.convert import quote_json_from_row, quote_json_from_tick
 from api.deps import API_PREFIX
 from api.errors import invalid, not_found
+from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
     from api.deps import AppState
     from api.middleware import FastHandler
 
 Headers = list[tuple[bytes, bytes]]
-#: the routes' ``Path(max_length=...)``
-MAX_TICKER_CHARS = 64
 
 
 async def latest_quote(state: AppState, ticker: str) -> dict[str, Any]:
@@ -48,7 +47,7 @@ async def _ticker(state: AppState, raw: str, name: str) -> str:
     known = state.tickers.canonical(raw)
     if known is not None:
         return known
-    if len(raw) > MAX_TICKER_CHARS:  # what the route's Path(max_length=64) answers
+    if len(raw) > MAX_TICKER_CHARS:  # what the route's Path(max_length=MAX_TICKER_CHARS) answers
         raise invalid(name, f"String should have at most {MAX_TICKER_CHARS} characters")
     return await state.tickers.require(raw)
 

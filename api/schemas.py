@@ -7,23 +7,18 @@ timestamps ISO-8601 UTC with milliseconds and a ``Z`` (``2024-01-15T10:30:45.123
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from common.clock import iso_ms
+from contracts.anomaly import AnomalyType, Severity
 from contracts.bar import INDICATOR_NAMES
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 Period = Literal["1h", "1d", "7d", "30d"]
 Window = Literal["1min", "5min", "15min", "1h", "1d"]
-
-
-def iso_ms(value: datetime) -> str:
-    """``2024-01-15T10:30:45.123Z``: UTC, millisecond precision, as the seeds print timestamps."""
-    v = value.astimezone(UTC)  # not strftime: "%Y" prints year 167 as "167", which is not RFC 3339
-    date = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
-    return f"{date}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond // 1000:03d}Z"
 
 
 UtcDatetime = Annotated[
@@ -222,3 +217,29 @@ class IndicatorValues(_Model):
 
 #: the indicator fields of :class:`IndicatorValues` (written out above for OpenAPI), in wire order
 INDICATOR_FIELDS: tuple[str, ...] = INDICATOR_NAMES
+
+
+class AnomalyOut(_Model):
+    """One detected anomaly; ``value`` and ``threshold`` are in the unit of its type (see docs/anomalies.md)."""
+
+    time: UtcDatetime = Field(description="start of the bar it was detected on")
+    ticker: str
+    type: AnomalyType
+    timeframe: Timeframe
+    severity: Severity
+    value: float
+    threshold: float
+    reference: float | None = Field(description="baseline compared with (average close or volume), if any")
+    message: str
+    detected_at: UtcDatetime
+
+
+class AnomaliesMeta(_Model):
+    """What the list covers."""
+
+    ticker: str | None
+    since: UtcDatetime
+    until: UtcDatetime
+    min_severity: Severity | None
+    count: int
+    limit: int

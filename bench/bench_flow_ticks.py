@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +36,8 @@ from flows.decode import DecodedBatch, WireTick, decode_batch  # noqa: E402
 from flows.tick_archive_sink import TickArchiveSink  # noqa: E402
 from flows.ticks import build_flow  # noqa: E402
 from stack.migrate import apply_migrations  # noqa: E402
-from stack.runner import running  # noqa: E402
-from stack.services import create_database, database_url_for, free_port, prepare_postgres  # noqa: E402
-from stack.settings import REPO_ROOT, StackSettings  # noqa: E402
+from stack.private import private_settings, run_postgres, temp_home  # noqa: E402
+from stack.services import create_database, database_url_for  # noqa: E402
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 TARGET = 100_000
@@ -135,32 +132,27 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true", help="PostgreSQL with fsync on (as `make up`)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="md-bench-ticks-"))
-    home.chmod(0o755)  # PostgreSQL runs as the 'postgres' user when this runs as root
-    settings = StackSettings(home=REPO_ROOT / ".local", postgres_port=free_port())
+    settings = private_settings()
     values = make_values(args.ticks, args.tickers)
     t0 = time.process_time()
     batches = [decode_batch(values[i : i + args.batch])[0] for i in range(0, len(values), args.batch)]
     decode_us = (time.process_time() - t0) / len(values) * 1e6
     flows: list[tuple[int, float, float, float, float]] = []
-    try:
-        with running(prepare_postgres(settings, home / "data", durable=args.durable), home / "logs", timeout_s=60):
-            create_database(settings, "bench")
-            url = database_url_for(settings, "bench")
-            apply_migrations(url)
-            runs = {name: (name, url) for name in args.variants.split(",")}
-            if "direct" in runs:  # the same sink on a database whose text collation is "C" (byte order)
-                with psycopg.connect(database_url_for(settings, "postgres"), autocommit=True) as conn:
-                    conn.execute("CREATE DATABASE bench_c TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C.UTF-8'")
-                runs["direct, db collation C"] = ("direct", database_url_for(settings, "bench_c"))
-                apply_migrations(runs["direct, db collation C"][1])
-            results = levers(runs, batches, args.rounds)
-            for size in (int(b) for b in args.flow_batches.split(",") if b):
-                old = flow(url, values, size, lambda: VariantSink("baseline", url))
-                new = flow(url, values, size, lambda: TickArchiveSink(url))
-                flows.append((size, *old, *new))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with temp_home("md-bench-ticks-") as home, run_postgres(settings, home, durable=args.durable):
+        create_database(settings, "bench")
+        url = database_url_for(settings, "bench")
+        apply_migrations(url)
+        runs = {name: (name, url) for name in args.variants.split(",")}
+        if "direct" in runs:  # the same sink on a database whose text collation is "C" (byte order)
+            with psycopg.connect(database_url_for(settings, "postgres"), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE bench_c TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C.UTF-8'")
+            runs["direct, db collation C"] = ("direct", database_url_for(settings, "bench_c"))
+            apply_migrations(runs["direct, db collation C"][1])
+        results = levers(runs, batches, args.rounds)
+        for size in (int(b) for b in args.flow_batches.split(",") if b):
+            old = flow(url, values, size, lambda: VariantSink("baseline", url))
+            new = flow(url, values, size, lambda: TickArchiveSink(url))
+            flows.append((size, *old, *new))
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     mode = "fsync on, synchronous_commit on" if args.durable else "fsync off, synchronous_commit off"

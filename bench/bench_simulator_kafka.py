@@ -157,21 +157,10 @@ def main() -> None:
     p.add_argument("--broker-pid", type=int, help="pid of the broker at --bootstrap, to report its CPU per tick")
     args = p.parse_args()
     if args.start_broker:
-        import contextlib
-        import shutil
-        import tempfile
+        from stack.private import private_settings, run_kafka, temp_home
 
-        from stack.runner import running
-        from stack.services import free_port, prepare_kafka
-        from stack.settings import REPO_ROOT, StackSettings
-
-        home = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
-        st = StackSettings(
-            home=REPO_ROOT / ".local", kafka_port=free_port(), kafka_controller_port=free_port(), kafka_partitions=6
-        )
-        with contextlib.ExitStack() as es:
-            es.callback(shutil.rmtree, home, True)
-            broker = es.enter_context(running(prepare_kafka(st, home / "data"), home / "logs", timeout_s=120))
+        st = private_settings(kafka_partitions=6)
+        with temp_home("bench-kafka-") as home, run_kafka(st, home) as broker:
             report(st.kafka_bootstrap_servers, args.seconds, args.rounds, args.only, broker.pid)
     else:
         report(args.bootstrap, args.seconds, args.rounds, args.only, args.broker_pid)

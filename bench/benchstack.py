@@ -1,14 +1,12 @@
 """Private servers for the benchmarks: :func:`local_stack` starts Kafka (optional), PostgreSQL and Redis.
 
-Same stack code as ``tests/conftest.py``: a temporary directory, free ports, throw-away (non-durable)
-PostgreSQL and Redis, a migrated database ``bench``; everything stopped and removed on exit.
+Same stack code as ``tests/conftest.py`` (:mod:`stack.private`): a temporary directory, free ports, throw-away
+(non-durable) PostgreSQL and Redis, a migrated database ``bench``; everything stopped and removed on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,17 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stack.migrate import apply_migrations
-from stack.runner import running
-from stack.services import (
-    create_database,
-    create_topics,
-    database_url_for,
-    free_port,
-    prepare_kafka,
-    prepare_postgres,
-    prepare_redis,
-)
-from stack.settings import REPO_ROOT, StackSettings
+from stack.private import private_settings, run_kafka, run_postgres, run_redis, temp_home
+from stack.services import create_database, create_topics, database_url_for
 
 if TYPE_CHECKING:
     from flows.settings import FlowSettings
@@ -63,28 +52,14 @@ class LocalStack:
 @contextlib.contextmanager
 def local_stack(partitions: int = 3, kafka: bool = True) -> Iterator[LocalStack]:
     """Kafka (unless ``kafka`` is false), PostgreSQL (migrated database ``bench``) and Redis on free ports."""
-    home = Path(tempfile.mkdtemp(prefix="md-bench-stack-"))
-    home.chmod(0o755)  # PostgreSQL runs as the 'postgres' user when we are root
-    settings = StackSettings(
-        home=REPO_ROOT / ".local",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        postgres_port=free_port(),
-        redis_port=free_port(),
-        kafka_heap="1g",
-        kafka_partitions=partitions,
-    )
-    data, logs = home / "data", home / "logs"
-    try:
-        with contextlib.ExitStack() as servers:
-            if kafka:
-                servers.enter_context(running(prepare_kafka(settings, data), logs, timeout_s=120))
-            servers.enter_context(running(prepare_postgres(settings, data, durable=False), logs, timeout_s=60))
-            servers.enter_context(running(prepare_redis(settings, data, durable=False), logs, timeout_s=30))
-            create_database(settings, "bench")
-            url = database_url_for(settings, "bench")
-            apply_migrations(url)
-            bootstrap = settings.kafka_bootstrap_servers if kafka else ""
-            yield LocalStack(bootstrap, url, settings.redis_url, home)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    settings = private_settings(kafka_heap="1g", kafka_partitions=partitions)
+    with temp_home("md-bench-stack-") as home, contextlib.ExitStack() as servers:
+        if kafka:
+            servers.enter_context(run_kafka(settings, home))
+        servers.enter_context(run_postgres(settings, home))
+        servers.enter_context(run_redis(settings, home))
+        create_database(settings, "bench")
+        url = database_url_for(settings, "bench")
+        apply_migrations(url)
+        bootstrap = settings.kafka_bootstrap_servers if kafka else ""
+        yield LocalStack(bootstrap, url, settings.redis_url, home)

@@ -1,4 +1,4 @@
-"""Wall clock and epoch-millisecond conversions shared by every process (all times UTC, never naive)."""
+"""Wall clock, epoch-millisecond conversions and ISO-8601 text shared by every process (all times UTC, never naive)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,16 @@ def now_ms() -> int:
 def from_ms(ms: int) -> datetime:
     """Exact UTC datetime of an epoch-millisecond integer (no float rounding)."""
     return EPOCH + timedelta(milliseconds=ms)
+
+
+def iso_ms(value: datetime) -> str:
+    """``2024-01-15T10:30:45.123Z``: UTC, millisecond precision (RFC 3339, as the REST API prints timestamps)."""
+    v = value.astimezone(UTC)  # not strftime: "%Y" prints year 167 as "167", which is not RFC 3339
+    date = f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+    return f"{date}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond // 1000:03d}Z"
+
+
+def iso_from_ms(ms: int) -> str:
+    """:func:`iso_ms` of epoch milliseconds, faster (the gateway's hot path); exact for years 1000-9999, which
+    covers every timestamp the contracts accept."""
+    return f"{EPOCH + timedelta(milliseconds=ms):%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"

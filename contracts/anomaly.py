@@ -17,6 +17,7 @@ import msgspec
 
 from common.errors import ContractError
 from contracts.bar import TIMEFRAMES
+from contracts.tick import MAX_TICKER_CHARS
 
 ANOMALY_SCHEMA_VERSION: Final = 1
 
@@ -57,7 +58,7 @@ ANOMALY_UNITS: Final[dict[AnomalyType, str]] = {
     AnomalyType.HIGH_LATENCY: "milliseconds",
 }
 
-_Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+_Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
 
 
 class Anomaly(msgspec.Struct, frozen=True, gc=False):

@@ -14,6 +14,7 @@ and ``ask_size`` at most :data:`MAX_INT32` (the ``bigint``/``integer`` columns o
 from __future__ import annotations
 
 import math
+import re
 
 import msgspec
 
@@ -28,6 +29,12 @@ _MAX_TS_MS = 9_999_999_999_999
 #: Storage limits of v1 (clarification): ``seq``/``volume`` fit a ``bigint``, ``bid_size``/``ask_size`` an ``integer``.
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
+#: Longest ticker of any v1 message (tick, bar, anomaly: the JSON Schemas' ``maxLength``).
+MAX_TICKER_CHARS = 32
+#: The symbol syntax of this platform (universes, the ``tickers`` table's CHECK in ``sql/0001_tickers.sql``, the
+#: gateway): upper-case letters and digits, then also ``.``, ``_`` and ``-``, at most :data:`MAX_TICKER_CHARS`.
+#: Stricter than the wire contract, which only bounds the length; no such symbol needs escaping in JSON.
+SYMBOL_RE = re.compile(rf"^[A-Z0-9][A-Z0-9._-]{{0,{MAX_TICKER_CHARS - 1}}}$")
 
 
 def on_cent_grid(value: float) -> bool:
@@ -60,8 +67,8 @@ def tick_problem(t: Tick) -> str | None:
     """The first broken invariant of ``t`` as a short reason, or None when the tick is valid."""
     if t.version != TICK_SCHEMA_VERSION:
         return f"unsupported version {t.version!r} (expected {TICK_SCHEMA_VERSION})"
-    if not t.ticker or len(t.ticker) > 32:
-        return f"ticker must be 1-32 characters, got {t.ticker!r}"
+    if not t.ticker or len(t.ticker) > MAX_TICKER_CHARS:
+        return f"ticker must be 1-{MAX_TICKER_CHARS} characters, got {t.ticker!r}"
     if not (math.isfinite(t.price) and t.price > 0):
         return f"price must be > 0, got {t.price!r}"
     if not (math.isfinite(t.bid) and math.isfinite(t.ask) and 0 < t.bid < t.ask):

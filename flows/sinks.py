@@ -478,27 +478,24 @@ class FanoutSink(DynamicSink[X]):
 
 
 class _EncodeBarsPartition(StatelessSinkPartition[Bar]):
-    def __init__(self, parts: list[StatelessSinkPartition[EncodedBar]]) -> None:
-        self._parts = parts
+    def __init__(self, fanout: _FanoutPartition[EncodedBar]) -> None:
+        self._fanout = fanout
 
     def write_batch(self, items: list[Bar]) -> None:
-        encoded = [EncodedBar(bar, encode_bar(bar)) for bar in items]
-        for part in self._parts:  # in order
-            part.write_batch(encoded)
+        self._fanout.write_batch([EncodedBar(bar, encode_bar(bar)) for bar in items])
 
     def close(self) -> None:
-        for part in self._parts:
-            part.close()
+        self._fanout.close()
 
 
 class EncodeBarsSink(DynamicSink[Bar]):
     """Encodes each bar once (contract JSON) and writes the ``(bar, bytes)`` pairs to several sinks in order."""
 
     def __init__(self, *sinks: DynamicSink[EncodedBar]) -> None:
-        self._sinks = sinks
+        self._fanout = FanoutSink(*sinks)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _EncodeBarsPartition:
-        return _EncodeBarsPartition([s.build(step_id, worker_index, worker_count) for s in self._sinks])
+        return _EncodeBarsPartition(self._fanout.build(step_id, worker_index, worker_count))
 
 
 def _bar_publishers(settings: SharedSettings) -> EncodeBarsSink:

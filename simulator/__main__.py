@@ -29,17 +29,11 @@ from common.errors import MarketDataError
 from simulator.engine import TickEngine
 from simulator.events import EventSchedule, parse_event
 from simulator.resume import ResumeState
-from simulator.session import Session, to_ms
+from simulator.session import Session, parse_time, to_ms
 from simulator.settings import SimulatorSettings
 from simulator.universe import UniverseConfig, load_universe, universe_to_yaml
 
 log = logging.getLogger("simulator")
-
-
-def _parse_time(text: str) -> datetime:
-    """ISO date/datetime; naive values are taken as UTC."""
-    dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def _session(settings: SimulatorSettings) -> Session:
@@ -148,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("backfill", help="[start, end) into Kafka as fast as possible")
     e = sub.add_parser("export", help="ticks or bars to CSV/Parquet")
     for q in (b, e):
-        q.add_argument("--start", required=True, type=_parse_time, help="ISO time (UTC if no offset)")
-        q.add_argument("--end", required=True, type=_parse_time)
+        q.add_argument("--start", required=True, type=parse_time, help="ISO time (UTC if no offset)")
+        q.add_argument("--end", required=True, type=parse_time)
     e.add_argument("--interval", choices=["tick", "1s", "1m", "1d"], default="1m")
     e.add_argument("--format", choices=["csv", "parquet"], default="parquet")
     e.add_argument("--out", required=True, type=Path)

@@ -14,9 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import ContractError
-from contracts.tick import TICK_SCHEMA_VERSION
+from contracts.tick import SYMBOL_RE, TICK_SCHEMA_VERSION
 from simulator.engine import TickBatch
-from simulator.universe import SYMBOL_RE
 
 U8 = NDArray[np.uint8]
 #: the constant parts of a tick after its first field (same every chunk)

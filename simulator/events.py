@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from common.errors import ConfigError
+from simulator.session import parse_time, to_ms
 
 if TYPE_CHECKING:
     from simulator.engine import TickEngine
@@ -56,12 +56,10 @@ def parse_event(text: str) -> MarketEvent:
         raise ConfigError(msg)
     ticker, kind, value, at_text, dur = (m["ticker"].upper(), m["kind"], m["value"].strip(), m["at"], m["dur"])
     try:
-        at = datetime.fromisoformat(at_text)
+        at_ms = to_ms(parse_time(at_text))
     except ValueError as err:
         msg = f"event {text!r}: time {at_text!r} is not ISO-8601"
         raise ConfigError(msg) from err
-    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    at_ms = int(at.timestamp() * 1000)
     duration_ms = int(dur[:-1]) * _UNIT_MS[dur[-1]] if dur else 0
     if kind == "jump":
         jm = re.fullmatch(r"([+-]?\d+(?:\.\d+)?)%", value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +32,12 @@ def to_ms(dt: datetime) -> int:
         msg = f"naive datetime {dt!r}: pass a tz-aware datetime"
         raise ConfigError(msg)
     return int(dt.timestamp() * 1000)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 date or datetime; naive values are taken as UTC. Raises ``ValueError`` on anything else."""
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 
-from common.clock import from_ms
+from common.clock import iso_from_ms
 from common.errors import SourceError
 from simulator.metrics import SimulatorMetrics
 from simulator.resume import LastTicks, ResumePlan, describe_gap, plan_resume
@@ -181,10 +181,6 @@ def scan_tail(
         consumer.close()
 
 
-def _iso(ms: int) -> str:
-    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def resume_from_topic(
     settings: SimulatorSettings,
     universe: Universe,
@@ -234,16 +230,16 @@ def resume_from_topic(
             "the latest tick in %r (%s) is %s ahead of the wall clock (a previous run with another clock?):"
             " resuming after it; nothing is produced until the clock reaches %s",
             settings.topic_ticks,
-            _iso(plan.latest_ms),
+            iso_from_ms(plan.latest_ms),
             describe_gap(plan.future_ms),
-            _iso(plan.start_ms),
+            iso_from_ms(plan.start_ms),
         )
     log.info(
         "resuming %d tickers from the topic, latest tick %s; gap of %s to produce from %s",
         plan.found,
-        _iso(plan.latest_ms),
+        iso_from_ms(plan.latest_ms),
         describe_gap(plan.gap_ms),
-        _iso(plan.start_ms),
+        iso_from_ms(plan.start_ms),
     )
     if plan.fresh:
         log.info(

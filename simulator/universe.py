@@ -8,7 +8,6 @@ naming the field path and the bad value. Presets live in ``simulator/presets/*.y
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -19,9 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
+from contracts.tick import MAX_TICKER_CHARS, SYMBOL_RE
 from simulator.models import FactorStructure, HestonParams, MarketModel, RegimeParams, SeedLike, TickerParams
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
 
@@ -74,7 +73,7 @@ class TickerConfig(_Model):
     @classmethod
     def _symbol(cls, v: str) -> str:
         if not SYMBOL_RE.match(v):
-            msg = f"symbol must match {SYMBOL_RE.pattern} (upper case, 1-32 chars), got {v!r}"
+            msg = f"symbol must match {SYMBOL_RE.pattern} (upper case, 1-{MAX_TICKER_CHARS} chars), got {v!r}"
             raise ValueError(msg)
         return v
 

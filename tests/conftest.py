@@ -1,31 +1,23 @@
 """Session fixtures that start real servers (Kafka, PostgreSQL, Redis) on free ports for integration tests.
 
-They use the same start-up code as ``make up`` (:mod:`stack.services`), in a throw-away directory, and are only
-started when a test asks for them, so unit tests never touch the network. Each test gets its own topics
-(``make_topic``), its own database cloned from a migrated template (``pg_url``) and an empty Redis (``redis_url``).
+They use the same start-up code as ``make up`` and the benchmarks (:mod:`stack.private`), in a throw-away
+directory, and are only started when a test asks for them, so unit tests never touch the network. Each test gets
+its own topics (``make_topic``), its own database cloned from a migrated template (``pg_url``) and an empty Redis
+(``redis_url``).
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from stack.runner import ManagedProcess, running
-from stack.services import (
-    create_database,
-    create_topics,
-    database_url_for,
-    free_port,
-    prepare_kafka,
-    prepare_postgres,
-    prepare_redis,
-)
+from stack.private import private_settings, run_kafka, run_postgres, run_redis, temp_home
+from stack.runner import ManagedProcess
+from stack.services import create_database, create_topics, database_url_for
 from stack.settings import StackSettings
 from tests.support import Child
 
@@ -39,33 +31,20 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def stack_home() -> Iterator[Path]:
     """A world-traversable temp dir (PostgreSQL runs as the 'postgres' user when tests run as root)."""
-    home = Path(tempfile.mkdtemp(prefix="md-test-stack-"))
-    home.chmod(0o755)
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+    with temp_home("md-test-stack-") as home:
+        yield home
 
 
 @pytest.fixture(scope="session")
 def stack_settings(stack_home: Path) -> StackSettings:
     """Settings of the test stack: free ports, data under ``stack_home``; jars cached in the repo's .local."""
-    from stack.settings import REPO_ROOT
-
-    return StackSettings(
-        home=REPO_ROOT / ".local",  # jar cache shared with `make up`; test data lives in stack_home
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        postgres_port=free_port(),
-        redis_port=free_port(),
-        kafka_heap="512m",
-        kafka_partitions=3,
-    )
+    return private_settings(kafka_heap="512m", kafka_partitions=3)
 
 
 @pytest.fixture(scope="session")
 def kafka_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
     """A real single-node KRaft broker."""
-    spec = prepare_kafka(stack_settings, stack_home / "data")
-    with running(spec, stack_home / "logs", timeout_s=120) as proc:
+    with run_kafka(stack_settings, stack_home) as proc:
         yield proc
 
 
@@ -90,8 +69,7 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def postgres_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
     """A real PostgreSQL server (private cluster, fsync off)."""
-    spec = prepare_postgres(stack_settings, stack_home / "data", durable=False)
-    with running(spec, stack_home / "logs", timeout_s=60) as proc:
+    with run_postgres(stack_settings, stack_home) as proc:
         yield proc
 
 
@@ -141,8 +119,7 @@ def pg_url(make_database: Callable[[], str]) -> str:
 @pytest.fixture(scope="session")
 def redis_server(stack_settings: StackSettings, stack_home: Path) -> Iterator[ManagedProcess]:
     """A real Redis server without persistence."""
-    spec = prepare_redis(stack_settings, stack_home / "data", durable=False)
-    with running(spec, stack_home / "logs", timeout_s=30) as proc:
+    with run_redis(stack_settings, stack_home) as proc:
         yield proc
 
 

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
-from pydantic import Field
 
 from api import schemas
 from api.deps import API_PREFIX, StateDep, StoreDep, time_range
 from contracts.anomaly import SEVERITIES, AnomalyType, Severity
+from contracts.tick import MAX_TICKER_CHARS
 
 router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
 
@@ -25,40 +25,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class AnomalyOut(schemas._Model):
-    """One detected anomaly; ``value`` and ``threshold`` are in the unit of its type (see docs/anomalies.md)."""
-
-    time: schemas.UtcDatetime = Field(description="start of the bar it was detected on")
-    ticker: str
-    type: AnomalyType
-    timeframe: schemas.Timeframe
-    severity: Severity
-    value: float
-    threshold: float
-    reference: float | None = Field(description="baseline compared with (average close or volume), if any")
-    message: str
-    detected_at: schemas.UtcDatetime
-
-
-class AnomaliesMeta(schemas._Model):
-    """What the list covers."""
-
-    ticker: str | None
-    since: schemas.UtcDatetime
-    until: schemas.UtcDatetime
-    min_severity: Severity | None
-    count: int
-    limit: int
-
-
-AnomaliesResponse = schemas.PagedEnvelope[list[AnomalyOut], AnomaliesMeta]
+AnomaliesResponse = schemas.PagedEnvelope[list[schemas.AnomalyOut], schemas.AnomaliesMeta]
 
 
 @router.get("/anomalies", responses=ERRORS)
 async def get_anomalies(
     state: StateDep,
     store: StoreDep,
-    ticker: Annotated[str | None, Query(max_length=64, description="only this ticker")] = None,
+    ticker: Annotated[str | None, Query(max_length=MAX_TICKER_CHARS, description="only this ticker")] = None,
     since: Annotated[datetime | None, Query(description="ISO-8601 lower bound (default: until - 24 h)")] = None,
     until: Annotated[datetime | None, Query(description="ISO-8601 upper bound of bar time (default: now)")] = None,
     severity: Annotated[Severity | None, Query(description="minimum severity (high = high and critical)")] = None,
@@ -71,6 +45,8 @@ async def get_anomalies(
     start, end = rng.start, rng.end
     levels = [s.value for s in SEVERITIES if severity is None or s.rank >= severity.rank]
     rows = await store.anomalies(start, end, levels, canon, type.value if type is not None else None, limit)
-    data = [AnomalyOut(**row) for row in rows]
-    meta = AnomaliesMeta(ticker=canon, since=start, until=end, min_severity=severity, count=len(data), limit=limit)
+    data = [schemas.AnomalyOut(**row) for row in rows]
+    meta = schemas.AnomaliesMeta(
+        ticker=canon, since=start, until=end, min_severity=severity, count=len(data), limit=limit
+    )
     return AnomaliesResponse(data=data, meta=meta)

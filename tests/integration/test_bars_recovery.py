@@ -30,6 +30,7 @@ from flows.sinks import BarStoreSink
 from stack.apps import init_recovery
 from stack.services import free_port
 from tests.support import Child, produce, read_topic, service_env, wait_for
+from tests.ticks import make_tick
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,14 +62,8 @@ def make_ticks(seed: int = 7) -> list[Tick]:
         cents = 10_000 + np.cumsum(rng.integers(-3, 4, size=len(ts)))
         volume = rng.integers(0, 1_000, size=len(ts))
         for seq, (t, c, v) in enumerate(zip(ts.tolist(), cents.tolist(), volume.tolist(), strict=True)):
-            ticks.append(
-                Tick(ticker=ticker, seq=seq, timestamp=t, price=c / 100, bid=(c - 1) / 100, ask=(c + 1) / 100,
-                     bid_size=100, ask_size=100, volume=v)
-            )  # fmt: skip
-        ticks.append(
-            Tick(ticker=ticker, seq=len(ts), timestamp=SENTINEL_MS, price=100.0, bid=99.99, ask=100.01,
-                 bid_size=1, ask_size=1, volume=1)
-        )  # fmt: skip
+            ticks.append(make_tick(ticker, seq, t, c / 100, volume=v, bid_size=100, ask_size=100))
+        ticks.append(make_tick(ticker, len(ts), SENTINEL_MS, 100.0, volume=1, bid_size=1, ask_size=1))
     ticks.sort(key=lambda t: (t.timestamp, t.ticker))  # a market-wide time order, as the simulator produces
     return ticks
 

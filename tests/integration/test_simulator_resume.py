@@ -28,6 +28,7 @@ from simulator.settings import SimulatorSettings
 from simulator.topic_tail import scan_tail
 from simulator.universe import load_universe
 from tests.support import Child, produce, read_topic, service_env, wait_for
+from tests.ticks import make_tick
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +44,7 @@ STARTED = re.compile(r"producing \d+ tickers at .* from (\S+) \(real time\)")
 
 
 def _tick(ticker: str, seq: int) -> Tick:
-    return Tick(
-        ticker=ticker,
-        seq=seq,
-        timestamp=1_790_000_000_000 + seq,
-        price=100.0,
-        bid=99.99,
-        ask=100.01,
-        bid_size=100,
-        ask_size=100,
-        volume=1,
-    )
+    return make_tick(ticker, seq, 1_790_000_000_000 + seq, 100.0, volume=1, bid_size=100, ask_size=100)
 
 
 def _count(bootstrap: str, topic: str) -> int:

@@ -14,6 +14,7 @@ from flows.sources import RawKafkaSource
 from flows.tick_archive_sink import TickArchiveSink
 from flows.ticks import build_flow
 from tests.support import produce
+from tests.ticks import make_tick
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +22,11 @@ T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z: outside the partitions the migra
 
 
 def _ticks(n: int) -> list[Tick]:
-    out = []
-    for i in range(n):
-        cents = 10_000 + (i * 7919) % 500
-        out.append(
-            Tick(ticker=f"T{i % 4}", seq=i // 4, timestamp=T0 + i * 37_000, price=cents / 100,
-                 bid=(cents - 1) / 100, ask=(cents + 1) / 100, bid_size=100, ask_size=200, volume=1 + i % 900)
-        )  # fmt: skip
-    return out
+    return [
+        make_tick(f"T{i % 4}", i // 4, T0 + i * 37_000, (10_000 + (i * 7919) % 500) / 100, volume=1 + i % 900,
+                  bid_size=100, ask_size=200)
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def test_archive_stores_each_valid_tick_once_across_replays(

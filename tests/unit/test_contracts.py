@@ -12,26 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import ContractError
-from contracts import Bar, Indicators, Tick, decode_bar, decode_tick, encode_bar, encode_tick
+from contracts import Bar, Indicators, decode_bar, decode_tick, encode_bar, encode_tick
+from contracts.tick import MAX_TICKER_CHARS, SYMBOL_RE
+from tests.ticks import sample_tick
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
-TS = 1_705_318_245_123
-
-
-def _tick(**kw: object) -> Tick:
-    base: dict[str, object] = {
-        "ticker": "SYNTH",
-        "seq": 1,
-        "timestamp": TS,
-        "price": 152.34,
-        "bid": 152.33,
-        "ask": 152.35,
-        "bid_size": 300,
-        "ask_size": 500,
-        "volume": 12_500,
-    }
-    base.update(kw)
-    return Tick(**base)  # type: ignore[arg-type]
 
 
 def _schema(name: str) -> jsonschema.protocols.Validator:
@@ -42,8 +27,8 @@ def _schema(name: str) -> jsonschema.protocols.Validator:
 
 
 def test_tick_round_trips_and_matches_schema() -> None:
-    raw = encode_tick(_tick())
-    assert decode_tick(raw) == _tick()
+    raw = encode_tick(sample_tick())
+    assert decode_tick(raw) == sample_tick()
     _schema("tick.v1.json").validate(json.loads(raw))
     assert b'"price":152.34' in raw
 
@@ -51,7 +36,7 @@ def test_tick_round_trips_and_matches_schema() -> None:
 @given(cents=st.integers(min_value=1, max_value=10**9))
 def test_prices_on_the_cent_grid_are_written_exactly(cents: int) -> None:
     price = cents / 100
-    raw = encode_tick(_tick(price=price, bid=price, ask=(cents + 1) / 100))
+    raw = encode_tick(sample_tick(price=price, bid=price, ask=(cents + 1) / 100))
     text = json.loads(raw)
     assert round(text["price"] * 100) == cents
     written = raw.split(b'"price":')[1].split(b",")[0].decode()
@@ -72,8 +57,8 @@ def test_prices_on_the_cent_grid_are_written_exactly(cents: int) -> None:
 )
 def test_invalid_ticks_are_rejected_with_a_reason(change: dict[str, object], reason: str) -> None:
     with pytest.raises(ContractError, match=reason.replace("$", r"\$").replace(".", r"\.")):
-        _tick(**change)
-    bad = msgspec.json.encode({**msgspec.structs.asdict(_tick()), **change})
+        sample_tick(**change)
+    bad = msgspec.json.encode({**msgspec.structs.asdict(sample_tick()), **change})
     with pytest.raises(ContractError, match="does not match contract"):
         decode_tick(bad)
 
@@ -128,3 +113,10 @@ def test_bar_round_trips_and_matches_schema() -> None:
 def test_invalid_bars_are_rejected(change: dict[str, object]) -> None:
     with pytest.raises(ContractError):
         _bar(**change)
+
+
+def test_symbol_syntax_is_the_tickers_table_check() -> None:
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "0001_tickers.sql").read_text()
+    assert f"CHECK (ticker ~ '{SYMBOL_RE.pattern}')" in sql
+    assert SYMBOL_RE.match("A" * MAX_TICKER_CHARS)
+    assert not SYMBOL_RE.match("A" * (MAX_TICKER_CHARS + 1))

@@ -44,22 +44,6 @@ def ms(dt: datetime) -> int:
     return (dt - EPOCH) // timedelta(milliseconds=1)
 
 
-def make_tick(ticker: str, ts_ms: int, seq: int, price: float, volume: int = 100) -> Tick:
-    """A valid tick around ``price`` (spread two cents)."""
-    p = round(price, 2)
-    return Tick(
-        ticker=ticker,
-        seq=seq,
-        timestamp=ts_ms,
-        price=p,
-        bid=round(p - 0.01, 2),
-        ask=round(p + 0.01, 2),
-        bid_size=300,
-        ask_size=500,
-        volume=volume,
-    )
-
-
 def make_bar(
     ticker: str,
     timeframe: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,11 +22,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from websockets.sync.client import connect
 
 from contracts.anomaly import decode_anomaly
-from stack.settings import REPO_ROOT
+from tests.support import ROOT, Child, read_topic, service_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -62,35 +60,6 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     server.server_close()
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, what: str, logs: list[Path]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-            pytest.fail(f"timed out waiting for {what}\n{tails}")
-        time.sleep(0.5)
-
-
-def _alerts(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-alerts", "enable.auto.commit": False})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    values: list[bytes] = []
-    idle = time.monotonic() + 3
-    while time.monotonic() < idle:
-        for m in consumer.consume(100, 0.5):
-            if m.error() is None and m.value():
-                values.append(m.value())
-                idle = time.monotonic() + 3
-    consumer.close()
-    return values
-
-
 def test_injected_jump_gives_exactly_one_price_spike_everywhere(
     tmp_path: Path,
     kafka_bootstrap: str,
@@ -100,6 +69,7 @@ def test_injected_jump_gives_exactly_one_price_spike_everywhere(
     seed: Any,
     start_api: Callable[..., Any],
     webhook: tuple[str, list[dict[str, Any]]],
+    spawn: Callable[..., Child],
 ) -> None:
     hook_url, posts = webhook
     exits = contextlib.ExitStack()
@@ -121,22 +91,21 @@ def test_injected_jump_gives_exactly_one_price_spike_everywhere(
 
     threading.Thread(target=read, daemon=True).start()
 
-    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TOPIC_TICKS": ticks, "TOPIC_BARS": bars,
-              "TOPIC_DEAD_LETTER": dead, "TOPIC_ALERTS": alerts, "DATABASE_URL": pg_url,
-              "REDIS_URL": redis_url}  # fmt: skip
-    logs = [tmp_path / n for n in ("simulator.log", "bars.log", "anomalies.log")]
+    # the shell's own settings are dropped (service_env); the ones this test relies on are pinned here
+    common = service_env(kafka_bootstrap, pg_url, redis_url, ticks=ticks, bars=bars, dead_letter=dead, alerts=alerts)
+    logs = [tmp_path / n for n in ("bars.log", "anomalies.log")]
     sim = subprocess.run(
         [sys.executable, "-m", "simulator", "--no-progress", "--inject", f"TECH:jump:+8%@{JUMP_AT}",
          "backfill", "--start", START, "--end", END],
-        cwd=REPO_ROOT, env={**os.environ, **common, "SIM_TICK_RATE": "2", "SIM_METRICS_PORT": "0"},
-        capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env={**common, "SIM_PRESET": "default", "SIM_TICK_RATE": "2", "SIM_METRICS_PORT": "0"},
+        capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr[-3000:]
     procs = [
-        _spawn([sys.executable, "-m", "bytewax.run", "flows.bars"],
-               {**common, "FLOW_MODE": "backfill", "FLOW_METRICS_PORT": "0", "FLOW_LIVE_ENABLED": "false"}, logs[1]),
-        _spawn([sys.executable, "-m", "bytewax.run", "flows.anomalies"],
-               {**common, "ANOMALY_METRICS_PORT": "0", "ANOMALY_WEBHOOK_URL": hook_url}, logs[2]),
+        spawn([sys.executable, "-m", "bytewax.run", "flows.bars"],
+              {**common, "FLOW_MODE": "backfill", "FLOW_METRICS_PORT": "0", "FLOW_LIVE_ENABLED": "false"}, logs[0]),
+        spawn([sys.executable, "-m", "bytewax.run", "flows.anomalies"],
+              {**common, "ANOMALY_METRICS_PORT": "0", "ANOMALY_WEBHOOK_URL": hook_url}, logs[1]),
     ]  # fmt: skip
     try:
 
@@ -147,21 +116,19 @@ def test_injected_jump_gives_exactly_one_price_spike_everywhere(
                 ).fetchone()
             return bool(row and row[0] >= 5)
 
-        _wait(last_bar_in, 240, "the bars flow to store the last 1m bars", logs)
+        wait_for(last_bar_in, 240, "the bars flow to store the last 1m bars", logs)
 
         def spike_stored() -> bool:
             with psycopg.connect(pg_url) as conn:
                 row = conn.execute("SELECT count(*) FROM anomalies WHERE type = 'price_spike'").fetchone()
             return bool(row and row[0] >= 1)
 
-        _wait(spike_stored, 120, "the price spike in the anomalies table", logs)
-        _wait(lambda: any("price_spike" in p["text"] for p in posts), 60, "the webhook POST", logs)
+        wait_for(spike_stored, 120, "the price spike in the anomalies table", logs)
+        wait_for(lambda: any("price_spike" in p["text"] for p in posts), 60, "the webhook POST", logs)
         time.sleep(5)  # anything that would be a second alert has had time to arrive
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+            p.stop()
 
     with psycopg.connect(pg_url) as conn:
         spikes = conn.execute(
@@ -172,7 +139,7 @@ def test_injected_jump_gives_exactly_one_price_spike_everywhere(
     assert (ticker, timeframe, at.isoformat(), severity, threshold) == ("TECH", "1m", JUMP_AT, "high", 5.0)
     assert 6.0 < value < 10.0
 
-    on_topic = [decode_anomaly(v) for v in _alerts(kafka_bootstrap, alerts)]
+    on_topic = [decode_anomaly(m.value() or b"") for m in read_topic(kafka_bootstrap, alerts)]
     assert [(a.ticker, a.timeframe) for a in on_topic if a.type == "price_spike"] == [("TECH", "1m")]
     spike_posts = [p for p in posts if "price_spike" in p["text"]]
     assert len(spike_posts) == 1
@@ -189,7 +156,7 @@ def test_injected_jump_gives_exactly_one_price_spike_everywhere(
     assert body["meta"]["min_severity"] == "high"
     assert all(a["severity"] in ("high", "critical") for a in body["data"])
 
-    _wait(lambda: any('"price_spike"' in f for f in frames), 30, "the WebSocket anomaly frame", logs)
+    wait_for(lambda: any('"price_spike"' in f for f in frames), 30, "the WebSocket anomaly frame", logs)
     exits.close()
     ws_spikes = [json.loads(f) for f in frames if '"type":"anomaly"' in f and '"price_spike"' in f]
     assert len(ws_spikes) == 1

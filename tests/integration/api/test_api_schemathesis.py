@@ -23,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from contracts.bar import Indicators
+from tests.ticks import make_tick
 
-from .conftest import LiveApi, Seeder, make_bar, make_tick, ms
+from .conftest import LiveApi, Seeder, make_bar, ms
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_api(seed: Seeder, start_api: Callable[..., LiveApi]) -> LiveApi:
     seed.universe()
     now = ms(datetime.now(UTC))
-    seed.ticks([make_tick("SYNTH", now - 600_000 + i * 1000, i, 150 + i * 0.01) for i in range(200)])
+    seed.ticks([make_tick("SYNTH", i, now - 600_000 + i * 1000, 150 + i * 0.01) for i in range(200)])
     minute = now // 60_000 * 60_000
     bars = [make_bar("SYNTH", "1m", minute - (30 - i) * 60_000, 60_000, 150, 151, 149, 150.5) for i in range(30)]
     bars.append(
@@ -53,7 +54,7 @@ def fuzz_api(seed: Seeder, start_api: Callable[..., LiveApi]) -> LiveApi:
         )
     )
     seed.bars(bars)
-    seed.latest(make_tick("SYNTH", now, 999, 151.0))
+    seed.latest(make_tick("SYNTH", 999, now, 151.0))
     seed.live_bar(make_bar("SYNTH", "1m", minute, 60_000, 150.5, 151, 150, 150.75, final=False))
     seed.final_bar(
         make_bar("SYNTH", "1m", minute - 60_000, 60_000, 150, 151, 149, 150.5, indicators=Indicators(sma_20=150.1))

@@ -16,8 +16,9 @@ from websockets.exceptions import ConnectionClosed
 
 from contracts.bar import Indicators, encode_bar
 from contracts.tick import encode_tick
+from tests.ticks import make_tick
 
-from .conftest import LiveApi, Seeder, make_bar, make_tick
+from .conftest import LiveApi, Seeder, make_bar
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def api(seed: Seeder, start_api: Callable[..., LiveApi]) -> LiveApi:
 async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
     api: LiveApi, seed: Seeder, producer: Producer
 ) -> None:
-    seed.latest(make_tick("SYNTH", now_ms() - 1000, 1, 150.25, volume=12000))
+    seed.latest(make_tick("SYNTH", 1, now_ms() - 1000, 150.25, volume=12000))
     async with connect(api.ws_url) as ws:
         hello = await recv(ws)
         assert hello["type"] == "connected"
@@ -71,9 +72,9 @@ async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
             },
         }
         ts = now_ms()
-        tick = make_tick("TECH", ts, 2, 321.5, volume=700)
+        tick = make_tick("TECH", 2, ts, 321.5, volume=700)
         producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(tick))
-        producer.produce(api.settings.topic_ticks, key=b"FINANCE", value=encode_tick(make_tick("FINANCE", ts, 3, 85)))
+        producer.produce(api.settings.topic_ticks, key=b"FINANCE", value=encode_tick(make_tick("FINANCE", 3, ts, 85)))
         assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         got = await recv_type(ws, "tick")
         assert got["data"] == {
@@ -88,8 +89,8 @@ async def test_seed_protocol_subscribe_snapshot_ticks_unsubscribe_ping(
         assert (await recv_type(ws, "pong"))["timestamp"] >= ts
         await ws.send(json.dumps({"type": "unsubscribe", "tickers": ["TECH"]}))
         assert (await recv_type(ws, "unsubscribed"))["tickers"] == ["TECH"]
-        producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(make_tick("TECH", ts + 1, 4, 322)))
-        producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts + 2, 5, 151)))
+        producer.produce(api.settings.topic_ticks, key=b"TECH", value=encode_tick(make_tick("TECH", 4, ts + 1, 322)))
+        producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", 5, ts + 2, 151)))
         assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         nxt = await recv_type(ws, "tick")
         assert nxt["data"]["ticker"] == "SYNTH"  # TECH was unsubscribed, FINANCE never subscribed
@@ -169,7 +170,7 @@ async def test_batched_mode_sends_arrays(api: LiveApi, producer: Producer) -> No
         ts = now_ms()
         for i in range(50):
             producer.produce(
-                api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150 + i * 0.01))
+                api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", i, ts, 150 + i * 0.01))
             )
         assert producer.flush(5) == 0, "ticks not delivered to Kafka"
         events: list[dict[str, Any]] = []
@@ -203,7 +204,7 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
         await recv_type(stalled, "subscribed")
         ts = now_ms()
         for i in range(n):
-            producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", ts, i, 150)))
+            producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(make_tick("SYNTH", i, ts, 150)))
             if i % 5000 == 0:
                 producer.poll(0)
         assert producer.flush(10) == 0, "ticks not delivered to Kafka"
@@ -249,7 +250,7 @@ async def test_every_ws_implementation_delivers_the_same_frames_in_order(
         assert fast == [ws_protocol == "frame-writer"] * 2
         ts = now_ms()
         for i in range(n):
-            tick = make_tick("SYNTH", ts + i, i, 100 + i * 0.01, volume=i + 1)
+            tick = make_tick("SYNTH", i, ts + i, 100 + i * 0.01, volume=i + 1)
             producer.produce(api.settings.topic_ticks, key=b"SYNTH", value=encode_tick(tick))
         assert producer.flush(10) == 0, "ticks not delivered to Kafka"
         got: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from limits import parse
@@ -13,17 +14,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api import schemas
 from api.cache import GetCoalescer
 from api.convert import (
-    iso_from_epoch_ms,
-    quote_from_row,
-    quote_from_tick,
     quote_json_from_row,
     quote_json_from_tick,
 )
 from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.store import TickRow
-from common.clock import EPOCH
-from contracts.tick import Tick
+from common.clock import EPOCH, iso_from_ms, iso_ms
+from tests.ticks import make_tick
 
 
 class FakeRedis:
@@ -134,24 +132,25 @@ async def test_identities_have_separate_tokens() -> None:
     assert strategy.hits == [10, 10]
 
 
-def test_iso_from_epoch_ms_matches_the_schema_format() -> None:
+def test_iso_from_ms_matches_the_schema_format() -> None:
     for ms in (0, 1_705_314_645_123, 1_705_314_645_001, 4_102_444_799_999):
-        assert iso_from_epoch_ms(ms) == schemas.iso_ms(EPOCH + timedelta(milliseconds=ms))
+        assert iso_from_ms(ms) == iso_ms(EPOCH + timedelta(milliseconds=ms))
 
 
-def test_hand_built_quote_json_equals_the_models_json() -> None:
-    tick = Tick(
-        ticker="SYNTH",
-        seq=7,
-        timestamp=1_705_314_645_123,
-        price=150.25,
-        bid=150.24,
-        ask=150.26,
-        bid_size=300,
-        ask_size=500,
-        volume=1200,
-    )
-    assert quote_json_from_tick(tick) == quote_from_tick(tick).model_dump(mode="json")
+def _as_model_json(built: dict[str, Any]) -> dict[str, Any]:
+    """``built`` validated as the response model and serialised again (the model's canonical JSON)."""
+    return schemas.Quote.model_validate(built).model_dump(mode="json")
+
+
+def test_hand_built_quote_json_is_the_models_json() -> None:
+    tick = make_tick("SYNTH", 7, 1_705_314_645_123, 150.25, volume=1200, bid_size=300, ask_size=500)
+    built = quote_json_from_tick(tick)
+    assert built == {
+        "time": "2024-01-15T10:30:45.123Z", "ticker": "SYNTH", "price": "150.25", "volume": 1200,
+        "bid": "150.24", "ask": "150.26", "bid_size": 300, "ask_size": 500, "seq": 7,
+    }  # fmt: skip
+    assert list(built) == list(_as_model_json(built))  # same key order
+    assert built == _as_model_json(built)
 
 
 def test_hand_built_history_json_equals_the_models_json() -> None:
@@ -179,16 +178,20 @@ def test_hand_built_history_json_equals_the_models_json() -> None:
             0,
         ),
     ]
-    for r in rows:
-        assert quote_json_from_row(r) == quote_from_row(r).model_dump(mode="json")
-        assert list(quote_json_from_row(r)) == list(quote_from_row(r).model_dump(mode="json"))  # same key order
+    data = [quote_json_from_row(r) for r in rows]
+    assert data[1] == {
+        "time": "0999-01-02T03:04:05.000Z", "ticker": "TECH", "price": "0.10", "volume": 0, "bid": "100",
+        "ask": "12345.678901", "bid_size": 0, "ask_size": 1, "seq": 10,
+    }  # fmt: skip
+    for built in data:
+        assert list(built) == list(_as_model_json(built))  # same key order
+        assert built == _as_model_json(built)
     start, end = rows[1].time, rows[0].time
     meta = schemas.RangeMeta(ticker="SYNTH", start=start, end=end, count=2, next_cursor=None)
-    model = schemas.PagedEnvelope[list[schemas.Quote], schemas.RangeMeta](
-        data=[quote_from_row(r) for r in rows], meta=meta
+    history = {"success": True, "data": data, "meta": meta.model_dump(mode="json")}
+    model = schemas.PagedEnvelope[list[schemas.Quote], schemas.RangeMeta].model_validate(history)
+    assert orjson.dumps(history) == orjson.dumps(model.model_dump(mode="json"))
+    ticks = {"success": True, "data": data}
+    assert orjson.dumps(ticks) == orjson.dumps(
+        schemas.Envelope[list[schemas.Quote]].model_validate(ticks).model_dump(mode="json")
     )
-    built = {"success": True, "data": [quote_json_from_row(r) for r in rows], "meta": meta.model_dump(mode="json")}
-    assert orjson.dumps(built) == orjson.dumps(model.model_dump(mode="json"))
-    ticks = schemas.Envelope[list[schemas.Quote]](data=[quote_from_row(r) for r in rows])
-    built_ticks = {"success": True, "data": [quote_json_from_row(r) for r in rows]}
-    assert orjson.dumps(built_ticks) == orjson.dumps(ticks.model_dump(mode="json"))

@@ -10,7 +10,7 @@ import pytest
 from api.hub import ANOMALIES, BARS, BATCH, TICKS, Client, Event, Hub, sub_key
 from api.relay import bar_events, tick_event
 from contracts.bar import Bar, Indicators, encode_bar
-from contracts.tick import Tick, encode_tick
+from tests.ticks import tick_bytes
 
 
 def make_hub(**kw: float) -> Hub:
@@ -41,18 +41,7 @@ class Sink:
 
 
 def tick(ticker: str, seq: int) -> Event:
-    t = Tick(
-        ticker=ticker,
-        seq=seq,
-        timestamp=1_700_000_000_000 + seq,
-        price=10.0,
-        bid=9.99,
-        ask=10.01,
-        bid_size=1,
-        ask_size=1,
-        volume=5,
-    )
-    return tick_event(encode_tick(t))
+    return tick_event(tick_bytes(ticker, seq, 1_700_000_000_000 + seq, 10.0, volume=5, bid_size=1, ask_size=1))
 
 
 async def settle() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from api.deps import bounded_limit, decode_cursor, encode_cursor, epoch_us, time_range
 from api.errors import ApiError, validation_message
-from api.schemas import iso_ms
 from api.settings import ApiSettings
+from common.clock import iso_ms
 
 
 def test_time_range_defaults_and_checks() -> None:

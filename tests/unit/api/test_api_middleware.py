@@ -21,19 +21,10 @@ from api.errors import ApiError
 from api.main import create_app
 from api.settings import ApiSettings
 from contracts import redis_keys
-from contracts.tick import Tick, encode_tick
+from contracts.tick import MAX_TICKER_CHARS, encode_tick
+from tests.ticks import make_tick
 
-TICK = Tick(
-    ticker="SYNTH",
-    seq=9,
-    timestamp=1_759_415_401_123,
-    price=150.25,
-    bid=150.24,
-    ask=150.26,
-    bid_size=100,
-    ask_size=200,
-    volume=500,
-)
+TICK = make_tick("SYNTH", 9, 1_759_415_401_123, 150.25, volume=500, bid_size=100, ask_size=200)
 
 
 class FakeStore:
@@ -125,14 +116,18 @@ async def test_quote_is_the_same_with_and_without_the_fast_route(fast: bool) -> 
         resp = await client.get("/api/v1/quote/synth")
         latest = await client.get("/api/v1/latest/SYNTH")
         unknown = await client.get("/api/v1/quote/NOPE")
-        too_long = await client.get("/api/v1/quote/" + "A" * 65)
+        longest = await client.get("/api/v1/quote/" + "A" * MAX_TICKER_CHARS)
+        too_long = await client.get("/api/v1/quote/" + "A" * (MAX_TICKER_CHARS + 1))
     assert resp.status_code == 200
     assert resp.json() == {"success": True, "data": QUOTE_JSON}
     assert latest.json()["data"] == {**QUOTE_JSON, "symbol": "SYNTH"}
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
+    assert longest.status_code == 404  # the contract's longest ticker is a valid, unknown one
     assert too_long.status_code == 422
-    assert too_long.json()["error"]["message"].startswith("ticker: String should have at most 64 characters")
+    assert too_long.json()["error"]["message"].startswith(
+        f"ticker: String should have at most {MAX_TICKER_CHARS} characters"
+    )
     assert resp.headers["x-request-id"]
 
 
@@ -265,7 +260,7 @@ async def test_admit_is_the_one_key_and_rate_limit_check_of_rest_and_ws() -> Non
 def test_iso_timestamps_always_have_four_digit_years() -> None:
     from datetime import UTC, datetime
 
-    from api.schemas import iso_ms
+    from common.clock import iso_ms
 
     assert iso_ms(datetime(167, 5, 10, 19, 28, 1, 123456, tzinfo=UTC)) == "0167-05-10T19:28:01.123Z"
     assert iso_ms(datetime(2025, 10, 2, 14, 30, 1, 5000, tzinfo=UTC)) == "2025-10-02T14:30:01.005Z"

@@ -10,14 +10,11 @@ from typing import Any
 from api.hub import Client, Hub
 from api.ws import _send_snapshot
 from contracts import redis_keys
-from contracts.tick import Tick, encode_tick
+from tests.ticks import tick_bytes
 
 
 def _tick(volume: int) -> bytes:
-    return encode_tick(
-        Tick(ticker="SYNTH", seq=volume, timestamp=1_700_000_000_000 + volume, price=10.0, bid=9.99, ask=10.01,
-             bid_size=1, ask_size=1, volume=volume)
-    )  # fmt: skip
+    return tick_bytes("SYNTH", volume, 1_700_000_000_000 + volume, 10.0, volume=volume, bid_size=1, ask_size=1)
 
 
 class SlowRedis:

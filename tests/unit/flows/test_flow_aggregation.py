@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.bar import TIMEFRAMES, Bar, bar_problem, decode_bar, encode_bar
-from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, Emitted, FlowBar, TickChunk, TickerBars, partial_bars
 from flows.decode import DeadLetter, decode_batch
+from tests.ticks import tick_bytes
 
 T0 = 1_705_276_800_000  # 2024-01-15 00:00:00 UTC, a day boundary
 MIN = 60_000
@@ -24,13 +24,7 @@ BACKFILL = AggregationConfig(close_on_system_time=False, live_enabled=False)
 
 
 def tick(ts: int, cents: int, volume: int = 100, ticker: str = "AAA", seq: int = 0) -> bytes:
-    price = cents / 100
-    return encode_tick(
-        Tick(
-            ticker=ticker, seq=seq, timestamp=ts, price=price, bid=(cents - 1) / 100, ask=(cents + 1) / 100,
-            bid_size=1, ask_size=1, volume=volume,
-        )
-    )  # fmt: skip
+    return tick_bytes(ticker, seq, ts, cents / 100, volume=volume, bid_size=1, ask_size=1)
 
 
 @dataclass

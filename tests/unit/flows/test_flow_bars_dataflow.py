@@ -20,6 +20,7 @@ from flows.aggregation import TickChunk, TickerBars, partial_bars
 from flows.bars import build_flow
 from flows.decode import DeadLetter, WireTick, decode_batch
 from flows.settings import FlowSettings
+from tests.ticks import tick_bytes
 
 T0 = 1_705_276_800_000
 MIN = 60_000
@@ -32,12 +33,7 @@ def make_values(seed: int = 3, n: int = 6_000, tickers: int = 12) -> list[bytes]
     ts = T0 + np.sort(rng.integers(0, 90 * MIN, n)) + rng.integers(-20_000, 5_000, n)
     cents = rng.integers(9_000, 11_000, n)
     values = [
-        encode_tick(
-            Tick(
-                ticker=names[k], seq=i, timestamp=int(t), price=int(c) / 100, bid=(int(c) - 1) / 100,
-                ask=(int(c) + 1) / 100, bid_size=1, ask_size=1, volume=int(v),
-            )
-        )
+        tick_bytes(names[k], i, int(t), int(c) / 100, volume=int(v), bid_size=1, ask_size=1)
         for i, (t, c, v, k) in enumerate(
             zip(ts, cents, rng.integers(0, 2_000, n), rng.integers(0, tickers, n), strict=True)
         )
@@ -45,8 +41,7 @@ def make_values(seed: int = 3, n: int = 6_000, tickers: int = 12) -> list[bytes]
     values[100:100] = [b"garbage", b'{"ticker":"S01"}']
     # one tick per ticker two days later closes every window, 1d included
     values += [
-        encode_tick(Tick(ticker=name, seq=n + i, timestamp=T0 + 2 * 86_400_000, price=100.0, bid=99.99,
-                         ask=100.01, bid_size=1, ask_size=1, volume=1))
+        tick_bytes(name, n + i, T0 + 2 * 86_400_000, 100.0, volume=1, bid_size=1, ask_size=1)
         for i, name in enumerate(names)
     ]  # fmt: skip
     return values

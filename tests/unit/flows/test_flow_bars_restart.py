@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
 from flows.bars import FinalBars, ShardLogic
 from flows.decode import decode_batch
+from tests.ticks import tick_bytes
 
 T0 = 1_736_121_600_000  # a whole UTC minute
 WALL = 1_800_000_000_000
 
 
 def _chunks(times: list[int]) -> list[TickChunk]:
-    values = [
-        encode_tick(Tick(ticker="A", seq=i, timestamp=t, price=100.0, bid=99.99, ask=100.01, bid_size=1,
-                         ask_size=1, volume=1))
-        for i, t in enumerate(times)
-    ]  # fmt: skip
+    values = [tick_bytes("A", i, t, 100.0, volume=1, bid_size=1, ask_size=1) for i, t in enumerate(times)]
     batch, dead = decode_batch(values, not_after_ms=WALL)
     assert dead == []
     return [chunk for _, chunk in partial_bars(batch, 60_000, 2_000).chunks]

@@ -5,46 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contracts.tick import TICK_SCHEMA_VERSION, Tick, encode_tick
+from contracts.tick import TICK_SCHEMA_VERSION
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
-
-T0 = 1_705_318_245_123
-
-
-def tick_bytes(**overrides: object) -> bytes:
-    fields: dict[str, object] = {
-        "ticker": "SYNTH",
-        "seq": 1,
-        "timestamp": T0,
-        "price": 152.34,
-        "bid": 152.33,
-        "ask": 152.35,
-        "bid_size": 300,
-        "ask_size": 500,
-        "volume": 12_500,
-    }
-    fields.update(overrides)
-    return encode_tick(Tick(**fields))  # type: ignore[arg-type]
-
-
-def raw_json(**overrides: object) -> bytes:
-    """A JSON value built without the contract's checks, to produce invalid ticks."""
-    import json
-
-    fields: dict[str, object] = {
-        "version": 1,
-        "ticker": "SYNTH",
-        "seq": 1,
-        "timestamp": T0,
-        "price": 152.34,
-        "bid": 152.33,
-        "ask": 152.35,
-        "bid_size": 300,
-        "ask_size": 500,
-        "volume": 12_500,
-    }
-    fields.update(overrides)
-    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+from tests.ticks import T0, raw_tick_json, sample_bytes
 
 
 def test_wire_version_is_the_contract_version() -> None:
@@ -52,7 +15,7 @@ def test_wire_version_is_the_contract_version() -> None:
 
 
 def test_valid_batch_becomes_exact_columns() -> None:
-    values = [tick_bytes(seq=i, timestamp=T0 + i, price=100.0 + i / 100, volume=i) for i in range(50)]
+    values = [sample_bytes(seq=i, timestamp=T0 + i, price=100.0 + i / 100, volume=i) for i in range(50)]
     batch, dead = decode_batch(values)
     assert dead == []
     assert len(batch) == 50
@@ -70,22 +33,22 @@ def test_valid_batch_becomes_exact_columns() -> None:
         (b"not json", "not valid JSON"),
         (b"", "not valid JSON"),
         (b"[1, 2]", "does not match contract"),
-        (raw_json(price=...), "price"),
-        (raw_json(volume="12"), "volume"),
-        (raw_json(price=0), "price"),
-        (raw_json(price=-1.5), "price"),
-        (raw_json(bid=152.35, ask=152.35), "bid < ask"),
-        (raw_json(bid=152.36, ask=152.35), "bid < ask"),
-        (raw_json(price=152.345), "grid"),
-        (raw_json(version=2), "version"),
-        (raw_json(timestamp=1_705_318_245), "timestamp"),
-        (raw_json(ticker=""), "ticker"),
-        (raw_json(volume=-1), "volume"),
-        (raw_json(seq=-1), "seq"),
+        (raw_tick_json(price=...), "price"),
+        (raw_tick_json(volume="12"), "volume"),
+        (raw_tick_json(price=0), "price"),
+        (raw_tick_json(price=-1.5), "price"),
+        (raw_tick_json(bid=152.35, ask=152.35), "bid < ask"),
+        (raw_tick_json(bid=152.36, ask=152.35), "bid < ask"),
+        (raw_tick_json(price=152.345), "grid"),
+        (raw_tick_json(version=2), "version"),
+        (raw_tick_json(timestamp=1_705_318_245), "timestamp"),
+        (raw_tick_json(ticker=""), "ticker"),
+        (raw_tick_json(volume=-1), "volume"),
+        (raw_tick_json(seq=-1), "seq"),
     ],
 )
 def test_malformed_values_become_dead_letters(raw: bytes, reason: str) -> None:
-    good = tick_bytes()
+    good = sample_bytes()
     batch, dead = decode_batch([good, raw, good])
     assert len(batch) == 2
     assert batch.raws == [good, good]
@@ -96,15 +59,15 @@ def test_malformed_values_become_dead_letters(raw: bytes, reason: str) -> None:
 
 
 def test_non_bytes_value_does_not_raise() -> None:
-    items: list[object] = [None, tick_bytes()]
+    items: list[object] = [None, sample_bytes()]
     batch, dead = decode_batch(items)  # type: ignore[arg-type]
     assert len(batch) == 1
     assert dead[0].reason.startswith("value is not bytes")
 
 
 def test_origins_are_kept_for_kafka_batches() -> None:
-    good, bad = tick_bytes(), b"{"
-    items: list[bytes | RawBatch] = [RawBatch("market-ticks", 3, [10, 11, 15], [good, bad, good]), tick_bytes(seq=9)]
+    good, bad = sample_bytes(), b"{"
+    items: list[bytes | RawBatch] = [RawBatch("market-ticks", 3, [10, 11, 15], [good, bad, good]), sample_bytes(seq=9)]
     batch, dead = decode_batch(items)
     assert dead == [
         DeadLetter(kind="malformed", reason=dead[0].reason, raw=bad, topic="market-ticks", partition=3, offset=11)
@@ -122,7 +85,7 @@ def test_empty_batch() -> None:
 
 
 def test_mixed_items_starting_with_plain_values_keep_origins() -> None:
-    good = tick_bytes()
+    good = sample_bytes()
     items: list[bytes | RawBatch] = [good, RawBatch("t", 0, [7], [b"nope"]), good]
     batch, dead = decode_batch(items)
     assert len(batch) == 2
@@ -130,7 +93,7 @@ def test_mixed_items_starting_with_plain_values_keep_origins() -> None:
 
 
 def test_ticks_from_the_future_are_rejected() -> None:
-    ok, ahead = tick_bytes(timestamp=T0), tick_bytes(timestamp=T0 + 10_000)
+    ok, ahead = sample_bytes(timestamp=T0), sample_bytes(timestamp=T0 + 10_000)
     batch, dead = decode_batch([ok, ahead], not_after_ms=T0 + 5_000)
     assert batch.raws == [ok]
     assert batch.timestamps.tolist() == [T0]
@@ -139,7 +102,7 @@ def test_ticks_from_the_future_are_rejected() -> None:
 
 
 def test_origins_of_two_partitions_survive_a_rejected_tick_in_between() -> None:
-    good = tick_bytes()
+    good = sample_bytes()
     off_grid = good.replace(b"152.34,", b"152.345,", 1)
     assert off_grid != good
     items = [RawBatch("a", 0, [5, 6], [good, off_grid]), RawBatch("b", 2, [40, 41], [good, good])]

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from contracts.bar import Bar
-from contracts.tick import Tick, encode_tick
 from flows.aggregation import AggregationConfig, TickChunk, TickerBars, partial_bars
 from flows.decode import decode_batch
 from flows.shards import ShardBars, ShardKeys
+from tests.ticks import tick_bytes
 
 T0 = 1_705_276_800_000
 MIN = 60_000
@@ -24,8 +24,7 @@ def values(n: int = 3_000, tickers: int = 30, seed: int = 2) -> list[bytes]:
     rng = np.random.default_rng(seed)
     ts = T0 + np.sort(rng.integers(0, 20 * MIN, n)) + rng.integers(-5_000, 1_000, n)
     return [
-        encode_tick(Tick(ticker=f"X{k:02d}", seq=i, timestamp=int(t), price=int(c) / 100, bid=(int(c) - 1) / 100,
-                         ask=(int(c) + 1) / 100, bid_size=1, ask_size=1, volume=int(c) % 7))
+        tick_bytes(f"X{k:02d}", i, int(t), int(c) / 100, volume=int(c) % 7, bid_size=1, ask_size=1)
         for i, (t, c, k) in enumerate(zip(ts, rng.integers(9_000, 11_000, n), rng.integers(0, tickers, n), strict=True))
     ]  # fmt: skip
 

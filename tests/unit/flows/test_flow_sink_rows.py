@@ -11,7 +11,7 @@ from common.errors import SinkError
 from flows.decode import decode_batch
 from flows.observe import SINK_ROWS
 from flows.tick_archive_sink import _TickArchivePartition
-from tests.unit.flows.test_tick_storage_limits import raw_json
+from tests.ticks import raw_tick_json
 
 
 class _FailingConn:
@@ -38,7 +38,7 @@ def _partition(conn: Any) -> _TickArchivePartition:
 
 
 def _batch(n: int) -> Any:
-    batch, dead = decode_batch([raw_json(seq=i) for i in range(n)])
+    batch, dead = decode_batch([raw_tick_json(seq=i) for i in range(n)])
     assert not dead
     return batch
 

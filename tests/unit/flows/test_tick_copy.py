@@ -14,6 +14,7 @@ from psycopg.types.numeric import NumericBinaryLoader
 
 from flows.decode import DecodedBatch, WireTick, decode_batch
 from flows.tick_copy import COLUMNS, copy_payload, tick_columns
+from tests.ticks import wire_tick
 
 _TIMESTAMPTZ_OID, _NUMERIC_OID = 1184, 1700
 _TS = TimestamptzBinaryLoader(_TIMESTAMPTZ_OID)
@@ -63,8 +64,7 @@ def _batch(ticks: list[WireTick]) -> DecodedBatch:
 
 
 def _tick(ticker: str, seq: int, cents: int, ts: int = 1_767_225_600_123, **kw: int) -> WireTick:
-    fields = {"bid_size": 100, "ask_size": 200, "volume": 7} | kw
-    return WireTick(ticker, seq, ts, cents / 100, (cents - 1) / 100, (cents + 1) / 100, **fields)
+    return wire_tick(ticker, seq, ts, cents / 100, **({"bid_size": 100, "ask_size": 200, "volume": 7} | kw))
 
 
 def _sorted(rows: list[Row]) -> list[Row]:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from common.errors import ContractError
-from contracts.tick import MAX_INT32, MAX_INT64, Tick
+from contracts.tick import MAX_INT32, MAX_INT64
 from flows.decode import decode_batch
 from flows.observe import ARCHIVE_REJECTED
 from flows.tick_copy import copy_payload, tick_columns
 from flows.ticks import decode_for_archive
+from tests.ticks import raw_tick_json, sample_tick
 
-T0 = 1_705_318_245_123
 _SCHEMA = Path(__file__).parents[3] / "contracts" / "schemas" / "tick.v1.json"
 
 _TOO_BIG = [
@@ -27,28 +27,14 @@ _TOO_BIG = [
 ]
 
 
-def _fields(**overrides: object) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "ticker": "SYNTH", "seq": 1, "timestamp": T0, "price": 152.34, "bid": 152.33, "ask": 152.35,
-        "bid_size": 300, "ask_size": 500, "volume": 12_500,
-    }  # fmt: skip
-    fields.update(overrides)
-    return fields
-
-
-def raw_json(**overrides: object) -> bytes:
-    """A JSON tick value built without the contract's checks."""
-    return json.dumps({"version": 1, **_fields(**overrides)}).encode()
-
-
 @pytest.mark.parametrize("overrides", [*_TOO_BIG, {"volume": MAX_INT64 + 1}])
 def test_contract_rejects_values_beyond_the_storage_limits(overrides: dict[str, object]) -> None:
     with pytest.raises(ContractError, match="must be <="):
-        Tick(**_fields(**overrides))  # type: ignore[arg-type]
+        sample_tick(**overrides)
 
 
 def test_contract_accepts_the_limits_themselves() -> None:
-    Tick(**_fields(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32, volume=MAX_INT64))  # type: ignore[arg-type]
+    sample_tick(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32, volume=MAX_INT64)
 
 
 def test_schema_states_the_storage_limits() -> None:
@@ -60,8 +46,8 @@ def test_schema_states_the_storage_limits() -> None:
 
 @pytest.mark.parametrize("overrides", _TOO_BIG)
 def test_decode_dead_letters_values_beyond_the_storage_limits(overrides: dict[str, object]) -> None:
-    good = raw_json()
-    bad = raw_json(**overrides)
+    good = raw_tick_json()
+    bad = raw_tick_json(**overrides)
     batch, dead = decode_batch([good, bad, good])
     assert len(batch) == 2
     assert [(d.kind, d.raw) for d in dead] == [("malformed", bad)]
@@ -69,13 +55,13 @@ def test_decode_dead_letters_values_beyond_the_storage_limits(overrides: dict[st
 
 def test_archive_counts_an_oversized_tick_and_still_encodes_the_batch() -> None:
     before = ARCHIVE_REJECTED._value.get()
-    out = decode_for_archive([raw_json(), raw_json(seq=MAX_INT64 + 1), raw_json(bid_size=MAX_INT32 + 1)])
+    out = decode_for_archive([raw_tick_json(), raw_tick_json(seq=MAX_INT64 + 1), raw_tick_json(bid_size=MAX_INT32 + 1)])
     assert ARCHIVE_REJECTED._value.get() == before + 2
     assert [len(b) for b in out] == [1]
     copy_payload(tick_columns(out))  # no ValueError/OverflowError for the table's column types
 
 
 def test_decode_keeps_ticks_at_the_limits() -> None:
-    batch, dead = decode_batch([raw_json(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32)])
+    batch, dead = decode_batch([raw_tick_json(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32)])
     assert dead == []
     copy_payload(tick_columns([batch]))

@@ -14,6 +14,7 @@ from simulator.engine import TickBatch, TickEngine
 from simulator.resume import LastTicks, ResumeState, describe_gap, next_step_ms, plan_resume, resume_seed
 from simulator.session import YEAR_SECONDS_CALENDAR, Session, block_starts, to_ms
 from simulator.universe import Universe, load_universe
+from tests.ticks import make_tick
 
 T0 = to_ms(datetime(2026, 11, 20, 15, 0, tzinfo=UTC))
 SYMBOLS = ["SYNTH", "TECH", "FINANCE", "ENERGY", "HEALTH"]
@@ -25,17 +26,7 @@ def universe() -> Universe:
 
 
 def _tick(ticker: str, seq: int, ts: int, price: float = 100.0) -> Tick:
-    return Tick(
-        ticker=ticker,
-        seq=seq,
-        timestamp=ts,
-        price=price,
-        bid=price - 0.01,
-        ask=price + 0.01,
-        bid_size=100,
-        ask_size=100,
-        volume=10,
-    )
+    return make_tick(ticker, seq, ts, price, volume=10, bid_size=100, ask_size=100)
 
 
 def _engine(u: Universe, start_ms: int, resume: ResumeState | None, **kw: int) -> TickEngine:
