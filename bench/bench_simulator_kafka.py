@@ -138,11 +138,16 @@ def realtime(bootstrap: str, seconds: float = 60.0, slice_ms: int = 10) -> tuple
     lags: list[float] = []
     metrics.pacing_lag.observe = lags.append  # type: ignore[method-assign,assignment]
     eng = TickEngine(u, Session(), 1, now_ms() + 1000, tick_ms=1000, threads=2, slice_ms=slice_ms)
+    # the first block starts on the next whole minute: measure `seconds` from there, not from now
+    wait_s = max(0, eng.next_ts_ms() - now_ms()) / 1000.0
     stop = threading.Event()
-    threading.Timer(seconds, stop.set).start()
+    threading.Timer(wait_s + seconds, stop.set).start()
     stream(eng, prod, metrics, stop, realtime=True)
     prod.flush(60)
     eng.close()
+    if not lags:
+        msg = f"real time, {slice_ms} ms slices: no slice was sent in {wait_s + seconds:.0f} s (no lag measured)"
+        raise RuntimeError(msg)
     a = np.array(lags) * 1000
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max())
 
