@@ -64,31 +64,29 @@ def _topic_partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[
             raise KafkaException(meta.error)
         return sorted(meta.partitions)
 
-    retrying = Retrying(
-        retry=retry_if_exception(_retriable),
-        stop=stop_after_delay(timeout_s),
-        wait=wait_exponential(multiplier=0.1, max=2),
-        before_sleep=before_sleep_log(log, logging.INFO),
-        reraise=True,
-    )
     try:
-        return retrying(read)
+        return _retrying(timeout_s)(read)
     except KafkaException as err:
         msg = f"resume scan: cannot read the metadata of topic {topic!r}: {err}"
         raise SourceError(msg) from err
 
 
-def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
-    """(low, high) of one partition; transient errors (a new topic's leader not elected yet) are retried."""
-    retrying = Retrying(
+def _retrying(timeout_s: float) -> Retrying:
+    """Retries of transient broker errors (:func:`_retriable`) for up to ``timeout_s``, logged before each wait."""
+    return Retrying(
         retry=retry_if_exception(_retriable),
         stop=stop_after_delay(timeout_s),
         wait=wait_exponential(multiplier=0.1, max=2),
         before_sleep=before_sleep_log(log, logging.INFO),
         reraise=True,
     )
+
+
+def _watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
+    """(low, high) of one partition; transient errors (a new topic's leader not elected yet) are retried."""
     try:
-        low, high = retrying(consumer.get_watermark_offsets, TopicPartition(topic, partition), timeout=timeout_s)
+        where = TopicPartition(topic, partition)
+        low, high = _retrying(timeout_s)(consumer.get_watermark_offsets, where, timeout=timeout_s)
     except KafkaException as err:
         msg = f"resume scan: cannot read the offsets of topic {topic!r} partition {partition}: {err}"
         raise SourceError(msg) from err
