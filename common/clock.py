@@ -15,6 +15,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def to_ms(value: datetime) -> int:
+    """Epoch milliseconds of a tz-aware datetime, exact (``int(value.timestamp() * 1000)`` is 1 ms low for about
+    1 % of times with milliseconds); sub-millisecond parts are floored."""
+    return (value - EPOCH) // timedelta(milliseconds=1)
+
+
 def from_ms(ms: int) -> datetime:
     """Exact UTC datetime of an epoch-millisecond integer (no float rounding)."""
     return EPOCH + timedelta(milliseconds=ms)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from common.clock import from_ms
+from common.clock import to_ms as clock_to_ms
 from common.errors import ConfigError
 
 SessionMode = Literal["24/7", "exchange"]
@@ -26,17 +27,12 @@ TRADING_DAYS_PER_YEAR = 252.0
 DAY_MS = 86_400_000
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
-
 def to_ms(dt: datetime) -> int:
     """Epoch milliseconds of a tz-aware datetime (naive datetimes are rejected)."""
     if dt.tzinfo is None:
         msg = f"naive datetime {dt!r}: pass a tz-aware datetime"
         raise ConfigError(msg)
-    # exact integer arithmetic: int(dt.timestamp() * 1000) came out 1 ms low for many times with milliseconds
-    return (dt - _EPOCH) // _ONE_MS
+    return clock_to_ms(dt)
 
 
 def parse_time(text: str) -> datetime:
