@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -26,9 +25,6 @@ from contracts.bar import Bar, decode_bar
 from contracts.tick import SYMBOL_RE, Tick, decode_tick
 
 log = logging.getLogger("api.cache")
-
-#: the platform's symbol syntax (the CHECK constraint on ``tickers.ticker``); a name of its own for api.ws
-TICKER_RE: Final = SYMBOL_RE
 
 
 class GetCoalescer:
@@ -227,7 +223,7 @@ class TickerDirectory:
         if ticker in self._known:
             self._reload_if_stale()
             return ticker
-        if not TICKER_RE.match(ticker):
+        if not SYMBOL_RE.match(ticker):
             raise not_found(what=f"unknown ticker {raw[:40]!r}")
         if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
             if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)

@@ -28,13 +28,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
 from api.auth import admit, credential_from
-from api.cache import TICKER_RE
 from api.deps import AppState
 from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from api.ws_protocol import SEND_TEXTS
 from common.errors import ContractError
 from contracts import TIMEFRAMES, redis_keys
+from contracts.tick import SYMBOL_RE
 
 log = logging.getLogger("api.ws")
 router = APIRouter(tags=["websocket"])
@@ -183,7 +183,7 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
     known = state.tickers.known
     for t in tickers_raw:
         canon = t.strip().upper()
-        if canon == "*" or (TICKER_RE.match(canon) and (not known or canon in known)):
+        if canon == "*" or (SYMBOL_RE.match(canon) and (not known or canon in known)):
             tickers.append(canon)
         else:
             bad.append(t[:40])
