@@ -137,8 +137,8 @@ class TickEngine:
         # next seq of each ticker at the start (a resumed ticker continues its own numbering)
         self._seq0 = None if resume is None or not resume.next_seq.any() else resume.next_seq.astype(np.int64)
         slices = tick_ms // slice_ms
-        # ticker i ticks in slice i * S // n: non-decreasing in i, so rows stay in ticker order (no gather)
-        self._sliced = slices > 1
+        # ticker i ticks in slice i * S // n: non-decreasing in i, so rows stay in ticker order (no gather);
+        # all zero without slices
         self._slice_offset = np.arange(self.n, dtype=np.int64) * slices // max(1, self.n) * slice_ms
         self._tickers = np.tile(np.arange(self.n, dtype=np.int32), self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
@@ -249,7 +249,7 @@ class TickEngine:
         return TickBatch(
             ticker=tickers,
             seq=seq,
-            ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel() if self._sliced else np.repeat(ts, self.n),
+            ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
             **{k: getattr(out, k).ravel() for k in QUOTE_COLUMNS},
         )
 
