@@ -216,7 +216,7 @@ class KafkaRelay:
         refresh_at = time.monotonic() + METADATA_REFRESH_S
         batch, poll_s = self.settings.relay_batch, self.settings.relay_poll_s
         while not self._stop.is_set():
-            msgs = consumer.consume(num_messages=batch, timeout=poll_s)
+            msgs = _next_messages(consumer, batch, poll_s)
             if msgs:
                 events = self._events(msgs)
                 if events:
@@ -248,3 +248,20 @@ class KafkaRelay:
                 RELAY_BAD.labels(CHANNEL_NAMES[channel]).inc()
                 log.warning("skipping bad message %s[%s]@%s: %s", m.topic(), m.partition(), m.offset(), exc)
         return events
+
+
+def _next_messages(consumer: Consumer, batch: int, poll_s: float) -> list[Message]:
+    """Up to ``batch`` messages, returned as soon as there is one (waiting at most ``poll_s`` for it).
+
+    ``consume(n, timeout)`` waits for ``n`` messages or the whole timeout, so at ordinary tick rates every
+    relayed tick sat up to ``poll_s`` in the consumer queue. Here whatever is queued is taken at once; only an
+    empty queue waits, in ``poll``, which returns with the first message to arrive (the rest of its fetch is
+    then queued and taken without waiting).
+    """
+    msgs = consumer.consume(num_messages=batch, timeout=0)
+    if msgs:
+        return msgs
+    first = consumer.poll(poll_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)] if batch > 1 else [first]

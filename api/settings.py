@@ -63,7 +63,9 @@ class ApiSettings(SharedSettings):
     # --- Kafka relay --------------------------------------------------------------------------------------------
     relay_enabled: bool = True
     relay_batch: int = Field(2000, ge=1, le=100_000, description="max messages per consume() call")
-    relay_poll_s: float = Field(0.005, gt=0, le=1.0)
+    relay_poll_s: float = Field(
+        0.1, gt=0, le=1.0, description="longest wait for a message when none is queued (not a batching delay)"
+    )
 
     # --- queries ------------------------------------------------------------------------------------------------
     history_default_limit: int = Field(1000, ge=1)
