@@ -7,6 +7,7 @@ directory and config (idempotently) and return the spec. :mod:`stack.runner` sta
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import pwd
@@ -171,14 +172,17 @@ def prepare_kafka(settings: StackSettings, data_dir: Path, retention_hours: int 
 
 
 def _kafka_cluster_id(home: Path) -> str:
-    """A stable KRaft cluster id (base64 UUID) kept beside the data."""
-    path = home / "cluster.id"
-    if not path.exists():
-        import base64
+    """A stable KRaft cluster id (base64 UUID) kept beside the data (read only before storage is formatted).
 
-        raw = uuid.uuid4().bytes
-        path.write_text(base64.urlsafe_b64encode(raw).decode().rstrip("="))
-    return path.read_text().strip()
+    Never one starting with ``-``: ``kafka-storage format -t -xyz…`` reads that as an option and fails (about
+    one fresh stack in 64); Kafka's own ``Uuid.randomUuid()`` skips such ids for the same reason.
+    """
+    path = home / "cluster.id"
+    cluster_id = path.read_text().strip() if path.exists() else ""
+    while not cluster_id or cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        path.write_text(cluster_id)
+    return cluster_id
 
 
 def kafka_ready(bootstrap: str) -> bool:
