@@ -1,14 +1,15 @@
 """Throughput of the bars flow in memory: ``python bench/bench_flow_bars.py [--ticks N] [--profile]``.
 
 Feeds pre-encoded ``market-ticks`` values through ``flows.bars.build_flow`` with Bytewax's ``TestingSource``
-(batches of 10,000 by default), one process, one worker, all five timeframes and indicators, and counts what
-comes out. Prints one table row per scenario (tickers x event-time tick rate per ticker, live bars on/off)
-with wall-clock and per-CPU-second throughput (the latter is less sensitive to other processes on a shared
-machine); ``--profile`` runs one scenario under cProfile instead and prints the top functions.
+(batches of the ``FLOW_BATCH_SIZE`` default unless ``--batch``), one process, one worker, all five timeframes
+and indicators, and counts what comes out. Prints one table row per scenario (tickers x event-time tick rate
+per ticker, live bars on/off) with wall-clock and per-CPU-second throughput (the latter is less sensitive to
+other processes on a shared machine); ``--profile`` runs one scenario under cProfile instead and prints its top
+functions.
 
-Two ways of feeding (``--feed``): ``values`` gives ``TestingSource`` the 10,000 values of a batch one by one
+Two ways of feeding (``--feed``): ``values`` gives ``TestingSource`` the values of a batch one by one
 (its per-item Python loop costs ~0.3 us per tick, a harness cost the deployed flow does not have), ``batches``
-gives it one :class:`~flows.decode.RawBatch` of 10,000 values per item -- what ``flows.sources.RawKafkaSource``
+gives it one :class:`~flows.decode.RawBatch` per batch -- what ``flows.sources.RawKafkaSource``
 emits per poll. To compare with another checkout in the same run, point ``PYTHONPATH`` at it:
 ``PYTHONPATH=/path/to/old .venv/bin/python bench/bench_flow_bars.py``, or let the script do it:
 ``--baseline REV`` exports the ``flows`` package of git revision ``REV`` and runs every scenario ``--rounds``
@@ -42,7 +43,7 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 import flows.bars
 from flows.bars import build_flow, tune_gc
 from flows.decode import RawBatch, WireTick
-from flows.settings import FlowSettings
+from flows.settings import DEFAULT_BATCH_SIZE, FlowSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import export_revision  # noqa: E402 -- bench/ is not a package
@@ -233,7 +234,7 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE, help="values per source batch")
     parser.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")

@@ -19,6 +19,7 @@ The servers come from :func:`benchstack.local_stack`, shared with the other benc
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -105,10 +106,12 @@ def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None 
 
 
 def run_once(
-    stack: LocalStack, topic: str, mode: str, extra: dict[str, object] | None = None
+    stack: LocalStack, topic: str, mode: str, extra: dict[str, object] | None = None, batch_size: int | None = None
 ) -> tuple[float, float, dict[str, int]]:
-    """One pass over the whole topic (``extra``: more consumer settings); returns (seconds, cpu seconds, counts)."""
-    settings = stack.flow_settings(mode="backfill")
+    """One pass over the whole topic (``extra``: more consumer settings, ``batch_size``: messages per consume
+    instead of ``FLOW_BATCH_SIZE``); returns (seconds, cpu seconds, counts)."""
+    overrides: dict[str, object] = {} if batch_size is None else {"batch_size": batch_size}
+    settings = stack.flow_settings(mode="backfill", **overrides)
     tune_gc(settings)
     counts: dict[str, int] = {}
     if mode == "source only":
@@ -165,7 +168,13 @@ def main() -> None:
         help="librdkafka consumer setting for a second pass of every row in the same run (repeatable)",
     )
     parser.add_argument("--modes", default="source,flow,sinks", help=f"comma-separated, some of {list(MODES)}")
+    parser.add_argument(
+        "--batch-sizes",
+        default="",
+        help="comma-separated messages per consume() to run every row with, alternated (default: FLOW_BATCH_SIZE)",
+    )
     args = parser.parse_args()
+    sizes: list[int | None] = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     extra: dict[str, object] = dict(item.split("=", 1) for item in args.consumer)
     variants: list[tuple[str, dict[str, object] | None]] = [("", None)] + ([(" *", extra)] if extra else [])
     modes = [MODES[m.strip()] for m in args.modes.split(",")]
@@ -177,7 +186,8 @@ def main() -> None:
         del values, keys
         print(
             f"bars flow from a local Kafka backlog: {args.ticks:,} ticks, {args.tickers:,} tickers x {args.rate} "
-            f"ticks/s (event time), {args.partitions} partitions, 1 process x 1 worker, batches of 10,000; "
+            f"ticks/s (event time), {args.partitions} partitions, 1 process x 1 worker, batches of "
+            f"{', '.join(f'{b:,}' for b in sizes if b) or f'{FlowSettings().batch_size:,}'}; "
             f"backlog produced at {produced:,.0f} msgs/s"
         )
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
@@ -185,11 +195,11 @@ def main() -> None:
             print(f"rows marked * read with the consumer settings {extra}")
         print(f"{'run':<18} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12}  counts")
         for mode in modes:
-            for mark, config in variants:
-                elapsed, cpu, counts = run_once(stack, topic, mode, config)
+            for (mark, config), size in itertools.product(variants, sizes):
+                elapsed, cpu, counts = run_once(stack, topic, mode, config, size)
                 if mode == "flow + sinks":
                     counts["rows in market_bars"] = _stored_bars(stack.database_url)
-                label = mode + mark
+                label = mode + mark + (f" /{size // 1000}k" if size else "")
                 print(
                     f"{label:<18} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f}  {counts}",
                     flush=True,

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from common.errors import SourceError
 from flows.decode import RawBatch
 from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
+from flows.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
         topic: str,
         *,
         tail: bool = True,
-        batch_size: int = 10_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         poll_s: float = 0.01,
         group_id: str = "bytewax-managed-offsets",
         extra_config: dict[str, object] | None = None,
