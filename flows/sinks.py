@@ -10,11 +10,12 @@ which stops the process so the supervisor restarts it from the last snapshot —
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -272,14 +273,48 @@ class EncodedBar(NamedTuple):
     raw: bytes
 
 
+#: Sets each ``KEYS[i]`` to ``ARGV[2i-1]`` with a TTL of ``ARGV[2i]`` seconds, in order. Live bars carry a TTL,
+#: which ``MSET`` cannot set; one script call for all of a batch's live bars is one command and one reply instead
+#: of one per bar (redis-py spends ~20 us of client CPU per pipelined ``SET``; docs/benchmarks.md).
+SET_EACH_WITH_TTL: Final = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+end
+return #KEYS
+"""
+
+#: live bars per script call (~2 ms of Redis time each)
+SCRIPT_KEYS: Final = 5_000
+
+
 def _write_bars(pipe: Any, bars: list[EncodedBar]) -> None:
+    """A batch's bars as a few commands: one ``MSET`` of the final bars, one ``HSET`` of each ticker's
+    indicators, one script call for the live bars. In arrival order, so a later bar of a key wins, as it would
+    with one ``SET`` per bar."""
+    finals: dict[str, bytes] = {}
+    indicators: dict[str, list[str | bytes]] = {}
+    live_keys: list[str] = []
+    live_args: list[bytes | int] = []
     for bar, raw in bars:
         if bar.final:
-            pipe.set(redis_keys.final_bar(bar.ticker, bar.timeframe), raw)
-            pipe.hset(redis_keys.indicators(bar.ticker), bar.timeframe, raw)
+            finals[redis_keys.final_bar(bar.ticker, bar.timeframe)] = raw
+            fields = indicators.get(bar.ticker)
+            if fields is None:
+                indicators[bar.ticker] = [bar.timeframe, raw]
+            else:
+                fields += (bar.timeframe, raw)
         else:
-            ttl = redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe))
-            pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
+            live_keys.append(redis_keys.live_bar(bar.ticker, bar.timeframe))
+            live_args += (raw, redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe)))
+    command = pipe.execute_command  # the generic call: set()/hset() cost more argument handling per call
+    if finals:
+        command("MSET", *itertools.chain.from_iterable(finals.items()))
+    for ticker, fields in indicators.items():
+        command("HSET", redis_keys.indicators(ticker), *fields)
+    if live_keys:
+        script = pipe.register_script(SET_EACH_WITH_TTL)
+        for i in range(0, len(live_keys), SCRIPT_KEYS):  # Redis runs a script atomically: keep each call short
+            script(keys=live_keys[i : i + SCRIPT_KEYS], args=live_args[2 * i : 2 * (i + SCRIPT_KEYS)])
 
 
 def _live_bars_written(bars: list[EncodedBar]) -> None:
@@ -290,13 +325,17 @@ _TICK_ENCODER = msgspec.json.Encoder()
 
 
 def _write_quotes(pipe: Any, batches: list[list[WireTick]]) -> None:
+    """The newest tick per ticker (in arrival order: the last one wins) in one ``MSET``."""
     latest: dict[str, WireTick] = {}
-    for ticks in batches:  # in arrival order: the last one per ticker wins
+    for ticks in batches:
         for tick in ticks:
             latest[tick.ticker] = tick
-    for ticker, tick in latest.items():
+    if latest:
         # WireTick has the contract's fields in the contract's order: the same bytes as on Kafka
-        pipe.set(redis_keys.latest_price(ticker), _TICK_ENCODER.encode(tick))
+        encode = _TICK_ENCODER.encode
+        pipe.execute_command(
+            "MSET", *itertools.chain.from_iterable((redis_keys.latest_price(t), encode(k)) for t, k in latest.items())
+        )
 
 
 class RedisBarSink(DynamicSink[EncodedBar]):
@@ -376,7 +415,7 @@ class _KafkaPartition(StatelessSinkPartition[X]):
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
-        self._producer.poll(0)
+        # no poll(0) per message: write_batch's flush() serves the delivery reports of the whole batch
 
     def close(self) -> None:
         self._producer.flush(30)

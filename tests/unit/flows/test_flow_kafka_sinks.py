@@ -107,17 +107,6 @@ def _bars() -> list[Any]:
     ]
 
 
-class _Pipe:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    def set(self, key: str, value: bytes, ex: int | None = None) -> None:
-        self.values.append(value)
-
-    def hset(self, key: str, field: str, value: bytes) -> None:
-        self.values.append(value)
-
-
 def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
     producer: type[FakeProducer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,8 +119,8 @@ def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
         return encode_bar(bar)
 
     monkeypatch.setattr(sinks, "encode_bar", counting)
-    pipe = _Pipe()
-    monkeypatch.setattr(sinks._RedisPartition, "_write", lambda self, items: self._write_fn(pipe, items))
+    to_redis: list[sinks.EncodedBar] = []  # what the Redis writer gets (tests/integration/test_redis_sinks.py)
+    monkeypatch.setattr(sinks._RedisPartition, "_write", lambda self, items: to_redis.extend(items))
     part = sinks.live_bar_sink(SharedSettings()).build("bars", 0, 1)
     bars = _bars()
     part.write_batch(bars)
@@ -140,4 +129,4 @@ def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
     assert [m["value"] for m in sent] == [encode_bar(b) for b in bars]
     assert [m["key"] for m in sent] == [b"SYNTH", b"SYNTH"]
     assert {m["topic"] for m in sent} == {SharedSettings().topic_bars}
-    assert pipe.values == [encode_bar(bars[0]), encode_bar(bars[0]), encode_bar(bars[1])]
+    assert [(e.bar, e.raw) for e in to_redis] == [(b, encode_bar(b)) for b in bars]
