@@ -215,8 +215,9 @@ class KafkaRelay:
     def _loop(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
         refresh_at = time.monotonic() + METADATA_REFRESH_S
         batch, poll_s = self.settings.relay_batch, self.settings.relay_poll_s
+        coalesce_s = self.settings.relay_coalesce_ms / 1000.0
         while not self._stop.is_set():
-            msgs = _next_messages(consumer, batch, poll_s)
+            msgs = _next_messages(consumer, batch, poll_s, coalesce_s)
             if msgs:
                 events = self._events(msgs)
                 if events:
@@ -250,18 +251,22 @@ class KafkaRelay:
         return events
 
 
-def _next_messages(consumer: Consumer, batch: int, poll_s: float) -> list[Message]:
-    """Up to ``batch`` messages, returned as soon as there is one (waiting at most ``poll_s`` for it).
+def _next_messages(consumer: Consumer, batch: int, poll_s: float, coalesce_s: float = 0.0) -> list[Message]:
+    """Up to ``batch`` messages: those queued now plus those arriving within ``coalesce_s``; when none is queued,
+    the wait for the first is at most ``poll_s``.
 
-    ``consume(n, timeout)`` waits for ``n`` messages or the whole timeout, so at ordinary tick rates every
-    relayed tick sat up to ``poll_s`` in the consumer queue. Here whatever is queued is taken at once; only an
-    empty queue waits, in ``poll``, which returns with the first message to arrive (the rest of its fetch is
-    then queued and taken without waiting).
+    ``consume(n, timeout)`` alone waits for ``n`` messages or the whole timeout, so at ordinary tick rates every
+    relayed tick sat up to ``poll_s`` in the consumer queue. Here an empty queue waits in ``poll``, which returns
+    with the first message to arrive; ``coalesce_s`` then collects what follows it for a moment (the other
+    partitions of the same fetch, the rest of a producer burst), so the event loop is not woken for every
+    fragment: each wake-up costs a socket write per client.
     """
     msgs = consumer.consume(num_messages=batch, timeout=0)
-    if msgs:
-        return msgs
-    first = consumer.poll(poll_s)
-    if first is None:
-        return []
-    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)] if batch > 1 else [first]
+    if not msgs:
+        first = consumer.poll(poll_s)
+        if first is None:
+            return []
+        msgs = [first]
+    if coalesce_s > 0 and len(msgs) < batch:
+        msgs.extend(consumer.consume(num_messages=batch - len(msgs), timeout=coalesce_s))
+    return msgs

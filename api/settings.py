@@ -66,6 +66,9 @@ class ApiSettings(SharedSettings):
     relay_poll_s: float = Field(
         0.1, gt=0, le=1.0, description="longest wait for a message when none is queued (not a batching delay)"
     )
+    relay_coalesce_ms: float = Field(
+        2.0, ge=0, le=100, description="after a message arrives, also relay those arriving within this many ms"
+    )
 
     # --- queries ------------------------------------------------------------------------------------------------
     history_default_limit: int = Field(1000, ge=1)

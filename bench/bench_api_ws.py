@@ -15,7 +15,7 @@ includes Kafka produce and consume. Scenarios:
     .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
         [--ws-protocols frame-writer,websockets-sansio]   # API_WS_PROTOCOL values, one gateway each, same run
         [--baseline REV]   # also the api package of git revision REV (its default protocol), same run
-        [--variant 'poll2ms:API_RELAY_POLL_S=0.002'] ...   # also a gateway with these settings, same run
+        [--variant 'int15:API_WS_BATCH_INTERVAL_MS=15'] ...   # also a gateway with these settings, same run
 
 Everything shares this machine's two cores: the CPU columns say who used what.
 """

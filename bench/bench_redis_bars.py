@@ -4,7 +4,7 @@ Starts a private Redis, then writes the same live and final bars in pipelines of
 alternated over ``--rounds``: ``flows.sinks._write_bars`` (``MSET`` of the finals, ``HSET`` per ticker, one Lua
 ``SET … EX`` call per 5,000 live bars), ``one command per bar`` (``set``/``hset`` per bar, the previous writer),
 and ``execute_command per bar`` (``MSET``/``HSET`` as now, but one generic ``SET … EX`` per live bar). Prints µs
-of wall and client CPU per bar; the resulting keys are compared so all three write the same data.
+of wall and client CPU per bar; the resulting keys (values, hashes, which expire) are compared across writers.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> None:
             client = redis.Redis.from_url(settings.redis_url)
             print(f"{len(bars):,} bars ({args.live:,} live, {args.final:,} final), pipelines of {args.chunk:,}")
             print("| round | writer | wall µs/bar | client CPU µs/bar |\n|---|---|---:|---:|")
-            contents: dict[str, dict[bytes, bytes | None]] = {}
+            contents: dict[str, dict[bytes, tuple[object, bool]]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name, write in writers.items():
                     client.flushall()
@@ -102,11 +102,15 @@ def main() -> None:
                         pipe.execute()
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                     print(f"| {rnd} | {name} | {wall / len(bars) * 1e6:.2f} | {cpu / len(bars) * 1e6:.2f} |")
-                    keys = sorted(client.keys("bar:*"))
-                    contents[name] = dict(zip(keys, client.mget(keys), strict=True))
+                    contents[name] = {
+                        key: (client.get(key), client.ttl(key) > 0)
+                        if key.startswith(b"bar:")
+                        else (client.hgetall(key), client.ttl(key) > 0)
+                        for key in client.keys("*")
+                    }
             first = next(iter(contents.values()))
             same = all(c == first for c in contents.values())
-            print(f"same keys and values from every writer: {same} ({len(first):,} bar keys)")
+            print(f"same keys, values and expiring keys from every writer: {same} ({len(first):,} keys)")
             client.close()
 
 

@@ -311,10 +311,11 @@ def _write_bars(pipe: Any, bars: list[EncodedBar]) -> None:
         command("MSET", *itertools.chain.from_iterable(finals.items()))
     for ticker, fields in indicators.items():
         command("HSET", redis_keys.indicators(ticker), *fields)
-    if live_keys:
-        script = pipe.register_script(SET_EACH_WITH_TTL)
-        for i in range(0, len(live_keys), SCRIPT_KEYS):  # Redis runs a script atomically: keep each call short
-            script(keys=live_keys[i : i + SCRIPT_KEYS], args=live_args[2 * i : 2 * (i + SCRIPT_KEYS)])
+    # EVAL with the script text, not EVALSHA: no SCRIPT EXISTS round trip per batch and no NOSCRIPT error after a
+    # Redis restart (Redis caches the compiled script by its hash either way)
+    for i in range(0, len(live_keys), SCRIPT_KEYS):  # Redis runs a script atomically: keep each call short
+        keys = live_keys[i : i + SCRIPT_KEYS]
+        command("EVAL", SET_EACH_WITH_TTL, len(keys), *keys, *live_args[2 * i : 2 * (i + SCRIPT_KEYS)])
 
 
 def _live_bars_written(bars: list[EncodedBar]) -> None:
@@ -429,6 +430,9 @@ def _producer_config(bootstrap: str) -> dict[str, Any]:
         "compression.type": "lz4",
         "linger.ms": 20,
         "batch.size": 1_000_000,
+        # only failures are reported (and collected by _on_delivery); delivered messages are freed at once instead
+        # of waiting in librdkafka's queue for flush() to serve a callback each
+        "delivery.report.only.error": True,
     }
 
 

@@ -64,18 +64,26 @@ def test_live_bars_get_their_ttl_in_chunks_and_survive_a_script_cache_flush(
     monkeypatch.setattr(sinks, "SCRIPT_KEYS", 3)  # several script calls per batch
     tickers = [f"T{i}" for i in range(4)]
     first = [bar(t, tf, T0, 5.0, final=False) for t in tickers for tf in ("1m", "1h")]
-    write_bars(redis_url, first)
-    client.script_flush()  # a restarted Redis has no scripts: the next batch must load it again
-    later = [bar("T0", "1m", T0, 6.0, final=False), bar("T1", "1m", T0, 7.0, final=False)]
-    write_bars(redis_url, later)
+    first.insert(5, bar("T0", "1m", T0, 5.5, final=False))  # T0 1m again, in a later script call: this one wins
+    final = bar("T3", "1m", T0, 9.0, final=True)
+    part = sinks.RedisBarSink(redis_url).build("bars", 0, 1)  # one partition for the whole test, as in a flow
+    try:
+        part.write_batch([sinks.EncodedBar(b, encode_bar(b)) for b in [*first, final]])  # live and final mixed
+        client.script_flush()  # a restarted Redis has no scripts: the next batch must still work
+        later = [bar("T1", "1m", T0, 7.0, final=False), bar("T2", "1h", T0, 8.0, final=False)]
+        part.write_batch([sinks.EncodedBar(b, encode_bar(b)) for b in later])
+    finally:
+        part.close()
     expected = {redis_keys.live_bar(b.ticker, b.timeframe): b for b in [*first, *later]}  # later ones win
     assert len(expected) == 8
+    assert expected[redis_keys.live_bar("T0", "1m")].close == 5.5
     for key, live in expected.items():
         assert client.get(key) == encode_bar(live), key
         ttl = client.ttl(key)
         assert 0 < ttl <= redis_keys.live_bar_ttl_s(timeframe_ms(live.timeframe)), (key, ttl)
     assert client.ttl(redis_keys.live_bar("T0", "1h")) > redis_keys.live_bar_ttl_s(timeframe_ms("1m"))
-    assert not client.keys("bar:*:final")
+    assert client.keys("bar:*:final") == [redis_keys.final_bar("T3", "1m").encode()]
+    assert client.get(redis_keys.final_bar("T3", "1m")) == encode_bar(final)
 
 
 def test_latest_quote_is_the_newest_tick_per_ticker_as_on_kafka(redis_url: str, client: redis.Redis[bytes]) -> None:

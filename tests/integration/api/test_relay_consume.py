@@ -50,6 +50,20 @@ def test_a_few_messages_come_back_without_waiting_for_a_full_batch(
     assert elapsed < 10.0, f"took {elapsed:.1f} s: waited for a full batch or the poll timeout"
 
 
+def test_coalescing_collects_what_follows_the_first_message_in_one_call(
+    kafka_bootstrap: str, make_topic: Callable[..., str], consumer: Consumer
+) -> None:
+    topic = make_topic(partitions=1)
+    values = [b"a", b"b", b"c"]
+    _produce(kafka_bootstrap, topic, values)
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    started = time.monotonic()
+    got = _next_messages(consumer, 2000, 20.0, coalesce_s=1.0)  # one call: the first, then 1 s for the rest
+    elapsed = time.monotonic() - started
+    assert [m.value() for m in got] == values
+    assert 0.9 <= elapsed < 10.0, f"{elapsed:.1f} s: the coalescing wait is 1 s after the first message"
+
+
 def test_batch_bounds_each_call_and_one_message_batches_work(
     kafka_bootstrap: str, make_topic: Callable[..., str], consumer: Consumer
 ) -> None:
