@@ -15,17 +15,24 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def consumer(kafka_bootstrap: str) -> Iterator[Consumer]:
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}"})
-    yield c
-    c.close()
+def reading(kafka_bootstrap: str, make_topic: Callable[..., str]) -> Iterator[Callable[[list[bytes]], Consumer]]:
+    """``reading(values)``: a consumer assigned from the start of a new one-partition topic holding ``values``."""
+    consumers: list[Consumer] = []
 
+    def make(values: list[bytes]) -> Consumer:
+        topic = make_topic(partitions=1)
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for value in values:
+            producer.produce(topic, value, partition=0)
+        assert producer.flush(10) == 0
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}"})
+        consumers.append(consumer)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        return consumer
 
-def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for value in values:
-        producer.produce(topic, value, partition=0)
-    assert producer.flush(10) == 0
+    yield make
+    for consumer in consumers:
+        consumer.close()
 
 
 def _drain(consumer: Consumer, want: int, batch: int, poll_s: float, limit_s: float) -> tuple[list[Message], float]:
@@ -37,12 +44,10 @@ def _drain(consumer: Consumer, want: int, batch: int, poll_s: float, limit_s: fl
 
 
 def test_a_few_messages_come_back_without_waiting_for_a_full_batch(
-    kafka_bootstrap: str, make_topic: Callable[..., str], consumer: Consumer
+    reading: Callable[[list[bytes]], Consumer],
 ) -> None:
-    topic = make_topic(partitions=1)
     values = [b"a", b"b", b"c"]
-    _produce(kafka_bootstrap, topic, values)
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    consumer = reading(values)
     # consume(2000, 20.0) would hold these three for the whole 20 s, waiting for 1,997 more
     got, elapsed = _drain(consumer, len(values), batch=2000, poll_s=20.0, limit_s=60.0)
     assert [m.value() for m in got] == values
@@ -51,12 +56,10 @@ def test_a_few_messages_come_back_without_waiting_for_a_full_batch(
 
 
 def test_coalescing_collects_what_follows_the_first_message_in_one_call(
-    kafka_bootstrap: str, make_topic: Callable[..., str], consumer: Consumer
+    reading: Callable[[list[bytes]], Consumer],
 ) -> None:
-    topic = make_topic(partitions=1)
     values = [b"a", b"b", b"c"]
-    _produce(kafka_bootstrap, topic, values)
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    consumer = reading(values)
     started = time.monotonic()
     got = _next_messages(consumer, 2000, 20.0, coalesce_s=1.0)  # one call: the first, then 1 s for the rest
     elapsed = time.monotonic() - started
@@ -64,13 +67,9 @@ def test_coalescing_collects_what_follows_the_first_message_in_one_call(
     assert 0.9 <= elapsed < 10.0, f"{elapsed:.1f} s: the coalescing wait is 1 s after the first message"
 
 
-def test_batch_bounds_each_call_and_one_message_batches_work(
-    kafka_bootstrap: str, make_topic: Callable[..., str], consumer: Consumer
-) -> None:
-    topic = make_topic(partitions=1)
+def test_batch_bounds_each_call_and_one_message_batches_work(reading: Callable[[list[bytes]], Consumer]) -> None:
     values = [b"%d" % i for i in range(5)]
-    _produce(kafka_bootstrap, topic, values)
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    consumer = reading(values)
     first, _ = _drain(consumer, 1, batch=1, poll_s=5.0, limit_s=30.0)
     assert [m.value() for m in first] == [b"0"]
     rest: list[Message] = []
@@ -81,11 +80,8 @@ def test_batch_bounds_each_call_and_one_message_batches_work(
     assert [m.value() for m in rest] == values[1:]
 
 
-def test_an_idle_partition_returns_nothing_after_the_poll_wait(
-    make_topic: Callable[..., str], consumer: Consumer
-) -> None:
-    topic = make_topic(partitions=1)
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+def test_an_idle_partition_returns_nothing_after_the_poll_wait(reading: Callable[[list[bytes]], Consumer]) -> None:
+    consumer = reading([])
     started = time.monotonic()
     assert _next_messages(consumer, 100, 0.3) == []
     assert time.monotonic() - started >= 0.25  # it waited (in poll) instead of spinning
