@@ -43,7 +43,7 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 import flows.bars
 from flows.bars import build_flow, tune_gc
 from flows.decode import RawBatch, WireTick
-from flows.settings import DEFAULT_BATCH_SIZE, FlowSettings
+from flows.settings import FlowSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import export_revision  # noqa: E402 -- bench/ is not a package
@@ -183,7 +183,11 @@ def _run_child(args: argparse.Namespace, number: int, feed: str, pythonpath: Pat
     command = [sys.executable, __file__, "--child", "--scenarios", str(number), "--feed", feed]
     command += ["--ticks", str(args.ticks), "--batch", str(args.batch), "--workers", str(args.workers)]
     command += ["--gc-threshold", str(args.gc_threshold)]
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout  # noqa: S603
+    proc = subprocess.run(command, env=env, check=False, capture_output=True, text=True)  # noqa: S603
+    if proc.returncode != 0:
+        msg = f"child {' '.join(command[2:])} (PYTHONPATH={pythonpath}) failed:\n{proc.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    out = proc.stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -234,7 +238,8 @@ def _compare(args: argparse.Namespace, scenarios: list[tuple[int, Scenario]], fe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE, help="values per source batch")
+    # the field's default, not flows.settings.DEFAULT_BATCH_SIZE: a --baseline child imports an older flows
+    parser.add_argument("--batch", type=int, default=FlowSettings.model_fields["batch_size"].default)
     parser.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")

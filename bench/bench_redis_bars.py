@@ -18,11 +18,12 @@ from typing import Any
 import redis
 
 from contracts import redis_keys
+from contracts.bar import TIMEFRAMES as CONTRACT_TIMEFRAMES
 from contracts.bar import Bar, Indicators, encode_bar, timeframe_ms
 from flows.sinks import EncodedBar, _write_bars
 from stack.private import private_settings, run_redis, temp_home
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
+TIMEFRAMES = tuple(CONTRACT_TIMEFRAMES)
 
 
 def make_bars(live: int, final: int, tickers: int) -> list[EncodedBar]:
@@ -49,7 +50,7 @@ def one_command_per_bar(pipe: Any, bars: list[EncodedBar]) -> None:
             pipe.set(redis_keys.final_bar(bar.ticker, bar.timeframe), raw)
             pipe.hset(redis_keys.indicators(bar.ticker), bar.timeframe, raw)
         else:
-            ttl = redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe))
+            ttl = redis_keys.LIVE_BAR_TTL_S[bar.timeframe]
             pipe.set(redis_keys.live_bar(bar.ticker, bar.timeframe), raw, ex=ttl)
 
 
@@ -62,7 +63,7 @@ def execute_command_per_live_bar(pipe: Any, bars: list[EncodedBar]) -> None:
             finals[redis_keys.final_bar(bar.ticker, bar.timeframe)] = raw
             indicators.setdefault(bar.ticker, []).extend((bar.timeframe, raw))
         else:
-            ttl = redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe))
+            ttl = redis_keys.LIVE_BAR_TTL_S[bar.timeframe]
             pipe.execute_command("SET", redis_keys.live_bar(bar.ticker, bar.timeframe), raw, "EX", ttl)
     if finals:
         pipe.execute_command("MSET", *itertools.chain.from_iterable(finals.items()))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from contracts.bar import TIMEFRAMES
+
 #: seed 002 window names -> timeframes
 WINDOW_TO_TIMEFRAME: Final[dict[str, str]] = {"1min": "1m", "5min": "5m", "15min": "15m", "1h": "1h", "1d": "1d"}
 
@@ -48,3 +50,7 @@ def indicators(ticker: str) -> str:
 def live_bar_ttl_s(timeframe_ms: int) -> int:
     """TTL of a live bar key: two windows, at least 2 minutes."""
     return max(120, 2 * timeframe_ms // 1000)
+
+
+#: :func:`live_bar_ttl_s` of every contract timeframe, by name (the writers look it up per live bar)
+LIVE_BAR_TTL_S: Final[dict[str, int]] = {tf: live_bar_ttl_s(ms) for tf, ms in TIMEFRAMES.items()}

@@ -96,7 +96,7 @@ class ShardLogic(StatefulBatchLogic[list[TickChunk], _BarOut, bytes]):
         self.shard = ShardBars.restore(config, resume, clock()) if resume is not None else ShardBars(config)
 
     def on_batch(self, values: list[list[TickChunk]]) -> tuple[Iterable[_BarOut], bool]:
-        chunks = values[0] if len(values) == 1 else list(itertools.chain.from_iterable(values))
+        chunks = itertools.chain.from_iterable(values)  # on_chunks reads them once
         return _items(*self.shard.on_chunks(chunks, self.clock())), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[_BarOut], bool]:
@@ -124,8 +124,6 @@ def _items(finals: list[Bar], lives: list[Bar], late: list[DeadLetter], duplicat
     branches), ~4 us per bar; ``unpack_*`` flattens them again just before the sinks. Metrics are counted once
     per timeframe, not per bar.
     """
-    if not (finals or lives or late or duplicates):
-        return []
     out: list[_BarOut] = []
     if finals:
         for timeframe, n in collections.Counter(map(_TIMEFRAME, finals)).items():

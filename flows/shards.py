@@ -79,7 +79,7 @@ class ShardBars:
         self._next: int | None = None
         self._scanned = False
 
-    def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
+    def on_chunks(self, chunks: Iterable[TickChunk], now_ms: int) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
         """Feed each ticker its chunks (in arrival order); returns ``(finals, lives, late, duplicates)``."""
         per: dict[str, list[TickChunk]] = {}
         for chunk in chunks:

@@ -28,7 +28,7 @@ from common.clock import from_ms
 from common.errors import SinkError
 from common.settings import SharedSettings
 from contracts import redis_keys
-from contracts.bar import INDICATOR_NAMES, Bar, encode_bar, timeframe_ms
+from contracts.bar import INDICATOR_NAMES, Bar, encode_bar
 from flows.decode import DeadLetter, WireTick
 from flows.observe import (
     DEAD_LETTERS,
@@ -305,7 +305,7 @@ def _write_bars(pipe: Any, bars: list[EncodedBar]) -> None:
                 fields += (bar.timeframe, raw)
         else:
             live_keys.append(redis_keys.live_bar(bar.ticker, bar.timeframe))
-            live_args += (raw, redis_keys.live_bar_ttl_s(timeframe_ms(bar.timeframe)))
+            live_args += (raw, redis_keys.LIVE_BAR_TTL_S[bar.timeframe])
     command = pipe.execute_command  # the generic call: set()/hset() cost more argument handling per call
     if finals:
         command("MSET", *itertools.chain.from_iterable(finals.items()))

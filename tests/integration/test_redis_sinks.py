@@ -11,6 +11,7 @@ import flows.sinks as sinks
 from contracts import redis_keys
 from contracts.bar import Bar, Indicators, encode_bar, timeframe_ms
 from flows.decode import WireTick
+from tests.ticks import wire_tick
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def test_live_bars_get_their_ttl_in_chunks_and_survive_a_script_cache_flush(
 
 def test_latest_quote_is_the_newest_tick_per_ticker_as_on_kafka(redis_url: str, client: redis.Redis[bytes]) -> None:
     def tick(ticker: str, seq: int) -> WireTick:
-        return WireTick(ticker, seq, T0 + seq, 10.0, 9.99, 10.01, 100, 100, 5)
+        return wire_tick(ticker, seq, T0 + seq, 10.0, volume=5)
 
     part = sinks.RedisQuoteSink(redis_url).build("latest", 0, 1)
     try:
