@@ -279,18 +279,9 @@ class TickerBars:
         st.ticks_since_live += ticks
         st.live_dirty = True
         # no second clock advance: a chunk either moved the watermark (its wall time is now, so the clock adds
-        # nothing beyond watermark - grace) or left it, and the clock was applied above.
-        # The checks below are those at the top of _close_due and _live, inlined: most calls close nothing and
-        # publish nothing, and this runs once per ticker and batch
-        finals, duplicates = self._close_due() if next_due <= st.frontier else ([], 0)
-        lives: list[Bar] = []
-        if config.live_enabled:
-            if (
-                not st.open_base
-                or now_ms - st.last_live_ms >= config.live_interval_ms
-                or (config.live_every_ticks and st.ticks_since_live >= config.live_every_ticks)
-            ):
-                lives = self._live(now_ms)
+        # nothing beyond watermark - grace) or left it, and the clock was applied above
+        finals, duplicates = self._close_due()
+        lives = self._live(now_ms)
         if not (finals or lives or late or duplicates):
             return NOTHING
         return Emitted(finals, lives, late, duplicates)
