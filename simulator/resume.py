@@ -49,11 +49,16 @@ class ResumeState:
         if self.next_seq.shape != self.prices.shape or self.next_seq.ndim != 1:
             msg = f"resume state shapes differ: next_seq {self.next_seq.shape!r}, prices {self.prices.shape!r}"
             raise ValueError(msg)
-        if np.any(self.next_seq < 0):
-            msg = f"resume state: next seq must be >= 0, got {int(self.next_seq.min())!r}"
+        bad = np.flatnonzero(self.next_seq < 0)
+        if bad.size:
+            i = int(bad[0])
+            msg = f"resume state: next seq must be >= 0, got {int(self.next_seq[i])!r} at index {i} ({bad.size} bad)"
             raise ValueError(msg)
-        if not np.all(np.isfinite(self.prices) & (self.prices > 0.0)):
-            msg = f"resume state: start prices must be positive, got {self.prices.tolist()!r}"
+        bad = np.flatnonzero(~(np.isfinite(self.prices) & (self.prices > 0.0)))
+        if bad.size:
+            i = int(bad[0])
+            price = float(self.prices[i])
+            msg = f"resume state: start prices must be positive, got {price!r} at index {i} ({bad.size} bad)"
             raise ValueError(msg)
 
 
@@ -135,7 +140,8 @@ def plan_resume(
     ``now_ms`` is longer, the clock jumps to ``now_ms - max_gap_ms`` (the step after it): the backfill window
     bounds the history produced at start in both cases.
     """
-    found = {s: t for s, t in last.items() if s in set(symbols)}
+    universe = set(symbols)
+    found = {s: t for s, t in last.items() if s in universe}
     if not found:
         return None
     seqs = np.zeros(len(symbols), dtype=np.int64)

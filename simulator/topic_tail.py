@@ -109,10 +109,12 @@ def _read_ranges(
                 raise SourceError(msg)
             for m in consumer.consume(10_000, 0.5):
                 p = m.partition()
+                if p is None:  # every fetched message has one
+                    continue
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(p)
+                        _done(consumer, topic, p, pending)
                         continue
                     msg = f"resume scan of topic {topic!r} partition {p!r} at offset {m.offset()!r} failed: {err}"
                     raise SourceError(msg)
@@ -123,10 +125,24 @@ def _read_ranges(
                 if lo <= off < hi:
                     values.append(m.value())
                 if off >= hi - 1:
-                    pending.discard(p)
+                    _done(consumer, topic, p, pending)
     finally:
+        # a paused partition stays paused when assigned again (the next round reads the same partitions)
+        consumer.resume([TopicPartition(topic, p) for p in ranges])
         consumer.unassign()
     return values
+
+
+def _done(consumer: Consumer, topic: str, partition: int, pending: set[int]) -> None:
+    """``partition`` has its range read: stop fetching it (the others may take a while longer)."""
+    if partition in pending:
+        pending.discard(partition)
+        consumer.pause([TopicPartition(topic, partition)])
+
+
+def _names(tickers: list[str], k: int = 10) -> str:
+    """The first ``k`` of ``tickers`` for a log line."""
+    return ", ".join(tickers[:k]) + (", ..." if len(tickers) > k else "")
 
 
 def scan_tail(
@@ -217,7 +233,7 @@ def resume_from_topic(
             " afresh at seq 0; raise SIM_RESUME_SCAN_MAX if they are deeper in the topic",
             settings.resume_scan_max,
             len(last.missing),
-            ", ".join(last.missing[:10]) + (", ..." if len(last.missing) > 10 else ""),
+            _names(last.missing),
         )
     plan = plan_resume(last.last, universe.symbols, universe.start_prices, settings.tick_ms, now, max_gap_ms)
     if plan is None:
@@ -243,7 +259,7 @@ def resume_from_topic(
         log.info(
             "%d tickers not in the topic start afresh from their configured price at seq 0: %s",
             len(plan.fresh),
-            ", ".join(plan.fresh[:10]) + (", ..." if len(plan.fresh) > 10 else ""),
+            _names(plan.fresh),
         )
     if plan.skipped_ms:
         log.warning(

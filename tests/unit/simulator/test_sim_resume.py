@@ -136,6 +136,8 @@ def test_resume_state_rejects_bad_values() -> None:
         ResumeState(next_seq=np.zeros(1, np.int64), prices=np.zeros(1))
     with pytest.raises(ValueError, match="seq must be >= 0"):
         ResumeState(next_seq=np.full(1, -1, np.int64), prices=np.ones(1))
+    with pytest.raises(ValueError, match=r"got nan at index 1 \(2 bad\)"):  # the first bad one, not every price
+        ResumeState(next_seq=np.zeros(3, np.int64), prices=np.array([1.0, np.nan, 0.0]))
 
 
 def test_resume_seed_depends_on_the_seed_and_the_resume_point() -> None:
