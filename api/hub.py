@@ -260,10 +260,9 @@ class Hub:
             return
         client.closed = True
         client.close_reason = reason
-        self._unindex(client, client.keys)
+        self._leave(client)
         client.keys.clear()
         client.keys_changed()
-        self.batches.discard(client)
         if self.clients.pop(client.id, None) is not None:
             WS_CLIENTS.dec()
         WS_DISCONNECTS.labels(reason).inc()
@@ -274,8 +273,8 @@ class Hub:
 
     # ---- subscriptions -----------------------------------------------------------------------------------------
 
-    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> list[str]:
-        """Add ``keys``; returns those newly added. Raises ValueError beyond ``max_subscriptions``."""
+    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> None:
+        """Add ``keys`` (and switch mode if ``batch`` says so). Raises ValueError beyond ``max_subscriptions``."""
         new = [k for k in dict.fromkeys(keys) if k not in client.keys]
         if len(client.keys) + len(new) > self.max_subscriptions:
             msg = (
@@ -284,21 +283,19 @@ class Hub:
             )
             raise ValueError(msg)
         if batch is not None and batch != client.batch:
-            self._unindex(client, client.keys)
+            self._leave(client)
             client.batch = batch
             self._index(client, client.keys)
         client.keys.update(new)
         client.keys_changed()
         self._index(client, new)
-        return new
 
-    def unsubscribe(self, client: Client, keys: Iterable[str]) -> list[str]:
-        """Remove ``keys``; returns those that were subscribed."""
+    def unsubscribe(self, client: Client, keys: Iterable[str]) -> None:
+        """Remove ``keys`` (those not subscribed are ignored)."""
         gone = [k for k in dict.fromkeys(keys) if k in client.keys]
         client.keys.difference_update(gone)
         client.keys_changed()
         self._unindex(client, gone)
-        return gone
 
     def _index(self, client: Client, keys: Iterable[str]) -> None:
         if client.batch:
@@ -309,8 +306,10 @@ class Hub:
             self.index.setdefault(k, set()).add(client)
 
     def _unindex(self, client: Client, keys: Iterable[str]) -> None:
+        """Stop routing ``keys``, already removed from ``client.keys``, to ``client``; a batched client without
+        keys leaves the batcher."""
         if client.batch:
-            if not client.keys - set(keys):
+            if not client.keys:
                 self.batches.discard(client)
             return
         for k in keys:
@@ -319,6 +318,13 @@ class Hub:
                 members.discard(client)
                 if not members:
                     del self.index[k]
+
+    def _leave(self, client: Client) -> None:
+        """Stop routing anything to ``client`` (it is dropped, or changes mode); ``client.keys`` stay as they are."""
+        if client.batch:
+            self.batches.discard(client)
+        else:
+            self._unindex(client, client.keys)  # the direct index does not look at client.keys
 
     # ---- fan-out -----------------------------------------------------------------------------------------------
 

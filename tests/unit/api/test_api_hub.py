@@ -225,6 +225,34 @@ async def test_leaving_batched_mode_releases_the_phase_slot() -> None:
     await hub.stop()
 
 
+async def test_mode_switches_and_drops_leave_no_routing_behind() -> None:
+    hub = make_hub(batch_interval_s=0.025)
+    c = Client("a", Sink().send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:X", "t:Y"], batch=True)
+    assert hub.batches.active
+    assert not hub.index
+    hub.subscribe(c, [], batch=False)
+    assert not hub.batches.active
+    assert hub.index == {"t:X": {c}, "t:Y": {c}}
+    hub.subscribe(c, ["t:Z"], batch=True)
+    assert hub.batches.phase_of.keys() == {c}
+    assert not hub.index
+    hub.unsubscribe(c, ["t:X"])
+    assert hub.batches.active, "still has keys"
+    hub.drop(c, "closed")
+    assert not hub.batches.active
+    assert not hub.batches.joined
+    assert not hub.index
+    assert not c.keys
+    other = Client("b", Sink().send, hub)
+    hub.register(other)
+    hub.subscribe(other, ["t:X"])
+    hub.drop(other, "closed")
+    assert not hub.index
+    await hub.stop()
+
+
 async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined() -> None:
     hub = make_hub(batch_interval_s=0.005)  # one phase
     early, late = Client("early", Sink().send, hub), Client("late", Sink().send, hub)
