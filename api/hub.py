@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -297,10 +297,12 @@ class Hub:
         client.keys_changed()
         self._unindex(client, gone)
 
-    def _index(self, client: Client, keys: Iterable[str]) -> None:
+    def _index(self, client: Client, keys: Collection[str]) -> None:
+        """Start routing ``keys`` (already in ``client.keys``) to ``client``; in batched mode from the next event
+        on, per key (an added key gets no buffered event older than its subscribe snapshot)."""
         if client.batch:
-            if client.keys:
-                self.batches.add(client)
+            if keys:
+                self.batches.add(client, keys)
             return
         for k in keys:
             self.index.setdefault(k, set()).add(client)

@@ -211,7 +211,8 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     """The latest tick of each subscribed ticker at once: process cache first, then Redis.
 
     The subscription is live before this runs, so a tick relayed while Redis is being asked has already been
-    queued to the client: the cache is read before the await, and a Redis value is sent only for a ticker that
+    queued to the client (or, batched, buffered for its next frame, which leaves out the older ticks of a key
+    added now: ``api/batches.py``): the cache is read before the await, and a Redis value is sent only for a ticker that
     has still not been relayed afterwards (else it would repeat, or precede, a live tick).
     """
     cache = state.hub.tick_cache

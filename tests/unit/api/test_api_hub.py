@@ -277,3 +277,61 @@ async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined
     assert seqs(early) == seqs(late) == [3]
     assert early.queue[0] is late.queue[0], "same subscriptions after the first frame: one shared frame again"
     await hub.stop()
+
+
+async def test_subscribing_more_while_batched_sends_the_snapshot_once_and_only_later_events() -> None:
+    from types import SimpleNamespace
+
+    from api.ws import _send_snapshot
+
+    hub = make_hub(batch_interval_s=0.005)  # one phase
+    more, twin, always, wild = (Client(name, Sink().send, hub) for name in ("more", "twin", "always", "wild"))
+    for c in (more, twin, always, wild):
+        hub.register(c)
+    for c in (more, twin, wild):
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.subscribe(always, ["t:X", "t:Y"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2), tick("Y", 3)])  # buffered; Y3 becomes the snapshot of Y
+    state = SimpleNamespace(hub=hub, redis=None)  # Y is in the tick cache: Redis is not asked
+    for c in (more, twin):
+        hub.subscribe(c, ["t:Y"], batch=True)
+        await _send_snapshot(c, ["Y"], state)  # type: ignore[arg-type]
+    hub.subscribe(wild, ["t:*"], batch=True)
+    hub.publish([tick("Y", 4), tick("Z", 5)])
+    hub.flush_batches()
+
+    def frames(c: Client) -> list[tuple[str, list[int]]]:
+        out = []
+        for f in c.queue:
+            msg = json.loads(f)
+            events = msg["events"] if msg["type"] == "batch" else [msg]
+            out.append((msg["type"], [e["data"]["timestamp"] % 1000 for e in events]))
+        c.queue.clear()
+        return out
+
+    assert frames(more) == [("tick", [3]), ("batch", [1, 4])], "the snapshot once; X1 was due before Y joined"
+    assert frames(always) == [("batch", [1, 2, 3, 4])]
+    assert frames(wild) == [("batch", [1, 4, 5])], "t:* joined after Y2/Y3: only X1 is older"
+    assert more.signature == twin.signature
+    hub.publish([tick("X", 6), tick("Y", 7)])
+    twin.queue.clear()
+    hub.flush_batches()
+    assert frames(more) == [("batch", [6, 7])], "later ticks of the added ticker arrive"
+    assert twin.queue[0] is always.queue[0], "same subscriptions after the join frame: one shared frame again"
+    await hub.stop()
+
+
+async def test_clients_with_the_same_subscriptions_and_join_point_share_the_join_frame() -> None:
+    hub = make_hub(batch_interval_s=0.005)
+    a, b = Client("a", Sink().send, hub), Client("b", Sink().send, hub)
+    for c in (a, b):
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2)])
+    for c in (a, b):
+        hub.subscribe(c, ["t:Y"], batch=True)
+    hub.publish([tick("Y", 3)])
+    hub.flush_batches()
+    assert a.queue[0] is b.queue[0]
+    assert [e["data"]["timestamp"] % 1000 for e in json.loads(a.queue[0])["events"]] == [1, 3]
+    await hub.stop()
