@@ -335,16 +335,17 @@ class Hub:
         now = now_ms()
         index = self.index
         sent = self.sent
+        relayed = self.relayed
         tick_cache = self.tick_cache
         batches = self.batches
         buffering = batches.active
-        lags: list[list[float]] = [[] for _ in CHANNEL_NAMES]
+        event_ms: list[list[int]] = [[] for _ in CHANNEL_NAMES]
         for ev in events:
             ch = ev.channel
-            self.relayed[ch] += 1
+            relayed[ch] += 1
             if ch == TICKS:
                 tick_cache[ev.ticker] = ev.frame
-            lags[ch].append((now - ev.event_ms) / 1000.0)
+            event_ms[ch].append(ev.event_ms)
             direct = index.get(ev.key)
             if direct:
                 for c in direct:
@@ -359,13 +360,13 @@ class Hub:
                 batches.append(ev)
         self.kick()
         self._drop_pending()
-        for ch, values in enumerate(lags):
-            if values:
+        for ch, stamps in enumerate(event_ms):
+            if stamps:
                 hist = self._latency[ch]
                 # observing every value costs ~1 us each; a sample of each batch keeps the distribution
-                step = max(1, len(values) // 64)
-                for v in values[::step]:
-                    hist.observe(v)
+                step = max(1, len(stamps) // 64)
+                for ms in stamps[::step]:
+                    hist.observe((now - ms) / 1000.0)
 
     def flush_batches(self, phase: int | None = None) -> None:
         """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last."""

@@ -335,3 +335,30 @@ async def test_clients_with_the_same_subscriptions_and_join_point_share_the_join
     assert a.queue[0] is b.queue[0]
     assert [e["data"]["timestamp"] % 1000 for e in json.loads(a.queue[0])["events"]] == [1, 3]
     await hub.stop()
+
+
+class Observed:
+    """Stands in for a latency histogram."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+
+
+async def test_relay_latency_is_a_sample_of_each_batch_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = make_hub()
+    now = 1_700_000_001_000
+    monkeypatch.setattr("api.hub.now_ms", lambda: now)
+    ticks_hist, bars_hist = Observed(), Observed()
+    hub._latency[TICKS] = ticks_hist  # type: ignore[call-overload]
+    hub._latency[BARS] = bars_hist  # type: ignore[call-overload]
+    hub.publish([tick("X", seq) for seq in range(200)])  # event times 1_700_000_000_000 + seq
+    step = 200 // 64
+    assert ticks_hist.values == [(now - (1_700_000_000_000 + seq)) / 1000.0 for seq in range(0, 200, step)]
+    hub.publish([tick("X", 999), tick("Y", 500)])
+    assert ticks_hist.values[-2:] == [0.001, 0.5], "small batches are observed in full"
+    assert bars_hist.values == []
+    assert hub.relayed[TICKS] == 202
+    await hub.stop()
