@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -361,4 +362,77 @@ async def test_relay_latency_is_a_sample_of_each_batch_in_seconds(monkeypatch: p
     assert ticks_hist.values[-2:] == [0.001, 0.5], "small batches are observed in full"
     assert bars_hist.values == []
     assert hub.relayed[TICKS] == 202
+    await hub.stop()
+
+
+class DirectWrite:
+    """A ``write_now`` that answers from a script (True, False or an exception) and records what it wrote into
+    the same list as the client's ordinary sends, so the order across both paths shows."""
+
+    def __init__(self, delivered: list[dict[str, object]], answers: list[bool | Exception]) -> None:
+        self.delivered = delivered
+        self.answers = answers
+        self.calls = 0
+
+    def __call__(self, texts: Sequence[str]) -> bool:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer:
+            self.delivered.extend(json.loads(t) for t in texts)
+        return answer
+
+
+def seqs_of(frames: list[dict[str, object]]) -> list[int]:
+    return [f["data"]["timestamp"] % 1000 for f in frames]  # type: ignore[index]
+
+
+async def test_kick_writes_directly_when_it_can_and_wakes_the_writer_when_not() -> None:
+    hub = make_hub(queue_bound=100)
+    sink = Sink()
+    direct = DirectWrite(sink.frames, [True, False, OSError("socket gone"), True])
+    c = Client("d", sink.send, hub, write_now=direct)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"])
+    await settle()  # the writer task waits for work
+
+    c.lagging_since = 1.0
+    hub.publish([tick("X", 1), tick("X", 2)])
+    assert direct.calls == 1
+    assert seqs_of(sink.frames) == [1, 2], "written at once, in order, from the fan-out itself"
+    assert not c.queue
+    assert c.lagging_since is None, "a successful write ends lagging"
+    assert not c.wake.is_set(), "no task switch needed"
+
+    c.lagging_since = 2.0
+    hub.publish([tick("X", 3)])  # the connection cannot take it now: the writer waits for it
+    assert direct.calls == 2
+    assert seqs_of([json.loads(f) for f in c.queue]) == [3]
+    assert c.wake.is_set()
+    assert c.lagging_since == 2.0
+    hub.publish([tick("X", 4)])  # queued behind 3: not written around the writer
+    assert direct.calls == 2
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4]
+    assert not c.queue
+
+    hub.publish([tick("X", 5)])  # the direct write raises: the writer takes the frame and meets the error itself
+    assert direct.calls == 3
+    assert c.wake.is_set()
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5]
+
+    c.sending_since = 3.0  # the writer holds frames of its own: a direct write could overtake them
+    hub.publish([tick("X", 6)])
+    assert direct.calls == 3
+    assert c.wake.is_set()
+    c.sending_since = None
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5, 6]
+
+    hub.publish([tick("X", 7)])
+    assert direct.calls == 4
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5, 6, 7]
+    assert not c.closed
     await hub.stop()
