@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from api.settings import ApiSettings
-from api.ws_protocol import uvicorn_ws
+from api.ws_protocol import uvicorn_ws_options
 
 
 def _fresh_multiprocess_dir(directory: Path | None) -> None:
@@ -34,9 +34,7 @@ def main() -> None:
         host=settings.bind_host,
         port=settings.port,
         workers=settings.workers,
-        ws=uvicorn_ws(settings.ws_protocol),
-        ws_per_message_deflate=settings.ws_per_message_deflate,
-        ws_max_size=settings.ws_max_message_bytes,
+        **uvicorn_ws_options(settings),
         log_level=settings.log_level.lower(),
         access_log=False,  # our middleware logs requests with ids
         proxy_headers=True,

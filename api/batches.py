@@ -9,10 +9,16 @@ its previous one. Clients of the same phase with the same subscriptions share on
 
 Events are kept once, in arrival order, with a position per phase; the buffer holds at most one interval of
 events (every phase flushes once per interval) and is trimmed after each flush.
+
+A subscription added to a batched client (its first ones, or more later) starts at the stream position of the
+subscribe: buffered events older than that are not sent for it, because the subscribe snapshot already carried
+the latest tick (an older buffered one would repeat it, or arrive after it). The join positions are kept per
+subscription key until the client's next frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from common.clock import now_ms
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 PHASE_S: Final = 0.005
 #: at most this many phases (long intervals): clients of one phase share frames, so not too thin a slice
 MAX_PHASES: Final = 10
+_NONE: Final[frozenset[tuple[str, int]]] = frozenset()
 
 
 class Batcher:
@@ -38,9 +45,9 @@ class Batcher:
         self.buffer: list[Event] = []
         self.base = 0  # position of buffer[0] in the stream of events since start
         self.sent_to = [0] * self.phases  # stream position each phase has been sent up to
-        #: stream position at which a client joined, until its first frame: it gets nothing older (its
-        #: subscribe snapshot already carried the latest tick; an older buffered one would repeat it)
-        self.joined: dict[Client, int] = {}
+        #: per client, the stream position at which each of its newer subscription keys was added, until the
+        #: client's next frame: no older event is sent for that key
+        self.joined: dict[Client, dict[str, int]] = {}
         self._next = 0
 
     @property
@@ -48,16 +55,16 @@ class Batcher:
         """Whether any client is batched (events are buffered only then)."""
         return bool(self.phase_of)
 
-    def add(self, client: Client) -> None:
-        """Batch ``client`` from the next event on (idempotent); phases are dealt round-robin so they stay the
-        same size."""
-        if client in self.phase_of:
-            return
-        phase = self._next
-        self._next = (phase + 1) % self.phases
-        self.phase_of[client] = phase
-        self.members[phase].add(client)
-        self.joined[client] = self.base + len(self.buffer)
+    def add(self, client: Client, keys: Iterable[str]) -> None:
+        """Batch ``client``'s subscription ``keys`` from the next event on; a new client gets a phase (dealt
+        round-robin so phases stay the same size)."""
+        if client not in self.phase_of:
+            phase = self._next
+            self._next = (phase + 1) % self.phases
+            self.phase_of[client] = phase
+            self.members[phase].add(client)
+        position = self.base + len(self.buffer)
+        self.joined.setdefault(client, {}).update(dict.fromkeys(keys, position))
 
     def discard(self, client: Client) -> None:
         """Stop batching ``client`` (idempotent)."""
@@ -82,12 +89,17 @@ class Batcher:
             members = self.members[p]
             if not members or start == end:
                 continue
-            groups: dict[tuple[frozenset[str], int], list[Client]] = {}
+            groups: dict[tuple[frozenset[str], frozenset[tuple[str, int]]], list[Client]] = {}
             for c in members:
-                since = joined.pop(c, start) if joined else start
-                groups.setdefault((c.signature, max(since, start)), []).append(c)
-            for (signature, since), clients in groups.items():
-                frame = self._frame(self.buffer[since - self.base :], signature)
+                signature = c.signature
+                late: frozenset[tuple[str, int]] = _NONE
+                if joined:
+                    keys = joined.pop(c, None)
+                    if keys:  # only keys still subscribed and joined after this phase's last frame matter
+                        late = frozenset((k, at) for k, at in keys.items() if at > start and k in signature)
+                groups.setdefault((signature, late), []).append(c)
+            for (signature, late), clients in groups.items():
+                frame = self._frame(start, signature, dict(late))
                 if frame is not None:
                     out.append((frame[0], clients, frame[1]))
         low = min(self.sent_to)
@@ -96,13 +108,24 @@ class Batcher:
             self.base = low
         return out
 
-    def _frame(self, events: list[Event], signature: frozenset[str]) -> tuple[str, list[int]] | None:
+    def _frame(self, start: int, signature: frozenset[str], late: dict[str, int]) -> tuple[str, list[int]] | None:
+        """The batch frame of the events from stream position ``start`` on for ``signature``; an event is left out
+        when every key of the signature it matches was added after it (``late``: key -> position added)."""
         counts = [0] * self.channels
         parts: list[str] = []
-        for ev in events:
-            if ev.key in signature or ev.wildcard in signature:
-                parts.append(ev.frame)
-                counts[ev.channel] += 1
+        events = self.buffer[start - self.base :]
+        if not late:
+            for ev in events:
+                if ev.key in signature or ev.wildcard in signature:
+                    parts.append(ev.frame)
+                    counts[ev.channel] += 1
+        else:
+            for position, ev in enumerate(events, start):
+                if (ev.key in signature and late.get(ev.key, start) <= position) or (
+                    ev.wildcard in signature and late.get(ev.wildcard, start) <= position
+                ):
+                    parts.append(ev.frame)
+                    counts[ev.channel] += 1
         if not parts:
             return None
         frame = '{"type":"batch","count":%d,"timestamp":%d,"events":[%s]}' % (  # noqa: UP031 - hot path

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -260,10 +260,9 @@ class Hub:
             return
         client.closed = True
         client.close_reason = reason
-        self._unindex(client, client.keys)
+        self._leave(client)
         client.keys.clear()
         client.keys_changed()
-        self.batches.discard(client)
         if self.clients.pop(client.id, None) is not None:
             WS_CLIENTS.dec()
         WS_DISCONNECTS.labels(reason).inc()
@@ -274,8 +273,8 @@ class Hub:
 
     # ---- subscriptions -----------------------------------------------------------------------------------------
 
-    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> list[str]:
-        """Add ``keys``; returns those newly added. Raises ValueError beyond ``max_subscriptions``."""
+    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> None:
+        """Add ``keys`` (and switch mode if ``batch`` says so). Raises ValueError beyond ``max_subscriptions``."""
         new = [k for k in dict.fromkeys(keys) if k not in client.keys]
         if len(client.keys) + len(new) > self.max_subscriptions:
             msg = (
@@ -284,33 +283,35 @@ class Hub:
             )
             raise ValueError(msg)
         if batch is not None and batch != client.batch:
-            self._unindex(client, client.keys)
+            self._leave(client)
             client.batch = batch
             self._index(client, client.keys)
         client.keys.update(new)
         client.keys_changed()
         self._index(client, new)
-        return new
 
-    def unsubscribe(self, client: Client, keys: Iterable[str]) -> list[str]:
-        """Remove ``keys``; returns those that were subscribed."""
+    def unsubscribe(self, client: Client, keys: Iterable[str]) -> None:
+        """Remove ``keys`` (those not subscribed are ignored)."""
         gone = [k for k in dict.fromkeys(keys) if k in client.keys]
         client.keys.difference_update(gone)
         client.keys_changed()
         self._unindex(client, gone)
-        return gone
 
-    def _index(self, client: Client, keys: Iterable[str]) -> None:
+    def _index(self, client: Client, keys: Collection[str]) -> None:
+        """Start routing ``keys`` (already in ``client.keys``) to ``client``; in batched mode from the next event
+        on, per key (an added key gets no buffered event older than its subscribe snapshot)."""
         if client.batch:
-            if client.keys:
-                self.batches.add(client)
+            if keys:
+                self.batches.add(client, keys)
             return
         for k in keys:
             self.index.setdefault(k, set()).add(client)
 
     def _unindex(self, client: Client, keys: Iterable[str]) -> None:
+        """Stop routing ``keys``, already removed from ``client.keys``, to ``client``; a batched client without
+        keys leaves the batcher."""
         if client.batch:
-            if not client.keys - set(keys):
+            if not client.keys:
                 self.batches.discard(client)
             return
         for k in keys:
@@ -320,6 +321,13 @@ class Hub:
                 if not members:
                     del self.index[k]
 
+    def _leave(self, client: Client) -> None:
+        """Stop routing anything to ``client`` (it is dropped, or changes mode); ``client.keys`` stay as they are."""
+        if client.batch:
+            self.batches.discard(client)
+        else:
+            self._unindex(client, client.keys)  # the direct index does not look at client.keys
+
     # ---- fan-out -----------------------------------------------------------------------------------------------
 
     def publish(self, events: list[Event]) -> None:
@@ -327,16 +335,17 @@ class Hub:
         now = now_ms()
         index = self.index
         sent = self.sent
+        relayed = self.relayed
         tick_cache = self.tick_cache
         batches = self.batches
         buffering = batches.active
-        lags: list[list[float]] = [[] for _ in CHANNEL_NAMES]
+        event_ms: list[list[int]] = [[] for _ in CHANNEL_NAMES]
         for ev in events:
             ch = ev.channel
-            self.relayed[ch] += 1
+            relayed[ch] += 1
             if ch == TICKS:
                 tick_cache[ev.ticker] = ev.frame
-            lags[ch].append((now - ev.event_ms) / 1000.0)
+            event_ms[ch].append(ev.event_ms)
             direct = index.get(ev.key)
             if direct:
                 for c in direct:
@@ -351,13 +360,13 @@ class Hub:
                 batches.append(ev)
         self.kick()
         self._drop_pending()
-        for ch, values in enumerate(lags):
-            if values:
+        for ch, stamps in enumerate(event_ms):
+            if stamps:
                 hist = self._latency[ch]
                 # observing every value costs ~1 us each; a sample of each batch keeps the distribution
-                step = max(1, len(values) // 64)
-                for v in values[::step]:
-                    hist.observe(v)
+                step = max(1, len(stamps) // 64)
+                for ms in stamps[::step]:
+                    hist.observe((now - ms) / 1000.0)
 
     def flush_batches(self, phase: int | None = None) -> None:
         """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last."""

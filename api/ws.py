@@ -82,6 +82,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     finally:
         reader.cancel()
         gone.cancel()
+        if reader.done() and not reader.cancelled() and (err := reader.exception()) is not None:
+            # every malformed message is answered with an error frame: this is a bug, so say so loudly
+            log.error("client %s reader failed; closing the connection", client.id, exc_info=err)
         hub.drop(client, "closed")
         if client.close_reason not in ("closed", "send_failed"):
             code = 1013 if client.close_reason == "lagging" else 1001
@@ -168,7 +171,7 @@ def _keys(channel: int, tickers: list[str], timeframes: list[str]) -> list[str]:
 def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str], list[str]]:
     """Channel, canonical tickers and timeframes of a (un)subscribe message; ProtocolError when malformed."""
     channel_name = msg.get("channel", "ticks")
-    if channel_name not in CHANNELS:
+    if not isinstance(channel_name, str) or channel_name not in CHANNELS:  # a list or object is not hashable
         raise ProtocolError(
             code="invalid_channel", message=f"channel must be one of {list(CHANNELS)}, got {str(channel_name)[:40]!r}"
         )
@@ -208,7 +211,8 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     """The latest tick of each subscribed ticker at once: process cache first, then Redis.
 
     The subscription is live before this runs, so a tick relayed while Redis is being asked has already been
-    queued to the client: the cache is read before the await, and a Redis value is sent only for a ticker that
+    queued to the client (or, batched, buffered for its next frame, which leaves out the older ticks of a key
+    added now: ``api/batches.py``): the cache is read before the await, and a Redis value is sent only for a ticker that
     has still not been relayed afterwards (else it would repeat, or precede, a live tick).
     """
     cache = state.hub.tick_cache

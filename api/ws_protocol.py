@@ -26,11 +26,15 @@ The app uses the extension when the server offers it and falls back to ``websock
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 from websockets.protocol import State
+
+if TYPE_CHECKING:
+    from api.settings import ApiSettings
 
 #: import string uvicorn resolves for ``ws=`` (a string survives uvicorn's worker spawning)
 FRAME_WRITER: str = "api.ws_protocol:FrameWriterProtocol"
@@ -45,6 +49,15 @@ _cached_bytes = 0
 def uvicorn_ws(choice: str) -> str:
     """What uvicorn's ``ws=`` gets for an ``API_WS_PROTOCOL`` value (an import string or one of uvicorn's names)."""
     return FRAME_WRITER if choice == "frame-writer" else choice
+
+
+def uvicorn_ws_options(settings: ApiSettings) -> dict[str, Any]:
+    """The WebSocket keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` for ``settings``."""
+    return {
+        "ws": uvicorn_ws(settings.ws_protocol),
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+        "ws_max_size": settings.ws_max_message_bytes,
+    }
 
 
 def text_frame(text: str) -> bytes:

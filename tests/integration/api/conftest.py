@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 
 from api.main import create_app
 from api.settings import ApiSettings
-from api.ws_protocol import uvicorn_ws
+from api.ws_protocol import uvicorn_ws_options
 from contracts import redis_keys
 from contracts.bar import Bar, Indicators, encode_bar
 from contracts.tick import Tick, encode_tick
@@ -224,10 +224,8 @@ def start_api(api_settings: dict[str, Any]) -> Iterator[Callable[..., LiveApi]]:
             host="127.0.0.1",
             port=settings.port,
             log_level="warning",
-            ws=uvicorn_ws(settings.ws_protocol),
-            ws_per_message_deflate=settings.ws_per_message_deflate,
             lifespan="on",
-            ws_max_size=settings.ws_max_message_bytes,
+            **uvicorn_ws_options(settings),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

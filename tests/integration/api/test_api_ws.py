@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from confluent_kafka import Producer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from api import ws as api_ws
 from contracts.bar import Indicators, encode_bar
 from contracts.tick import encode_tick
 from tests.ticks import make_tick
@@ -119,6 +121,77 @@ async def test_malformed_messages_get_errors_and_the_connection_stays_open(api: 
             assert err["code"] == code, (raw, err)
         await ws.send(b'{"type": "ping"}')  # binary frames are accepted too
         assert (await recv_type(ws, "pong"))["type"] == "pong"
+
+
+async def test_fields_of_the_wrong_json_type_get_errors_and_the_connection_stays_open(api: LiveApi) -> None:
+    """A list or object where a string belongs (unhashable) once killed the reader: a plain close, no error."""
+    async with connect(api.ws_url) as ws:
+        await recv(ws)
+        cases = [
+            ({"type": "subscribe", "tickers": ["SYNTH"], "channel": [1]}, "invalid_channel"),
+            ({"type": "subscribe", "tickers": ["SYNTH"], "channel": {}}, "invalid_channel"),
+            ({"type": "unsubscribe", "tickers": ["SYNTH"], "channel": ["bars"]}, "invalid_channel"),
+            ({"type": "subscribe", "channel": None}, "invalid_channel"),
+            ({"type": ["subscribe"]}, "unknown_type"),
+            ({"type": {"ping": 1}}, "unknown_type"),
+            ({"type": "subscribe", "tickers": [["SYNTH"]]}, "invalid_message"),
+            ({"type": "subscribe", "tickers": [{"SYNTH": 1}]}, "invalid_message"),
+            ({"type": "subscribe", "tickers": {"SYNTH": 1}}, "invalid_message"),
+            ({"type": "subscribe", "symbols": [7]}, "invalid_message"),
+            (
+                {"type": "subscribe", "tickers": ["SYNTH"], "channel": "bars", "timeframes": [["1m"]]},
+                "invalid_timeframe",
+            ),
+            (
+                {"type": "subscribe", "tickers": ["SYNTH"], "channel": "bars", "timeframes": {"1m": 1}},
+                "invalid_timeframe",
+            ),
+            ({"type": "subscribe", "tickers": ["SYNTH"], "channel": "bars", "timeframes": "1m"}, "invalid_timeframe"),
+            ({"type": "subscribe", "tickers": ["SYNTH"], "batch": [True]}, "invalid_message"),
+            ({"type": "subscribe", "tickers": ["SYNTH"], "batch": {}}, "invalid_message"),
+        ]
+        for msg, code in cases:
+            await ws.send(json.dumps(msg))
+            err = await recv_type(ws, "error")
+            assert err["code"] == code, (msg, err)
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv_type(ws, "pong"))["type"] == "pong", msg
+        await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "mode": ["batch"]}))
+        assert (await recv_type(ws, "subscribed"))["batch"] is False, "an odd 'mode' is ignored, as before"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_reader_that_fails_anyway_is_logged_with_its_exception(
+    api: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("reader bug")
+
+    monkeypatch.setattr(api_ws, "_handle", broken)
+    handler = _Records()
+    logger = logging.getLogger("api.ws")
+    logger.addHandler(handler)
+    try:
+        async with connect(api.ws_url) as ws:
+            await recv(ws)
+            await ws.send(json.dumps({"type": "ping"}))
+            with pytest.raises(ConnectionClosed):  # logged before the server closes
+                await recv_type(ws, "pong")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.levelno for r in handler.records] == [logging.ERROR]
+    exc_info = handler.records[0].exc_info
+    assert exc_info is not None
+    assert isinstance(exc_info[1], RuntimeError)
+    assert str(exc_info[1]) == "reader bug"
 
 
 async def test_subscription_and_client_limits(seed: Seeder, start_api: Callable[..., LiveApi]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -225,6 +226,34 @@ async def test_leaving_batched_mode_releases_the_phase_slot() -> None:
     await hub.stop()
 
 
+async def test_mode_switches_and_drops_leave_no_routing_behind() -> None:
+    hub = make_hub(batch_interval_s=0.025)
+    c = Client("a", Sink().send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:X", "t:Y"], batch=True)
+    assert hub.batches.active
+    assert not hub.index
+    hub.subscribe(c, [], batch=False)
+    assert not hub.batches.active
+    assert hub.index == {"t:X": {c}, "t:Y": {c}}
+    hub.subscribe(c, ["t:Z"], batch=True)
+    assert hub.batches.phase_of.keys() == {c}
+    assert not hub.index
+    hub.unsubscribe(c, ["t:X"])
+    assert hub.batches.active, "still has keys"
+    hub.drop(c, "closed")
+    assert not hub.batches.active
+    assert not hub.batches.joined
+    assert not hub.index
+    assert not c.keys
+    other = Client("b", Sink().send, hub)
+    hub.register(other)
+    hub.subscribe(other, ["t:X"])
+    hub.drop(other, "closed")
+    assert not hub.index
+    await hub.stop()
+
+
 async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined() -> None:
     hub = make_hub(batch_interval_s=0.005)  # one phase
     early, late = Client("early", Sink().send, hub), Client("late", Sink().send, hub)
@@ -248,4 +277,162 @@ async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined
     hub.flush_batches()
     assert seqs(early) == seqs(late) == [3]
     assert early.queue[0] is late.queue[0], "same subscriptions after the first frame: one shared frame again"
+    await hub.stop()
+
+
+async def test_subscribing_more_while_batched_sends_the_snapshot_once_and_only_later_events() -> None:
+    from types import SimpleNamespace
+
+    from api.ws import _send_snapshot
+
+    hub = make_hub(batch_interval_s=0.005)  # one phase
+    more, twin, always, wild = (Client(name, Sink().send, hub) for name in ("more", "twin", "always", "wild"))
+    for c in (more, twin, always, wild):
+        hub.register(c)
+    for c in (more, twin, wild):
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.subscribe(always, ["t:X", "t:Y"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2), tick("Y", 3)])  # buffered; Y3 becomes the snapshot of Y
+    state = SimpleNamespace(hub=hub, redis=None)  # Y is in the tick cache: Redis is not asked
+    for c in (more, twin):
+        hub.subscribe(c, ["t:Y"], batch=True)
+        await _send_snapshot(c, ["Y"], state)  # type: ignore[arg-type]
+    hub.subscribe(wild, ["t:*"], batch=True)
+    hub.publish([tick("Y", 4), tick("Z", 5)])
+    hub.flush_batches()
+
+    def frames(c: Client) -> list[tuple[str, list[int]]]:
+        out = []
+        for f in c.queue:
+            msg = json.loads(f)
+            events = msg["events"] if msg["type"] == "batch" else [msg]
+            out.append((msg["type"], [e["data"]["timestamp"] % 1000 for e in events]))
+        c.queue.clear()
+        return out
+
+    assert frames(more) == [("tick", [3]), ("batch", [1, 4])], "the snapshot once; X1 was due before Y joined"
+    assert frames(always) == [("batch", [1, 2, 3, 4])]
+    assert frames(wild) == [("batch", [1, 4, 5])], "t:* joined after Y2/Y3: only X1 is older"
+    assert more.signature == twin.signature
+    hub.publish([tick("X", 6), tick("Y", 7)])
+    twin.queue.clear()
+    hub.flush_batches()
+    assert frames(more) == [("batch", [6, 7])], "later ticks of the added ticker arrive"
+    assert twin.queue[0] is always.queue[0], "same subscriptions after the join frame: one shared frame again"
+    await hub.stop()
+
+
+async def test_clients_with_the_same_subscriptions_and_join_point_share_the_join_frame() -> None:
+    hub = make_hub(batch_interval_s=0.005)
+    a, b = Client("a", Sink().send, hub), Client("b", Sink().send, hub)
+    for c in (a, b):
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2)])
+    for c in (a, b):
+        hub.subscribe(c, ["t:Y"], batch=True)
+    hub.publish([tick("Y", 3)])
+    hub.flush_batches()
+    assert a.queue[0] is b.queue[0]
+    assert [e["data"]["timestamp"] % 1000 for e in json.loads(a.queue[0])["events"]] == [1, 3]
+    await hub.stop()
+
+
+class Observed:
+    """Stands in for a latency histogram."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+
+
+async def test_relay_latency_is_a_sample_of_each_batch_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = make_hub()
+    now = 1_700_000_001_000
+    monkeypatch.setattr("api.hub.now_ms", lambda: now)
+    ticks_hist, bars_hist = Observed(), Observed()
+    hub._latency[TICKS] = ticks_hist  # type: ignore[call-overload]
+    hub._latency[BARS] = bars_hist  # type: ignore[call-overload]
+    hub.publish([tick("X", seq) for seq in range(200)])  # event times 1_700_000_000_000 + seq
+    step = 200 // 64
+    assert ticks_hist.values == [(now - (1_700_000_000_000 + seq)) / 1000.0 for seq in range(0, 200, step)]
+    hub.publish([tick("X", 999), tick("Y", 500)])
+    assert ticks_hist.values[-2:] == [0.001, 0.5], "small batches are observed in full"
+    assert bars_hist.values == []
+    assert hub.relayed[TICKS] == 202
+    await hub.stop()
+
+
+class DirectWrite:
+    """A ``write_now`` that answers from a script (True, False or an exception) and records what it wrote into
+    the same list as the client's ordinary sends, so the order across both paths shows."""
+
+    def __init__(self, delivered: list[dict[str, object]], answers: list[bool | Exception]) -> None:
+        self.delivered = delivered
+        self.answers = answers
+        self.calls = 0
+
+    def __call__(self, texts: Sequence[str]) -> bool:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer:
+            self.delivered.extend(json.loads(t) for t in texts)
+        return answer
+
+
+def seqs_of(frames: list[dict[str, object]]) -> list[int]:
+    return [f["data"]["timestamp"] % 1000 for f in frames]  # type: ignore[index]
+
+
+async def test_kick_writes_directly_when_it_can_and_wakes_the_writer_when_not() -> None:
+    hub = make_hub(queue_bound=100)
+    sink = Sink()
+    direct = DirectWrite(sink.frames, [True, False, OSError("socket gone"), True])
+    c = Client("d", sink.send, hub, write_now=direct)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"])
+    await settle()  # the writer task waits for work
+
+    c.lagging_since = 1.0
+    hub.publish([tick("X", 1), tick("X", 2)])
+    assert direct.calls == 1
+    assert seqs_of(sink.frames) == [1, 2], "written at once, in order, from the fan-out itself"
+    assert not c.queue
+    assert c.lagging_since is None, "a successful write ends lagging"
+    assert not c.wake.is_set(), "no task switch needed"
+
+    c.lagging_since = 2.0
+    hub.publish([tick("X", 3)])  # the connection cannot take it now: the writer waits for it
+    assert direct.calls == 2
+    assert seqs_of([json.loads(f) for f in c.queue]) == [3]
+    assert c.wake.is_set()
+    assert c.lagging_since == 2.0
+    hub.publish([tick("X", 4)])  # queued behind 3: not written around the writer
+    assert direct.calls == 2
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4]
+    assert not c.queue
+
+    hub.publish([tick("X", 5)])  # the direct write raises: the writer takes the frame and meets the error itself
+    assert direct.calls == 3
+    assert c.wake.is_set()
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5]
+
+    c.sending_since = 3.0  # the writer holds frames of its own: a direct write could overtake them
+    hub.publish([tick("X", 6)])
+    assert direct.calls == 3
+    assert c.wake.is_set()
+    c.sending_since = None
+    await settle()
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5, 6]
+
+    hub.publish([tick("X", 7)])
+    assert direct.calls == 4
+    assert seqs_of(sink.frames) == [1, 2, 3, 4, 5, 6, 7]
+    assert not c.closed
     await hub.stop()

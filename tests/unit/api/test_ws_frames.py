@@ -1,14 +1,18 @@
-"""``api.ws_protocol.text_frame``: the frames the gateway writes itself must parse as what ``websockets`` sends."""
+"""``api.ws_protocol``: the frames the gateway writes itself must parse as what ``websockets`` sends; the uvicorn
+WebSocket options of settings."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 
 import pytest
+import uvicorn
+from uvicorn.importer import import_from_string
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.ws_protocol import text_frame
+from api.settings import ApiSettings
+from api.ws_protocol import FrameWriterProtocol, text_frame, uvicorn_ws_options
 
 
 def _parse(data: bytes) -> Frame:
@@ -44,3 +48,12 @@ def test_text_frame_equals_what_websockets_serialises() -> None:
 def test_the_same_text_object_gives_the_same_bytes_object() -> None:
     text = '{"type":"tick","data":{"ticker":"SYNTH"}}' + "!"  # built at run time, like the hub's frames
     assert text_frame(text) is text_frame(text)
+
+
+def test_uvicorn_ws_options_follow_the_settings() -> None:
+    settings = ApiSettings(ws_protocol="frame-writer", ws_per_message_deflate=True, ws_max_message_bytes=4096)
+    options = uvicorn_ws_options(settings)
+    assert options == {"ws": "api.ws_protocol:FrameWriterProtocol", "ws_per_message_deflate": True, "ws_max_size": 4096}
+    config = uvicorn.Config("api.main:app", **options)  # the keywords uvicorn takes
+    assert import_from_string(config.ws) is FrameWriterProtocol  # as Config.load resolves it
+    assert uvicorn_ws_options(ApiSettings(ws_protocol="websockets-sansio"))["ws"] == "websockets-sansio"
