@@ -17,7 +17,7 @@ from api.cache import MarketCache, TickerDirectory
 from api.errors import invalid
 from api.settings import ApiSettings
 from api.store import Store
-from common.clock import EPOCH
+from common.clock import EPOCH, as_utc
 from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
@@ -118,9 +118,8 @@ _MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 def _aware(value: datetime, name: str) -> datetime:
     """UTC-aware copy; naive input is taken as UTC; out-of-range years are a 422 naming ``name``."""
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
-        aware = aware.astimezone(UTC)
+        aware = as_utc(value).astimezone(UTC)
     except (OverflowError, ValueError) as err:
         raise invalid(name, f"{value.isoformat()!r} is out of range") from err
     if not EPOCH <= aware <= _MAX_TIME:

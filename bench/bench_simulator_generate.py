@@ -19,10 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common.clock import to_ms
 from simulator.encode import BatchEncoder
 from simulator.engine import TickEngine
 from simulator.export import export
-from simulator.session import Session, to_ms
+from simulator.session import Session
 from simulator.universe import Universe, UniverseConfig
 
 START = to_ms(datetime(2024, 1, 2, tzinfo=UTC))

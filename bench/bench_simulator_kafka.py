@@ -20,11 +20,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from common.clock import now_ms
+from common.clock import now_ms, to_ms
 from simulator.engine import TickBatch, TickEngine
 from simulator.metrics import SimulatorMetrics
 from simulator.producer import TickProducer
-from simulator.session import Session, to_ms
+from simulator.session import Session
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream
 from simulator.universe import Universe, UniverseConfig, load_universe

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from common.errors import ConfigError
+
 #: 1970-01-01T00:00:00Z
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -17,8 +19,16 @@ def now_ms() -> int:
 
 def to_ms(value: datetime) -> int:
     """Epoch milliseconds of a tz-aware datetime, exact (``int(value.timestamp() * 1000)`` is 1 ms low for about
-    1 % of times with milliseconds); sub-millisecond parts are floored."""
+    1 % of times with milliseconds); sub-millisecond parts are floored. A naive datetime is a ``ConfigError``."""
+    if value.tzinfo is None:
+        msg = f"naive datetime {value!r}: pass a tz-aware datetime"
+        raise ConfigError(msg)
     return (value - EPOCH) // timedelta(milliseconds=1)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` with naive taken as UTC (the rule for times users type: CLI options, query parameters)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def from_ms(ms: int) -> datetime:

@@ -26,6 +26,7 @@ from contracts.tick import (
     _MIN_TS_MS,
     MAX_INT32,
     MAX_INT64,
+    MAX_TICKER_CHARS,
     TICK_SCHEMA_VERSION,
     Tick,
     tick_problem,
@@ -45,7 +46,7 @@ _QuoteSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
 class WireTick(msgspec.Struct, frozen=True, gc=False):
     """A decoded ``market-ticks`` value (contract v1) before the cross-field checks; no ``__post_init__``."""
 
-    ticker: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    ticker: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
     seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
     timestamp: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]
     price: _Price

@@ -24,12 +24,12 @@ from types import FrameType
 
 import pydantic
 
-from common.clock import from_ms, now_ms
+from common.clock import from_ms, now_ms, to_ms
 from common.errors import MarketDataError
 from simulator.engine import TickEngine
 from simulator.events import EventSchedule, parse_event
 from simulator.resume import ResumeState
-from simulator.session import Session, parse_time, to_ms
+from simulator.session import Session, parse_time
 from simulator.settings import SimulatorSettings
 from simulator.universe import UniverseConfig, load_universe, universe_to_yaml
 

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from common.clock import to_ms
 from common.errors import ConfigError
-from simulator.session import parse_time, to_ms
+from simulator.session import parse_time
 
 if TYPE_CHECKING:
     from simulator.engine import TickEngine

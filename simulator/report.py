@@ -16,8 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from common.clock import to_ms
 from simulator.export import BarBatch, simulate_bars
-from simulator.session import Session, to_ms
+from simulator.session import Session
 from simulator.universe import Universe
 
 F64 = NDArray[np.float64]

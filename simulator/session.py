@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from common.clock import from_ms
-from common.clock import to_ms as clock_to_ms
+from common.clock import as_utc, from_ms, to_ms
 from common.errors import ConfigError
 
 SessionMode = Literal["24/7", "exchange"]
@@ -27,18 +26,9 @@ TRADING_DAYS_PER_YEAR = 252.0
 DAY_MS = 86_400_000
 
 
-def to_ms(dt: datetime) -> int:
-    """Epoch milliseconds of a tz-aware datetime (naive datetimes are rejected)."""
-    if dt.tzinfo is None:
-        msg = f"naive datetime {dt!r}: pass a tz-aware datetime"
-        raise ConfigError(msg)
-    return clock_to_ms(dt)
-
-
 def parse_time(text: str) -> datetime:
     """An ISO-8601 date or datetime; naive values are taken as UTC. Raises ``ValueError`` on anything else."""
-    dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    return as_utc(datetime.fromisoformat(text))
 
 
 @dataclass(frozen=True)

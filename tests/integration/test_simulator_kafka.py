@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from common.clock import to_ms
 from contracts.tick import decode_tick
 from simulator.engine import TickEngine
 from simulator.metrics import SimulatorMetrics
 from simulator.producer import TickProducer
-from simulator.session import Session, to_ms
+from simulator.session import Session
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream
 from simulator.universe import load_universe

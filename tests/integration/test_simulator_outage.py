@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -30,9 +28,9 @@ from simulator.session import Session
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream
 from simulator.universe import Universe, UniverseConfig
+from stack.private import private_settings, temp_home
 from stack.runner import ManagedProcess
-from stack.services import ServiceSpec, create_topics, free_port, prepare_kafka
-from stack.settings import REPO_ROOT, StackSettings
+from stack.services import ServiceSpec, create_topics, prepare_kafka
 from tests.support import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,13 +40,7 @@ class Broker:
     """A single-node broker that can be stopped and started again on the same ports and data."""
 
     def __init__(self, home: Path) -> None:
-        self.settings = StackSettings(
-            home=REPO_ROOT / ".local",
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            kafka_heap="512m",
-            kafka_partitions=3,
-        )
+        self.settings = private_settings(kafka_heap="512m", kafka_partitions=3)
         self.spec: ServiceSpec = prepare_kafka(self.settings, home / "data")
         self.logs = home / "logs"
         self.proc: ManagedProcess | None = None
@@ -70,14 +62,13 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    home = Path(tempfile.mkdtemp(prefix="md-test-outage-"))
-    b = Broker(home)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    with temp_home("md-test-outage-") as home:
+        b = Broker(home)
+        try:
+            b.start()
+            yield b
+        finally:
+            b.stop()
 
 
 def _consume_all(bootstrap: str, topic: str) -> Counter[tuple[str, int]]:

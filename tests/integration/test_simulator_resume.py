@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from common.clock import now_ms
+from common.clock import now_ms, to_ms
 from contracts.tick import Tick, decode_tick, encode_tick
-from simulator.session import YEAR_SECONDS_CALENDAR, to_ms
+from simulator.session import YEAR_SECONDS_CALENDAR
 from simulator.settings import SimulatorSettings
 from simulator.topic_tail import scan_tail
 from simulator.universe import load_universe

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,6 +23,7 @@ from confluent_kafka import Producer
 from api.main import create_app
 from api.settings import ApiSettings
 from api.ws_protocol import uvicorn_ws_options
+from common.clock import from_ms
 from contracts import redis_keys
 from contracts.bar import Bar, Indicators, encode_bar
 from contracts.tick import Tick, encode_tick
@@ -31,17 +31,11 @@ from stack.services import free_port
 
 pytestmark = pytest.mark.integration
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UNIVERSE = [
     ("SYNTH", "Synthetic Corp", "Technology", "150.00"),
     ("TECH", "Tech Innovations", "Technology", "320.00"),
     ("FINANCE", "Finance Holdings", "Finance", "85.00"),
 ]
-
-
-def ms(dt: datetime) -> int:
-    """Epoch milliseconds of an aware datetime."""
-    return (dt - EPOCH) // timedelta(milliseconds=1)
 
 
 def make_bar(
@@ -94,14 +88,14 @@ class Seeder:
             lo, hi = min(t.timestamp for t in ticks), max(t.timestamp for t in ticks)
             conn.execute(
                 "SELECT md_ensure_partitions('market_ticks', %s, %s, INTERVAL '1 day')",
-                (EPOCH + timedelta(milliseconds=lo), EPOCH + timedelta(milliseconds=hi + 1)),
+                (from_ms(lo), from_ms(hi + 1)),
             )
             conn.cursor().executemany(
                 "INSERT INTO market_ticks (time, ticker, seq, price, bid, ask, bid_size, ask_size, volume)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
-                        EPOCH + timedelta(milliseconds=t.timestamp),
+                        from_ms(t.timestamp),
                         t.ticker,
                         t.seq,
                         t.price,
@@ -120,7 +114,7 @@ class Seeder:
             lo, hi = min(b.start for b in bars), max(b.start for b in bars)
             conn.execute(
                 "SELECT md_ensure_partitions('market_bars', %s, %s, INTERVAL '1 month')",
-                (EPOCH + timedelta(milliseconds=lo), EPOCH + timedelta(milliseconds=hi + 1)),
+                (from_ms(lo), from_ms(hi + 1)),
             )
             conn.cursor().executemany(
                 "INSERT INTO market_bars (time, ticker, timeframe, open, high, low, close, volume, vwap, trades,"
@@ -128,7 +122,7 @@ class Seeder:
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
-                        EPOCH + timedelta(milliseconds=b.start),
+                        from_ms(b.start),
                         b.ticker,
                         b.timeframe,
                         b.open,
@@ -138,8 +132,8 @@ class Seeder:
                         b.volume,
                         b.vwap,
                         b.trades,
-                        EPOCH + timedelta(milliseconds=b.first_tick),
-                        EPOCH + timedelta(milliseconds=b.last_tick),
+                        from_ms(b.first_tick),
+                        from_ms(b.last_tick),
                         b.indicators.sma_20 if b.indicators else None,
                         b.indicators.rsi_14 if b.indicators else None,
                         b.indicators.macd if b.indicators else None,

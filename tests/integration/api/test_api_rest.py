@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from common.clock import to_ms
 from contracts.bar import Indicators
 from tests.ticks import make_tick
 
-from .conftest import LiveApi, Seeder, make_bar, ms
+from .conftest import LiveApi, Seeder, make_bar
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def test_tickers_and_symbols(api: LiveApi) -> None:
 
 def test_quote_from_redis_then_database(api: LiveApi, seed: Seeder) -> None:
     t0 = datetime(2025, 10, 2, 14, 30, 1, 123000, tzinfo=UTC)
-    seed.ticks([make_tick("TECH", 7, ms(t0), 321.5)])
+    seed.ticks([make_tick("TECH", 7, to_ms(t0), 321.5)])
     body = get(api, "/api/v1/quote/TECH").json()  # no Redis value: database fallback
     assert body["data"] == {
         "time": "2025-10-02T14:30:01.123Z",
@@ -63,7 +64,7 @@ def test_quote_from_redis_then_database(api: LiveApi, seed: Seeder) -> None:
         "ask_size": 500,
         "seq": 7,
     }
-    seed.latest(make_tick("TECH", 8, ms(t0) + 5, 322.0, volume=12500))
+    seed.latest(make_tick("TECH", 8, to_ms(t0) + 5, 322.0, volume=12500))
     data = get(api, "/api/v1/quote/tech").json()["data"]  # lower case accepted
     assert (data["price"], data["volume"], data["seq"], data["time"]) == (
         "322.00",
@@ -85,8 +86,8 @@ def test_quote_errors(api: LiveApi) -> None:
 def test_history_range_order_and_cursor_pages(api: LiveApi, seed: Seeder) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     base = now - timedelta(minutes=30)
-    ticks = [make_tick("SYNTH", i, ms(base) + i * 1000 // 2, 150 + (i % 7) * 0.01) for i in range(25)]
-    old = make_tick("SYNTH", 99, ms(now - timedelta(hours=2)), 149.0)
+    ticks = [make_tick("SYNTH", i, to_ms(base) + i * 1000 // 2, 150 + (i % 7) * 0.01) for i in range(25)]
+    old = make_tick("SYNTH", 99, to_ms(now - timedelta(hours=2)), 149.0)
     seed.ticks([*ticks, old])
     body = get(api, "/api/v1/history/SYNTH").json()  # default: last hour
     assert [d["seq"] for d in body["data"]] == list(range(25))
@@ -138,7 +139,7 @@ def test_history_bad_input_is_422_naming_the_parameter(
 
 def test_bars_final_and_live(api: LiveApi, seed: Seeder) -> None:
     now = datetime.now(UTC)
-    minute = ms(now) // 60_000 * 60_000
+    minute = to_ms(now) // 60_000 * 60_000
     finals = [make_bar("SYNTH", "1m", minute - (5 - i) * 60_000, 60_000, 150, 151, 149, 150.5) for i in range(5)]
     seed.bars(finals)
     live = make_bar("SYNTH", "1m", minute, 60_000, 150.5, 152.25, 150.0, 152.0, final=False)
@@ -187,7 +188,7 @@ def test_bars_errors(api: LiveApi) -> None:
 def test_stats_from_ticks(api: LiveApi, seed: Seeder) -> None:
     now = datetime.now(UTC)
     prices = [150.00, 151.00, 149.00, 152.00]
-    seed.ticks([make_tick("SYNTH", i, ms(now) - 60_000 + i * 1000, p, volume=100) for i, p in enumerate(prices)])
+    seed.ticks([make_tick("SYNTH", i, to_ms(now) - 60_000 + i * 1000, p, volume=100) for i, p in enumerate(prices)])
     data = get(api, "/api/v1/stats/SYNTH", params={"period": "1h"}).json()["data"]
     assert data["tick_count"] == 4
     assert data["total_volume"] == 400
@@ -206,7 +207,7 @@ def test_stats_from_ticks(api: LiveApi, seed: Seeder) -> None:
 
 def test_indicators_and_aggregated(api: LiveApi, seed: Seeder) -> None:
     assert_error(get(api, "/api/v1/indicators/SYNTH"), 404, "not_found")
-    start = ms(datetime.now(UTC)) // 60_000 * 60_000 - 60_000
+    start = to_ms(datetime.now(UTC)) // 60_000 * 60_000 - 60_000
     in_db = make_bar(
         "SYNTH",
         "5m",

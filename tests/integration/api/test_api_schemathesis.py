@@ -22,10 +22,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from common.clock import to_ms
 from contracts.bar import Indicators
 from tests.ticks import make_tick
 
-from .conftest import LiveApi, Seeder, make_bar, ms
+from .conftest import LiveApi, Seeder, make_bar
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture
 def fuzz_api(seed: Seeder, start_api: Callable[..., LiveApi]) -> LiveApi:
     seed.universe()
-    now = ms(datetime.now(UTC))
+    now = to_ms(datetime.now(UTC))
     seed.ticks([make_tick("SYNTH", i, now - 600_000 + i * 1000, 150 + i * 0.01) for i in range(200)])
     minute = now // 60_000 * 60_000
     bars = [make_bar("SYNTH", "1m", minute - (30 - i) * 60_000, 60_000, 150, 151, 149, 150.5) for i in range(30)]

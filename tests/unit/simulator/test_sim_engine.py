@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from common.clock import to_ms
 from contracts.tick import encode_tick
 from simulator.encode import BatchEncoder
 from simulator.engine import TickBatch, TickEngine
-from simulator.session import DAY_MS, Session, to_ms
+from simulator.session import DAY_MS, Session
 from simulator.universe import Universe, UniverseConfig, load_universe
 
 START_MS = to_ms(datetime(2024, 3, 8, 14, 0, tzinfo=UTC))  # Friday 09:00 New York
@@ -149,3 +150,12 @@ def default_universe() -> Universe:
 def test_to_ms_is_exact_for_times_with_milliseconds(ms: int) -> None:
     # int(dt.timestamp() * 1000) is 1 ms low for about 1 % of such times (the first two here)
     assert to_ms(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)) == ms
+
+
+def test_to_ms_rejects_naive_and_parse_time_takes_naive_as_utc() -> None:
+    from common.errors import ConfigError
+    from simulator.session import parse_time
+
+    with pytest.raises(ConfigError, match="naive datetime"):
+        to_ms(datetime(2024, 1, 2))  # noqa: DTZ001 -- the naive value under test
+    assert to_ms(parse_time("2024-01-02T03:04:05.006")) == to_ms(datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC))

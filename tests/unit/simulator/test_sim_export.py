@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.clock import to_ms
 from simulator.export import BarBatch, export, simulate_bars
-from simulator.session import DAY_MS, Session, to_ms
+from simulator.session import DAY_MS, Session
 from simulator.universe import Universe, load_universe
 
 START_MS = to_ms(datetime(2024, 1, 1, tzinfo=UTC))

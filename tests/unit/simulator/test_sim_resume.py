@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from common.clock import to_ms
 from common.errors import ConfigError
 from contracts.tick import Tick, encode_tick
 from simulator.engine import TickBatch, TickEngine
 from simulator.resume import LastTicks, ResumeState, describe_gap, next_step_ms, plan_resume, resume_seed
-from simulator.session import YEAR_SECONDS_CALENDAR, Session, block_starts, to_ms
+from simulator.session import YEAR_SECONDS_CALENDAR, Session, block_starts
 from simulator.universe import Universe, load_universe
 from tests.ticks import make_tick
 

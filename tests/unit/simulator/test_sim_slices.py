@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from common.clock import to_ms
 from common.errors import ConfigError
 from simulator.engine import TickBatch, TickEngine
-from simulator.session import Session, to_ms
+from simulator.session import Session
 from simulator.settings import SimulatorSettings
 from simulator.universe import Universe, UniverseConfig
 
