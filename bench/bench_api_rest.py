@@ -42,8 +42,8 @@ from stack.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchstack import local_stack  # noqa: E402 - bench/ is not a package
-from gateway import export_revision, gateway_spec, running_gateway  # noqa: E402
+from benchstack import export_revision, local_stack  # noqa: E402 - bench/ is not a package
+from gateway import gateway_spec, running_gateway  # noqa: E402
 from procstat import cpu_seconds  # noqa: E402
 
 

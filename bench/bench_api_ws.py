@@ -47,8 +47,8 @@ from stack.services import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchstack import local_stack  # noqa: E402 - bench/ is not a package
-from gateway import export_revision, gateway_spec, running_gateway  # noqa: E402
+from benchstack import export_revision, local_stack  # noqa: E402 - bench/ is not a package
+from gateway import gateway_spec, running_gateway  # noqa: E402
 from procstat import cpu_seconds, rss_mb  # noqa: E402
 
 TS_RE = re.compile(rb'"timestamp":(\d+)')

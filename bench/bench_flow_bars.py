@@ -46,7 +46,7 @@ from flows.decode import RawBatch, WireTick
 from flows.settings import FlowSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import export_revision  # noqa: E402 -- bench/ is not a package
+from benchstack import export_revision  # noqa: E402 -- bench/ is not a package
 
 T0 = 1_705_276_800_000
 

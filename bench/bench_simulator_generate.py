@@ -77,9 +77,11 @@ def ab(rev: str, rounds: int, ticks: int) -> None:
     """Alternate generation runs of ``rev`` and the working tree; print the best rate of each and the ratio."""
     here = Path(__file__).resolve().parent.parent
     cases = [(1, None), (2, None), (2, 10)]
-    with tempfile.TemporaryDirectory() as d:
-        tar = subprocess.run(["git", "archive", rev], cwd=here, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", d], input=tar, check=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchstack import export_revision  # here, not at the top: the children import this module from REV
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = export_revision(rev, Path(tmp) / "tree", ())
         print(f"A/B: old = {rev}, new = working tree; best of {rounds} alternating runs of {ticks / 1e6:.0f} M ticks")
         print(f"| {'case':<22} | {'old M/s (M/CPU-s)':<18} | {'new M/s (M/CPU-s)':<18} | {'new/old':<14} |")
         print(f"|{'-' * 24}|{'-' * 20}|{'-' * 20}|{'-' * 16}|")

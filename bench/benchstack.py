@@ -1,4 +1,5 @@
-"""Private servers for the benchmarks: :func:`local_stack` starts Kafka (optional), PostgreSQL and Redis.
+"""Shared by the benchmarks: :func:`local_stack` starts Kafka (optional), PostgreSQL and Redis;
+:func:`export_revision` checks out an older revision's packages to compare with in the same run.
 
 Same stack code as ``tests/conftest.py`` (:mod:`stack.private`): a temporary directory, free ports, throw-away
 (non-durable) PostgreSQL and Redis, a migrated database ``bench``; everything stopped and removed on exit.
@@ -7,6 +8,7 @@ Same stack code as ``tests/conftest.py`` (:mod:`stack.private`): a temporary dir
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,3 +65,17 @@ def local_stack(partitions: int = 3, kafka: bool = True) -> Iterator[LocalStack]
         apply_migrations(url)
         bootstrap = settings.kafka_bootstrap_servers if kafka else ""
         yield LocalStack(bootstrap, url, settings.redis_url, home)
+
+
+def export_revision(rev: str, into: Path, packages: tuple[str, ...] = ("api",)) -> Path:
+    """The ``packages`` (default: ``api``; ``()``: the whole tree) of git revision ``rev`` in a fresh directory
+    (importable from there): the "before" side of a same-run comparison."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(  # noqa: S603
+        ["git", "archive", rev, *packages],  # noqa: S607
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
+    return into

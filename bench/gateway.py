@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -75,16 +74,3 @@ def running_gateway(
     with running(spec, log_dir, timeout_s) as proc:
         time.sleep(settle_s)
         yield proc
-
-
-def export_revision(rev: str, into: Path, packages: tuple[str, ...] = ("api",)) -> Path:
-    """The ``packages`` (default: ``api``) of git revision ``rev`` in a fresh directory (importable from there)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(  # noqa: S603
-        ["git", "archive", rev, *packages],  # noqa: S607
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)  # noqa: S603, S607
-    return into
