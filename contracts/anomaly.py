@@ -17,6 +17,7 @@ import msgspec
 
 from common.errors import ContractError
 from contracts.bar import TIMEFRAMES
+from contracts.codec import decode_message
 from contracts.tick import MAX_TICKER_CHARS
 
 ANOMALY_SCHEMA_VERSION: Final = 1
@@ -114,8 +115,4 @@ def encode_anomaly(anomaly: Anomaly) -> bytes:
 
 def decode_anomaly(raw: bytes) -> Anomaly:
     """Decode and validate one ``alerts`` value; raises :class:`ContractError` with the reason."""
-    try:
-        return _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        msg = f"anomaly does not match contract v{ANOMALY_SCHEMA_VERSION}: {err}"
-        raise ContractError(msg) from err
+    return decode_message(_DECODER, raw, "anomaly", ANOMALY_SCHEMA_VERSION)

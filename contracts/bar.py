@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from common.errors import ContractError
+from contracts.codec import decode_message
 
 BAR_SCHEMA_VERSION: Final = 1
 
@@ -120,8 +121,4 @@ def encode_bar(bar: Bar) -> bytes:
 
 def decode_bar(raw: bytes) -> Bar:
     """Decode and validate one ``market-bars`` value; raises :class:`ContractError` with the reason."""
-    try:
-        return _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        msg = f"bar does not match contract v{BAR_SCHEMA_VERSION}: {err}"
-        raise ContractError(msg) from err
+    return decode_message(_DECODER, raw, "bar", BAR_SCHEMA_VERSION)

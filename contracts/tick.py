@@ -19,6 +19,7 @@ import re
 import msgspec
 
 from common.errors import ContractError
+from contracts.codec import decode_message
 
 TICK_SCHEMA_VERSION = 1
 #: Prices are quoted in whole cents; anything further than this from the grid is rejected.
@@ -102,11 +103,4 @@ def encode_tick(tick: Tick) -> bytes:
 
 def decode_tick(raw: bytes) -> Tick:
     """Decode and validate one ``market-ticks`` value; raises :class:`ContractError` with the reason."""
-    try:
-        return _DECODER.decode(raw)
-    except msgspec.ValidationError as err:
-        msg = f"tick does not match contract v{TICK_SCHEMA_VERSION}: {err}"
-        raise ContractError(msg) from err
-    except msgspec.DecodeError as err:
-        msg = f"tick is not valid JSON: {err}"
-        raise ContractError(msg) from err
+    return decode_message(_DECODER, raw, "tick", TICK_SCHEMA_VERSION)

@@ -120,3 +120,15 @@ def test_symbol_syntax_is_the_tickers_table_check() -> None:
     assert f"CHECK (ticker ~ '{SYMBOL_RE.pattern}')" in sql
     assert SYMBOL_RE.match("A" * MAX_TICKER_CHARS)
     assert not SYMBOL_RE.match("A" * (MAX_TICKER_CHARS + 1))
+
+
+def test_invalid_utf8_is_a_contract_error_for_every_message() -> None:
+    """msgspec raises a plain UnicodeDecodeError for bad UTF-8 in a string; consumers only catch ContractError."""
+    from contracts.anomaly import decode_anomaly  # noqa: PLC0415 -- the third contract, only here
+
+    tick = encode_tick(sample_tick()).replace(b'"SYNTH"', b'"SY\xc3"')
+    bar = encode_bar(_bar()).replace(b'"ticker":"SYNTH"', b'"ticker":"SY\xff"')
+    assert b"\xff" in bar
+    for decode, raw in ((decode_tick, tick), (decode_bar, bar), (decode_anomaly, b'{"ticker":"\xc3"}')):
+        with pytest.raises(ContractError, match=r"not valid JSON \(contract v1\): invalid UTF-8 at byte"):
+            decode(raw)  # type: ignore[operator]
