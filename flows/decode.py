@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from contracts.codec import DECODE_ERRORS, problem
 from contracts.tick import (
     _GRID_TOLERANCE,
     _MAX_TS_MS,
@@ -107,12 +108,6 @@ class DecodedBatch(msgspec.Struct, gc=False):
 _DECODER = msgspec.json.Decoder(WireTick)
 
 
-def _reason(err: msgspec.MsgspecError) -> str:
-    if isinstance(err, msgspec.ValidationError):
-        return f"tick does not match contract v{TICK_SCHEMA_VERSION}: {err}"
-    return f"tick is not valid JSON: {err}"
-
-
 class Origins(Sequence[Origin | None]):
     """Where each value of a batch was read from, as compact columns; an :class:`Origin` is built only when
     asked for (a dead letter), not for every tick (that cost ~0.3 us per tick)."""
@@ -180,8 +175,8 @@ def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
         return None, f"value is not bytes but {type(raw).__name__}"
     try:
         return _DECODER.decode(raw), None
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        return None, _reason(err)
+    except DECODE_ERRORS as err:
+        return None, problem(err, "tick", TICK_SCHEMA_VERSION)
 
 
 #: ``ticker`` of a tick (C-level accessor for ``map``)
@@ -199,7 +194,7 @@ def _decode_all(
     """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins."""
     try:
         return list(map(_DECODER.decode, values)), cast(list[bytes], values), origins  # type: ignore[arg-type]
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+    except (*DECODE_ERRORS, TypeError):
         pass
     if origins is None and any(isinstance(v, RawBatch) for v in values):  # a mixed batch (tests)
         flat, flat_origins = flatten(cast(Sequence[bytes | RawBatch], values))

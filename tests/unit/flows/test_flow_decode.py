@@ -33,6 +33,7 @@ def test_valid_batch_becomes_exact_columns() -> None:
         (b"not json", "not valid JSON"),
         (b"", "not valid JSON"),
         (b"[1, 2]", "does not match contract"),
+        (sample_bytes().replace(b'"SYNTH"', b'"SY\xc3"'), "invalid UTF-8"),  # msgspec: UnicodeDecodeError
         (raw_tick_json(price=...), "price"),
         (raw_tick_json(volume="12"), "volume"),
         (raw_tick_json(price=0), "price"),
