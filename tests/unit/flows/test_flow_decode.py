@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.tick import TICK_SCHEMA_VERSION
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
@@ -112,3 +115,43 @@ def test_origins_of_two_partitions_survive_a_rejected_tick_in_between() -> None:
     assert batch.origins is not None
     assert [(o.topic, o.partition, o.offset) for o in batch.origins if o] == [("a", 0, 5), ("b", 2, 40), ("b", 2, 41)]
     assert [o.offset for o in batch.origins[1:] if o] == [40, 41]
+
+
+_fields = st.fixed_dictionaries(
+    {
+        "ticker": st.text(alphabet=st.sampled_from('AZ09._-,:"\\ \x00Ä€'), max_size=34),
+        "seq": st.sampled_from([-1, 0, 7, 2**63 - 1, 2**63]),
+        "timestamp": st.sampled_from([10**12 - 1, T0, 10**13]),
+        "price": st.sampled_from([-1.0, 0.0, 0.001, 152.34, 1e9]),
+        "bid": st.sampled_from([152.33, 152.35, 1e-7]),
+        "ask": st.sampled_from([152.35, 152.33]),
+        "bid_size": st.sampled_from([-1, 300, 2**31]),
+        "ask_size": st.sampled_from([500, "500"]),
+        "volume": st.sampled_from([0, 2**53, 2**53 + 1]),
+        "version": st.sampled_from([1, 2, None]),
+    }
+)
+
+
+@st.composite
+def _damaged(draw: st.DrawFn) -> bytes:
+    value = msgspec.json.encode(draw(_fields))
+    at = draw(st.integers(0, len(value)))
+    insert = draw(
+        st.one_of(st.sampled_from([b"\xc3", b"\xff", b'"', b"\\", b"\x00", b"{", b"e9"]), st.binary(max_size=3))
+    )
+    if draw(st.booleans()):  # inside the ticker string: escapes, quotes, broken UTF-8
+        return value.replace(b'"ticker":"', b'"ticker":"' + insert, 1)
+    return value[:at] + insert + value[at + draw(st.integers(0, 3)) :]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_damaged(), st.binary(max_size=40)), min_size=1, max_size=10))
+def test_no_value_stops_the_decoder_and_none_is_lost(values: list[bytes]) -> None:
+    """Any bytes at all: each value is a valid tick or a dead letter with a reason, and nothing raises."""
+    good = sample_bytes()
+    batch, dead = decode_batch([good, *values, good])
+    assert len(batch) + len(dead) == len(values) + 2
+    assert batch.raws[0] == batch.raws[-1] == good
+    assert all(d.kind == "malformed" and d.reason for d in dead)
+    assert sorted([*batch.raws, *(d.raw for d in dead)]) == sorted([good, *values, good])
