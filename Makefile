@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-ticks bench-api bench-api-ws
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-pg-bars bench-ticks bench-api bench-api-ws
 
 venv: $(VENV_STAMP)
 
@@ -78,6 +78,9 @@ bench-flow-memory: venv
 
 bench-redis-bars: venv
 	$(PY) bench/bench_redis_bars.py
+
+bench-pg-bars: venv
+	$(PY) bench/bench_pg_bars.py
 
 bench-ticks: venv
 	$(PY) bench/bench_flow_ticks.py
