@@ -23,8 +23,9 @@ from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Event, Hu
 from api.metrics import RELAY_BAD
 from api.settings import ApiSettings
 from common.errors import ContractError
-from contracts.anomaly import decode_anomaly
+from contracts.anomaly import ANOMALY_SCHEMA_VERSION, decode_anomaly
 from contracts.bar import decode_bar
+from contracts.codec import problem
 from contracts.tick import decode_tick
 
 log = logging.getLogger("api.relay")
@@ -126,8 +127,12 @@ def bar_events(raw: bytes) -> list[Event]:
 def anomaly_event(raw: bytes) -> Event:
     """Validate one ``alerts`` value; its frame is ``{"type":"anomaly","data":<the anomaly.v1 message>}``."""
     a = decode_anomaly(raw)
-    frame = b'{"type":"anomaly","data":' + raw.strip() + b"}"
-    return Event(ANOMALIES, sub_key(ANOMALIES, a.ticker), sub_key(ANOMALIES, "*"), a.ticker, frame.decode(), a.time)
+    try:  # msgspec skips unknown fields without checking their UTF-8; the frame carries the raw message
+        text = raw.strip().decode()
+    except UnicodeDecodeError as err:
+        raise ContractError(problem(err, "anomaly", ANOMALY_SCHEMA_VERSION)) from err
+    frame = '{"type":"anomaly","data":' + text + "}"
+    return Event(ANOMALIES, sub_key(ANOMALIES, a.ticker), sub_key(ANOMALIES, "*"), a.ticker, frame, a.time)
 
 
 class KafkaRelay:

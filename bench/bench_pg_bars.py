@@ -23,20 +23,48 @@ from typing import Any
 
 import psycopg
 
+from common.clock import from_ms
 from contracts.bar import TIMEFRAMES, Bar, Indicators
-from flows.sinks import _BAR_COLUMNS, _BAR_STAGE_TYPES, _BarStorePartition, bar_row
+from flows.sinks import (
+    _BAR_COLUMNS,
+    _BAR_NAMES,
+    _BAR_STAGE_TYPES,
+    _ROUNDED,
+    BAR_VALUES,
+    _BarStorePartition,
+    stage_row,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import local_stack  # noqa: E402 -- bench/ is not a package
 
-#: the writer before session 6: one ``INSERT ... VALUES`` per bar, pipelined by ``executemany``
+#: the writer before session 6: one ``INSERT ... VALUES`` per bar (datetimes built per bar), pipelined by
+#: ``executemany``
 _UPSERT_PER_BAR = (
     f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) VALUES ("  # noqa: S608 -- constants only
-    + ", ".join(["%s"] * 3 + ["round(%s::numeric, 2)"] * 4 + ["%s"] * (len(_BAR_COLUMNS.split(",")) - 7))
+    + ", ".join("round(%s::numeric, 2)" if c in _ROUNDED else "%s" for c in _BAR_NAMES)
     + ", now()) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
-    + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _BAR_COLUMNS.split(",")[3:])
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
     + ", updated_at = now()"
 )
+#: the rejected middle option: one statement per batch, each column one array parameter (psycopg dumps the
+#: arrays element by element in Python); the same staged values and conversions as the sink
+_UPSERT_UNNEST = (
+    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT {', '.join(BAR_VALUES)}, now() FROM unnest("  # noqa: S608
+    + ", ".join(f"%s::{t}[]" for t in _BAR_STAGE_TYPES)
+    + f") AS b({_BAR_COLUMNS}) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
+    + ", updated_at = now()"
+)
+_TIME_INDEXES = tuple(_BAR_NAMES.index(c) for c in ("time", "first_tick_time", "last_tick_time"))
+
+
+def datetime_row(bar: Bar) -> tuple[Any, ...]:
+    """The row the previous writer sent: the staged row with its three times as datetimes."""
+    row = list(stage_row(bar))
+    for i in _TIME_INDEXES:
+        row[i] = from_ms(row[i])
+    return tuple(row)
 
 
 def make_bars(n: int, tickers: int = 1_000) -> list[Bar]:
@@ -59,20 +87,6 @@ def make_bars(n: int, tickers: int = 1_000) -> list[Bar]:
     return out
 
 
-_NAMES = [c.strip() for c in _BAR_COLUMNS.split(",")]
-#: the rejected middle option: one statement per batch, each column one array parameter (psycopg dumps the
-#: arrays element by element in Python)
-_UPSERT_UNNEST = (
-    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT "  # noqa: S608 -- constants only
-    + ", ".join(f"round(b.{c}::numeric, 2)" if c in {"open", "high", "low", "close"} else f"b.{c}" for c in _NAMES)
-    + ", now() FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _BAR_STAGE_TYPES)
-    + f") AS b({', '.join(_NAMES)}) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _NAMES[3:])
-    + ", updated_at = now()"
-)
-
-
 def write_copy(sink: _BarStorePartition, batch: list[Bar]) -> None:
     """What ``flows.sinks`` does (binary COPY into a staging table, one upsert), through its own partition."""
     sink.write_batch(batch)
@@ -81,7 +95,7 @@ def write_copy(sink: _BarStorePartition, batch: list[Bar]) -> None:
 def write_unnest(sink: _BarStorePartition, batch: list[Bar]) -> None:
     conn = sink._conn
     with conn.cursor() as cur:
-        columns = [list(c) for c in zip(*map(bar_row, batch), strict=True)]
+        columns = [list(c) for c in zip(*map(stage_row, batch), strict=True)]
         cur.execute(_UPSERT_UNNEST, columns)
     conn.commit()
 
@@ -89,7 +103,7 @@ def write_unnest(sink: _BarStorePartition, batch: list[Bar]) -> None:
 def write_per_bar(sink: _BarStorePartition, batch: list[Bar]) -> None:
     conn = sink._conn
     with conn.cursor() as cur:
-        cur.executemany(_UPSERT_PER_BAR, [bar_row(b) for b in batch])
+        cur.executemany(_UPSERT_PER_BAR, [datetime_row(b) for b in batch])
     conn.commit()
 
 

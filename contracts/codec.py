@@ -24,7 +24,8 @@ def problem(err: Exception, what: str, version: int) -> str:
     if isinstance(err, msgspec.ValidationError):
         return f"{what} does not match contract v{version}: {err}"
     if isinstance(err, UnicodeDecodeError):
-        return f"{what} is not valid JSON (contract v{version}): invalid UTF-8 at byte {err.start}"
+        where = err.object[max(0, err.start - 16) : err.end + 16]
+        return f"{what} is not valid JSON (contract v{version}): invalid UTF-8 in a string near {bytes(where)!r}"
     return f"{what} is not valid JSON (contract v{version}): {err}"
 
 

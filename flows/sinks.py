@@ -103,6 +103,15 @@ class _Partitions:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+def staging_table(name: str, body: str, columns: str) -> tuple[str, str]:
+    """SQL creating a session-temporary staging table (``body``: its columns) emptied at every commit, and SQL
+    of a binary ``COPY`` of ``columns`` into it. Partitions create it in ``setup_sql`` (again on reconnect)."""
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {name} ({body}) ON COMMIT DELETE ROWS",
+        f"COPY {name} ({columns}) FROM STDIN (FORMAT binary)",
+    )
+
+
 class _PostgresPartition(StatelessSinkPartition[X]):
     """One connection per worker; each batch is one transaction, retried on connection loss.
 
@@ -124,8 +133,16 @@ class _PostgresPartition(StatelessSinkPartition[X]):
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._url)
         if self.setup_sql:
-            conn.execute(self.setup_sql)
-            conn.commit()
+            try:
+                conn.execute(self.setup_sql)
+                conn.commit()
+            except psycopg.OperationalError:
+                conn.close()
+                raise  # retried like any connection loss
+            except psycopg.Error as err:  # e.g. no TEMP privilege: retrying cannot help
+                conn.close()
+                msg = f"session setup for {self.table} failed: {err}"
+                raise SinkError(msg) from err
         return conn
 
     @abstractmethod
@@ -157,6 +174,8 @@ class _PostgresPartition(StatelessSinkPartition[X]):
         try:
             if self._conn.closed:
                 self._conn = self._connect()
+            # ensure() commits its own short transaction: before write_rows, so that commit cannot empty a
+            # staging table (ON COMMIT DELETE ROWS) the batch has filled
             self._parts.ensure(self._conn, *self.time_range(rows))
             with self._conn.cursor() as cur:
                 self.write_rows(cur, rows)
@@ -164,8 +183,9 @@ class _PostgresPartition(StatelessSinkPartition[X]):
         except psycopg.OperationalError:
             self._conn.close()  # reconnect on the retry
             raise
-        except psycopg.Error as err:
-            self._conn.rollback()
+        except (psycopg.Error, OverflowError, ValueError, TypeError) as err:  # the latter: a value COPY cannot dump
+            if not self._conn.closed:
+                self._conn.rollback()
             msg = f"writing {self.row_count(rows)} rows to {self.table} failed: {err}"
             raise SinkError(msg) from err
 
@@ -175,39 +195,45 @@ class _PostgresPartition(StatelessSinkPartition[X]):
 
 # --------------------------------------------------------------------------- PostgreSQL: bars
 
-_BAR_COLUMNS = ", ".join(
-    ("time", "ticker", "timeframe", "open", "high", "low", "close", "volume", "vwap", "trades",
-     "first_tick_time", "last_tick_time", *INDICATOR_NAMES)
+#: ``market_bars`` columns with their type in the staging table (binary COPY needs the exact types of the values of
+#: :func:`stage_row`). Times travel as epoch ms and ``trades`` as int8: the server converts and range-checks them
+#: (the client's int4 dumper would wrap an out-of-range value silently), and no datetime is built per bar.
+_BAR_STAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("time", "int8"), ("ticker", "text"), ("timeframe", "text"), ("open", "float8"), ("high", "float8"),
+    ("low", "float8"), ("close", "float8"), ("volume", "int8"), ("vwap", "float8"), ("trades", "int8"),
+    ("first_tick_time", "int8"), ("last_tick_time", "int8"), *((name, "float8") for name in INDICATOR_NAMES),
 )  # fmt: skip
+_BAR_NAMES = [name for name, _ in _BAR_STAGE_COLUMNS]
+_BAR_STAGE_TYPES = [kind for _, kind in _BAR_STAGE_COLUMNS]
+_BAR_COLUMNS = ", ".join(_BAR_NAMES)
 _NO_INDICATORS: tuple[None, ...] = (None,) * len(INDICATOR_NAMES)
-_BAR_NAMES = [c.strip() for c in _BAR_COLUMNS.split(",")]
-#: the staging table's column types: exactly the Python values of :func:`bar_row` (binary COPY needs exact types)
-_BAR_STAGE_TYPES = ["timestamptz", "text", "text", *["float8"] * 4, "int8", "float8", "int4", "timestamptz",
-                    "timestamptz", *["float8"] * len(INDICATOR_NAMES)]  # fmt: skip
-_BAR_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS md_bars_stage ("
-    + ", ".join(f"{c} {t}" for c, t in zip(_BAR_NAMES, _BAR_STAGE_TYPES, strict=True))
-    + ") ON COMMIT DELETE ROWS"
-)
-_COPY_BARS = f"COPY md_bars_stage ({_BAR_COLUMNS}) FROM STDIN (FORMAT binary)"
 _ROUNDED = {"open", "high", "low", "close"}  # numeric(14, 2): the contract's prices, rounded to the cent in SQL
+_TIMES = {"time", "first_tick_time", "last_tick_time"}
+#: each staged column as the value stored in ``market_bars`` (exact: ms * 1000 us stays far below 2**53)
+BAR_VALUES = [
+    f"round({c}::numeric, 2)" if c in _ROUNDED else f"to_timestamp(0) + {c} * interval '1 millisecond'"
+    if c in _TIMES else c
+    for c in _BAR_NAMES
+]  # fmt: skip
+_BAR_STAGE, _COPY_BARS = staging_table(
+    "md_bars_stage", ", ".join(f"{name} {kind}" for name, kind in _BAR_STAGE_COLUMNS), _BAR_COLUMNS
+)
 # built from the constant column lists above (the contract's indicator fields), never from input
 _UPSERT_BARS = (
-    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT "  # noqa: S608
-    + ", ".join(f"round({c}::numeric, 2)" if c in _ROUNDED else c for c in _BAR_NAMES)
-    + ", now() FROM md_bars_stage ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
+    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT {', '.join(BAR_VALUES)}, now() "  # noqa: S608
+    "FROM md_bars_stage ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
     + ", updated_at = now()"
 )
 
 
-def bar_row(bar: Bar) -> tuple[Any, ...]:
-    """The ``market_bars`` row of a final bar."""
+def stage_row(bar: Bar) -> tuple[Any, ...]:
+    """The staging-table row of a final bar (:data:`_BAR_STAGE_COLUMNS`: times in epoch ms)."""
     ind = bar.indicators
     values = _NO_INDICATORS if ind is None else msgspec.structs.astuple(ind)
     return (
-        from_ms(bar.start), bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume,
-        bar.vwap, bar.trades, from_ms(bar.first_tick), from_ms(bar.last_tick), *values,
+        bar.start, bar.ticker, bar.timeframe, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.vwap,
+        bar.trades, bar.first_tick, bar.last_tick, *values,
     )  # fmt: skip
 
 
@@ -235,7 +261,7 @@ class _BarStorePartition(_PostgresPartition[Bar]):
         with cur.copy(_COPY_BARS) as copy:
             copy.set_types(_BAR_STAGE_TYPES)
             for bar in unique.values():
-                copy.write_row(bar_row(bar))
+                copy.write_row(stage_row(bar))
         cur.execute(_UPSERT_BARS)
 
     def write_batch(self, items: list[Bar]) -> None:

@@ -26,15 +26,14 @@ import psycopg
 from bytewax.outputs import DynamicSink
 
 from flows.decode import DecodedBatch
-from flows.sinks import _PostgresPartition
+from flows.sinks import _PostgresPartition, staging_table
 from flows.tick_copy import COLUMNS, TickColumns, copy_payload, tick_columns
 
 log = logging.getLogger(__name__)
 
 _STAGE_TABLE = "md_ticks_staged"
-_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} (LIKE market_ticks) ON COMMIT DELETE ROWS"
+_STAGE, _COPY_STAGE = staging_table(_STAGE_TABLE, "LIKE market_ticks", COLUMNS)
 _COPY_DIRECT = f"COPY market_ticks ({COLUMNS}) FROM STDIN (FORMAT binary)"
-_COPY_STAGE = f"COPY {_STAGE_TABLE} ({COLUMNS}) FROM STDIN (FORMAT binary)"
 # built from constants only, never from input
 _MERGE = f"INSERT INTO market_ticks ({COLUMNS}) SELECT {COLUMNS} FROM {_STAGE_TABLE} ON CONFLICT DO NOTHING"  # noqa: S608
 

@@ -52,3 +52,16 @@ def test_invalid_anomalies_are_rejected(change: dict[str, object], reason: str) 
 def test_malformed_bytes_raise_contract_error(raw: bytes) -> None:
     with pytest.raises(ContractError, match="contract v1"):
         decode_anomaly(raw)
+
+
+def test_relay_frame_of_an_alert_with_bad_utf8_in_an_unknown_field_is_a_contract_error() -> None:
+    """msgspec skips unknown fields without checking their UTF-8; the relay forwards the raw message, so it must
+    refuse it with ContractError (which it counts and skips) instead of raising UnicodeDecodeError."""
+    from api.relay import anomaly_event  # noqa: PLC0415 -- the gateway side of this contract
+
+    good = encode_anomaly(_anomaly())
+    assert '"type":"anomaly"' in anomaly_event(good).frame
+    bad = good[:-1] + b',"note":"\xff"}'
+    assert decode_anomaly(bad) == _anomaly()  # accepted by the decoder
+    with pytest.raises(ContractError, match="invalid UTF-8"):
+        anomaly_event(bad)
