@@ -98,8 +98,9 @@ class Batcher:
                     if keys:  # only keys still subscribed and joined after this phase's last frame matter
                         late = frozenset((k, at) for k, at in keys.items() if at > start and k in signature)
                 groups.setdefault((signature, late), []).append(c)
+            events = self.buffer[start - self.base :]  # once per phase, shared by its groups
             for (signature, late), clients in groups.items():
-                frame = self._frame(start, signature, dict(late))
+                frame = self._frame(events, start, signature, dict(late))
                 if frame is not None:
                     out.append((frame[0], clients, frame[1]))
         low = min(self.sent_to)
@@ -108,12 +109,26 @@ class Batcher:
             self.base = low
         return out
 
-    def _frame(self, start: int, signature: frozenset[str], late: dict[str, int]) -> tuple[str, list[int]] | None:
-        """The batch frame of the events from stream position ``start`` on for ``signature``; an event is left out
-        when every key of the signature it matches was added after it (``late``: key -> position added)."""
+    def release(self, client: Client) -> tuple[str, list[int]] | None:
+        """Stop batching ``client`` (it switches to direct mode) and return the frame of what it has not been sent
+        yet, with its events per channel (None: nothing pending), so that switching mode loses nothing."""
+        phase = self.phase_of.get(client)
+        if phase is None:
+            return None
+        start = self.sent_to[phase]
+        joined = self.joined.get(client) or {}
+        late = {k: at for k, at in joined.items() if at > start and k in client.signature}
+        frame = self._frame(self.buffer[start - self.base :], start, client.signature, late)
+        self.discard(client)
+        return frame
+
+    def _frame(
+        self, events: list[Event], start: int, signature: frozenset[str], late: dict[str, int]
+    ) -> tuple[str, list[int]] | None:
+        """The batch frame of ``events`` (the buffer from stream position ``start`` on) for ``signature``; an event
+        is left out when every key of the signature it matches was added after it (``late``: key -> position)."""
         counts = [0] * self.channels
         parts: list[str] = []
-        events = self.buffer[start - self.base :]
         if not late:
             for ev in events:
                 if ev.key in signature or ev.wildcard in signature:

@@ -283,7 +283,10 @@ class Hub:
             )
             raise ValueError(msg)
         if batch is not None and batch != client.batch:
-            self._leave(client)
+            if client.batch:  # to direct: what was buffered for its next batch frame goes out first
+                self._send_pending_batch(client)
+            else:
+                self._leave(client)
             client.batch = batch
             self._index(client, client.keys)
         client.keys.update(new)
@@ -368,15 +371,23 @@ class Hub:
                 for ms in stamps[::step]:
                     hist.observe((now - ms) / 1000.0)
 
+    def _send_pending_batch(self, client: Client) -> None:
+        pending = self.batches.release(client)
+        if pending is not None and client.offer(pending[0], BATCH):
+            self._count_sent(pending[1])
+
+    def _count_sent(self, counts: list[int]) -> None:
+        sent = self.sent
+        sent[BATCH] += 1
+        for ch, n in enumerate(counts):
+            sent[ch] += n
+
     def flush_batches(self, phase: int | None = None) -> None:
         """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last."""
-        sent = self.sent
         for frame, members, counts in self.batches.take(phase):
             for c in members:
                 if c.put(frame, BATCH):
-                    sent[BATCH] += 1
-                    for ch, n in enumerate(counts):
-                        sent[ch] += n
+                    self._count_sent(counts)
         self.kick()
         self._drop_pending()
 

@@ -37,6 +37,8 @@ from contracts import TIMEFRAMES, redis_keys
 from contracts.tick import SYMBOL_RE
 
 log = logging.getLogger("api.ws")
+#: WebSocket close code by disconnect reason: 1013 try again later (too slow), 1011 internal error
+_CLOSE_CODES = {"lagging": 1013, "error": 1011}
 router = APIRouter(tags=["websocket"])
 
 CHANNELS = {name: i for i, name in enumerate(CHANNEL_NAMES)}
@@ -82,12 +84,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     finally:
         reader.cancel()
         gone.cancel()
-        if reader.done() and not reader.cancelled() and (err := reader.exception()) is not None:
+        failed = reader.done() and not reader.cancelled() and reader.exception() is not None
+        if failed:
             # every malformed message is answered with an error frame: this is a bug, so say so loudly
-            log.error("client %s reader failed; closing the connection", client.id, exc_info=err)
-        hub.drop(client, "closed")
+            log.error("client %s reader failed; closing the connection", client.id, exc_info=reader.exception())
+        hub.drop(client, "error" if failed else "closed")
         if client.close_reason not in ("closed", "send_failed"):
-            code = 1013 if client.close_reason == "lagging" else 1001
+            code = _CLOSE_CODES.get(client.close_reason, 1001)  # 1001: going away (shutdown)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), 2.0)
 

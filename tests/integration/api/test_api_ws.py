@@ -183,8 +183,10 @@ async def test_a_reader_that_fails_anyway_is_logged_with_its_exception(
         async with connect(api.ws_url) as ws:
             await recv(ws)
             await ws.send(json.dumps({"type": "ping"}))
-            with pytest.raises(ConnectionClosed):  # logged before the server closes
+            with pytest.raises(ConnectionClosed) as closed:  # logged before the server closes
                 await recv_type(ws, "pong")
+            assert closed.value.rcvd is not None, "closed with a close frame, not a dropped socket"
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "error")
     finally:
         logger.removeHandler(handler)
     assert [r.levelno for r in handler.records] == [logging.ERROR]
@@ -221,7 +223,7 @@ async def test_bars_indicators_and_wildcard_channels(api: LiveApi, producer: Pro
         five = make_bar("SYNTH", "5m", start // 300_000 * 300_000, 300_000, 150, 151, 149, 150.5)
         for bar in (five, live, final):
             producer.produce(api.settings.topic_bars, key=bar.ticker.encode(), value=encode_bar(bar))
-        assert producer.flush(5) == 0, "ticks not delivered to Kafka"
+        assert producer.flush(5) == 0, "bars not delivered to Kafka"
         got: list[dict[str, Any]] = []
         while len(got) < 3:
             msg = await recv(ws)

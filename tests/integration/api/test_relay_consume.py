@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from api.relay import _next_messages
+from tests.support import produce
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +22,7 @@ def reading(kafka_bootstrap: str, make_topic: Callable[..., str]) -> Iterator[Ca
 
     def make(values: list[bytes]) -> Consumer:
         topic = make_topic(partitions=1)
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        for value in values:
-            producer.produce(topic, value, partition=0)
-        assert producer.flush(10) == 0
+        produce(kafka_bootstrap, topic, [(None, value) for value in values])
         consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}"})
         consumers.append(consumer)
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])

@@ -254,6 +254,28 @@ async def test_mode_switches_and_drops_leave_no_routing_behind() -> None:
     await hub.stop()
 
 
+async def test_switching_from_batched_to_direct_sends_what_was_buffered_first() -> None:
+    hub = make_hub()  # batch interval 60 s: no frame is flushed on its own during the test
+    sink = Sink()
+    c = Client("a", sink.send, hub)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"], batch=True)
+    hub.publish([tick("X", 1), tick("Y", 2), tick("X", 2)])
+    hub.subscribe(c, [], batch=False)
+    hub.publish([tick("X", 3)])
+    await settle()
+    assert [f["type"] for f in sink.frames] == ["batch", "tick"]
+    batched = [e["data"]["ticker"] for e in sink.frames[0]["events"]]  # type: ignore[index,union-attr]
+    assert batched == ["X", "X"], "the two buffered X ticks, in order, before the first direct one"
+    assert sink.frames[1]["data"]["ticker"] == "X"  # type: ignore[index]
+    assert hub.sent[BATCH] == 1
+    hub.subscribe(c, [], batch=True)
+    hub.subscribe(c, [], batch=False)  # nothing buffered since: no empty frame
+    await settle()
+    assert len(sink.frames) == 2
+    await hub.stop()
+
+
 async def test_a_client_joining_batched_mode_gets_no_event_from_before_it_joined() -> None:
     hub = make_hub(batch_interval_s=0.005)  # one phase
     early, late = Client("early", Sink().send, hub), Client("late", Sink().send, hub)
