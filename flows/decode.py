@@ -27,9 +27,9 @@ from contracts.tick import (
     _MIN_TS_MS,
     MAX_INT32,
     MAX_INT64,
-    MAX_TICKER_CHARS,
     TICK_SCHEMA_VERSION,
     Tick,
+    Ticker,
     tick_problem,
 )
 
@@ -47,7 +47,7 @@ _QuoteSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
 class WireTick(msgspec.Struct, frozen=True, gc=False):
     """A decoded ``market-ticks`` value (contract v1) before the cross-field checks; no ``__post_init__``."""
 
-    ticker: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
+    ticker: Ticker
     seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
     timestamp: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]
     price: _Price
@@ -241,12 +241,12 @@ def decode_batch(
     if bad.any() or (future is not None and future.any()):
         keep = np.ones(len(ticks), dtype=bool)
         for i in np.flatnonzero(bad | future if future is not None else bad).tolist():
-            problem = tick_problem(cast(Tick, ticks[i]))  # duck-typed: the same attributes as the contract's Tick
-            if problem is None and future is not None and future[i]:
-                problem = f"timestamp {ticks[i].timestamp} is after {not_after_ms} (too far ahead of the clock)"
-            if problem is not None:
+            reason = tick_problem(cast(Tick, ticks[i]))  # duck-typed: the same attributes as the contract's Tick
+            if reason is None and future is not None and future[i]:
+                reason = f"timestamp {ticks[i].timestamp} is after {not_after_ms} (too far ahead of the clock)"
+            if reason is not None:
                 keep[i] = False
-                dead.append(dead_letter("malformed", problem, raws[i], kept_origins[i] if kept_origins else None))
+                dead.append(dead_letter("malformed", reason, raws[i], kept_origins[i] if kept_origins else None))
         if not keep.all():
             idx = np.flatnonzero(keep).tolist()
             ticks = [ticks[i] for i in idx]

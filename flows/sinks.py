@@ -127,8 +127,13 @@ class _PostgresPartition(StatelessSinkPartition[X]):
         self._url = database_url
         self._name = f"postgres_{self.table}"
         SINK_ERRORS.labels(self._name)  # exported as 0 from the start, not from the first error
-        self._conn = self._connect()
+        self._conn = self._first_connect()
         self._parts = _Partitions(self._conn, self.table, monthly=self.monthly)
+
+    @_retrying("postgres")
+    def _first_connect(self) -> psycopg.Connection[Any]:
+        """:meth:`_connect` when the partition is built, retried on connection loss like every write."""
+        return self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._url)
@@ -138,7 +143,7 @@ class _PostgresPartition(StatelessSinkPartition[X]):
                 conn.commit()
             except psycopg.OperationalError:
                 conn.close()
-                raise  # retried like any connection loss
+                raise  # the callers retry connection loss
             except psycopg.Error as err:  # e.g. no TEMP privilege: retrying cannot help
                 conn.close()
                 msg = f"session setup for {self.table} failed: {err}"
@@ -219,11 +224,14 @@ _BAR_STAGE, _COPY_BARS = staging_table(
     "md_bars_stage", ", ".join(f"{name} {kind}" for name, kind in _BAR_STAGE_COLUMNS), _BAR_COLUMNS
 )
 # built from the constant column lists above (the contract's indicator fields), never from input
-_UPSERT_BARS = (
-    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT {', '.join(BAR_VALUES)}, now() "  # noqa: S608
-    "FROM md_bars_stage ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
+BAR_CONFLICT = (
+    "ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
     + ", updated_at = now()"
+)
+_UPSERT_BARS = (
+    f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT {', '.join(BAR_VALUES)}, now() "  # noqa: S608
+    f"FROM md_bars_stage {BAR_CONFLICT}"
 )
 
 
@@ -311,7 +319,13 @@ class _RedisPartition(StatelessSinkPartition[X]):
     def _write(self, items: list[X]) -> None:
         pipe = self._client.pipeline(transaction=False)
         self._write_fn(pipe, items)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # retried
+        except redis.RedisError as err:  # refused (NOPERM, OOM, READONLY, BUSY ...): retrying cannot help
+            msg = f"writing {len(items)} items to {self._name} failed: {err}"
+            raise SinkError(msg) from err
 
     def close(self) -> None:
         self._client.close()

@@ -10,6 +10,7 @@ import pytest
 import flows.sinks as sinks
 from common.errors import SinkError
 from common.settings import SharedSettings
+from contracts import redis_keys
 from flows.decode import DeadLetter
 from flows.observe import DEAD_LETTERS
 
@@ -107,6 +108,16 @@ def _bars() -> list[Any]:
     ]
 
 
+class _CommandLog:
+    """A Redis pipeline that records the commands the writers queue."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+
 def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
     producer: type[FakeProducer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,8 +130,8 @@ def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
         return encode_bar(bar)
 
     monkeypatch.setattr(sinks, "encode_bar", counting)
-    to_redis: list[sinks.EncodedBar] = []  # what the Redis writer gets (tests/integration/test_redis_sinks.py)
-    monkeypatch.setattr(sinks._RedisPartition, "_write", lambda self, items: to_redis.extend(items))
+    pipe = _CommandLog()  # what reaches Redis (tests/integration/test_redis_sinks.py runs it on a real server)
+    monkeypatch.setattr(sinks._RedisPartition, "_write", lambda self, items: self._write_fn(pipe, items))
     part = sinks.live_bar_sink(SharedSettings()).build("bars", 0, 1)
     bars = _bars()
     part.write_batch(bars)
@@ -129,4 +140,31 @@ def test_bars_are_encoded_once_for_redis_and_kafka_with_the_contract_bytes(
     assert [m["value"] for m in sent] == [encode_bar(b) for b in bars]
     assert [m["key"] for m in sent] == [b"SYNTH", b"SYNTH"]
     assert {m["topic"] for m in sent} == {SharedSettings().topic_bars}
-    assert [(e.bar, e.raw) for e in to_redis] == [(b, encode_bar(b)) for b in bars]
+    final, live = bars
+    assert pipe.commands == [
+        ("MSET", redis_keys.final_bar("SYNTH", "1m"), encode_bar(final)),
+        ("HSET", redis_keys.indicators("SYNTH"), "1m", encode_bar(final)),
+        ("EVAL", sinks.SET_EACH_WITH_TTL, 1, redis_keys.live_bar("SYNTH", "1m"), encode_bar(live),
+         redis_keys.LIVE_BAR_TTL_S["1m"]),
+    ]  # fmt: skip
+
+
+def test_a_redis_refusal_is_a_sink_error_naming_the_sink_and_connection_loss_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis
+
+    from common.errors import SinkError
+
+    outcomes: list[Exception] = [redis.ConnectionError("reset"), redis.ResponseError("NOPERM no scripts")]
+
+    class Pipe(_CommandLog):
+        def execute(self) -> None:
+            raise outcomes.pop(0)
+
+    part = sinks._RedisPartition("redis://127.0.0.1:1/0", "redis_bars", lambda pipe, items: None)
+    monkeypatch.setattr(part._client, "pipeline", lambda transaction: Pipe())
+    monkeypatch.setattr(sinks._RedisPartition._write.retry, "sleep", lambda _s: None)  # type: ignore[attr-defined]
+    with pytest.raises(SinkError, match=r"writing 1 items to redis_bars failed: NOPERM no scripts"):
+        part.write_batch([object()])
+    assert outcomes == [], "the connection loss was retried, the refusal was not"
