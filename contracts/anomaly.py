@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Final
 
 import msgspec
 
 from common.errors import ContractError
 from contracts.bar import TIMEFRAMES
 from contracts.codec import decode_message
-from contracts.tick import MAX_TICKER_CHARS
+from contracts.tick import Ticker
 
 ANOMALY_SCHEMA_VERSION: Final = 1
 
@@ -59,13 +59,11 @@ ANOMALY_UNITS: Final[dict[AnomalyType, str]] = {
     AnomalyType.HIGH_LATENCY: "milliseconds",
 }
 
-_Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
-
 
 class Anomaly(msgspec.Struct, frozen=True, gc=False):
     """One detected anomaly; construction checks that the numbers are finite."""
 
-    ticker: _Ticker
+    ticker: Ticker
     type: AnomalyType
     severity: Severity
     timeframe: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
 
 import msgspec
 
@@ -32,6 +33,8 @@ MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 #: Longest ticker of any v1 message (tick, bar, anomaly: the JSON Schemas' ``maxLength``).
 MAX_TICKER_CHARS = 32
+#: A ticker field as msgspec checks it on decode (1 to :data:`MAX_TICKER_CHARS` characters).
+Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
 #: The symbol syntax of this platform (universes, the ``tickers`` table's CHECK in ``sql/0001_tickers.sql``, the
 #: gateway): upper-case letters and digits, then also ``.``, ``_`` and ``-``, at most :data:`MAX_TICKER_CHARS`.
 #: Stricter than the wire contract, which only bounds the length; no such symbol needs escaping in JSON.

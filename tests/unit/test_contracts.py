@@ -108,6 +108,8 @@ def test_bar_round_trips_and_matches_schema() -> None:
         {"timeframe": "2m"},
         {"trades": 0},
         {"last_tick": 1_705_318_500_000},  # outside the half-open window
+        {"ticker": ""},
+        {"ticker": "X" * 33},
     ],
 )
 def test_invalid_bars_are_rejected(change: dict[str, object]) -> None:
@@ -132,3 +134,9 @@ def test_invalid_utf8_is_a_contract_error_for_every_message() -> None:
     for decode, raw in ((decode_tick, tick), (decode_bar, bar), (decode_anomaly, b'{"ticker":"\xc3"}')):
         with pytest.raises(ContractError, match=r"not valid JSON \(contract v1\): invalid UTF-8 in a string near"):
             decode(raw)  # type: ignore[operator]
+
+
+def test_every_schema_bounds_the_ticker_as_the_code_does() -> None:
+    for name in ("tick.v1.json", "bar.v1.json", "anomaly.v1.json"):
+        ticker = _schema(name).schema["properties"]["ticker"]
+        assert (ticker["minLength"], ticker["maxLength"]) == (1, MAX_TICKER_CHARS), name
