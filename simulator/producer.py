@@ -60,6 +60,10 @@ def producer_config(settings: SimulatorSettings) -> dict[str, Any]:
     }
 
 
+def _not_queue_full(err: object) -> bool:
+    return isinstance(err, KafkaError) and err.code() != KafkaError._QUEUE_FULL
+
+
 class TickProducer:
     """Sends :class:`TickBatch` rows to the ticks topic; counts every failure."""
 
@@ -224,13 +228,17 @@ class TickProducer:
         if n == len(part):
             return []
         refused = [m for m in part if "_error" in m]
-        for m in refused:
-            err = m.pop("_error")
-            if isinstance(err, KafkaError) and err.code() != KafkaError._QUEUE_FULL:
-                # not a full queue (fatal idempotence error, unknown topic, message too large): offering the
-                # same records again would loop for ever
-                msg = f"{len(refused)} ticks refused by the producer for topic {self.topic!r}: {err.str()}"
-                raise SinkError(msg)
+        errors = [m.pop("_error") for m in refused]
+        fatal = [(m, e) for m, e in zip(refused, errors, strict=True) if _not_queue_full(e)]
+        if fatal:
+            # not a full queue (fatal idempotence error, unknown topic, message too large): offering the same
+            # records again would loop for ever
+            first, err = fatal[0]
+            msg = (
+                f"{len(fatal)} ticks refused by the producer for topic {self.topic!r} (the first for ticker "
+                f"{first.get('key', b'?').decode(errors='replace')!r}): {err.str()}"
+            )
+            raise SinkError(msg)
         if any(a is not b for a, b in zip(part[len(part) - len(refused) :], refused, strict=True)):
             # the message-count check above makes this rare (the byte bound was hit first): a refused tick
             # is retried after later ones of the same batch were queued, so its ticker's order may differ

@@ -45,8 +45,25 @@ def default_chunk(n_tickers: int) -> int:
     return max(1_000, min(100_000, 2 * n_tickers))
 
 
+#: broker states that pass (a restart, a leader election, a slow reply) but that librdkafka does not flag as
+#: ``retriable()`` on metadata and offset queries
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
 def _retriable(err: BaseException) -> bool:
-    return isinstance(err, KafkaException) and isinstance(err.args[0], KafkaError) and err.args[0].retriable()
+    if not (isinstance(err, KafkaException) and err.args and isinstance(err.args[0], KafkaError)):
+        return False
+    error: KafkaError = err.args[0]
+    return bool(error.retriable()) or error.code() in _TRANSIENT_CODES
 
 
 def _topic_partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int] | None:

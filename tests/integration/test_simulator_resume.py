@@ -32,13 +32,13 @@ from tests.ticks import make_tick
 
 pytestmark = pytest.mark.integration
 
-UNIVERSE = load_universe("default")
+SETTINGS = SimulatorSettings(tick_rate=10, preset="default")
+#: set in the child's environment (service_env drops the shell's SIM_*), so test and child agree
+SIM_ENV = {"SIM_METRICS_PORT": "0", "SIM_TICK_RATE": str(SETTINGS.tick_rate), "SIM_PRESET": SETTINGS.preset}
+UNIVERSE = load_universe(SETTINGS.preset)
 TICKERS = set(UNIVERSE.symbols)
 #: history of the first run: 3 minutes (the run starts at the first whole minute after now - 3 min)
 BACKFILL_HOURS = 0.05
-#: set in the child's environment (service_env drops the shell's SIM_*), so test and child agree
-SIM_ENV = {"SIM_METRICS_PORT": "0", "SIM_TICK_RATE": "10", "SIM_PRESET": "default"}
-SETTINGS = SimulatorSettings(tick_rate=10, preset="default")
 TICKS_PER_S = len(UNIVERSE) * SETTINGS.tick_rate
 STARTED = re.compile(r"producing \d+ tickers at .* from (\S+) \(real time\)")
 
