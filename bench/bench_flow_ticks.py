@@ -30,14 +30,14 @@ import psycopg
 from bytewax.testing import TestingSource, run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchstack import local_stack  # noqa: E402
 from tick_archive_variants import VARIANTS, VariantSink  # noqa: E402
 
 from flows.decode import DecodedBatch, WireTick, decode_batch  # noqa: E402
 from flows.tick_archive_sink import TickArchiveSink  # noqa: E402
 from flows.ticks import build_flow  # noqa: E402
 from stack.migrate import apply_migrations  # noqa: E402
-from stack.private import private_settings, run_postgres, temp_home  # noqa: E402
-from stack.services import create_database, database_url_for  # noqa: E402
+from stack.services import database_url_for  # noqa: E402
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 TARGET = 100_000
@@ -132,16 +132,13 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true", help="PostgreSQL with fsync on (as `make up`)")
     args = parser.parse_args()
 
-    settings = private_settings()
     values = make_values(args.ticks, args.tickers)
     t0 = time.process_time()
     batches = [decode_batch(values[i : i + args.batch])[0] for i in range(0, len(values), args.batch)]
     decode_us = (time.process_time() - t0) / len(values) * 1e6
     flows: list[tuple[int, float, float, float, float]] = []
-    with temp_home("md-bench-ticks-") as home, run_postgres(settings, home, durable=args.durable):
-        create_database(settings, "bench")
-        url = database_url_for(settings, "bench")
-        apply_migrations(url)
+    with local_stack(kafka=False, redis=False, durable=args.durable) as stack:
+        settings, url = stack.settings, stack.database_url
         runs = {name: (name, url) for name in args.variants.split(",")}
         if "direct" in runs:  # the same sink on a database whose text collation is "C" (byte order)
             with psycopg.connect(database_url_for(settings, "postgres"), autocommit=True) as conn:

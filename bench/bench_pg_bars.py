@@ -30,6 +30,7 @@ from flows.sinks import (
     _BAR_NAMES,
     _BAR_STAGE_TYPES,
     _ROUNDED,
+    BAR_CONFLICT,
     BAR_VALUES,
     _BarStorePartition,
     stage_row,
@@ -43,18 +44,14 @@ from benchstack import local_stack  # noqa: E402 -- bench/ is not a package
 _UPSERT_PER_BAR = (
     f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) VALUES ("  # noqa: S608 -- constants only
     + ", ".join("round(%s::numeric, 2)" if c in _ROUNDED else "%s" for c in _BAR_NAMES)
-    + ", now()) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
-    + ", updated_at = now()"
+    + f", now()) {BAR_CONFLICT}"
 )
 #: the rejected middle option: one statement per batch, each column one array parameter (psycopg dumps the
 #: arrays element by element in Python); the same staged values and conversions as the sink
 _UPSERT_UNNEST = (
     f"INSERT INTO market_bars ({_BAR_COLUMNS}, updated_at) SELECT {', '.join(BAR_VALUES)}, now() FROM unnest("  # noqa: S608
     + ", ".join(f"%s::{t}[]" for t in _BAR_STAGE_TYPES)
-    + f") AS b({_BAR_COLUMNS}) ON CONFLICT (ticker, timeframe, time) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _BAR_NAMES[3:])
-    + ", updated_at = now()"
+    + f") AS b({_BAR_COLUMNS}) {BAR_CONFLICT}"
 )
 _TIME_INDEXES = tuple(_BAR_NAMES.index(c) for c in ("time", "first_tick_time", "last_tick_time"))
 
@@ -124,7 +121,7 @@ def main() -> None:
     batches = [bars[i : i + args.batch] for i in range(0, len(bars), args.batch)]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    with local_stack(kafka=False) as stack, psycopg.connect(stack.database_url) as conn:
+    with local_stack(kafka=False, redis=False) as stack, psycopg.connect(stack.database_url) as conn:
         sink = _BarStorePartition(stack.database_url)
         sink._parts.ensure(sink._conn, bars[0].start, max(b.start for b in bars))
         print(f"market_bars upserts: {args.bars:,} final bars in batches of {args.batch:,}, {args.rounds} rounds")

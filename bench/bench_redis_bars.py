@@ -1,18 +1,21 @@
 """Client CPU per bar of the flows' Redis bar writes: ``python bench/bench_redis_bars.py [--live N] [--final N]``.
 
-Starts a private Redis, then writes the same live and final bars in pipelines of ``--chunk`` bars three ways,
-alternated over ``--rounds``: ``flows.sinks._write_bars`` (``MSET`` of the finals, ``HSET`` per ticker, one Lua
-``SET … EX`` call per 5,000 live bars), ``one command per bar`` (``set``/``hset`` per bar, the previous writer),
-and ``execute_command per bar`` (``MSET``/``HSET`` as now, but one generic ``SET … EX`` per live bar). Prints µs
-of wall and client CPU per bar; the resulting keys (values, hashes, which expire) are compared across writers.
+Starts a private Redis (``benchstack.local_stack``), then writes the same live and final bars in pipelines of
+``--chunk`` bars three ways, alternated over ``--rounds``: ``flows.sinks._write_bars`` (``MSET`` of the
+finals, ``HSET`` per ticker, one Lua ``SET … EX`` call per 5,000 live bars), ``one command per bar``
+(``set``/``hset`` per bar, the previous writer), and ``execute_command per bar`` (``MSET``/``HSET`` as now, but
+one generic ``SET … EX`` per live bar). Prints µs of wall and client CPU per bar; the resulting keys (values,
+hashes, which expire) are compared across writers.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -21,7 +24,9 @@ from contracts import redis_keys
 from contracts.bar import TIMEFRAMES as CONTRACT_TIMEFRAMES
 from contracts.bar import Bar, Indicators, encode_bar, timeframe_ms
 from flows.sinks import EncodedBar, _write_bars
-from stack.private import private_settings, run_redis, temp_home
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchstack import local_stack  # noqa: E402 -- bench/ is not a package
 
 TIMEFRAMES = tuple(CONTRACT_TIMEFRAMES)
 
@@ -86,33 +91,31 @@ def main() -> None:
         "one command per bar": one_command_per_bar,
         "execute_command per live bar": execute_command_per_live_bar,
     }
-    with temp_home("md-bench-redis") as home:
-        settings = private_settings()
-        with run_redis(settings, home):
-            client = redis.Redis.from_url(settings.redis_url)
-            print(f"{len(bars):,} bars ({args.live:,} live, {args.final:,} final), pipelines of {args.chunk:,}")
-            print("| round | writer | wall µs/bar | client CPU µs/bar |\n|---|---|---:|---:|")
-            contents: dict[str, dict[bytes, tuple[object, bool]]] = {}
-            for rnd in range(1, args.rounds + 1):
-                for name, write in writers.items():
-                    client.flushall()
-                    wall, cpu = time.perf_counter(), time.process_time()
-                    for chunk in chunks:
-                        pipe = client.pipeline(transaction=False)
-                        write(pipe, chunk)
-                        pipe.execute()
-                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                    print(f"| {rnd} | {name} | {wall / len(bars) * 1e6:.2f} | {cpu / len(bars) * 1e6:.2f} |")
-                    contents[name] = {
-                        key: (client.get(key), client.ttl(key) > 0)
-                        if key.startswith(b"bar:")
-                        else (client.hgetall(key), client.ttl(key) > 0)
-                        for key in client.keys("*")
-                    }
-            first = next(iter(contents.values()))
-            same = all(c == first for c in contents.values())
-            print(f"same keys, values and expiring keys from every writer: {same} ({len(first):,} keys)")
-            client.close()
+    with local_stack(kafka=False, postgres=False) as stack:
+        client = redis.Redis.from_url(stack.redis_url)
+        print(f"{len(bars):,} bars ({args.live:,} live, {args.final:,} final), pipelines of {args.chunk:,}")
+        print("| round | writer | wall µs/bar | client CPU µs/bar |\n|---|---|---:|---:|")
+        contents: dict[str, dict[bytes, tuple[object, bool]]] = {}
+        for rnd in range(1, args.rounds + 1):
+            for name, write in writers.items():
+                client.flushall()
+                wall, cpu = time.perf_counter(), time.process_time()
+                for chunk in chunks:
+                    pipe = client.pipeline(transaction=False)
+                    write(pipe, chunk)
+                    pipe.execute()
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                print(f"| {rnd} | {name} | {wall / len(bars) * 1e6:.2f} | {cpu / len(bars) * 1e6:.2f} |")
+                contents[name] = {
+                    key: (client.get(key), client.ttl(key) > 0)
+                    if key.startswith(b"bar:")
+                    else (client.hgetall(key), client.ttl(key) > 0)
+                    for key in client.keys("*")
+                }
+        first = next(iter(contents.values()))
+        same = all(c == first for c in contents.values())
+        print(f"same keys, values and expiring keys from every writer: {same} ({len(first):,} keys)")
+        client.close()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from stack.migrate import apply_migrations
 from stack.private import private_settings, run_kafka, run_postgres, run_redis, temp_home
 from stack.services import create_database, create_topics, database_url_for
+from stack.settings import StackSettings
 
 if TYPE_CHECKING:
     from flows.settings import FlowSettings
@@ -28,9 +29,10 @@ class LocalStack:
     """Endpoints of the servers :func:`local_stack` started, and its temporary directory (removed on exit)."""
 
     bootstrap: str  # "" when started without Kafka
-    database_url: str
-    redis_url: str
+    database_url: str  # "" without PostgreSQL
+    redis_url: str  # "" without Redis
     home: Path
+    settings: StackSettings  # ports and credentials (e.g. for another database on the same server)
 
     def flow_settings(self, **overrides: Any) -> FlowSettings:
         """Flow settings pointing at this stack, with fresh topic names for bars and dead letters."""
@@ -52,19 +54,25 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def local_stack(partitions: int = 3, kafka: bool = True) -> Iterator[LocalStack]:
-    """Kafka (unless ``kafka`` is false), PostgreSQL (migrated database ``bench``) and Redis on free ports."""
+def local_stack(
+    partitions: int = 3, kafka: bool = True, postgres: bool = True, redis: bool = True, durable: bool = False
+) -> Iterator[LocalStack]:
+    """The servers asked for on free ports: Kafka, PostgreSQL (migrated database ``bench``; fsync on only if
+    ``durable``, as ``make up``) and Redis."""
     settings = private_settings(kafka_heap="1g", kafka_partitions=partitions)
     with temp_home("md-bench-stack-") as home, contextlib.ExitStack() as servers:
         if kafka:
             servers.enter_context(run_kafka(settings, home))
-        servers.enter_context(run_postgres(settings, home))
-        servers.enter_context(run_redis(settings, home))
-        create_database(settings, "bench")
-        url = database_url_for(settings, "bench")
-        apply_migrations(url)
+        url = ""
+        if postgres:
+            servers.enter_context(run_postgres(settings, home, durable=durable))
+            create_database(settings, "bench")
+            url = database_url_for(settings, "bench")
+            apply_migrations(url)
+        if redis:
+            servers.enter_context(run_redis(settings, home))
         bootstrap = settings.kafka_bootstrap_servers if kafka else ""
-        yield LocalStack(bootstrap, url, settings.redis_url, home)
+        yield LocalStack(bootstrap, url, settings.redis_url if redis else "", home, settings)
 
 
 def export_revision(rev: str, into: Path, packages: tuple[str, ...] = ("api",)) -> Path:

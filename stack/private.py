@@ -45,9 +45,13 @@ def private_settings(**overrides: Any) -> StackSettings:
     return StackSettings(**{"home": REPO_ROOT / ".local", **ports, **overrides})
 
 
+#: seconds a fresh broker may take to answer (JVM start, KRaft election) on a loaded machine
+KAFKA_START_TIMEOUT_S = 120
+
+
 def run_kafka(settings: StackSettings, home: Path) -> contextlib.AbstractContextManager[ManagedProcess]:
     """A single-node KRaft broker with data and log under ``home``, running until the context exits."""
-    return running(prepare_kafka(settings, home / "data"), home / "logs", timeout_s=120)
+    return running(prepare_kafka(settings, home / "data"), home / "logs", timeout_s=KAFKA_START_TIMEOUT_S)
 
 
 def run_postgres(

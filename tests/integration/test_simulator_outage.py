@@ -28,7 +28,7 @@ from simulator.session import Session
 from simulator.settings import SimulatorSettings
 from simulator.stream import stream
 from simulator.universe import Universe, UniverseConfig
-from stack.private import private_settings, temp_home
+from stack.private import KAFKA_START_TIMEOUT_S, private_settings, temp_home
 from stack.runner import ManagedProcess
 from stack.services import ServiceSpec, create_topics, prepare_kafka
 from tests.support import read_topic, wait_for
@@ -52,7 +52,7 @@ class Broker:
     def start(self) -> None:
         if self.proc is None:
             self.proc = ManagedProcess(self.spec, self.logs)
-            self.proc.wait_ready(120)
+            self.proc.wait_ready(KAFKA_START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.proc is not None:
