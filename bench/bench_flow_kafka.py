@@ -5,12 +5,16 @@ Starts its own Kafka broker, PostgreSQL (migrated) and Redis in a temporary dire
 ``market-ticks`` topic, then runs the flow in this process (one worker, ``RawKafkaSource`` reading to the end
 of each partition) three ways, and prints one table row each:
 
+* ``kcat (C)``: a reference, not our code: ``kcat`` (librdkafka in C, no Python) reads the whole topic with the
+  same fetch size and discards it -- how fast this broker and machine hand out the backlog at all;
 * ``source only``: the Kafka source alone (consume + RawBatch), every batch counted and dropped;
 * ``flow, no sinks``: decode, bars and indicators (backfill mode, live bars on), counting sinks;
 * ``flow + sinks``: the deployed wiring -- PostgreSQL ``market_bars``, Redis, ``market-bars``, the dead-letter
   topic and the latest-quote sink (``flows.sinks``).
 
-The differences between rows show where the time goes. Target: >= 500,000 ticks/s per process into the sinks.
+The differences between rows show where the time goes; ``host busy`` is how many of the machine's cores
+were busy during the row (all processes: the broker, the servers behind the sinks, this one).
+Target: >= 500,000 ticks/s per process into the sinks.
 ``--modes source,flow`` runs some rows only; ``--consumer KEY=VALUE`` (repeatable) runs every row a second time,
 right after the first over the same backlog, with those librdkafka consumer settings added (marked ``*``).
 The servers come from :func:`benchstack.local_stack`, shared with the other benchmarks.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -36,15 +41,16 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_flow_bars import Counter, Scenario, make_keyed_values  # noqa: E402 -- bench/ is not a package
 from benchstack import LocalStack, local_stack  # noqa: E402
+from procstat import host_busy_seconds  # noqa: E402
 
 from flows import sinks  # noqa: E402
 from flows.bars import build_flow, tune_gc  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
-from flows.sources import RawKafkaSource  # noqa: E402
+from flows.sources import MAX_PARTITION_FETCH_BYTES, RawKafkaSource  # noqa: E402
 from stack.services import create_topics  # noqa: E402
 
 #: ``--modes`` names of the three rows
-MODES = {"source": "source only", "flow": "flow, no sinks", "sinks": "flow + sinks"}
+MODES = {"kcat": "kcat (C)", "source": "source only", "flow": "flow, no sinks", "sinks": "flow + sinks"}
 
 
 def produce_backlog(bootstrap: str, topic: str, values: list[bytes], tickers: list[bytes]) -> float:
@@ -105,11 +111,27 @@ def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None 
     )
 
 
+def _kcat(bootstrap: str, topic: str, extra: dict[str, object] | None) -> tuple[float, float]:
+    """Read ``topic`` from the beginning to its end with ``kcat`` into /dev/null; (seconds, child CPU seconds)."""
+    config = {"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES, **(extra or {})}
+    cmd = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o\\n"]
+    for key, value in config.items():
+        cmd += ["-X", f"{key}={value}"]
+    before = os.times()
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)  # noqa: S603 -- our own fixed command
+    elapsed = time.perf_counter() - start
+    after = os.times()
+    return elapsed, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
 def run_once(
     stack: LocalStack, topic: str, mode: str, extra: dict[str, object] | None = None, batch_size: int | None = None
 ) -> tuple[float, float, dict[str, int]]:
     """One pass over the whole topic (``extra``: more consumer settings, ``batch_size``: messages per consume
     instead of ``FLOW_BATCH_SIZE``); returns (seconds, cpu seconds, counts)."""
+    if mode == "kcat (C)":
+        return (*_kcat(stack.bootstrap, topic, extra), {})
     overrides: dict[str, object] = {} if batch_size is None else {"batch_size": batch_size}
     settings = stack.flow_settings(mode="backfill", **overrides)
     tune_gc(settings)
@@ -167,7 +189,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="librdkafka consumer setting for a second pass of every row in the same run (repeatable)",
     )
-    parser.add_argument("--modes", default="source,flow,sinks", help=f"comma-separated, some of {list(MODES)}")
+    parser.add_argument("--modes", default="kcat,source,flow,sinks", help=f"comma-separated, some of {list(MODES)}")
     parser.add_argument(
         "--batch-sizes",
         default="",
@@ -193,15 +215,18 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         if extra:
             print(f"rows marked * read with the consumer settings {extra}")
-        print(f"{'run':<18} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12}  counts")
+        print(f"{'run':<18} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9}  counts")
         for mode in modes:
             for (mark, config), size in itertools.product(variants, sizes):
+                busy = host_busy_seconds()
                 elapsed, cpu, counts = run_once(stack, topic, mode, config, size)
+                busy = (host_busy_seconds() - busy) / elapsed
                 if mode == "flow + sinks":
                     counts["rows in market_bars"] = _stored_bars(stack.database_url)
                 label = mode + mark + (f" /{size // 1000}k" if size else "")
                 print(
-                    f"{label:<18} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f}  {counts}",
+                    f"{label:<18} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f} "
+                    f"{busy:>9.2f}  {counts}",
                     flush=True,
                 )
         print(f"load average after: {os.getloadavg()[0]:.2f} (target: >= 500,000 ticks/s into the sinks)")

@@ -44,3 +44,11 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024
     msg = f"no VmRSS for pid {pid}"
     raise RuntimeError(msg)
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used so far, summed over its CPUs (``/proc/stat``; idle and
+    I/O wait excluded): the difference over an interval divided by its length is how many cores were busy."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
