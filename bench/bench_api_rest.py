@@ -180,6 +180,7 @@ def seed(db_url: str, redis_url: str) -> None:
         bid_size=100,
         ask_size=100,
         volume=500,
+        version=1,
     )
     r = redis.Redis.from_url(redis_url)
     r.set(redis_keys.latest_price("SYNTH"), encode_tick(tick))

@@ -263,6 +263,7 @@ def _producer(bootstrap: str, topic: str, rate: float, tickers: int, stop: Any) 
                 bid_size=100,
                 ask_size=100,
                 volume=10,
+                version=1,
             )
             p.produce(topic, encode_tick(tick), key=name.encode())
         p.poll(0)

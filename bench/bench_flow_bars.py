@@ -74,7 +74,7 @@ def make_keyed_values(n: int, scenario: Scenario, seed: int = 1) -> tuple[list[b
     volume = rng.integers(1, 1_000, n)
     enc = msgspec.json.Encoder()
     values = [
-        enc.encode(WireTick(names[k], i, t, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, v))
+        enc.encode(WireTick(names[k], i, t, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, v, 1))
         for i, (k, t, c, v) in enumerate(zip(which.tolist(), ts.tolist(), walk.tolist(), volume.tolist(), strict=True))
     ]
     keys = [name.encode() for name in names]

@@ -88,7 +88,7 @@ def produce(bootstrap: str, topic: str, active: list[str], quiet: list[str], rat
         for _ in range(n):
             for name in names:
                 c = cents[name] = max(100, cents[name] + int(rng.integers(-3, 4)))
-                tick = WireTick(name, seq, now_ms(), c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, 10)
+                tick = WireTick(name, seq, now_ms(), c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, 10, 1)
                 producer.produce(topic, msgspec.json.encode(tick), name.encode())
                 seq += 1
                 sent += 1

@@ -62,7 +62,9 @@ class _ClockPartition(StatelessSourcePartition[RawBatch]):
         now = time.time_ns() // 1_000_000
         encode = self.encoder.encode
         values = [
-            encode(WireTick(self.names[k], self.offset + i, now, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, 10))
+            encode(
+                WireTick(self.names[k], self.offset + i, now, c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, 10, 1)
+            )
             for i, (k, c) in enumerate(zip(which.tolist(), self.cents[which].tolist(), strict=True))
         ]
         offsets = list(range(self.offset, self.offset + n))

@@ -51,7 +51,7 @@ def make_values(n: int, tickers: int, seed: int = 1) -> list[bytes]:
     enc = msgspec.json.Encoder()
     return [
         enc.encode(WireTick(f"T{i % tickers:04d}", i // tickers, T0 + i * 20, c / 100, (c - 1) / 100,
-                            (c + 1) / 100, 100, 100, v))
+                            (c + 1) / 100, 100, 100, v, 1))
         for i, (c, v) in enumerate(zip(cents.tolist(), volume.tolist(), strict=True))
     ]  # fmt: skip
 

@@ -5,10 +5,11 @@ Key: the ticker (UTF-8). Value: a JSON object, see ``contracts/schemas/tick.v1.j
     {"version":1,"ticker":"SYNTH","seq":42,"timestamp":1705318245123,"price":152.34,
      "bid":152.33,"ask":152.35,"bid_size":300,"ask_size":500,"volume":12500}
 
-Invariants checked at construction and on decode: ``price > 0``, ``0 < bid < ask``, prices on the $0.01
-grid, sizes and volume ``>= 0``, ``seq >= 0``, ``timestamp`` an epoch-millisecond integer. Storage limits
-(a clarification of v1, see docs/contracts.md): ``seq`` and ``volume`` at most :data:`MAX_INT64`, ``bid_size``
-and ``ask_size`` at most :data:`MAX_INT32` (the ``bigint``/``integer`` columns of ``market_ticks``).
+Invariants checked at construction and on decode: ``version`` present and 1, ``price > 0``, ``0 < bid <
+ask``, prices exactly on the $0.01 grid (see :func:`on_cent_grid`), sizes and volume ``>= 0``, ``seq >= 0``,
+``timestamp`` an epoch-millisecond integer. Storage limits (a clarification of v1, see docs/contracts.md):
+``seq`` and ``volume`` at most :data:`MAX_INT64`, ``bid_size`` and ``ask_size`` at most :data:`MAX_INT32` (the
+``bigint``/``integer`` columns of ``market_ticks``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from common.errors import ContractError
 from contracts.codec import decode_message
 
 TICK_SCHEMA_VERSION = 1
-#: Prices are quoted in whole cents; anything further than this from the grid is rejected.
-_GRID_TOLERANCE = 1e-6
 #: 2001-09-09 .. 2286-11-20 in epoch ms: catches seconds or microseconds sent by mistake.
 _MIN_TS_MS = 1_000_000_000_000
 _MAX_TS_MS = 9_999_999_999_999
@@ -42,8 +41,13 @@ SYMBOL_RE = re.compile(rf"^[A-Z0-9][A-Z0-9._-]{{0,{MAX_TICKER_CHARS - 1}}}$")
 
 
 def on_cent_grid(value: float) -> bool:
-    """True when ``value`` is a whole number of cents (within float noise)."""
-    return abs(value * 100.0 - round(value * 100.0)) < _GRID_TOLERANCE * max(1.0, abs(value))
+    """True when ``value`` is exactly the float a two-decimal number parses to (``152.34``, never ``0.1 + 0.2``).
+
+    Exact, no tolerance: ``round(value * 100) / 100`` is the nearest float to a whole number of cents (IEEE
+    division rounds correctly), and for a two-decimal JSON number that is the very float the parser produced
+    (the rounding error of ``value * 100`` stays far below half a cent for any price under 2**51 cents).
+    """
+    return round(value * 100.0) / 100.0 == value
 
 
 class Tick(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=False):
@@ -58,7 +62,8 @@ class Tick(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=False):
     bid_size: int
     ask_size: int
     volume: int
-    version: int = TICK_SCHEMA_VERSION
+    #: required on the wire (tick.v1.json): a message without it is rejected like an unknown version
+    version: int
 
     def __post_init__(self) -> None:
         problem = tick_problem(self)

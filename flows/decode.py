@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from contracts.codec import DECODE_ERRORS, problem
 from contracts.tick import (
-    _GRID_TOLERANCE,
     _MAX_TS_MS,
     _MIN_TS_MS,
     MAX_INT32,
@@ -56,7 +55,7 @@ class WireTick(msgspec.Struct, frozen=True, gc=False):
     bid_size: _QuoteSize
     ask_size: _QuoteSize
     volume: _Size
-    version: Literal[1] = 1  # contract v1; a test pins this to TICK_SCHEMA_VERSION
+    version: Literal[1]  # contract v1, required (no default); a test pins this to TICK_SCHEMA_VERSION
 
 
 class RawBatch(msgspec.Struct, frozen=True, gc=False):
@@ -234,9 +233,8 @@ def decode_batch(
     prices, bids, asks = (_column(ticks, name, np.float64) for name in ("price", "bid", "ask"))
     timestamps = _column(ticks, "timestamp", np.int64)
     bad = bids >= asks
-    for column in (prices, bids, asks):
-        scaled = column * 100.0
-        bad |= np.abs(scaled - np.rint(scaled)) >= _GRID_TOLERANCE * np.maximum(1.0, column)
+    for column in (prices, bids, asks):  # contracts.tick.on_cent_grid, vectorised: exact, no tolerance
+        bad |= np.rint(column * 100.0) / 100.0 != column
     future = timestamps > not_after_ms if not_after_ms is not None else None
     if bad.any() or (future is not None and future.any()):
         keep = np.ones(len(ticks), dtype=bool)

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import ConfigError
-from contracts.tick import Tick
+from contracts.tick import TICK_SCHEMA_VERSION, Tick
 from simulator.microstructure import QUOTE_COLUMNS, MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
 from simulator.resume import ResumeState, resume_seed
@@ -85,6 +85,7 @@ class TickBatch:
                 bid_size=bs,
                 ask_size=asz,
                 volume=v,
+                version=TICK_SCHEMA_VERSION,
             )
             for t, s, ts, p, b, a, bs, asz, v in zip(*cols, strict=True)
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from contracts.tick import Tick, encode_tick
+from contracts.tick import TICK_SCHEMA_VERSION, Tick, encode_tick
 from flows.decode import WireTick
 
 #: the timestamp of the contract's example tick (2024-01-15T11:30:45.123Z)
@@ -18,7 +18,7 @@ T0 = 1_705_318_245_123
 #: the fields of the contract's example tick (``contracts/tick.py``), without ``version``
 SAMPLE_FIELDS: dict[str, object] = {
     "ticker": "SYNTH", "seq": 1, "timestamp": T0, "price": 152.34, "bid": 152.33, "ask": 152.35,
-    "bid_size": 300, "ask_size": 500, "volume": 12_500,
+    "bid_size": 300, "ask_size": 500, "volume": 12_500, "version": 1,
 }  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def make_tick(
         bid_size=bid_size,
         ask_size=ask_size,
         volume=volume,
+        version=TICK_SCHEMA_VERSION,
     )
 
 
@@ -74,4 +75,4 @@ def wire_tick(
 ) -> WireTick:
     """The flows' decoded form (:class:`flows.decode.WireTick`) of :func:`make_tick` with the same arguments."""
     t = make_tick(ticker, seq, timestamp, price, volume=volume, bid_size=bid_size, ask_size=ask_size)
-    return WireTick(t.ticker, t.seq, t.timestamp, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume)
+    return WireTick(t.ticker, t.seq, t.timestamp, t.price, t.bid, t.ask, t.bid_size, t.ask_size, t.volume, t.version)

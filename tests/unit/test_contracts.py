@@ -49,6 +49,9 @@ def test_prices_on_the_cent_grid_are_written_exactly(cents: int) -> None:
         ({"price": 0.0}, "price must be > 0"),
         ({"bid": 152.35, "ask": 152.35}, "bid < ask"),
         ({"price": 152.345}, "not on the $0.01 grid"),
+        ({"price": 0.1 + 0.2, "bid": 0.29, "ask": 0.31}, "not on the $0.01 grid"),
+        ({"price": 0.3, "bid": 0.3, "ask": 0.1 + 0.2}, "not on the $0.01 grid"),
+        ({"price": 700_000.12, "bid": 700_000.123, "ask": 700_000.13}, "not on the $0.01 grid"),
         ({"volume": -1}, "sizes must be >= 0"),
         ({"timestamp": 1_705_318_245}, "epoch milliseconds"),
         ({"version": 2}, "unsupported version"),
@@ -61,6 +64,13 @@ def test_invalid_ticks_are_rejected_with_a_reason(change: dict[str, object], rea
     bad = msgspec.json.encode({**msgspec.structs.asdict(sample_tick()), **change})
     with pytest.raises(ContractError, match="does not match contract"):
         decode_tick(bad)
+
+
+def test_a_tick_without_version_is_rejected() -> None:
+    fields = msgspec.structs.asdict(sample_tick())
+    del fields["version"]
+    with pytest.raises(ContractError, match="version"):
+        decode_tick(msgspec.json.encode(fields))
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"ticker": 1}', b"[1,2]", b""])

@@ -136,7 +136,7 @@ def test_live_mode_timer_closes_a_quiet_tickers_bar() -> None:
     clock = lambda: time.time_ns() // 1_000_000 + offset  # noqa: E731
     values: list[Any] = [
         encode_tick(Tick(ticker="Q", seq=i, timestamp=T0 + MIN - 3_000 + 1_000 * i, price=10.0 + i / 100, bid=9.0,
-                         ask=11.0, bid_size=1, ask_size=1, volume=10))
+                         ask=11.0, bid_size=1, ask_size=1, volume=10, version=1))
         for i in range(3)
     ]  # fmt: skip
     values.append(TestingSource.PAUSE(timedelta(seconds=6)))

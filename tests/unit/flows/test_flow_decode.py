@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import typing
+
 import msgspec
 import numpy as np
 import pytest
@@ -13,8 +16,9 @@ from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from tests.ticks import T0, raw_tick_json, sample_bytes
 
 
-def test_wire_version_is_the_contract_version() -> None:
-    assert WireTick.__struct_defaults__[-1] == TICK_SCHEMA_VERSION
+def test_wire_version_is_the_contract_version_and_required() -> None:
+    assert typing.get_args(typing.get_type_hints(WireTick)["version"]) == (TICK_SCHEMA_VERSION,)
+    assert WireTick.__struct_defaults__ == ()  # a value without "version" is not a v1 tick
 
 
 def test_valid_batch_becomes_exact_columns() -> None:
@@ -44,7 +48,13 @@ def test_valid_batch_becomes_exact_columns() -> None:
         (raw_tick_json(bid=152.35, ask=152.35), "bid < ask"),
         (raw_tick_json(bid=152.36, ask=152.35), "bid < ask"),
         (raw_tick_json(price=152.345), "grid"),
+        (raw_tick_json(price=0.1 + 0.2, bid=0.29, ask=0.31), "grid"),  # 0.30000000000000004
+        (raw_tick_json(price=0.3, bid=0.1 + 0.2, ask=0.31), "grid"),
+        (raw_tick_json(price=0.3, bid=0.3, ask=0.1 + 0.2), "grid"),  # bid == ask in whole cents
+        (raw_tick_json(price=20_000.0001, bid=19_999.99, ask=20_000.01), "grid"),
+        (raw_tick_json(price=700_000.12, bid=700_000.123, ask=700_000.13), "grid"),
         (raw_tick_json(version=2), "version"),
+        (raw_tick_json(version=...), "version"),
         (raw_tick_json(timestamp=1_705_318_245), "timestamp"),
         (raw_tick_json(ticker=""), "ticker"),
         (raw_tick_json(volume=-1), "volume"),
@@ -60,6 +70,19 @@ def test_malformed_values_become_dead_letters(raw: bytes, reason: str) -> None:
     assert dead[0].kind == "malformed"
     assert dead[0].raw == raw
     assert reason in dead[0].reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(cents=st.integers(min_value=1, max_value=99_999_999_998))  # ask = cents + 1 stays < MAX_PRICE
+def test_exactly_the_two_decimal_prices_are_on_the_grid(cents: int) -> None:
+    """Every price written with two decimals is accepted; the nearest float beside it is not (no tolerance)."""
+    price = cents / 100
+    above, below = math.nextafter(price, math.inf), math.nextafter(price, 0.0)
+    values = [raw_tick_json(price=p, bid=p, ask=(cents + 1) / 100) for p in (price, above, below)]
+    batch, dead = decode_batch(values)
+    assert [int(c) for c in batch.cents] == [cents]
+    assert [d.raw for d in dead] == values[1:]
+    assert all("grid" in d.reason for d in dead)
 
 
 def test_non_bytes_value_does_not_raise() -> None:
