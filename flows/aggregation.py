@@ -25,6 +25,7 @@ from typing import NamedTuple
 import msgspec
 
 from contracts.bar import BAR_SCHEMA_VERSION, TIMEFRAMES, Bar, Indicators
+from contracts.tick import MAX_INT64
 from flows.decode import DeadLetter, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
 from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, late_reason, partial_bars
@@ -204,11 +205,14 @@ class TickerBars:
     """Bars of one ticker across all timeframes: feed chunks with :meth:`on_chunks`, tick the clock with
     :meth:`on_time`."""
 
-    __slots__ = ("config", "lengths", "state")
+    __slots__ = ("config", "lengths", "state", "volume_cap")
 
     def __init__(self, config: AggregationConfig, ticker: str, state: TickerState | None = None) -> None:
         self.config = config
         self.lengths = config.lengths
+        #: largest volume of a base bar: the longest timeframe's bar sums at most ``longest / base`` of them, and
+        #: every bar's volume must fit the 64-bit column of ``market_bars`` (and 64-bit integers of consumers)
+        self.volume_cap = MAX_INT64 // (self.lengths[-1] // self.lengths[0])
         if state is None:
             k = len(config.timeframes)
             state = TickerState(
@@ -236,7 +240,7 @@ class TickerBars:
         """Merge this ticker's chunks in arrival order, then close what is due and publish the live bar."""
         # the hot path of the flow (once per ticker and batch): locals instead of attributes, _Acc.add inlined
         st, base, config = self.state, self.lengths[0], self.config
-        grace = config.grace_ms
+        grace, cap = config.grace_ms, self.volume_cap
         if config.close_on_system_time:
             self._advance_by_clock(now_ms)  # the clock first: a tick past end + grace is late, timer or not
         late: list[DeadLetter] = []
@@ -252,6 +256,9 @@ class TickerBars:
                     late.extend(self._late(chunk, seg))
                     continue
                 acc = open_base.get(start)
+                if (seg[5] if acc is None else acc.volume + seg[5]) > cap:
+                    late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
+                    continue
                 if acc is None:
                     open_base[start] = _Acc(*seg[:10])
                     if start + base < next_due:
@@ -327,6 +334,16 @@ class TickerBars:
             st.ticker, self.config.timeframes[0], seg[0], base, st.watermark, self.config.grace_ms, st.frontier
         )
         return [dead_letter("late", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
+
+    def _oversized(self, chunk: TickChunk, seg: Segment, volume: int) -> list[DeadLetter]:
+        """Dead letters (malformed) for the ticks of ``seg``: with them the bar's volume would pass the cap."""
+        st = self.state
+        reason = (
+            f"volume overflow {st.ticker!r}: {self.config.timeframes[0]} window [{seg[0]}, {seg[0] + self.lengths[0]})"
+            f" holds volume {volume} and these ticks add {seg[5]}; a bar's volume must stay <= {self.volume_cap} so"
+            f" that its {self.config.timeframes[-1]} bar fits a signed 64-bit integer"
+        )
+        return [dead_letter("malformed", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
 
     def _close_due(self) -> tuple[list[Bar], int]:
         st, lengths, frontier = self.state, self.lengths, self.state.frontier

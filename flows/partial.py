@@ -162,9 +162,17 @@ def partial_bars(
     seg_first[1:] = (c_a[1:] != c_a[:-1]) | (win[1:] != win[:-1])
     lo = np.flatnonzero(seg_first)
     hi = np.r_[lo[1:], len(order)]
-    if int(cents_s.max()) * int(vol_s.max()) * int((hi - lo).max()) < _INT64_SAFE:
+    # exact Python integers for absurd sizes instead of a silent int64 overflow (a volume sum of 1,024 ticks
+    # of the largest accepted volume, 2**53, already wraps)
+    widest = int((hi - lo).max())
+    max_volume = int(vol_s.max())
+    if max_volume * widest < _INT64_SAFE:
+        volumes = np.add.reduceat(vol_s, lo).tolist()
+    else:
+        volumes = np.add.reduceat(vol_s.astype(object), lo).tolist()
+    if int(cents_s.max()) * max_volume * widest < _INT64_SAFE:
         pv = np.add.reduceat(cents_s * vol_s, lo).tolist()
-    else:  # exact Python integers for absurd sizes instead of a silent int64 overflow
+    else:
         pv = np.add.reduceat(cents_s.astype(object) * vol_s.astype(object), lo).tolist()
     seg_code = c_a[lo]
     tick_first_seg = np.flatnonzero(np.r_[True, seg_code[1:] != seg_code[:-1]])
@@ -177,7 +185,7 @@ def partial_bars(
             np.maximum.reduceat(cents_s, lo).tolist(),
             np.minimum.reduceat(cents_s, lo).tolist(),
             cents_s[hi - 1].tolist(),
-            np.add.reduceat(vol_s, lo).tolist(),
+            volumes,
             pv,
             (hi - lo).tolist(),
             ts_s[lo].tolist(),

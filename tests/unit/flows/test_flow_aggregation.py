@@ -411,3 +411,27 @@ def test_batch_tally_counts_every_valid_tick_per_ticker_late_ones_included() -> 
     names, counts = result.tally
     assert dict(zip(names, counts, strict=True)) == {"AAA": 2, "K0": 4, "K1": 3, "K2": 3}
     assert partial_bars(decode_batch([])[0], MIN, 2_000).tally == ([], [])
+
+
+def test_huge_volumes_sum_exactly_and_never_overflow_a_bar() -> None:
+    """Volumes up to the decoder's 2**53 per tick: segment sums are exact (1,024 of them wrap an int64), and ticks
+    that would take a bar past what its longest-timeframe bar can hold in 64 bits are dead letters, not lost."""
+    big = 2**53
+    values = [tick(T0 + i, 10_000, big, seq=i) for i in range(1_025)]
+    batch, dead = decode_batch(values)
+    assert dead == []
+    ((_, chunk),) = partial_bars(batch, MIN, 2_000).chunks
+    assert [seg[5] for seg in chunk.segments] == [1_025 * big]  # exact, no wrap-around
+
+    cap = (2**63 - 1) // (TIMEFRAMES["1d"] // MIN)  # 1,440 one-minute bars make a 1d bar
+    v = 2**40
+    fits = cap // v  # ticks of volume v one minute can hold
+    values = [tick(T0 + i, 10_000, v, seq=i) for i in range(fits + 10)]
+    d = Driver().feed(values[:fits]).feed(values[fits:])  # the bar fills up in one batch; the next would pass it
+    d.feed([tick(T0 + 2 * MIN, 10_000, 1, seq=10**6)])  # closes the first minute
+    (bar,) = d.final("1m")
+    assert bar.volume == fits * v <= cap
+    assert bar_problem(bar) is None
+    assert [x.raw for x in d.run.late] == values[fits:]  # every rejected tick kept with its bytes
+    assert {x.kind for x in d.run.late} == {"malformed"}
+    assert "volume overflow 'AAA'" in d.run.late[0].reason
