@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import operator
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import timedelta
@@ -390,18 +391,43 @@ def _live_bars_written(bars: list[EncodedBar]) -> None:
 _TICK_ENCODER = msgspec.json.Encoder()
 
 
+#: ``latest_price:{ticker}`` only moves forward: each key is set to its value (``ARGV[3i]``) unless the stored tick
+#: is newer by ``(timestamp, seq)`` (``ARGV[3i-2]``, ``ARGV[3i-1]``). A tick later dead-lettered as late, a replay
+#: after a restart, or an older batch of another worker must not take the latest quote back in time.
+_SET_IF_NEWER = """
+for i, key in ipairs(KEYS) do
+  local ts, seq = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
+  local old = redis.call('GET', key)
+  local newer = true
+  if old then
+    local ok, t = pcall(cjson.decode, old)
+    if ok and type(t) == 'table' and tonumber(t.timestamp) then
+      local ots, oseq = tonumber(t.timestamp), tonumber(t.seq) or -1
+      newer = ts > ots or (ts == ots and seq > oseq)
+    end
+  end
+  if newer then redis.call('SET', key, ARGV[3 * i]) end
+end
+return 0
+"""
+_NEWEST = operator.attrgetter("timestamp", "seq")
+
+
 def _write_quotes(pipe: Any, batches: list[list[WireTick]]) -> None:
-    """The newest tick per ticker (in arrival order: the last one wins) in one ``MSET``."""
+    """The newest tick per ticker by event time ``(timestamp, seq)``, written where it is newer than the stored
+    one (one script call: a compare-and-set per key inside Redis)."""
     latest: dict[str, WireTick] = {}
     for ticks in batches:
         for tick in ticks:
-            latest[tick.ticker] = tick
+            held = latest.get(tick.ticker)
+            if held is None or _NEWEST(tick) > _NEWEST(held):
+                latest[tick.ticker] = tick
     if latest:
         # WireTick has the contract's fields in the contract's order: the same bytes as on Kafka
         encode = _TICK_ENCODER.encode
-        pipe.execute_command(
-            "MSET", *itertools.chain.from_iterable((redis_keys.latest_price(t), encode(k)) for t, k in latest.items())
-        )
+        keys = [redis_keys.latest_price(t) for t in latest]
+        args = itertools.chain.from_iterable((k.timestamp, k.seq, encode(k)) for k in latest.values())
+        pipe.eval(_SET_IF_NEWER, len(keys), *keys, *args)
 
 
 class RedisBarSink(DynamicSink[EncodedBar]):

@@ -101,3 +101,28 @@ def test_latest_quote_is_the_newest_tick_per_ticker_as_on_kafka(redis_url: str, 
     assert client.get(redis_keys.latest_price("AAA")) == encode(tick("AAA", 3))
     assert client.get(redis_keys.latest_price("BBB")) == encode(tick("BBB", 2))
     assert sorted(client.keys("*")) == [b"latest_price:AAA", b"latest_price:BBB"]
+
+
+def test_latest_quote_never_goes_back_in_event_time(redis_url: str, client: redis.Redis[bytes]) -> None:
+    """A tick older than the stored one (later dead-lettered as late, or replayed after a restart) leaves the
+    latest quote alone, within a batch and across batches; a newer one, or the same time with a higher seq,
+    replaces it; a stored value that is not a tick is overwritten."""
+
+    def tick(ticker: str, seq: int, ts: int, price: float = 10.0) -> WireTick:
+        return wire_tick(ticker, seq, ts, price)
+
+    encode = sinks._TICK_ENCODER.encode
+    client.set(redis_keys.latest_price("CCC"), b"not json")
+    part = sinks.RedisQuoteSink(redis_url).build("latest", 0, 1)
+    try:
+        part.write_batch([[tick("AAA", 5, T0 + 100_000, 15.0)], [tick("AAA", 6, T0 + 30_000, 9.0)]])
+        assert client.get(redis_keys.latest_price("AAA")) == encode(tick("AAA", 5, T0 + 100_000, 15.0))
+        part.write_batch([[tick("AAA", 7, T0 + 50_000, 9.0), tick("CCC", 1, T0)]])  # older: a late tick
+        assert client.get(redis_keys.latest_price("AAA")) == encode(tick("AAA", 5, T0 + 100_000, 15.0))
+        assert client.get(redis_keys.latest_price("CCC")) == encode(tick("CCC", 1, T0))
+        part.write_batch([[tick("AAA", 8, T0 + 100_000, 16.0)]])  # same time, higher seq
+        assert client.get(redis_keys.latest_price("AAA")) == encode(tick("AAA", 8, T0 + 100_000, 16.0))
+        part.write_batch([[tick("AAA", 9, T0 + 100_001, 17.0)]])
+        assert client.get(redis_keys.latest_price("AAA")) == encode(tick("AAA", 9, T0 + 100_001, 17.0))
+    finally:
+        part.close()
