@@ -100,6 +100,8 @@ def bar_problem(b: Bar) -> str | None:
         return f"window [{b.start!r}, {b.end!r}) is not an aligned {b.timeframe} window"
     if not all(math.isfinite(v) for v in (b.open, b.high, b.low, b.close, b.vwap)):
         return "prices must be finite"
+    if not (b.low > 0 and b.vwap > 0):  # with low <= open, close <= high below: every price > 0 (bar.v1.json)
+        return f"prices must be > 0, got low={b.low} vwap={b.vwap}"
     if not (b.low <= min(b.open, b.close) and max(b.open, b.close) <= b.high):
         return f"need low <= open, close <= high, got o={b.open} h={b.high} l={b.low} c={b.close}"
     # VWAP is an average of trade prices within [low, high]; allow float rounding of the division

@@ -120,6 +120,8 @@ def test_bar_round_trips_and_matches_schema() -> None:
         {"last_tick": 1_705_318_500_000},  # outside the half-open window
         {"ticker": ""},
         {"ticker": "X" * 33},
+        {"open": -1.0, "high": -1.0, "low": -1.0, "close": -1.0, "vwap": -1.0},  # bar.v1.json: prices > 0
+        {"open": 0.0, "high": 0.0, "low": 0.0, "close": 0.0, "vwap": 0.0},
     ],
 )
 def test_invalid_bars_are_rejected(change: dict[str, object]) -> None:
