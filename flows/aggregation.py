@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import msgspec
 
+from common.errors import ConfigError
 from contracts.bar import BAR_SCHEMA_VERSION, TIMEFRAMES, Bar, Indicators
 from contracts.tick import MAX_INT64
 from flows.decode import DeadLetter, dead_letter
@@ -42,6 +43,7 @@ __all__ = [
     "TickerCodes",
     "TickerState",
     "partial_bars",
+    "state_shape_differences",
 ]
 
 _NEVER = -(2**62)
@@ -87,6 +89,18 @@ class AggregationConfig:
     def lengths(self) -> tuple[int, ...]:
         """Window length in ms of each timeframe."""
         return tuple(TIMEFRAMES[tf] for tf in self.timeframes)
+
+    def state_shape(self) -> dict[str, object]:
+        """The settings that shape the per-ticker state, as plain values by setting name (for snapshots).
+
+        The timeframes fix the windows (their number, lengths and the base) and the indicator settings the ring
+        buffers and sums of every :class:`IndicatorState`, which also keeps its own config: a state built with
+        other values cannot continue under these. ``grace_ms``, the mode and the live-bar throttle only steer
+        when windows close and live bars go out, so they may change across a restart and are not included.
+        """
+        shape: dict[str, object] = {"timeframes": self.timeframes}
+        shape.update((f.name, getattr(self.indicators, f.name)) for f in fields(self.indicators))
+        return shape
 
 
 class FlowBar(Bar, frozen=True, gc=False):
@@ -187,6 +201,27 @@ class TickerState:
     ticks_since_live: int = 0
 
 
+def state_shape_differences(config: AggregationConfig, state: TickerState) -> dict[str, tuple[object, object]]:
+    """Where ``state`` was built with other settings than ``config``: ``{setting: (state's, config's)}``.
+
+    A state records only the *number* of its timeframes (not their names) and, in each indicator state, the
+    whole indicator config; that is what this compares (snapshots from before the shape was recorded).
+    """
+    differences: dict[str, tuple[object, object]] = {}
+    count = len(state.last_final)
+    if count != len(config.timeframes) or len(state.indicators) != count:
+        differences["timeframes"] = (f"{count} timeframe(s)", config.timeframes)
+    wanted = config.indicators
+    for indicators in state.indicators:
+        if indicators.config != wanted:
+            for f in fields(wanted):
+                old, new = getattr(indicators.config, f.name), getattr(wanted, f.name)
+                if old != new:
+                    differences[f.name] = (old, new)
+            break
+    return differences
+
+
 class Emitted(NamedTuple):
     """The output of one :class:`TickerBars` call (read-only: :data:`NOTHING` is shared)."""
 
@@ -229,11 +264,18 @@ class TickerBars:
 
     @classmethod
     def restore(cls, config: AggregationConfig, snapshot: bytes) -> TickerBars:
-        """The bars of a ticker as :meth:`snapshot` saved them (our own Bytewax recovery data)."""
+        """The bars of a ticker as :meth:`snapshot` saved them (our own Bytewax recovery data).
+
+        A state built with other timeframes or indicator settings than ``config`` raises ``ConfigError``.
+        """
         state = pickle.loads(snapshot)  # noqa: S301 -- written by snapshot() above, read from our recovery db
         if not isinstance(state, TickerState):
             msg = f"recovery snapshot holds a {type(state).__name__!r}, expected TickerState"
             raise TypeError(msg)
+        differences = state_shape_differences(config, state)
+        if differences:
+            msg = f"state of {state.ticker!r} was built with other settings: {differences!r}"
+            raise ConfigError(msg)
         return cls(config, state.ticker, state)
 
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> Emitted:

@@ -91,9 +91,19 @@ class ShardLogic(StatefulBatchLogic[list[TickChunk], _BarOut, bytes]):
 
     __slots__ = ("clock", "shard")
 
-    def __init__(self, config: AggregationConfig, resume: bytes | None, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        config: AggregationConfig,
+        resume: bytes | None,
+        clock: Callable[[], int] = now_ms,
+        shards: int | None = None,
+    ) -> None:
         self.clock = clock
-        self.shard = ShardBars.restore(config, resume, clock()) if resume is not None else ShardBars(config)
+        # a snapshot written under other timeframes, indicator settings or shard count raises here, naming them
+        if resume is None:
+            self.shard = ShardBars(config, None, shards)
+        else:
+            self.shard = ShardBars.restore(config, resume, clock(), shards)
 
     def on_batch(self, values: list[list[TickChunk]]) -> tuple[Iterable[_BarOut], bool]:
         chunks = itertools.chain.from_iterable(values)  # on_chunks reads them once
@@ -180,7 +190,8 @@ def build_flow(
     tick of each ticker in it (latest quote / last price). Sinks must be idempotent: with recovery on, the
     output since the last snapshot is replayed after a restart. ``clock`` (epoch ms) is the system clock of
     live mode and the live-bar throttle; tests pass a shifted one. ``shards``: number of keys the per-ticker
-    state is spread over (:mod:`flows.shards`; changing it needs a fresh recovery store).
+    state is spread over (:mod:`flows.shards`; changing it, the timeframes or an indicator setting needs a fresh
+    recovery store: restoring a snapshot written under other values raises, naming them).
     """
     settings = settings if settings is not None else FlowSettings()
     config = settings.aggregation_config()
@@ -211,7 +222,7 @@ def build_flow(
     split_dead = op.branch("split_malformed", prepared, _is_dead_letter)
     split_latest = op.branch("split_latest_ticks", split_dead.falses, _is_tick_list)
     chunks: Any = split_latest.falses  # (shard key, [TickChunk, ...]) pairs: already a keyed stream
-    bars = op.stateful_batch("bars_per_shard", chunks, lambda resume: ShardLogic(config, resume, clock))
+    bars = op.stateful_batch("bars_per_shard", chunks, lambda resume: ShardLogic(config, resume, clock, shards))
     bar_lists = op.key_rm("drop_shard_key", bars)
     split_late = op.branch("split_late_from_bars", bar_lists, _is_late)
     split_final = op.branch("split_final_live", split_late.falses, _is_final)

@@ -8,14 +8,27 @@ the :class:`contracts.bar.Indicators` of that bar. Definitions and seeding follo
 - EMA(p): ``k = 2 / (p + 1)``, seeded with the SMA of the first ``p`` closes at bar ``p``, then
   ``ema = (close - ema) * k + ema``.
 - RSI(p), Wilder: the first ``p`` close-to-close changes are averaged (gains and losses apart) at bar
-  ``p + 1``; then ``avg = (avg * (p - 1) + change) / p``; ``rsi = 100 * gain / (gain + loss)``, 0 when both
-  averages are zero (TA-Lib's ``TA_IS_ZERO``).
+  ``p + 1``; then ``avg = (avg * (p - 1) + change) / p``; ``rsi = 100 * gain / (gain + loss)``, 0 only when
+  ``gain + loss`` is exactly zero. The installed TA-Lib (C library 0.8) has no epsilon here: after a long
+  flat run the averages decay geometrically through the subnormal floats and the RSI keeps its last ratio
+  (100 after a rise into a flat run with ``p = 14``, where ``avg * 13 / 14`` stops at the smallest subnormal)
+  until the sum underflows to exactly 0 (with ``p = 2`` after ~1,070 flat bars). Older TA-Lib releases
+  returned 0 as soon as the sum fell below 1e-14; we follow the installed one, same float operations in the
+  same order, so the values are bit-identical.
 - MACD(fast, slow, signal): TA-Lib seeds *both* EMAs at bar ``slow`` -- the fast one with the SMA of the
   ``fast`` closes ending at that bar, not at bar ``fast`` as talipp does. The signal line is an EMA of the
   MACD line seeded with the SMA of its first ``signal`` values; TA-Lib outputs MACD, signal and histogram only
   from bar ``slow + signal - 1`` on, and so do we.
 - Bollinger(p, k): middle = SMA(p), bands = middle +/- k * population standard deviation of the last ``p``
-  closes; a variance TA-Lib would consider zero or negative gives a zero deviation.
+  closes. The installed TA-Lib, too, has no epsilon here (a variance of 2.5e-25 gives a deviation of 5e-13);
+  ours is exact (integer cents), so it is zero exactly on a flat window, where TA-Lib's is zero as well.
+
+Periods follow TA-Lib's own ranges (its ``TA_BAD_PARAM`` limits, checked against the installed library):
+SMA and EMA 1..100000, RSI 2..100000, MACD fast and slow 2..100000 and signal 1..100000, BBANDS 2..100000.
+A period of 1 makes SMA and EMA (``k = 1``) the close itself and the MACD signal the MACD line (to rounding:
+TA-Lib computes ``(x - prev) * 1 + prev`` too, and so do we).
+Stricter than TA-Lib, on purpose: MACD fast must be shorter than slow (TA-Lib silently swaps them) and the
+Bollinger multiplier must be positive and finite (a negative one would swap the bands).
 
 Closes are whole cents (bars are on the $0.01 grid), so every windowed sum -- SMA, the EMA seeds, the
 Bollinger sum of squares -- is an exact Python integer kept with O(1) add/remove on a ring buffer: no drift
@@ -32,8 +45,20 @@ from dataclasses import dataclass, field
 
 from contracts.bar import Indicators
 
-#: TA-Lib's TA_IS_ZERO threshold, used by RSI and the deviation of BBANDS.
-_TA_EPSILON = 1e-14
+#: the longest period TA-Lib accepts for any of these functions
+MAX_PERIOD = 100_000
+
+#: per setting: the TA-Lib function it feeds and the shortest period that function accepts
+#: (``TA_BAD_PARAM`` below it; measured on the installed library, see the oracle tests)
+PERIOD_MINIMUMS: dict[str, tuple[str, int]] = {
+    "sma_periods": ("SMA", 1),
+    "ema_periods": ("EMA", 1),
+    "rsi_period": ("RSI", 2),
+    "macd_fast": ("MACD", 2),
+    "macd_slow": ("MACD", 2),
+    "macd_signal": ("MACD", 1),
+    "bb_period": ("BBANDS", 2),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +85,14 @@ class IndicatorConfig:
             "bb_period": (self.bb_period,),
         }
         for name, values in periods.items():
-            if any(p < 2 or p > 100_000 for p in values):
-                msg = f"indicator period {name}={values!r} must be within 2..100000 (TA-Lib's range)"
+            function, minimum = PERIOD_MINIMUMS[name]
+            if any(type(p) is not int or not minimum <= p <= MAX_PERIOD for p in values):
+                shown = values if len(values) > 1 else values[0]
+                each = "each " if len(values) > 1 else ""
+                msg = (
+                    f"indicator period {name}={shown!r} must {each}be an integer within {minimum}..{MAX_PERIOD} "
+                    f"(TA-Lib's range for {function})"
+                )
                 raise ValueError(msg)
         if self.macd_fast >= self.macd_slow:
             msg = f"macd_fast={self.macd_fast!r} must be shorter than macd_slow={self.macd_slow!r}"
@@ -186,7 +217,8 @@ class IndicatorState:
             self.loss /= p
             self.rsi_ready = True
         total = self.gain + self.loss
-        return 100.0 * (self.gain / total) if abs(total) >= _TA_EPSILON else 0.0
+        # exactly zero, no epsilon: the installed TA-Lib (see the module docstring)
+        return 100.0 * (self.gain / total) if total != 0.0 else 0.0
 
     def _update_macd(self, n: int, close: float) -> tuple[float | None, float | None, float | None]:
         cfg = self.config
@@ -225,6 +257,7 @@ class IndicatorState:
         middle = total / 100.0 / p
         # exact population variance in cents^2: (p * sum(x^2) - sum(x)^2) / p^2
         variance = (p * self.sum_sq - total * total) / (p * p) / 10_000.0
-        deviation = math.sqrt(variance) if variance >= _TA_EPSILON else 0.0
+        # never negative (exact integers), zero exactly on a flat window; no epsilon, as the installed TA-Lib
+        deviation = math.sqrt(variance)
         width = deviation * self.config.bb_nbdev
         return middle + width, middle, middle - width

@@ -8,7 +8,19 @@ bars, late ticks and exactly-once finals are the same as with one key per ticker
 
 The shard of a ticker must be the same in every process of a cluster (``-i/-a``) and across restarts
 (recovery snapshots are stored per key), so it is ``crc32(ticker) % shards``, never Python's salted ``hash``.
-Changing ``shards`` therefore needs a fresh recovery store.
+
+A shard's recovery snapshot records, next to its tickers' states, the settings that shaped them
+(:meth:`AggregationConfig.state_shape <flows.aggregation.AggregationConfig.state_shape>`: timeframes and
+indicator settings) and the number of shards. Restoring it under other values raises
+:class:`SnapshotMismatchError` naming each setting that differs: the states cannot continue (windows and
+indicator sums of another shape; with another shard count, tickers whose state sits under another key), and
+silently mixing old and new would give restored and new tickers different indicator periods. Such a change
+needs a fresh recovery store. ``grace_ms``, the mode and the live-bar settings may change freely.
+
+Snapshots written before the settings were recorded (a bare ``{ticker: TickerState}``) are still accepted
+when every state agrees with the current settings as far as a state records them: its number of timeframes
+and its whole indicator config. Their timeframe *names* and the shard count are not recorded; a change of
+only those since such a snapshot cannot be detected (reset the store when changing them in the same upgrade).
 """
 
 from __future__ import annotations
@@ -17,13 +29,29 @@ import pickle
 import zlib
 from collections.abc import Iterable
 
+from common.errors import ConfigError
 from contracts.bar import Bar
-from flows.aggregation import NOTHING, AggregationConfig, Emitted, TickChunk, TickerBars, TickerState
+from flows.aggregation import (
+    NOTHING,
+    AggregationConfig,
+    Emitted,
+    TickChunk,
+    TickerBars,
+    TickerState,
+    state_shape_differences,
+)
 from flows.decode import DeadLetter
 
 #: Default number of shards: enough to spread over the workers of a few processes, few enough that each
 #: activation of a 10,000-tick batch carries many tickers.
 DEFAULT_SHARDS = 64
+
+#: first element of a snapshot ``(tag, shape, {ticker: TickerState})``; older snapshots were the bare dict
+SNAPSHOT_TAG = "flows.shards.ShardBars/2"
+
+
+class SnapshotMismatchError(ConfigError):
+    """A recovery snapshot was written under settings that shape the state differently from the current ones."""
 
 
 class ShardKeys:
@@ -69,11 +97,15 @@ class ShardKeys:
 class ShardBars:
     """The bars of every ticker of one shard; picklable through :meth:`snapshot` / :meth:`restore`."""
 
-    __slots__ = ("_next", "_scanned", "config", "tickers")
+    __slots__ = ("_next", "_scanned", "config", "shards", "tickers")
 
-    def __init__(self, config: AggregationConfig, tickers: dict[str, TickerBars] | None = None) -> None:
+    def __init__(
+        self, config: AggregationConfig, tickers: dict[str, TickerBars] | None = None, shards: int | None = None
+    ) -> None:
         self.config = config
         self.tickers: dict[str, TickerBars] = tickers if tickers is not None else {}
+        #: the number of shards of the flow, recorded in snapshots and checked on restore (None: not known)
+        self.shards = shards
         #: the earliest ticker deadline (None: none) once ``_scanned``; an early bound is harmless (on_time
         #: rescans), so on_chunks only ever lowers it
         self._next: int | None = None
@@ -139,27 +171,86 @@ class ShardBars:
         return self._next
 
     def snapshot(self) -> bytes:
-        """The shard's ticker states pickled (an immutable copy for a Bytewax recovery snapshot)."""
+        """The shard's ticker states and the settings that shaped them, pickled (an immutable copy for a
+        Bytewax recovery snapshot)."""
         states = {ticker: bars.state for ticker, bars in self.tickers.items()}
-        return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((SNAPSHOT_TAG, _shape(self.config, self.shards), states), protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def restore(cls, config: AggregationConfig, snapshot: bytes, now_ms: int | None = None) -> ShardBars:
+    def restore(
+        cls, config: AggregationConfig, snapshot: bytes, now_ms: int | None = None, shards: int | None = None
+    ) -> ShardBars:
         """The shard as :meth:`snapshot` saved it (our own recovery data), resumed at wall time ``now_ms``.
+
+        Raises :class:`SnapshotMismatchError` if the snapshot was written with other timeframes, indicator
+        settings or (both known) shard count than ``config`` and ``shards`` (see the module docstring).
 
         Live mode extrapolates a ticker's watermark with the clock since its newest tick arrived; the time the
         process was down is not quiet time of the ticker (the ticks since the snapshot, and those produced
         meanwhile, are still to be read), so with ``now_ms`` the extrapolation restarts at the restart.
         """
-        states = pickle.loads(snapshot)  # noqa: S301 -- written by snapshot() above, read from our recovery db
+        data = pickle.loads(snapshot)  # noqa: S301 -- written by snapshot() above, read from our recovery db
+        if isinstance(data, tuple) and len(data) == 3 and data[0] == SNAPSHOT_TAG and isinstance(data[1], dict):
+            _, saved, states = data
+        elif isinstance(data, dict):  # written before the shape was recorded: checked state by state below
+            saved, states = None, data
+        else:
+            msg = f"recovery snapshot holds a {type(data).__name__!r}, expected {SNAPSHOT_TAG!r} shard state"
+            raise TypeError(msg)
         if not isinstance(states, dict) or not all(isinstance(s, TickerState) for s in states.values()):
             msg = f"recovery snapshot holds a {type(states).__name__!r}, expected a dict of TickerState per ticker"
             raise TypeError(msg)
+        differences = _shape_differences(saved, _shape(config, shards)) if saved is not None else {}
+        if saved is None:
+            for state in states.values():
+                differences = state_shape_differences(config, state)
+                if differences:
+                    break
+        if differences:
+            raise SnapshotMismatchError(_mismatch_message(differences))
         if now_ms is not None:
             for state in states.values():
                 if state.watermark_wall > 0:
                     state.watermark_wall = max(state.watermark_wall, now_ms)
-        return cls(config, {ticker: TickerBars(config, ticker, state) for ticker, state in states.items()})
+        bars = {ticker: TickerBars(config, ticker, state) for ticker, state in states.items()}
+        return cls(config, bars, shards)
+
+
+def _shape(config: AggregationConfig, shards: int | None) -> dict[str, object]:
+    shape = config.state_shape()
+    if shards is not None:
+        shape["shards"] = shards
+    return shape
+
+
+def _shape_differences(saved: dict[str, object], current: dict[str, object]) -> dict[str, tuple[object, object]]:
+    differences: dict[str, tuple[object, object]] = {}
+    for name in [*current, *(n for n in saved if n not in current)]:
+        if name == "shards" and (name not in saved or name not in current):
+            continue  # one side does not know its shard count (a unit test, a tool): nothing to compare
+        old, new = saved.get(name, "(not recorded)"), current.get(name, "(not recorded)")
+        if old != new:
+            differences[name] = (old, new)
+    return differences
+
+
+def _mismatch_message(differences: dict[str, tuple[object, object]]) -> str:
+    named = "; ".join(
+        f"{_setting_name(name)} was {old!r} when the snapshot was written, now {new!r}"
+        for name, (old, new) in differences.items()
+    )
+    return (
+        f"recovery snapshot of the bars state does not match the settings: {named}. These settings shape the "
+        "per-ticker state (open windows, indicator sums), which cannot continue under other values: reset the "
+        "bars flow's recovery store (start with a new empty -r directory, `python -m bytewax.recovery DIR N`; "
+        "`make clean` deletes all local data) or restore the previous settings"
+    )
+
+
+def _setting_name(name: str) -> str:
+    if name == "shards":
+        return "the shard count (build_flow(shards=...))"
+    return f"FLOW_{name.upper()}"
 
 
 def _collect(emitted: Emitted, finals: list[Bar], lives: list[Bar], late: list[DeadLetter]) -> int:

@@ -20,6 +20,7 @@ from flows.aggregation import TickChunk, TickerBars, partial_bars
 from flows.bars import build_flow
 from flows.decode import DeadLetter, WireTick, decode_batch
 from flows.settings import FlowSettings
+from flows.shards import SnapshotMismatchError
 from tests.ticks import tick_bytes
 
 T0 = 1_705_276_800_000
@@ -179,3 +180,24 @@ def test_abort_and_resume_from_recovery_gives_the_same_final_bars(values: list[b
     assert sorted(by_key.values(), key=key) == sorted(uninterrupted, key=key)
     # the second run resumed from a snapshot (mid-stream), it did not start over
     assert len(finals) - first_run < len(uninterrupted)
+
+
+def test_resume_under_other_indicator_periods_fails_naming_the_setting(values: list[bytes], tmp_path: Path) -> None:
+    """The recovery store holds state shaped by the old periods: the restarted flow stops with an error naming
+    the setting and the reset, instead of computing old periods for old tickers and new ones for new tickers."""
+    init_db_dir(tmp_path, 1)  # type: ignore[no-untyped-call]
+    recovery = RecoveryConfig(str(tmp_path))  # type: ignore[no-untyped-call]
+    # nothing after the abort: the state is loaded, and the mismatch found, at start-up, before any input
+    source = TestingSource([*values[:1_000], TestingSource.ABORT()], batch_size=250)
+
+    def run(settings: FlowSettings) -> list[Bar]:
+        finals: list[Bar] = []
+        flow = build_flow(source, final_sink=TestingSink(finals), dead_letter_sink=TestingSink([]), settings=settings)
+        run_main(flow, epoch_interval=timedelta(milliseconds=0), recovery_config=recovery)  # type: ignore[no-untyped-call]
+        return finals
+
+    assert run(SETTINGS)
+    changed = FlowSettings(mode="backfill", live_enabled=False, sma_periods=(2, 3, 4))
+    with pytest.raises(SnapshotMismatchError, match=r"FLOW_SMA_PERIODS was \(20, 50, 200\).*now \(2, 3, 4\)") as info:
+        run(changed)
+    assert "recovery store" in str(info.value)

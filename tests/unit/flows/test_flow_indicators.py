@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import talib  # the oracle is a dev dependency: a missing install must fail, not skip
 
-from flows.indicators import IndicatorConfig, IndicatorState
+from flows.indicators import MAX_PERIOD, PERIOD_MINIMUMS, IndicatorConfig, IndicatorState
 
 TOLERANCE = 1e-9
 
@@ -92,6 +92,18 @@ def test_default_periods_match_talib(n: int, seed: int) -> None:
             bb_period=2,
             bb_nbdev=3.0,
         ),
+        # the shortest periods TA-Lib accepts: SMA(1) and EMA(1) are the close itself, a signal of 1 the MACD
+        IndicatorConfig(
+            sma_periods=(1, 2, 1),
+            ema_periods=(1, 2),
+            rsi_period=2,
+            macd_fast=2,
+            macd_slow=3,
+            macd_signal=1,
+            bb_period=2,
+            bb_nbdev=1.0,
+        ),
+        IndicatorConfig(ema_periods=(1, 26), macd_signal=1),
     ],
 )
 def test_configurable_periods_match_talib(cfg: IndicatorConfig) -> None:
@@ -105,6 +117,67 @@ def test_flat_prices_give_zero_deviation_and_rsi_zero() -> None:
     assert ours["bb_upper"][19] == ours["bb_middle"][19] == 123.45
     assert ours["rsi_14"][14] == 0.0
     assert_matches(ours, oracle(cents, IndicatorConfig()))
+
+
+def flat_run_series(head: list[int], flat: int) -> np.ndarray:
+    """``head`` closes (cents) followed by ``flat`` repeats of the last one."""
+    return np.array(head + [head[-1]] * flat, dtype=np.int64)
+
+
+FLAT_RUNS = {
+    "rise_then_flat": [1_000, 1_001],
+    "fall_then_flat": [1_001, 1_000],
+    "rise_fall_then_flat": [1_000, 1_001, 1_000],
+    "walk_then_flat": [int(c) for c in random_walk_cents(60, seed=5)],
+}
+
+
+@pytest.mark.parametrize("head", FLAT_RUNS.values(), ids=FLAT_RUNS.keys())
+@pytest.mark.parametrize("rsi_period", [2, 14])
+def test_long_flat_runs_match_talib(head: list[int], rsi_period: int) -> None:
+    """After a move, the RSI averages decay through the subnormal floats; TA-Lib has no epsilon there.
+
+    With period 2 the sum underflows to exactly 0 after ~1,070 flat bars (TA-Lib's RSI turns 0 there, not
+    after ~45 bars as with the old 1e-14 threshold); with period 14 ``avg * 13 / 14`` stops at the smallest
+    subnormal and the RSI stays at its last ratio for ever. 1,500 flat bars cover both.
+    """
+    cents = flat_run_series(head, 1_500)
+    cfg = IndicatorConfig(rsi_period=rsi_period, bb_period=2 if rsi_period == 2 else 20)
+    ours = run(cents, cfg)
+    assert_matches(ours, oracle(cents, cfg))
+    # Bollinger: zero width exactly once the window is flat, as TA-Lib
+    assert ours["bb_upper"][-1] == ours["bb_middle"][-1] == ours["bb_lower"][-1] == head[-1] / 100.0
+
+
+def test_rsi_after_a_rise_into_a_flat_run_stays_100_as_talib() -> None:
+    """The reviewer's case: [10.00, 10.01] + 400 x 10.01 with RSI(14) ends at 100 (it used to be 0)."""
+    cents = flat_run_series([1_000, 1_001], 400)
+    expected = talib.RSI(cents / 100.0, 14)
+    rsi = run(cents, IndicatorConfig())["rsi_14"]
+    assert expected[-1] == 100.0
+    assert rsi[-1] == 100.0
+    # with period 2 TA-Lib's RSI is 100 until the averages underflow to exactly 0, then 0
+    cents = flat_run_series([1_000, 1_001], 1_200)
+    expected = talib.RSI(cents / 100.0, 2)
+    rsi = run(cents, IndicatorConfig(rsi_period=2))["rsi_14"]
+    first_zero = int(np.argmax(expected[2:] == 0.0)) + 2
+    assert 1_000 < first_zero < 1_200
+    assert (rsi[2:first_zero] == 100.0).all()
+    assert (rsi[first_zero:] == 0.0).all()
+
+
+def test_bollinger_deviation_has_no_epsilon() -> None:
+    """TA-Lib's BBANDS gives sqrt of any positive variance, however tiny (no 1e-14 cut-off any more).
+
+    Cents cannot make a variance below ~1e-9, so this checks TA-Lib on float input, and that our exact
+    variance of the smallest cent move equals TA-Lib's.
+    """
+    tiny = np.array([1.0, 1.0 + 1e-12] * 3)
+    upper, middle, _ = talib.BBANDS(tiny, 2, 1.0, 1.0, matype=0)
+    assert upper[-1] - middle[-1] > 0  # variance 2.5e-25 < 1e-14, still a deviation
+    cents = flat_run_series([1_000] * 30 + [1_001], 40)
+    cfg = IndicatorConfig(bb_period=30)
+    assert_matches(run(cents, cfg), oracle(cents, cfg))
 
 
 def test_no_drift_after_100k_bars() -> None:
@@ -131,9 +204,49 @@ def test_state_pickles_mid_stream_and_resumes_identically() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"rsi_period": 1}, {"macd_fast": 26, "macd_slow": 12}, {"bb_nbdev": 0.0}, {"sma_periods": (20, 50, 0)}],
+    ("kwargs", "message"),
+    [
+        ({"rsi_period": 1}, r"rsi_period=1 must be an integer within 2\.\.100000 \(TA-Lib's range for RSI\)"),
+        ({"sma_periods": (20, 50, 0)}, r"sma_periods=\(20, 50, 0\) must each be an integer within 1\.\.100000"),
+        ({"ema_periods": (0, 26)}, r"ema_periods=\(0, 26\) must each be an integer within 1\.\.100000"),
+        ({"macd_fast": 1}, r"macd_fast=1 must be an integer within 2\.\.100000"),
+        ({"macd_signal": 0}, r"macd_signal=0 must be an integer within 1\.\.100000"),
+        ({"bb_period": 1}, r"bb_period=1 must be an integer within 2\.\.100000 \(TA-Lib's range for BBANDS\)"),
+        ({"bb_period": 100_001}, r"bb_period=100001 must be"),
+        ({"macd_fast": 26, "macd_slow": 12}, "macd_fast=26 must be shorter than macd_slow=12"),
+        ({"bb_nbdev": 0.0}, "bb_nbdev=0.0"),
+    ],
 )
-def test_invalid_config_is_rejected(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="="):
+def test_invalid_config_is_rejected_naming_the_setting_and_range(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         IndicatorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _talib_accepts(setting: str, period: int) -> bool:
+    close = random_walk_cents(50, seed=1) / 100.0
+    calls = {
+        "sma_periods": lambda: talib.SMA(close, period),
+        "ema_periods": lambda: talib.EMA(close, period),
+        "rsi_period": lambda: talib.RSI(close, period),
+        "macd_fast": lambda: talib.MACD(close, period, MAX_PERIOD, 9),
+        "macd_slow": lambda: talib.MACD(close, 2, period, 9),
+        "macd_signal": lambda: talib.MACD(close, 12, 26, period),
+        "bb_period": lambda: talib.BBANDS(close, period, 2.0, 2.0, matype=0),
+    }
+    try:
+        calls[setting]()
+    except Exception as err:  # talib raises a bare Exception for TA_BAD_PARAM
+        if "TA_BAD_PARAM" in str(err):
+            return False
+        raise
+    return True
+
+
+@pytest.mark.parametrize("setting", PERIOD_MINIMUMS)
+def test_period_ranges_are_talibs(setting: str) -> None:
+    """Each setting's minimum (and the common maximum) is exactly what the installed TA-Lib accepts."""
+    _, minimum = PERIOD_MINIMUMS[setting]
+    assert _talib_accepts(setting, minimum)
+    assert not _talib_accepts(setting, minimum - 1)
+    assert _talib_accepts(setting, MAX_PERIOD)
+    assert not _talib_accepts(setting, MAX_PERIOD + 1)

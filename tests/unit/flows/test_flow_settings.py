@@ -31,6 +31,22 @@ def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.grace_ms == 500
 
 
+def test_periods_of_one_where_talib_accepts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_SMA_PERIODS", "1,2,3")
+    monkeypatch.setenv("FLOW_EMA_PERIODS", "1,2")
+    monkeypatch.setenv("FLOW_MACD_SIGNAL", "1")
+    monkeypatch.setenv("FLOW_MACD_FAST", "2")
+    monkeypatch.setenv("FLOW_MACD_SLOW", "3")
+    cfg = FlowSettings().indicator_config()
+    assert (cfg.sma_periods, cfg.ema_periods, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal) == (
+        (1, 2, 3),
+        (1, 2),
+        2,
+        3,
+        1,
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -38,6 +54,10 @@ def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"timeframes": ("1m", "7m")}, "timeframes"),
         ({"grace_ms": -1}, "grace_ms"),
         ({"macd_fast": 30}, "macd_fast"),
+        ({"rsi_period": 1}, r"rsi_period=1 must be an integer within 2\.\.100000 \(TA-Lib's range for RSI\)"),
+        ({"sma_periods": (0, 2, 3)}, r"sma_periods=\(0, 2, 3\) must each be an integer within 1\.\.100000"),
+        ({"macd_signal": 0}, r"macd_signal=0 must be an integer within 1\.\.100000"),
+        ({"bb_period": 1}, r"bb_period=1 must be an integer within 2\.\.100000"),
         ({"gap_fill": True}, "gap_fill"),
         ({"mode": "replay"}, "mode"),
     ],
