@@ -272,3 +272,31 @@ async def test_anomalies_with_an_out_of_range_until_is_a_422_not_a_500() -> None
         resp = await client.get("/api/v1/anomalies", params={"until": "0001-01-01T00:00:00"})
     assert resp.status_code == 422
     assert resp.json()["error"]["message"].startswith("until:")
+
+
+def route_labels() -> set[str]:
+    return {
+        sample.labels["route"]
+        for metric in REGISTRY.collect()
+        if metric.name == "api_requests"
+        for sample in metric.samples
+    }
+
+
+async def test_answers_without_a_route_share_one_label_whatever_their_status() -> None:
+    client, _ = client_for()
+    tokens = [f"zq{i}x{time.monotonic_ns()}" for i in range(5)]
+    before = count("<unmatched>", 307)
+    async with client:
+        for token in tokens:
+            # redirect_slashes: a 307 to the path without the slash, answered by no route
+            resp = await client.get(f"/api/v1/bars/{token}/", follow_redirects=False)
+            assert resp.status_code == 307
+        assert (await client.get("/openapi.json")).status_code == 200
+        assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/docs/")).status_code == 307  # FastAPI's pages too: only the exact paths
+    assert count("<unmatched>", 307) - before == len(tokens) + 1
+    labels = route_labels()
+    assert not [label for label in labels if any(token in label for token in tokens)]
+    assert {"/openapi.json", "/docs"} <= labels  # framework routes keep their own path
+    assert "/docs/" not in labels
