@@ -63,10 +63,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     client_host = ws.client.host if ws.client else "unknown"
     refused = await admit(settings, state.limiter, credential, client_host, "ws")
     if refused is not None:
+        # accepted, then closed with a WebSocket code and reason: a close before accept() reaches the client as a
+        # bare HTTP 403, which browsers do not even expose. 1008 policy violation (key), 1013 try again later.
+        await ws.accept()
         if refused.status == 401:
             await ws.close(code=1008, reason="missing or invalid API key")
         else:
-            await ws.close(code=1013, reason=refused.message[:120])
+            await ws.close(code=1013, reason=_close_reason(refused.message))
         return
     await ws.accept()
     hub = state.hub
@@ -93,6 +96,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             code = _CLOSE_CODES.get(client.close_reason, 1001)  # 1001: going away (shutdown)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), 2.0)
+
+
+def _close_reason(text: str) -> str:
+    """``text`` cut to the 123 bytes of UTF-8 a close frame's reason may hold."""
+    return text.encode()[:123].decode(errors="ignore")
 
 
 async def _read_loop(ws: WebSocket, client: Client, state: AppState) -> None:
