@@ -20,6 +20,7 @@ from api.cache import MarketCache, TickerDirectory
 from api.errors import ApiError
 from api.main import create_app
 from api.settings import ApiSettings
+from api.store import unavailable
 from contracts import redis_keys
 from contracts.tick import MAX_TICKER_CHARS, encode_tick
 from tests.ticks import make_tick
@@ -83,6 +84,7 @@ def client_for(limiter: FakeLimiter | None = None, **overrides: Any) -> tuple[ht
     tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
     tickers._known = frozenset(store.names)  # as after the start-up load
     tickers._loaded_at = time.monotonic()
+    tickers._current = True
     state = FakeState(
         settings, tickers, MarketCache(FakeRedis({redis_keys.latest_price("SYNTH"): encode_tick(TICK)})), store, limiter
     )  # type: ignore[arg-type]
@@ -216,6 +218,57 @@ async def test_a_ticker_added_later_is_found_on_a_miss_and_concurrent_misses_sha
     assert got == ["NEWCO"] * 20
     assert store.queries == 2  # the start-up load and one shared reload
     assert tickers.canonical("newco") == "NEWCO"
+
+
+class FlakyStore(FakeStore):
+    """A database that is down (503 from the store) until ``up`` is set."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(names)
+        self.up = False
+
+    async def ticker_names(self) -> set[str]:
+        self.queries += 1
+        if not self.up:
+            raise unavailable("database", OSError("connection refused"))
+        return set(self.names)
+
+
+async def statuses(tickers: TickerDirectory, name: str, times: int) -> list[int]:
+    out = []
+    for _ in range(times):
+        try:
+            await tickers.require(name)
+            out.append(200)
+        except ApiError as err:
+            out.append(err.status)
+    return out
+
+
+async def test_a_database_down_at_start_up_is_a_503_not_a_404_until_the_set_loads() -> None:
+    store = FlakyStore({"SYNTH"})
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
+    with pytest.raises(ApiError):
+        await tickers.refresh()  # the start-up load fails
+    assert await statuses(tickers, "SYNTH", 3) == [503, 503, 503]
+    assert store.queries == 1  # within miss_refresh_s: 503 without a query
+    store.up = True
+    tickers.miss_refresh_s = 0.0
+    assert await statuses(tickers, "SYNTH", 1) == [200]
+    assert await statuses(tickers, "NOPE", 1) == [404]
+
+
+async def test_a_failed_reload_makes_misses_503_and_known_tickers_stay_200() -> None:
+    store = FlakyStore({"SYNTH"})
+    store.up = True
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
+    await tickers.refresh()
+    store.up = False
+    tickers.miss_refresh_s = 0.0
+    assert await statuses(tickers, "NEWCO", 1) == [503]  # the reload fails: 503 from the store
+    tickers.miss_refresh_s = 3600
+    assert await statuses(tickers, "NEWCO", 2) == [503, 503]  # and the set stays suspect until a reload works
+    assert await statuses(tickers, "SYNTH", 1) == [200]
 
 
 @pytest.mark.parametrize("reader", ["canonical", "known"])
