@@ -43,6 +43,7 @@ router = APIRouter(tags=["websocket"])
 
 CHANNELS = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 MAX_TICKERS_PER_MESSAGE = 1000
+_TICK_PREFIX = sub_key(TICKS, "")  # "t:": subscription keys of the ticks channel
 
 
 class ProtocolError(ValueError):
@@ -155,13 +156,31 @@ async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> No
         raise ProtocolError(code="invalid_message", message="'batch' must be true or false")
     if msg.get("mode") == "batch":
         batch = True
+    before = {k for k in client.keys if k.startswith(_TICK_PREFIX)} if channel == TICKS else set()
     try:
-        state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
+        added = state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
     except ValueError as err:
         raise ProtocolError(code="subscription_limit", message=str(err)) from None
     client.offer(_ack("subscribed", channel, tickers, timeframes, client.batch), TICKS)
     if channel == TICKS:
-        await _send_snapshot(client, tickers, state)
+        await _send_snapshot(client, _newly_covered(before, added, state), state)
+
+
+def _newly_covered(before: set[str], added: list[str], state: AppState) -> list[str]:
+    """The tickers whose ticks this subscribe starts delivering: only these get a snapshot.
+
+    ``before``/``added``: the client's ticks-channel keys before the subscribe, and those it added. A ticker
+    already subscribed, or already covered by ``*``, has had its snapshot and gets its live ticks: sending its
+    latest tick again would deliver it twice (also when only the batch mode changes). A ``*`` added now covers
+    every ticker except those subscribed one by one before.
+    """
+    if sub_key(TICKS, "*") in before:
+        return []
+    tickers = [k[len(_TICK_PREFIX) :] for k in added if k.startswith(_TICK_PREFIX)]
+    if "*" in tickers:
+        had = {k[len(_TICK_PREFIX) :] for k in before}
+        return sorted(t for t in state.hub.tick_cache if t not in had)
+    return tickers
 
 
 def _ack(kind: str, channel: int, tickers: list[str], timeframes: list[str], batch: bool | None = None) -> str:
@@ -219,7 +238,7 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
 
 
 async def _send_snapshot(client: Client, tickers: list[str], state: AppState) -> None:
-    """The latest tick of each subscribed ticker at once: process cache first, then Redis.
+    """The latest tick of each of ``tickers`` (those a subscribe newly covers) at once: process cache, then Redis.
 
     The subscription is live before this runs, so a tick relayed while Redis is being asked has already been
     queued to the client (or, batched, buffered for its next frame, which leaves out the older ticks of a key
@@ -227,9 +246,8 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     has still not been relayed afterwards (else it would repeat, or precede, a live tick).
     """
     cache = state.hub.tick_cache
-    wanted = sorted(cache) if "*" in tickers else [t for t in tickers if t != "*"]
     missing: list[str] = []
-    for t in wanted:
+    for t in tickers:
         frame = cache.get(t)
         if frame is None:
             missing.append(t)
