@@ -178,8 +178,9 @@ def _newly_covered(before: set[str], added: list[str], state: AppState) -> list[
         return []
     tickers = [k[len(_TICK_PREFIX) :] for k in added if k.startswith(_TICK_PREFIX)]
     if "*" in tickers:
+        # every known ticker, not only those relayed since start-up: the rest fall through to Redis
         had = {k[len(_TICK_PREFIX) :] for k in before}
-        return sorted(t for t in state.hub.tick_cache if t not in had)
+        return sorted((state.tickers.known | state.hub.tick_cache.keys()) - had)
     return tickers
 
 

@@ -141,3 +141,15 @@ async def test_a_ticker_already_covered_by_the_wildcard_gets_no_second_snapshot(
     assert _tick_seqs(await _send(client, state, tickers=["SYNTH"])) == [("SYNTH", 1)]
     assert _tick_seqs(await _send(client, state, tickers=["*"])) == [("TECH", 2)]  # SYNTH was already sent
     assert _tick_seqs(await _send(client, state, tickers=["TECH"])) == []
+
+
+async def test_a_wildcard_snapshot_asks_redis_for_known_tickers_the_relay_has_not_seen() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 1))])
+    redis = DictRedis({redis_keys.latest_price("TECH"): _named("TECH", 2)})
+    state = _state(hub, redis, {"SYNTH", "TECH", "QUIET"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    assert sorted(_tick_seqs(await _send(client, state, tickers=["*"]))) == [("SYNTH", 1), ("TECH", 2)]
+    assert sorted(redis.asked) == [redis_keys.latest_price("QUIET"), redis_keys.latest_price("TECH")]
