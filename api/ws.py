@@ -28,8 +28,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
 from api.auth import admit, credential_from
+from api.batches import batch_frame
 from api.deps import AppState
-from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
+from api.hub import ANOMALIES, BARS, BATCH, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from api.ws_protocol import SEND_TEXTS
 from common.errors import ContractError
@@ -248,12 +249,14 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     """
     cache = state.hub.tick_cache
     missing: list[str] = []
+    frames: list[str] = []
     for t in tickers:
         frame = cache.get(t)
         if frame is None:
             missing.append(t)
         else:
-            client.offer(frame, TICKS)
+            frames.append(frame)
+    _offer_ticks(client, frames)  # before the await: a live frame queued meanwhile must come after these
     if not missing:
         return
     try:
@@ -261,10 +264,23 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     except (RedisError, OSError) as err:
         log.warning("snapshot from redis failed: %r", err)
         return
+    frames = []
     for t, raw in zip(missing, values, strict=True):
         if raw is None or t in cache:  # relayed meanwhile: the client has it live
             continue
         try:
-            client.offer(tick_event(raw).frame, TICKS)
+            frames.append(tick_event(raw).frame)
         except ContractError:
             continue
+    _offer_ticks(client, frames)
+
+
+def _offer_ticks(client: Client, frames: list[str]) -> None:
+    """Queue snapshot ticks as the client's mode wants them: single ``tick`` frames, or one ``batch`` frame."""
+    if not frames:
+        return
+    if client.batch:
+        client.offer(batch_frame(frames), BATCH)
+    else:
+        for frame in frames:
+            client.offer(frame, TICKS)

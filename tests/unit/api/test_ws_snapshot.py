@@ -153,3 +153,22 @@ async def test_a_wildcard_snapshot_asks_redis_for_known_tickers_the_relay_has_no
     client = Client("c", lambda _t: asyncio.sleep(0), hub)
     assert sorted(_tick_seqs(await _send(client, state, tickers=["*"]))) == [("SYNTH", 1), ("TECH", 2)]
     assert sorted(redis.asked) == [redis_keys.latest_price("QUIET"), redis_keys.latest_price("TECH")]
+
+
+async def test_a_batched_client_gets_its_snapshot_in_batch_frames() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 1)), tick_event(_named("TECH", 2))])
+    state = _state(hub, DictRedis({redis_keys.latest_price("QUIET"): _named("QUIET", 3)}), {"SYNTH", "TECH", "QUIET"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    frames = await _send(client, state, tickers=["SYNTH", "TECH"], batch=True)
+    assert [f["type"] for f in frames] == ["subscribed", "batch"]
+    batch = frames[1]
+    assert batch["count"] == 2
+    assert isinstance(batch["timestamp"], int)
+    assert [(e["type"], e["data"]["ticker"]) for e in batch["events"]] == [("tick", "SYNTH"), ("tick", "TECH")]
+    frames = await _send(client, state, tickers=["QUIET"])  # still batched: the Redis value too
+    assert [f["type"] for f in frames] == ["subscribed", "batch"]
+    assert _tick_seqs(frames) == [("QUIET", 3)]
+    assert frames[1]["count"] == 1
