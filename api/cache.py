@@ -148,6 +148,19 @@ class MarketCache:
             return None
 
 
+def ticker_symbol(raw: str) -> str | None:
+    """The canonical (upper-case) form of a ticker as a client wrote it, or None when it cannot be one.
+
+    The one normalisation of REST paths and WebSocket messages. Non-ASCII is refused before case mapping:
+    Unicode ``upper()`` maps e.g. ``ſ`` (U+017F) to ``S`` and ``ı`` to ``I``, and ``strip()`` removes Unicode
+    spaces, so ``ſynth`` would otherwise be SYNTH.
+    """
+    if not raw.isascii():
+        return None
+    ticker = raw.strip().upper()
+    return ticker if SYMBOL_RE.fullmatch(ticker) else None
+
+
 class TickerDirectory:
     """Which tickers exist: an in-memory set, reloaded every ``ttl_s`` and on a miss at most every ``miss_refresh_s``.
 
@@ -220,18 +233,18 @@ class TickerDirectory:
 
     def canonical(self, raw: str) -> str | None:
         """The upper-case ticker when it is in the cached set (the hot path: no I/O)."""
-        ticker = raw.strip().upper()
+        ticker = ticker_symbol(raw)
         self._reload_if_stale()
-        return ticker if ticker in self._known else None
+        return ticker if ticker is not None and ticker in self._known else None
 
     async def require(self, raw: str) -> str:
         """The canonical (upper-case) ticker, or 404 when it is malformed or not in the universe."""
-        ticker = raw.strip().upper()
+        ticker = ticker_symbol(raw)
+        if ticker is None:
+            raise not_found(what=f"unknown ticker {raw[:40]!r}")
         if ticker in self._known:
             self._reload_if_stale()
             return ticker
-        if not SYMBOL_RE.match(ticker):
-            raise not_found(what=f"unknown ticker {raw[:40]!r}")
         if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
             if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)
                 return ticker

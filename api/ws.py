@@ -29,13 +29,13 @@ from redis.exceptions import RedisError
 
 from api.auth import admit, credential_from
 from api.batches import batch_frame
+from api.cache import ticker_symbol
 from api.deps import AppState
 from api.hub import ANOMALIES, BARS, BATCH, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from api.ws_protocol import SEND_TEXTS
 from common.errors import ContractError
 from contracts import TIMEFRAMES, redis_keys
-from contracts.tick import SYMBOL_RE
 
 log = logging.getLogger("api.ws")
 #: WebSocket close code by disconnect reason: 1013 try again later (too slow), 1011 internal error
@@ -217,8 +217,8 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
     bad: list[str] = []
     known = state.tickers.known
     for t in tickers_raw:
-        canon = t.strip().upper()
-        if canon == "*" or (SYMBOL_RE.match(canon) and (not known or canon in known)):
+        canon = "*" if t.strip() == "*" else ticker_symbol(t)  # the REST paths' normalisation
+        if canon is not None and (canon == "*" or not known or canon in known):
             tickers.append(canon)
         else:
             bad.append(t[:40])

@@ -133,6 +133,19 @@ async def test_quote_is_the_same_with_and_without_the_fast_route(fast: bool) -> 
     assert resp.headers["x-request-id"]
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("spelling", ["\u017fynth", "SYNTH\u0131", "\u3000SYNTH", "\uff33YNTH"])
+async def test_non_ascii_spellings_of_a_ticker_are_unknown(fast: bool, spelling: str) -> None:
+    # U+017F long s and U+0131 dotless i upper-case to S and I; U+3000 is stripped as a space; U+FF33 is fullwidth S
+    client, _ = client_for(fast_routes=fast)
+    async with client:
+        for path in ("/api/v1/quote/", "/api/v1/latest/"):
+            resp = await client.get(path + spelling)
+            assert resp.status_code == 404, (path, spelling)
+            assert resp.json()["error"]["code"] == "not_found"
+        assert (await client.get("/api/v1/quote/ synth ")).status_code == 200  # ASCII case and spaces still fold
+
+
 async def test_metric_route_label_is_the_template_for_hits_misses_and_rejections() -> None:
     client, _ = client_for(keys=[SecretStr("k1")])
     template = "/api/v1/quote/{ticker}"

@@ -7,8 +7,10 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from api.hub import Client, Hub
-from api.ws import _handle, _send_snapshot
+from api.ws import ProtocolError, _handle, _send_snapshot
 from contracts import redis_keys
 from tests.ticks import tick_bytes
 
@@ -172,3 +174,15 @@ async def test_a_batched_client_gets_its_snapshot_in_batch_frames() -> None:
     assert [f["type"] for f in frames] == ["subscribed", "batch"]
     assert _tick_seqs(frames) == [("QUIET", 3)]
     assert frames[1]["count"] == 1
+
+
+async def test_a_non_ascii_spelling_of_a_ticker_is_an_unknown_ticker_on_the_websocket() -> None:
+    hub = _hub()
+    state = _state(hub, DictRedis({}), {"SYNTH"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    with pytest.raises(ProtocolError) as err:
+        await _handle(json.dumps({"type": "subscribe", "tickers": ["\u017fynth"]}), client, state)
+    assert err.value.code == "unknown_ticker"
+    assert client.keys == set()
+    assert [f["type"] for f in await _send(client, state, tickers=[" synth "])] == ["subscribed"]
+    assert client.keys == {"t:SYNTH"}
