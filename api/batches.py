@@ -33,6 +33,15 @@ MAX_PHASES: Final = 10
 _NONE: Final[frozenset[tuple[str, int]]] = frozenset()
 
 
+def batch_frame(parts: list[str]) -> str:
+    """The ``{"type":"batch","count","timestamp","events":[...]}`` frame of already serialised messages."""
+    return '{"type":"batch","count":%d,"timestamp":%d,"events":[%s]}' % (  # noqa: UP031 - hot path
+        len(parts),
+        now_ms(),
+        ",".join(parts),
+    )
+
+
 class Batcher:
     """Phases, members and buffered events of batched mode (single-threaded, on the event loop)."""
 
@@ -143,9 +152,4 @@ class Batcher:
                     counts[ev.channel] += 1
         if not parts:
             return None
-        frame = '{"type":"batch","count":%d,"timestamp":%d,"events":[%s]}' % (  # noqa: UP031 - hot path
-            len(parts),
-            now_ms(),
-            ",".join(parts),
-        )
-        return frame, counts
+        return batch_frame(parts), counts

@@ -17,7 +17,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.store import Store
 from common.errors import ContractError
 from contracts import redis_keys
@@ -148,6 +148,19 @@ class MarketCache:
             return None
 
 
+def ticker_symbol(raw: str) -> str | None:
+    """The canonical (upper-case) form of a ticker as a client wrote it, or None when it cannot be one.
+
+    The one normalisation of REST paths and WebSocket messages. Non-ASCII is refused before case mapping:
+    Unicode ``upper()`` maps e.g. ``ſ`` (U+017F) to ``S`` and ``ı`` to ``I``, and ``strip()`` removes Unicode
+    spaces, so ``ſynth`` would otherwise be SYNTH.
+    """
+    if not raw.isascii():
+        return None
+    ticker = raw.strip().upper()
+    return ticker if SYMBOL_RE.fullmatch(ticker) else None
+
+
 class TickerDirectory:
     """Which tickers exist: an in-memory set, reloaded every ``ttl_s`` and on a miss at most every ``miss_refresh_s``.
 
@@ -156,6 +169,10 @@ class TickerDirectory:
     ``miss_refresh_s`` of the previous one, so a client probing random symbols costs at most one small query per
     ``miss_refresh_s`` instead of one per request. A ticker added to the universe answers 200 within
     ``miss_refresh_s`` of being added (or at once after the next periodic reload).
+
+    While the set has never loaded, or its last reload failed (database down), a miss is not evidence that the
+    ticker does not exist: it answers 503 (the reload's error, or a 503 without a query inside
+    ``miss_refresh_s``), never 404.
     """
 
     def __init__(self, store: Store, ttl_s: float, miss_refresh_s: float = 1.0) -> None:
@@ -164,6 +181,7 @@ class TickerDirectory:
         self.miss_refresh_s = miss_refresh_s
         self._known: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
+        self._current = False  # the set is what the database said at the last attempt (loaded, not failed)
         self._reloading: asyncio.Task[frozenset[str]] | None = None
 
     async def refresh(self) -> frozenset[str]:
@@ -184,6 +202,7 @@ class TickerDirectory:
         known = frozenset(await self.store.ticker_names())
         self._known = known
         self._loaded_at = time.monotonic()
+        self._current = True
         return known
 
     def _reloaded(self, task: asyncio.Task[frozenset[str]]) -> None:
@@ -191,6 +210,7 @@ class TickerDirectory:
         if not task.cancelled() and task.exception() is not None:
             # a failed reload also counts as an attempt: a database outage must not turn every miss into a query
             self._loaded_at = time.monotonic()
+            self._current = False
 
     def _reload_if_stale(self) -> None:
         """Start a background reload when the set is older than ``ttl_s`` (and none is running).
@@ -213,21 +233,23 @@ class TickerDirectory:
 
     def canonical(self, raw: str) -> str | None:
         """The upper-case ticker when it is in the cached set (the hot path: no I/O)."""
-        ticker = raw.strip().upper()
+        ticker = ticker_symbol(raw)
         self._reload_if_stale()
-        return ticker if ticker in self._known else None
+        return ticker if ticker is not None and ticker in self._known else None
 
     async def require(self, raw: str) -> str:
         """The canonical (upper-case) ticker, or 404 when it is malformed or not in the universe."""
-        ticker = raw.strip().upper()
+        ticker = ticker_symbol(raw)
+        if ticker is None:
+            raise not_found(what=f"unknown ticker {raw[:40]!r}")
         if ticker in self._known:
             self._reload_if_stale()
             return ticker
-        if not SYMBOL_RE.match(ticker):
-            raise not_found(what=f"unknown ticker {raw[:40]!r}")
         if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
             if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)
                 return ticker
+        elif not self._current:  # never loaded or the last reload failed: the set cannot say "unknown"
+            raise ApiError(503, "unavailable", "the ticker list is unavailable, try again shortly")
         raise not_found(what=f"unknown ticker {ticker!r}")
 
     def _background_reload(self) -> None:

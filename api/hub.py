@@ -273,8 +273,10 @@ class Hub:
 
     # ---- subscriptions -----------------------------------------------------------------------------------------
 
-    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> None:
-        """Add ``keys`` (and switch mode if ``batch`` says so). Raises ValueError beyond ``max_subscriptions``."""
+    def subscribe(self, client: Client, keys: Iterable[str], batch: bool | None = None) -> list[str]:
+        """Add ``keys`` (and switch mode if ``batch`` says so); the keys really added (not already subscribed).
+
+        Raises ValueError beyond ``max_subscriptions``."""
         new = [k for k in dict.fromkeys(keys) if k not in client.keys]
         if len(client.keys) + len(new) > self.max_subscriptions:
             msg = (
@@ -292,6 +294,7 @@ class Hub:
         client.keys.update(new)
         client.keys_changed()
         self._index(client, new)
+        return new
 
     def unsubscribe(self, client: Client, keys: Iterable[str]) -> None:
         """Remove ``keys`` (those not subscribed are ignored)."""

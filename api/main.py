@@ -74,7 +74,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "client.id": "md-api-admin"})
     limiter = (
         RateLimiter(
-            settings.redis_url, settings.rate_limit, settings.rate_limit_ws_connect, settings.rate_limit_prefetch
+            settings.redis_url,
+            settings.rate_limit,
+            settings.rate_limit_ws_connect,
+            settings.rate_limit_prefetch,
+            timeout_s=settings.ready_timeout_s,
         )
         if settings.rate_limit or settings.rate_limit_ws_connect
         else None

@@ -15,7 +15,8 @@ Order of work for an HTTP request:
    ``/docs``) stay open;
 3. the fast routes, else FastAPI;
 4. metrics per (method, route template, status): the template (``/api/v1/quote/{ticker}``), never the raw
-   path, so label cardinality stays bounded whatever clients send; unmatched paths share ``<unmatched>``;
+   path, so label cardinality stays bounded whatever clients send; every answer without a route (404s, and
+   FastAPI's trailing-slash 307 redirects whatever the path) shares ``<unmatched>``;
 5. the access log line, only when the ``api.access`` logger is enabled for INFO (no formatting otherwise).
 
 CORS (when configured) wraps this middleware, so error answers made here carry the CORS headers too and
@@ -85,6 +86,7 @@ class GatewayMiddleware:
         self._ids = itertools.count(1)
         self._pid = os.getpid()
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._framework: frozenset[str] | None = None
 
     def _request_id(self) -> str:
         if os.getpid() != self._pid:  # forked worker: a fresh prefix so ids stay unique across processes
@@ -142,8 +144,11 @@ class GatewayMiddleware:
             if template is None:
                 template = getattr(scope.get("route"), "path", None)
                 if not isinstance(template, str):
-                    # framework routes (/docs, /openapi.json) are few; anything else unmatched shares one label
-                    template = path if status < 400 else UNMATCHED
+                    # FastAPI's own pages (/docs, /openapi.json ...) are plain Starlette routes that leave no
+                    # "route" in the scope: they are a fixed few and keep their path. Anything else answered
+                    # without a route (404, or the 307 of redirect_slashes for ANY path with a trailing slash)
+                    # shares one label whatever the status, never the raw path.
+                    template = path if path in self._framework_paths(scope) else UNMATCHED
             key = (method, template, status)
             metric = self._metrics.get(key)
             if metric is None:
@@ -180,6 +185,14 @@ class GatewayMiddleware:
             credential = credential_from(wanted, params)
         client = scope.get("client")
         return await admit(settings, limiter, credential, client[0] if client else "unknown", "http")
+
+    def _framework_paths(self, scope: Scope) -> frozenset[str]:
+        """The app's documentation pages (``docs_url``, ``redoc_url``, ``openapi_url``, the OAuth2 redirect)."""
+        if self._framework is None:
+            app = scope["app"]
+            names = ("docs_url", "redoc_url", "openapi_url", "swagger_ui_oauth2_redirect_url")
+            self._framework = frozenset(p for n in names if isinstance(p := getattr(app, n, None), str))
+        return self._framework
 
     def _template(self, scope: Scope) -> str:
         """Route template of a request answered before routing (401/429), from the OpenAPI paths."""

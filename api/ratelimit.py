@@ -1,7 +1,10 @@
 """Rate limiting per API key (or client IP) with the ``limits`` library on Redis, shared by all workers.
 
 Sliding-window counters in Redis so several gateway processes enforce one budget. If Redis is unreachable the
-limiter fails open and logs: an outage of the limiter must not become an outage of the API.
+limiter fails open and logs: an outage of the limiter must not become an outage of the API. "Unreachable"
+includes a Redis that accepts connections but stops answering (``CLIENT PAUSE``, a stalled host): the client has
+socket timeouts and every check is bounded by ``timeout_s`` (the gateway's ``API_READY_TIMEOUT_S``), after which
+the request is allowed, as on a connection error.
 
 Token pre-fetch (why): one ``limits`` hit is a Redis script round trip, about as much CPU as the whole rest of a
 ``/quote``. A busy identity therefore takes ``chunk`` units from the shared Redis budget in one hit and spends
@@ -14,6 +17,7 @@ the edge of the budget is exact. Small limits (WebSocket connects, ``10/second``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -44,9 +48,15 @@ class _Tokens:
 class RateLimiter:
     """Checks ``identity`` against the configured limits; raises a 429 :class:`ApiError` with Retry-After."""
 
-    def __init__(self, redis_url: str, http_limit: str, ws_limit: str, prefetch: int = 16) -> None:
+    def __init__(
+        self, redis_url: str, http_limit: str, ws_limit: str, prefetch: int = 16, timeout_s: float = 2.0
+    ) -> None:
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        self.storage = RedisStorage(uri, implementation="redispy")
+        # socket timeouts so a silent Redis fails the command instead of holding the request forever
+        self.storage = RedisStorage(
+            uri, implementation="redispy", socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self.timeout_s = timeout_s
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.http: list[RateLimitItem] = parse_many(http_limit) if http_limit else []
         self.ws: list[RateLimitItem] = parse_many(ws_limit) if ws_limit else []
@@ -69,13 +79,14 @@ class RateLimiter:
                 continue
             chunk = self.chunk(item)
             try:
-                if chunk > 1 and await self.strategy.hit(item, kind, identity, cost=chunk):
-                    self._keep(key, _Tokens(chunk - 1, now + item.get_expiry()))
-                    continue
-                if await self.strategy.hit(item, kind, identity):
-                    continue
-                stats = await self.strategy.get_window_stats(item, kind, identity)
-            except (RedisError, OSError, ConnectionError) as err:
+                async with asyncio.timeout(self.timeout_s):  # the whole exchange, whatever the socket does
+                    if chunk > 1 and await self.strategy.hit(item, kind, identity, cost=chunk):
+                        self._keep(key, _Tokens(chunk - 1, now + item.get_expiry()))
+                        continue
+                    if await self.strategy.hit(item, kind, identity):
+                        continue
+                    stats = await self.strategy.get_window_stats(item, kind, identity)
+            except (RedisError, OSError, ConnectionError, TimeoutError) as err:
                 log.warning("rate limiter unavailable, allowing request: %r", err)
                 return
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))

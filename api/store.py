@@ -113,10 +113,10 @@ class Store:
         try:
             async with self.pool.connection() as conn, conn.cursor() as cur:
                 yield cur
+        except psycopg.errors.QueryCanceled as err:  # first: it is a subclass of OperationalError
+            raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
         except (psycopg.OperationalError, PoolTimeout) as err:
             raise unavailable(what="database", err=err) from err
-        except psycopg.errors.QueryCanceled as err:
-            raise ApiError(503, "timeout", "the query took too long; narrow the range") from err
 
     async def ping(self) -> None:
         """Raise unless ``SELECT 1`` succeeds."""

@@ -28,13 +28,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
 from api.auth import admit, credential_from
+from api.batches import batch_frame
+from api.cache import ticker_symbol
 from api.deps import AppState
-from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
+from api.hub import ANOMALIES, BARS, BATCH, CHANNEL_NAMES, INDICATORS, TICKS, Client, control, sub_key
 from api.relay import tick_event
 from api.ws_protocol import SEND_TEXTS
 from common.errors import ContractError
 from contracts import TIMEFRAMES, redis_keys
-from contracts.tick import SYMBOL_RE
 
 log = logging.getLogger("api.ws")
 #: WebSocket close code by disconnect reason: 1013 try again later (too slow), 1011 internal error
@@ -43,6 +44,7 @@ router = APIRouter(tags=["websocket"])
 
 CHANNELS = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 MAX_TICKERS_PER_MESSAGE = 1000
+_TICK_PREFIX = sub_key(TICKS, "")  # "t:": subscription keys of the ticks channel
 
 
 class ProtocolError(ValueError):
@@ -63,10 +65,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     client_host = ws.client.host if ws.client else "unknown"
     refused = await admit(settings, state.limiter, credential, client_host, "ws")
     if refused is not None:
+        # accepted, then closed with a WebSocket code and reason: a close before accept() reaches the client as a
+        # bare HTTP 403, which browsers do not even expose. 1008 policy violation (key), 1013 try again later.
+        await ws.accept()
         if refused.status == 401:
             await ws.close(code=1008, reason="missing or invalid API key")
         else:
-            await ws.close(code=1013, reason=refused.message[:120])
+            await ws.close(code=1013, reason=_close_reason(refused.message))
         return
     await ws.accept()
     hub = state.hub
@@ -93,6 +98,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             code = _CLOSE_CODES.get(client.close_reason, 1001)  # 1001: going away (shutdown)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), 2.0)
+
+
+def _close_reason(text: str) -> str:
+    """``text`` cut to the 123 bytes of UTF-8 a close frame's reason may hold."""
+    return text.encode()[:123].decode(errors="ignore")
 
 
 async def _read_loop(ws: WebSocket, client: Client, state: AppState) -> None:
@@ -147,13 +157,32 @@ async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> No
         raise ProtocolError(code="invalid_message", message="'batch' must be true or false")
     if msg.get("mode") == "batch":
         batch = True
+    before = {k for k in client.keys if k.startswith(_TICK_PREFIX)} if channel == TICKS else set()
     try:
-        state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
+        added = state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
     except ValueError as err:
         raise ProtocolError(code="subscription_limit", message=str(err)) from None
     client.offer(_ack("subscribed", channel, tickers, timeframes, client.batch), TICKS)
     if channel == TICKS:
-        await _send_snapshot(client, tickers, state)
+        await _send_snapshot(client, _newly_covered(before, added, state), state)
+
+
+def _newly_covered(before: set[str], added: list[str], state: AppState) -> list[str]:
+    """The tickers whose ticks this subscribe starts delivering: only these get a snapshot.
+
+    ``before``/``added``: the client's ticks-channel keys before the subscribe, and those it added. A ticker
+    already subscribed, or already covered by ``*``, has had its snapshot and gets its live ticks: sending its
+    latest tick again would deliver it twice (also when only the batch mode changes). A ``*`` added now covers
+    every ticker except those subscribed one by one before.
+    """
+    if sub_key(TICKS, "*") in before:
+        return []
+    tickers = [k[len(_TICK_PREFIX) :] for k in added if k.startswith(_TICK_PREFIX)]
+    if "*" in tickers:
+        # every known ticker, not only those relayed since start-up: the rest fall through to Redis
+        had = {k[len(_TICK_PREFIX) :] for k in before}
+        return sorted((state.tickers.known | state.hub.tick_cache.keys()) - had)
+    return tickers
 
 
 def _ack(kind: str, channel: int, tickers: list[str], timeframes: list[str], batch: bool | None = None) -> str:
@@ -188,8 +217,8 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
     bad: list[str] = []
     known = state.tickers.known
     for t in tickers_raw:
-        canon = t.strip().upper()
-        if canon == "*" or (SYMBOL_RE.match(canon) and (not known or canon in known)):
+        canon = "*" if t.strip() == "*" else ticker_symbol(t)  # the REST paths' normalisation
+        if canon is not None and (canon == "*" or not known or canon in known):
             tickers.append(canon)
         else:
             bad.append(t[:40])
@@ -211,7 +240,7 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
 
 
 async def _send_snapshot(client: Client, tickers: list[str], state: AppState) -> None:
-    """The latest tick of each subscribed ticker at once: process cache first, then Redis.
+    """The latest tick of each of ``tickers`` (those a subscribe newly covers) at once: process cache, then Redis.
 
     The subscription is live before this runs, so a tick relayed while Redis is being asked has already been
     queued to the client (or, batched, buffered for its next frame, which leaves out the older ticks of a key
@@ -219,14 +248,15 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     has still not been relayed afterwards (else it would repeat, or precede, a live tick).
     """
     cache = state.hub.tick_cache
-    wanted = sorted(cache) if "*" in tickers else [t for t in tickers if t != "*"]
     missing: list[str] = []
-    for t in wanted:
+    frames: list[str] = []
+    for t in tickers:
         frame = cache.get(t)
         if frame is None:
             missing.append(t)
         else:
-            client.offer(frame, TICKS)
+            frames.append(frame)
+    _offer_ticks(client, frames)  # before the await: a live frame queued meanwhile must come after these
     if not missing:
         return
     try:
@@ -234,10 +264,23 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     except (RedisError, OSError) as err:
         log.warning("snapshot from redis failed: %r", err)
         return
+    frames = []
     for t, raw in zip(missing, values, strict=True):
         if raw is None or t in cache:  # relayed meanwhile: the client has it live
             continue
         try:
-            client.offer(tick_event(raw).frame, TICKS)
+            frames.append(tick_event(raw).frame)
         except ContractError:
             continue
+    _offer_ticks(client, frames)
+
+
+def _offer_ticks(client: Client, frames: list[str]) -> None:
+    """Queue snapshot ticks as the client's mode wants them: single ``tick`` frames, or one ``batch`` frame."""
+    if not frames:
+        return
+    if client.batch:
+        client.offer(batch_frame(frames), BATCH)
+    else:
+        for frame in frames:
+            client.offer(frame, TICKS)

@@ -339,3 +339,26 @@ async def test_every_ws_implementation_delivers_the_same_frames_in_order(
             assert msg["count"] == len(msg["events"])
             events += [e["data"]["volume"] for e in msg["events"]]
         assert events == list(range(1, n + 1))
+
+
+async def test_refused_connections_are_closed_with_the_documented_code_and_reason(
+    seed: Seeder, start_api: Callable[..., LiveApi]
+) -> None:
+    seed.universe()
+    key = f"k-{time.time_ns()}"  # a fresh identity: the connect budget lives in the shared Redis
+    api = start_api(keys=[key], rate_limit_ws_connect="1/minute")
+    for suffix in ("", "?api_key=wrong"):
+        async with connect(api.ws_url + suffix) as ws:  # the handshake succeeds (no bare HTTP 403) ...
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+        assert closed.value.rcvd is not None  # ... and the server closes with a code and a reason
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "missing or invalid API key")
+    async with connect(api.ws_url + f"?api_key={key}") as ws:
+        assert (await recv(ws))["type"] == "connected"
+    async with connect(api.ws_url + f"?api_key={key}") as ws:  # over the 1/minute connect budget
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1013
+    assert "rate limit" in closed.value.rcvd.reason
+    assert "retry after" in closed.value.rcvd.reason

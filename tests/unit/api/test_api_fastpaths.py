@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -195,3 +197,33 @@ def test_hand_built_history_json_equals_the_models_json() -> None:
     assert orjson.dumps(ticks) == orjson.dumps(
         schemas.Envelope[list[schemas.Quote]].model_validate(ticks).model_dump(mode="json")
     )
+
+
+class StalledStrategy:
+    """A Redis that accepts the command and never answers (``CLIENT PAUSE``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def hit(self, item: object, *identifiers: str, cost: int = 1) -> bool:
+        self.calls += 1
+        await asyncio.Event().wait()
+        return True
+
+
+async def test_a_stalled_redis_fails_open_within_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0", "640/minute", "", prefetch=16, timeout_s=0.05)
+    strategy = StalledStrategy()
+    limiter.strategy = strategy  # type: ignore[assignment]
+    started = time.monotonic()
+    await asyncio.wait_for(limiter.check("client"), 2.0)  # allowed (no 429), and not after the 2 s guard
+    assert time.monotonic() - started < 1.0
+    assert strategy.calls == 1
+    assert "rate limiter unavailable" in caplog.text
+
+
+def test_the_limiter_redis_client_has_socket_timeouts() -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0", "640/minute", "", timeout_s=0.25)
+    kwargs = limiter.storage.bridge.storage.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+    assert kwargs["socket_timeout"] == 0.25
+    assert kwargs["socket_connect_timeout"] == 0.25

@@ -332,7 +332,7 @@ async def test_subscribing_more_while_batched_sends_the_snapshot_once_and_only_l
         c.queue.clear()
         return out
 
-    assert frames(more) == [("tick", [3]), ("batch", [1, 4])], "the snapshot once; X1 was due before Y joined"
+    assert frames(more) == [("batch", [3]), ("batch", [1, 4])], "the snapshot once, batched; X1 was due before Y joined"
     assert frames(always) == [("batch", [1, 2, 3, 4])]
     assert frames(wild) == [("batch", [1, 4, 5])], "t:* joined after Y2/Y3: only X1 is older"
     assert more.signature == twin.signature

@@ -20,6 +20,7 @@ from api.cache import MarketCache, TickerDirectory
 from api.errors import ApiError
 from api.main import create_app
 from api.settings import ApiSettings
+from api.store import unavailable
 from contracts import redis_keys
 from contracts.tick import MAX_TICKER_CHARS, encode_tick
 from tests.ticks import make_tick
@@ -83,6 +84,7 @@ def client_for(limiter: FakeLimiter | None = None, **overrides: Any) -> tuple[ht
     tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
     tickers._known = frozenset(store.names)  # as after the start-up load
     tickers._loaded_at = time.monotonic()
+    tickers._current = True
     state = FakeState(
         settings, tickers, MarketCache(FakeRedis({redis_keys.latest_price("SYNTH"): encode_tick(TICK)})), store, limiter
     )  # type: ignore[arg-type]
@@ -129,6 +131,19 @@ async def test_quote_is_the_same_with_and_without_the_fast_route(fast: bool) -> 
         f"ticker: String should have at most {MAX_TICKER_CHARS} characters"
     )
     assert resp.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("spelling", ["\u017fynth", "SYNTH\u0131", "\u3000SYNTH", "\uff33YNTH"])
+async def test_non_ascii_spellings_of_a_ticker_are_unknown(fast: bool, spelling: str) -> None:
+    # U+017F long s and U+0131 dotless i upper-case to S and I; U+3000 is stripped as a space; U+FF33 is fullwidth S
+    client, _ = client_for(fast_routes=fast)
+    async with client:
+        for path in ("/api/v1/quote/", "/api/v1/latest/"):
+            resp = await client.get(path + spelling)
+            assert resp.status_code == 404, (path, spelling)
+            assert resp.json()["error"]["code"] == "not_found"
+        assert (await client.get("/api/v1/quote/ synth ")).status_code == 200  # ASCII case and spaces still fold
 
 
 async def test_metric_route_label_is_the_template_for_hits_misses_and_rejections() -> None:
@@ -218,6 +233,57 @@ async def test_a_ticker_added_later_is_found_on_a_miss_and_concurrent_misses_sha
     assert tickers.canonical("newco") == "NEWCO"
 
 
+class FlakyStore(FakeStore):
+    """A database that is down (503 from the store) until ``up`` is set."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(names)
+        self.up = False
+
+    async def ticker_names(self) -> set[str]:
+        self.queries += 1
+        if not self.up:
+            raise unavailable("database", OSError("connection refused"))
+        return set(self.names)
+
+
+async def statuses(tickers: TickerDirectory, name: str, times: int) -> list[int]:
+    out = []
+    for _ in range(times):
+        try:
+            await tickers.require(name)
+            out.append(200)
+        except ApiError as err:
+            out.append(err.status)
+    return out
+
+
+async def test_a_database_down_at_start_up_is_a_503_not_a_404_until_the_set_loads() -> None:
+    store = FlakyStore({"SYNTH"})
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
+    with pytest.raises(ApiError):
+        await tickers.refresh()  # the start-up load fails
+    assert await statuses(tickers, "SYNTH", 3) == [503, 503, 503]
+    assert store.queries == 1  # within miss_refresh_s: 503 without a query
+    store.up = True
+    tickers.miss_refresh_s = 0.0
+    assert await statuses(tickers, "SYNTH", 1) == [200]
+    assert await statuses(tickers, "NOPE", 1) == [404]
+
+
+async def test_a_failed_reload_makes_misses_503_and_known_tickers_stay_200() -> None:
+    store = FlakyStore({"SYNTH"})
+    store.up = True
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=3600)
+    await tickers.refresh()
+    store.up = False
+    tickers.miss_refresh_s = 0.0
+    assert await statuses(tickers, "NEWCO", 1) == [503]  # the reload fails: 503 from the store
+    tickers.miss_refresh_s = 3600
+    assert await statuses(tickers, "NEWCO", 2) == [503, 503]  # and the set stays suspect until a reload works
+    assert await statuses(tickers, "SYNTH", 1) == [200]
+
+
 @pytest.mark.parametrize("reader", ["canonical", "known"])
 async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_reads(reader: str) -> None:
     store = FakeStore({"SYNTH"})
@@ -272,3 +338,31 @@ async def test_anomalies_with_an_out_of_range_until_is_a_422_not_a_500() -> None
         resp = await client.get("/api/v1/anomalies", params={"until": "0001-01-01T00:00:00"})
     assert resp.status_code == 422
     assert resp.json()["error"]["message"].startswith("until:")
+
+
+def route_labels() -> set[str]:
+    return {
+        sample.labels["route"]
+        for metric in REGISTRY.collect()
+        if metric.name == "api_requests"
+        for sample in metric.samples
+    }
+
+
+async def test_answers_without_a_route_share_one_label_whatever_their_status() -> None:
+    client, _ = client_for()
+    tokens = [f"zq{i}x{time.monotonic_ns()}" for i in range(5)]
+    before = count("<unmatched>", 307)
+    async with client:
+        for token in tokens:
+            # redirect_slashes: a 307 to the path without the slash, answered by no route
+            resp = await client.get(f"/api/v1/bars/{token}/", follow_redirects=False)
+            assert resp.status_code == 307
+        assert (await client.get("/openapi.json")).status_code == 200
+        assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/docs/")).status_code == 307  # FastAPI's pages too: only the exact paths
+    assert count("<unmatched>", 307) - before == len(tokens) + 1
+    labels = route_labels()
+    assert not [label for label in labels if any(token in label for token in tokens)]
+    assert {"/openapi.json", "/docs"} <= labels  # framework routes keep their own path
+    assert "/docs/" not in labels

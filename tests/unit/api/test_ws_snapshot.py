@@ -7,8 +7,10 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from api.hub import Client, Hub
-from api.ws import _send_snapshot
+from api.ws import ProtocolError, _handle, _send_snapshot
 from contracts import redis_keys
 from tests.ticks import tick_bytes
 
@@ -76,3 +78,111 @@ async def test_a_cached_tick_is_sent_at_once_without_asking_redis() -> None:
     await _send_snapshot(client, ["SYNTH"], SimpleNamespace(hub=hub, redis=redis))  # type: ignore[arg-type]
     assert _volumes(client) == [5]
     assert not redis.asked.is_set()
+
+
+class DictRedis:
+    """MGET from a dict; records the keys asked for."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values = values
+        self.asked: list[str] = []
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        self.asked.extend(keys)
+        return [self.values.get(k) for k in keys]
+
+
+def _state(hub: Hub, redis: DictRedis, known: set[str]) -> Any:
+    return SimpleNamespace(hub=hub, redis=redis, tickers=SimpleNamespace(known=frozenset(known)))
+
+
+def _frames(client: Client) -> list[dict[str, Any]]:
+    out = [json.loads(f) for f in client.queue]
+    client.queue.clear()
+    return out
+
+
+def _tick_seqs(frames: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(ticker, volume) of every tick, single or inside a batch frame."""
+    events: list[dict[str, Any]] = []
+    for f in frames:
+        events.extend(f["events"] if f["type"] == "batch" else [f])
+    return [(e["data"]["ticker"], e["data"]["volume"]) for e in events if e["type"] == "tick"]
+
+
+def _named(ticker: str, volume: int) -> bytes:
+    return tick_bytes(ticker, volume, 1_700_000_000_000 + volume, 10.0, volume=volume, bid_size=1, ask_size=1)
+
+
+async def _send(client: Client, state: Any, **msg: Any) -> list[dict[str, Any]]:
+    await _handle(json.dumps({"type": "subscribe", **msg}), client, state)
+    return _frames(client)
+
+
+async def test_subscribing_again_does_not_repeat_the_snapshot_also_when_the_mode_changes() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 599))])
+    state = _state(hub, DictRedis({redis_keys.latest_price("TECH"): _named("TECH", 7)}), {"SYNTH", "TECH"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    assert _tick_seqs(await _send(client, state, tickers=["SYNTH"], batch=True)) == [("SYNTH", 599)]
+    assert _tick_seqs(await _send(client, state, tickers=["SYNTH"])) == []
+    assert _tick_seqs(await _send(client, state, tickers=["SYNTH"], batch=False)) == []
+    # only the newly added ticker of a mixed request gets its snapshot
+    assert _tick_seqs(await _send(client, state, tickers=["SYNTH", "TECH"])) == [("TECH", 7)]
+
+
+async def test_a_ticker_already_covered_by_the_wildcard_gets_no_second_snapshot() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 1)), tick_event(_named("TECH", 2))])
+    state = _state(hub, DictRedis({}), {"SYNTH", "TECH"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    assert _tick_seqs(await _send(client, state, tickers=["SYNTH"])) == [("SYNTH", 1)]
+    assert _tick_seqs(await _send(client, state, tickers=["*"])) == [("TECH", 2)]  # SYNTH was already sent
+    assert _tick_seqs(await _send(client, state, tickers=["TECH"])) == []
+
+
+async def test_a_wildcard_snapshot_asks_redis_for_known_tickers_the_relay_has_not_seen() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 1))])
+    redis = DictRedis({redis_keys.latest_price("TECH"): _named("TECH", 2)})
+    state = _state(hub, redis, {"SYNTH", "TECH", "QUIET"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    assert sorted(_tick_seqs(await _send(client, state, tickers=["*"]))) == [("SYNTH", 1), ("TECH", 2)]
+    assert sorted(redis.asked) == [redis_keys.latest_price("QUIET"), redis_keys.latest_price("TECH")]
+
+
+async def test_a_batched_client_gets_its_snapshot_in_batch_frames() -> None:
+    from api.relay import tick_event
+
+    hub = _hub()
+    hub.publish([tick_event(_named("SYNTH", 1)), tick_event(_named("TECH", 2))])
+    state = _state(hub, DictRedis({redis_keys.latest_price("QUIET"): _named("QUIET", 3)}), {"SYNTH", "TECH", "QUIET"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    frames = await _send(client, state, tickers=["SYNTH", "TECH"], batch=True)
+    assert [f["type"] for f in frames] == ["subscribed", "batch"]
+    batch = frames[1]
+    assert batch["count"] == 2
+    assert isinstance(batch["timestamp"], int)
+    assert [(e["type"], e["data"]["ticker"]) for e in batch["events"]] == [("tick", "SYNTH"), ("tick", "TECH")]
+    frames = await _send(client, state, tickers=["QUIET"])  # still batched: the Redis value too
+    assert [f["type"] for f in frames] == ["subscribed", "batch"]
+    assert _tick_seqs(frames) == [("QUIET", 3)]
+    assert frames[1]["count"] == 1
+
+
+async def test_a_non_ascii_spelling_of_a_ticker_is_an_unknown_ticker_on_the_websocket() -> None:
+    hub = _hub()
+    state = _state(hub, DictRedis({}), {"SYNTH"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    with pytest.raises(ProtocolError) as err:
+        await _handle(json.dumps({"type": "subscribe", "tickers": ["\u017fynth"]}), client, state)
+    assert err.value.code == "unknown_ticker"
+    assert client.keys == set()
+    assert [f["type"] for f in await _send(client, state, tickers=[" synth "])] == ["subscribed"]
+    assert client.keys == {"t:SYNTH"}
