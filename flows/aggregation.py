@@ -43,6 +43,7 @@ __all__ = [
     "TickerCodes",
     "TickerState",
     "partial_bars",
+    "shape_differences",
     "state_shape_differences",
 ]
 
@@ -98,9 +99,21 @@ class AggregationConfig:
         other values cannot continue under these. ``grace_ms``, the mode and the live-bar throttle only steer
         when windows close and live bars go out, so they may change across a restart and are not included.
         """
-        shape: dict[str, object] = {"timeframes": self.timeframes}
-        shape.update((f.name, getattr(self.indicators, f.name)) for f in fields(self.indicators))
-        return shape
+        return {"timeframes": self.timeframes, **_indicator_shape(self.indicators)}
+
+
+def _indicator_shape(config: IndicatorConfig) -> dict[str, object]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def shape_differences(saved: dict[str, object], current: dict[str, object]) -> dict[str, tuple[object, object]]:
+    """``{setting: (saved, current)}`` for each setting whose value differs (absent on one side: "(not recorded)")."""
+    differences: dict[str, tuple[object, object]] = {}
+    for name in [*current, *(n for n in saved if n not in current)]:
+        old, new = saved.get(name, "(not recorded)"), current.get(name, "(not recorded)")
+        if old != new:
+            differences[name] = (old, new)
+    return differences
 
 
 class FlowBar(Bar, frozen=True, gc=False):
@@ -214,10 +227,7 @@ def state_shape_differences(config: AggregationConfig, state: TickerState) -> di
     wanted = config.indicators
     for indicators in state.indicators:
         if indicators.config != wanted:
-            for f in fields(wanted):
-                old, new = getattr(indicators.config, f.name), getattr(wanted, f.name)
-                if old != new:
-                    differences[f.name] = (old, new)
+            differences.update(shape_differences(_indicator_shape(indicators.config), _indicator_shape(wanted)))
             break
     return differences
 

@@ -38,6 +38,7 @@ from flows.aggregation import (
     TickChunk,
     TickerBars,
     TickerState,
+    shape_differences,
     state_shape_differences,
 )
 from flows.decode import DeadLetter
@@ -224,14 +225,12 @@ def _shape(config: AggregationConfig, shards: int | None) -> dict[str, object]:
 
 
 def _shape_differences(saved: dict[str, object], current: dict[str, object]) -> dict[str, tuple[object, object]]:
-    differences: dict[str, tuple[object, object]] = {}
-    for name in [*current, *(n for n in saved if n not in current)]:
-        if name == "shards" and (name not in saved or name not in current):
-            continue  # one side does not know its shard count (a unit test, a tool): nothing to compare
-        old, new = saved.get(name, "(not recorded)"), current.get(name, "(not recorded)")
-        if old != new:
-            differences[name] = (old, new)
-    return differences
+    if "shards" not in saved or "shards" not in current:
+        # one side does not know its shard count (a unit test, a tool): nothing to compare
+        saved, current = dict(saved), dict(current)
+        saved.pop("shards", None)
+        current.pop("shards", None)
+    return shape_differences(saved, current)
 
 
 def _mismatch_message(differences: dict[str, tuple[object, object]]) -> str:
