@@ -199,8 +199,9 @@ class TickerState:
 
     ticker: str
     watermark: int = _NEVER
-    #: system time (ms) at which ``watermark`` last advanced: live mode extrapolates the watermark from it
-    watermark_wall: int = _NEVER
+    #: log time (ms) at which ``watermark`` last advanced: live mode extrapolates the watermark from it
+    #: (:mod:`flows.logclock`; the system time for a ticker whose values come without a log)
+    watermark_log: int = _NEVER
     #: every window with ``end <= frontier`` is closed (by the watermark minus grace or by the clock)
     frontier: int = _NEVER
     open_base: dict[int, _Acc] = field(default_factory=dict)
@@ -212,6 +213,18 @@ class TickerState:
     live_dirty: bool = False
     last_live_ms: int = _NEVER
     ticks_since_live: int = 0
+    #: the log whose time closes this ticker's windows (a Kafka partition's key); None: the system clock
+    source: str | None = None
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """Restore a pickled state, also one written before a field existed or was renamed (defaults)."""
+        _, slots = state
+        renamed = {"watermark_wall": "watermark_log"}
+        for f in fields(self):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            object.__setattr__(self, f.name, default)
+        for name, value in slots.items():
+            object.__setattr__(self, renamed.get(name, name), value)
 
 
 def state_shape_differences(config: AggregationConfig, state: TickerState) -> dict[str, tuple[object, object]]:
@@ -293,7 +306,7 @@ class TickerBars:
         # the hot path of the flow (once per ticker and batch): locals instead of attributes, _Acc.add inlined
         st, base, config = self.state, self.lengths[0], self.config
         grace, cap = config.grace_ms, self.volume_cap
-        if config.close_on_system_time:
+        if config.close_on_system_time and st.source is None:
             self._advance_by_clock(now_ms)  # the clock first: a tick past end + grace is late, timer or not
         late: list[DeadLetter] = []
         open_base = st.open_base
@@ -302,6 +315,20 @@ class TickerBars:
         ticks = 0
         for chunk in chunks:
             frontier, watermark = st.frontier, st.watermark
+            clock = chunk[5]
+            if clock is not None:
+                if clock[0] is not None:
+                    st.source = clock[0]
+                # the greatest watermark the log can extrapolate to within this chunk: if no segment's window
+                # ends below it, no tick of the chunk turns late part-way through (the common case)
+                lead = clock[2] if st.watermark_log == _NEVER else max(watermark - st.watermark_log, clock[2])
+                reach = lead + clock[1] - grace
+                if reach > frontier and chunk[1][0][0] + base <= reach:
+                    st.next_due = next_due
+                    late.extend(self._tick_by_tick(chunk))
+                    next_due = st.next_due
+                    ticks += len(chunk[2])
+                    continue
             for seg in chunk[1]:
                 start = seg[0]
                 if start + base <= frontier or start <= last_final:
@@ -329,10 +356,18 @@ class TickerBars:
                     acc.trades += seg[7]
                 if seg[9] > watermark:
                     watermark = seg[9]
-            if watermark > st.watermark:
-                st.watermark, st.watermark_wall = watermark, now_ms
-            if watermark - grace > st.frontier:
-                st.frontier = watermark - grace
+            if clock is None:
+                if watermark > st.watermark:
+                    st.watermark, st.watermark_log = watermark, now_ms
+                if watermark - grace > st.frontier:
+                    st.frontier = watermark - grace
+            else:
+                if watermark > st.watermark:
+                    st.watermark, st.watermark_log = watermark, clock[3]
+                # the log has reached the chunk's last tick: extrapolate the watermark to there
+                reached = self._extrapolated(clock[1])
+                if reached > st.frontier:
+                    st.frontier = reached
             ticks += len(chunk[2])
         st.next_due = next_due
         st.ticks_since_live += ticks
@@ -345,40 +380,103 @@ class TickerBars:
             return NOTHING
         return Emitted(finals, lives, late, duplicates)
 
+    def _tick_by_tick(self, chunk: TickChunk) -> list[DeadLetter]:
+        """Merge a chunk one tick at a time in arrival order, each judged at its own log time (a window of the
+        chunk closes part-way through it; rare). Same rules as the segment loop of :meth:`on_chunks`."""
+        st, base, grace, cap = self.state, self.lengths[0], self.config.grace_ms, self.volume_cap
+        columns = chunk[6]
+        assert columns is not None  # a chunk with a clock has its columns
+        rows = chunk[2]
+        late: list[DeadLetter] = []
+        for i in sorted(range(len(rows)), key=rows.__getitem__):  # rows are batch positions: arrival order
+            row = rows[i]
+            ts, log = int(columns.timestamps[row]), int(columns.log_times[row])
+            reached = self._extrapolated(log)
+            if reached > st.frontier:
+                st.frontier = reached
+            start = ts - ts % base
+            cents, volume = int(columns.cents[row]), int(columns.volumes[row])
+            seg: Segment = (start, cents, cents, cents, cents, volume, cents * volume, 1, ts, ts, i, i + 1)
+            if start + base <= st.frontier or start <= st.last_final[0]:
+                late.extend(self._late(chunk, seg))
+                continue
+            acc = st.open_base.get(start)
+            if (volume if acc is None else acc.volume + volume) > cap:
+                late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
+                continue
+            if acc is None:
+                st.open_base[start] = _Acc(*seg[:10])
+                st.next_due = min(st.next_due, start + base)
+            else:
+                acc.add(*seg[1:10])
+            if ts > st.watermark:
+                st.watermark, st.watermark_log = ts, log
+                st.frontier = max(st.frontier, ts - grace)
+        return late
+
     def on_time(self, now_ms: int) -> Emitted:
-        """Close windows the frontier has passed (advanced by the clock in live mode); maybe publish live."""
+        """Close windows the frontier has passed (advanced by the clock in live mode unless the ticker's values
+        come with a log time); maybe publish live."""
         self._advance_by_clock(now_ms)
         finals, duplicates = self._close_due()
         lives = self._live(now_ms)
         return Emitted(finals, lives, [], duplicates)
 
+    def on_log(self, log_ms: int, now_ms: int) -> Emitted:
+        """The ticker's log has reached ``log_ms`` (a :class:`~flows.logclock.LogClock`): close what is due."""
+        st = self.state
+        reached = self._extrapolated(log_ms)
+        if reached > st.frontier:
+            st.frontier = reached
+        finals, duplicates = self._close_due()
+        if not (finals or duplicates):
+            return NOTHING
+        return Emitted(finals, self._live(now_ms), [], duplicates)
+
+    def _extrapolated(self, log_ms: int) -> int:
+        """The frontier once the ticker's log has reached ``log_ms``: its watermark moved on by the log time
+        passed since the watermark last rose, minus grace (``_NEVER`` before its first tick)."""
+        st = self.state
+        if st.watermark_log == _NEVER:
+            return _NEVER
+        return st.watermark + max(0, log_ms - st.watermark_log) - self.config.grace_ms
+
     def _advance_by_clock(self, now_ms: int) -> None:
-        """Live mode: the watermark moves on with the system clock since the ticker's newest tick arrived.
+        """Live mode without a log: the watermark moves on with the system clock since the ticker's newest tick
+        arrived.
 
         Event time and system time only meet through this extrapolation, so historic ticks (a backfill
         replayed at full speed) close on event time as in backfill mode, while a ticker that goes quiet in
         real time still has its windows closed ``grace`` after their end.
         """
         st = self.state
-        if not self.config.close_on_system_time or st.watermark_wall == _NEVER:
+        if not self.config.close_on_system_time or st.watermark_log == _NEVER or st.source is not None:
             return
-        clock_frontier = st.watermark + max(0, now_ms - st.watermark_wall) - self.config.grace_ms
+        clock_frontier = st.watermark + max(0, now_ms - st.watermark_log) - self.config.grace_ms
         if clock_frontier > st.frontier:
             st.frontier = clock_frontier
 
     def next_deadline_ms(self) -> int | None:
-        """System time (ms) at which :meth:`on_time` has something to do, or None in backfill mode."""
+        """System time (ms) at which :meth:`on_time` has something to do, or None (backfill mode, or nothing
+        but log-closed windows: :meth:`next_log_deadline`)."""
         if not self.config.close_on_system_time:
             return None
         st = self.state
         deadline = None
-        if st.next_due != _NO_WINDOW and st.watermark_wall != _NEVER:
+        if st.source is None and st.next_due != _NO_WINDOW and st.watermark_log != _NEVER:
             # system time at which the extrapolated watermark reaches the earliest open window's end + grace
-            deadline = st.watermark_wall + max(0, st.next_due + self.config.grace_ms - st.watermark)
+            deadline = st.watermark_log + max(0, st.next_due + self.config.grace_ms - st.watermark)
         if self.config.live_enabled and st.live_dirty:
             live_at = st.last_live_ms + self.config.live_interval_ms
             deadline = live_at if deadline is None else min(deadline, live_at)
         return deadline
+
+    def next_log_deadline(self) -> int | None:
+        """Log time at which :meth:`on_log` closes a window (None: nothing open, or no log)."""
+        st = self.state
+        if st.source is None or st.next_due == _NO_WINDOW or st.watermark_log == _NEVER:
+            return None
+        return st.watermark_log + max(0, st.next_due + self.config.grace_ms - st.watermark)
 
     def _late(self, chunk: TickChunk, seg: Segment) -> list[DeadLetter]:
         st, base = self.state, self.lengths[0]

@@ -40,6 +40,7 @@ from contracts.bar import Bar
 from flows import lazy_flow
 from flows.aggregation import AggregationConfig, TickChunk, TickerCodes, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
+from flows.logclock import LogClock, LogTimes, MarkerPlan
 from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
 from flows.settings import FlowSettings
 from flows.shards import DEFAULT_SHARDS, ShardBars, ShardKeys
@@ -58,9 +59,10 @@ def _bar_counter(timeframe: str, final: bool) -> Any:
 
 #: What the source emits: plain values (tests, ``TestingSource``) or whole Kafka partition batches.
 RawItem: TypeAlias = bytes | RawBatch
-#: What ``decode_and_partial_1m`` emits: the chunks of each shard keyed by shard, dead letters and one list of
-#: newest ticks per batch.
-_Prepared: TypeAlias = tuple[str, list[TickChunk]] | DeadLetter | list[WireTick]
+#: What ``decode_and_partial_1m`` emits: the chunks (and log clocks) of each shard keyed by shard, dead letters
+#: and one list of newest ticks per batch.
+_ShardItems: TypeAlias = list[TickChunk | LogClock]
+_Prepared: TypeAlias = tuple[str, _ShardItems] | DeadLetter | list[WireTick]
 
 
 class FinalBars(list[Bar]):
@@ -84,7 +86,7 @@ class LateTicks(list[DeadLetter]):
 _BarOut: TypeAlias = FinalBars | LiveBars | LateTicks
 
 
-class ShardLogic(StatefulBatchLogic[list[TickChunk], _BarOut, bytes]):
+class ShardLogic(StatefulBatchLogic[_ShardItems, _BarOut, bytes]):
     """Bytewax adapter around one shard's :class:`~flows.shards.ShardBars` (many tickers per key); never
     discards its state, so each ticker's per-timeframe "last final start" guard survives for the life of the
     flow (and in snapshots)."""
@@ -105,7 +107,7 @@ class ShardLogic(StatefulBatchLogic[list[TickChunk], _BarOut, bytes]):
         else:
             self.shard = ShardBars.restore(config, resume, clock(), shards)
 
-    def on_batch(self, values: list[list[TickChunk]]) -> tuple[Iterable[_BarOut], bool]:
+    def on_batch(self, values: list[_ShardItems]) -> tuple[Iterable[_BarOut], bool]:
         chunks = itertools.chain.from_iterable(values)  # on_chunks reads them once
         return _items(*self.shard.on_chunks(chunks, self.clock())), StatefulBatchLogic.RETAIN
 
@@ -200,18 +202,24 @@ def build_flow(
     shard_keys = ShardKeys(shards)
 
     max_future_ms = settings.max_future_ms
+    live = config.close_on_system_time
+    markers = MarkerPlan()
     received = TickCounter(flow_id, settings.metrics_max_tickers)
     batch_seconds = PROCESSING_LATENCY.labels(flow_id)
 
     def prepare(items: list[RawItem]) -> list[_Prepared]:
         started = time.perf_counter()
-        batch, dead = decode_batch(items, not_after_ms=clock() + max_future_ms)
+        now = clock()
+        batch, dead = decode_batch(items, not_after_ms=now + max_future_ms, read_ms=now if live else None)
         result = partial_bars(batch, base_ms, grace_ms, codes)
         if len(batch):
             received.count_tallied(*result.tally)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
             batch_seconds.observe(time.perf_counter() - started)
-        out: list[_Prepared] = [*dead, *result.late, *shard_keys.grouped(result.chunks)]
+        groups = cast(list[tuple[str, _ShardItems]], shard_keys.grouped(result.chunks))
+        out: list[_Prepared] = [*dead, *result.late, *groups]
+        if batch.log_ends:  # live mode: the logs' clocks to the shards (closes quiet tickers' windows)
+            out.extend(_with_clocks(groups, batch.log_ends, markers, shard_keys))
         if result.latest:
             out.append(result.latest)
         return out
@@ -238,6 +246,21 @@ def build_flow(
     if latest_sink is not None:
         op.output("latest_ticks_out", split_latest.trues, latest_sink)
     return flow
+
+
+def _with_clocks(
+    groups: list[tuple[str, _ShardItems]], ends: dict[str, int], markers: MarkerPlan, keys: ShardKeys
+) -> list[tuple[str, _ShardItems]]:
+    """Append each log's clock to the shards' items of this batch; return items for the other shards when the
+    clocks are due for everyone (:class:`~flows.logclock.MarkerPlan`)."""
+    clocks = [LogClock(item) for item in ends.items()]
+    for _, items in groups:
+        items.extend(clocks)
+    due = markers.broadcast(ends)
+    if not due:
+        return []
+    present = {key for key, _ in groups}
+    return [(key, list(due)) for key in keys.all_keys() if key not in present]
 
 
 def tune_gc(settings: FlowSettings) -> None:
@@ -269,6 +292,9 @@ def _production_flow() -> Dataflow:
                 settings.topic_ticks,
                 batch_size=settings.batch_size,
                 group_id=settings.group_id("bars"),
+                log_times=(
+                    LogTimes(settings.idle_close_ms, settings.max_future_ms) if settings.mode == "live" else None
+                ),
             )
         ),
         final_sink=sinks.final_bar_sink(settings),

@@ -31,6 +31,7 @@ from contracts.tick import (
     Ticker,
     tick_problem,
 )
+from flows.logclock import log_columns
 
 #: Largest volume accepted: beyond 2**53 a JSON number loses integer precision in most consumers.
 MAX_SIZE = 2**53
@@ -65,6 +66,10 @@ class RawBatch(msgspec.Struct, frozen=True, gc=False):
     partition: int
     offsets: list[int]
     values: list[bytes]
+    #: live mode: the partition's log time at each value (:mod:`flows.logclock`); None when not read
+    log_times: Any = None
+    #: the partition's log time after this batch; an empty batch carries only this (an idle partition's clock)
+    log_end: int | None = None
 
 
 class Origin(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -99,6 +104,11 @@ class DecodedBatch(msgspec.Struct, gc=False):
     #: best bid and ask as decoded (on the $0.01 grid); the tick archive turns them into cents
     bids: npt.NDArray[np.float64]
     asks: npt.NDArray[np.float64]
+    #: live mode only (``read_ms`` given): the log time of each tick and the log it was read from (None: the
+    #: read clock stands in), and each log's time after this batch (:mod:`flows.logclock`)
+    log_times: npt.NDArray[np.int64] | None = None
+    log_sources: list[str | None] | None = None
+    log_ends: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -189,10 +199,12 @@ def _column(ticks: Sequence[WireTick], name: str, dtype: type[np.generic]) -> np
 
 def _decode_all(
     values: Sequence[object], origins: Sequence[Origin | None] | None, dead: list[DeadLetter]
-) -> tuple[list[WireTick], list[bytes], Sequence[Origin | None] | None]:
-    """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins."""
+) -> tuple[list[WireTick], list[bytes], Sequence[Origin | None] | None, list[int] | None]:
+    """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins and
+    their positions among the (flattened) values, None when all were good."""
     try:
-        return list(map(_DECODER.decode, values)), cast(list[bytes], values), origins  # type: ignore[arg-type]
+        decoded = list(map(_DECODER.decode, values))  # type: ignore[arg-type]
+        return decoded, cast(list[bytes], values), origins, None
     except (*DECODE_ERRORS, TypeError):
         pass
     if origins is None and any(isinstance(v, RawBatch) for v in values):  # a mixed batch (tests)
@@ -202,6 +214,7 @@ def _decode_all(
     ticks: list[WireTick] = []
     raws: list[bytes] = []
     kept: list[Origin | None] = []
+    positions: list[int] = []
     for i, raw in enumerate(values):
         tick, reason = _decode_one(raw)
         origin = origins[i] if origins is not None else None
@@ -212,23 +225,28 @@ def _decode_all(
             ticks.append(tick)
             raws.append(cast(bytes, raw))
             kept.append(origin)
-    return ticks, raws, kept if origins is not None else None
+            positions.append(i)
+    return ticks, raws, kept if origins is not None else None, positions
 
 
 def decode_batch(
-    items: Sequence[bytes | RawBatch], not_after_ms: int | None = None
+    items: Sequence[bytes | RawBatch], not_after_ms: int | None = None, read_ms: int | None = None
 ) -> tuple[DecodedBatch, list[DeadLetter]]:
     """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters.
 
     ``not_after_ms``: ticks with a later event time are rejected as malformed (a clock far in the future would
-    otherwise push the ticker's watermark ahead and make every later tick of it late).
+    otherwise push the ticker's watermark ahead and make every later tick of it late). ``read_ms`` (live mode):
+    also return each tick's log time (:func:`flows.logclock.log_columns`; ``read_ms`` stands in where a value
+    came without one).
     """
     dead: list[DeadLetter] = []
+    logs = log_columns(items, read_ms) if read_ms is not None else None
     if items and isinstance(items[0], RawBatch):
         values, origins = flatten(items)
-        ticks, raws, kept_origins = _decode_all(values, origins, dead)
+        ticks, raws, kept_origins, kept = _decode_all(values, origins, dead)
     else:  # plain values (a mixed list falls back to flattening inside)
-        ticks, raws, kept_origins = _decode_all(items, None, dead)
+        ticks, raws, kept_origins, kept = _decode_all(items, None, dead)
+    log_times, log_sources = (None, None) if logs is None else _kept_logs(logs[0], logs[1], kept)
 
     prices, bids, asks = (_column(ticks, name, np.float64) for name in ("price", "bid", "ask"))
     timestamps = _column(ticks, "timestamp", np.int64)
@@ -251,6 +269,8 @@ def decode_batch(
             raws = [raws[i] for i in idx]
             kept_origins = _take(kept_origins, idx) if kept_origins is not None else None
             prices, bids, asks, timestamps = prices[keep], bids[keep], asks[keep], timestamps[keep]
+            if log_times is not None and log_sources is not None:
+                log_times, log_sources = log_times[keep], [log_sources[i] for i in idx]
     batch = DecodedBatch(
         ticks=ticks,
         raws=raws,
@@ -261,5 +281,16 @@ def decode_batch(
         volumes=_column(ticks, "volume", np.int64),
         bids=bids,
         asks=asks,
+        log_times=log_times,
+        log_sources=log_sources,
+        log_ends=logs[2] if logs is not None else None,
     )
     return batch, dead
+
+
+def _kept_logs(
+    times: npt.NDArray[np.int64], sources: list[str | None], kept: list[int] | None
+) -> tuple[npt.NDArray[np.int64], list[str | None]]:
+    if kept is None:
+        return times, sources
+    return times[kept], [sources[i] for i in kept]

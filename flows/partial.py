@@ -30,16 +30,35 @@ _UINT16_KEYS = 2**16
 Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
-_ChunkFields = tuple[str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None]
+class Columns(NamedTuple):
+    """A batch's columns a chunk may need again, by row: event times, cents, volumes, log times."""
+
+    timestamps: npt.NDArray[np.int64]
+    cents: npt.NDArray[np.int64]
+    volumes: npt.NDArray[np.int64]
+    log_times: npt.NDArray[np.int64]
+
+    def take(self, rows: list[int]) -> Columns:
+        return Columns(self.timestamps[rows], self.cents[rows], self.volumes[rows], self.log_times[rows])
+
+
+#: live mode, per chunk: ``(log key or None, log time at its last tick, max(event time - log time) over its
+#: ticks, log time at the tick where its event time last rose)`` (:mod:`flows.logclock`)
+ChunkClock = tuple[str | None, int, int, int]
+
+_ChunkFields = tuple[
+    str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None, ChunkClock | None, Columns | None
+]
 
 
 class TickChunk(_ChunkFields):
     """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start).
 
-    A tuple ``(ticker, segments, rows, raws, origins)`` so a whole batch of chunks is built by C-level
-    ``map``/``zip``. The original values are only needed when a segment turns out late, so a chunk refers to
-    the batch's value list by row numbers instead of copying; pickling (an exchange between workers)
-    materialises just this chunk's own values.
+    A tuple ``(ticker, segments, rows, raws, origins, clock, columns)`` so a whole batch of chunks is built by
+    C-level ``map``/``zip``. The original values are only needed when a segment turns out late, so a chunk
+    refers to the batch's value list by row numbers instead of copying; pickling (an exchange between workers)
+    materialises just this chunk's own values. In live mode ``clock`` summarises the chunk's log times and
+    ``columns`` lets a chunk whose window closes part-way through be redone tick by tick.
     """
 
     __slots__ = ()
@@ -62,11 +81,16 @@ class TickChunk(_ChunkFields):
         origins = self[4]
         return self[3][row], origins[row] if origins is not None else None
 
+    @property
+    def clock(self) -> ChunkClock | None:
+        return self[5]
+
     def __reduce__(self) -> tuple[type[TickChunk], tuple[_ChunkFields]]:
-        ticker, segments, rows, raws, origins = self
+        ticker, segments, rows, raws, origins, clock, columns = self
         own_raws = [raws[r] for r in rows]
         own_origins = [origins[r] for r in rows] if origins is not None else None
-        return TickChunk, ((ticker, segments, list(range(len(rows))), own_raws, own_origins),)
+        own_columns = columns.take(rows) if columns is not None else None
+        return TickChunk, ((ticker, segments, list(range(len(rows))), own_raws, own_origins, clock, own_columns),)
 
 
 class BatchResult(NamedTuple):
@@ -139,6 +163,7 @@ def partial_bars(
     prior[first] = -1
     ends = (ts // base_ms + 1) * base_ms - t_min
     late_a = (prior >= 0) & (ends[order] + grace_ms <= prior)
+    clocks = _chunk_clocks(batch, order, first, r_a, prior, t_min) if batch.log_times is not None else None
     # the tally for metrics comes free with the sort by ticker: ticks per ticker (late ones included) in code
     # order; the names are those of the chunks below (a ticker's first tick is never late, so none drops out)
     counts = np.diff(np.r_[np.flatnonzero(first), n]).tolist()
@@ -203,9 +228,54 @@ def partial_bars(
     names = list(map(TICKER, latest))
     seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
     row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
-    fields = zip(names, seg_slices, row_slices, repeat(batch.raws), repeat(batch.origins), strict=False)
+    columns = (
+        Columns(batch.timestamps, batch.cents, batch.volumes, batch.log_times) if batch.log_times is not None else None
+    )
+    fields = zip(
+        names,
+        seg_slices,
+        row_slices,
+        repeat(batch.raws),
+        repeat(batch.origins),
+        clocks if clocks is not None else repeat(None),
+        repeat(columns),
+        strict=False,
+    )
     chunks = list(zip(names, map(TickChunk, fields), strict=True))
     return BatchResult(chunks, late, latest, (names, counts))
+
+
+def _chunk_clocks(
+    batch: DecodedBatch,
+    order: npt.NDArray[np.intp],
+    first: npt.NDArray[np.bool_],
+    rel_a: npt.NDArray[np.int64],
+    prior: npt.NDArray[np.int64],
+    t_min: int,
+) -> list[ChunkClock]:
+    """Each ticker's :data:`ChunkClock`, from the batch sorted by (ticker, arrival) before late ticks are cut.
+
+    ``rel_a`` is event time minus ``t_min`` and ``prior`` its exclusive running maximum per ticker (-1 at a
+    ticker's first tick), so ``rel_a > prior`` marks the ticks where the ticker's event time rose.
+    """
+    assert batch.log_times is not None
+    assert batch.log_sources is not None
+    n = len(order)
+    log_a = batch.log_times[order]
+    starts = np.flatnonzero(first)
+    last = np.r_[starts[1:], n] - 1
+    rose_at = np.maximum.reduceat(np.where(rel_a > prior, np.arange(n), -1), starts)
+    lead = np.maximum.reduceat(rel_a + t_min - log_a, starts)
+    sources = batch.log_sources
+    return list(
+        zip(
+            [sources[i] for i in order[last].tolist()],
+            log_a[last].tolist(),
+            lead.tolist(),
+            log_a[rose_at].tolist(),
+            strict=True,
+        )
+    )
 
 
 def late_reason(

@@ -14,6 +14,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from common.settings import BASE_CONFIG, SharedSettings, split_list
 from flows.aggregation import AggregationConfig
 from flows.indicators import IndicatorConfig
+from flows.logclock import DEFAULT_IDLE_CLOSE_MS
 
 #: values per Kafka source batch unless ``FLOW_BATCH_SIZE`` says otherwise
 DEFAULT_BATCH_SIZE = 50_000
@@ -25,12 +26,16 @@ class FlowSettings(SharedSettings):
     # hide_input_in_errors: a model-level error would otherwise echo every input, secrets included
     model_config = SettingsConfigDict(**BASE_CONFIG, env_prefix="FLOW_", hide_input_in_errors=True)
 
-    #: "live": windows also close on the system clock (quiet tickers); "backfill": on event time only
+    #: "live": windows also close as the Kafka partition's log time passes (quiet tickers; flows.logclock);
+    #: "backfill": on event time only
     mode: Literal["live", "backfill"] = "live"
     timeframes: Annotated[tuple[str, ...], NoDecode] = ("1m", "5m", "15m", "1h", "1d")
     grace_ms: int = Field(2_000, ge=0, le=3_600_000)
     #: ticks dated more than this ahead of the system clock are dead-lettered (they would poison the watermark)
     max_future_ms: int = Field(300_000, ge=0)
+    #: live mode: an idle, caught-up partition's log clock advances to now minus this (how long after its
+    #: timestamp a record is surely readable: producer linger, broker, fetch)
+    idle_close_ms: int = Field(DEFAULT_IDLE_CLOSE_MS, ge=0, le=3_600_000)
     live_enabled: bool = True
     live_interval_ms: int = Field(250, ge=0)
     live_every_ticks: int = Field(0, ge=0)

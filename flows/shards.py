@@ -28,6 +28,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections.abc import Iterable
+from typing import cast
 
 from common.errors import ConfigError
 from contracts.bar import Bar
@@ -42,6 +43,7 @@ from flows.aggregation import (
     state_shape_differences,
 )
 from flows.decode import DeadLetter
+from flows.logclock import LogClock
 
 #: Default number of shards: enough to spread over the workers of a few processes, few enough that each
 #: activation of a 10,000-tick batch carries many tickers.
@@ -77,6 +79,10 @@ class ShardKeys:
             cached = self._cache[ticker] = f"s{zlib.crc32(ticker.encode()) % self.shards}"
         return cached
 
+    def all_keys(self) -> list[str]:
+        """Every shard key, ``s0`` to ``s{shards-1}``."""
+        return [f"s{n}" for n in range(self.shards)]
+
     def grouped(self, chunks: Iterable[tuple[str, TickChunk]]) -> list[tuple[str, list[TickChunk]]]:
         """``(ticker, chunk)`` pairs as one ``(shard key, chunks)`` item per shard (arrival order kept).
 
@@ -96,9 +102,14 @@ class ShardKeys:
 
 
 class ShardBars:
-    """The bars of every ticker of one shard; picklable through :meth:`snapshot` / :meth:`restore`."""
+    """The bars of every ticker of one shard; picklable through :meth:`snapshot` / :meth:`restore`.
 
-    __slots__ = ("_next", "_scanned", "config", "shards", "tickers")
+    In live mode a ticker whose ticks come with a log time (:mod:`flows.logclock`) has its windows closed by
+    its partition's :class:`~flows.logclock.LogClock` items, which arrive mixed with the chunks; the others
+    (and live bars) by the system clock through :meth:`on_time`.
+    """
+
+    __slots__ = ("_by_log", "_log_due", "_logs", "_next", "_scanned", "config", "shards", "tickers")
 
     def __init__(
         self, config: AggregationConfig, tickers: dict[str, TickerBars] | None = None, shards: int | None = None
@@ -111,16 +122,32 @@ class ShardBars:
         #: rescans), so on_chunks only ever lowers it
         self._next: int | None = None
         self._scanned = False
+        #: tickers by the log that closes them, each log's newest time, and the earliest log time at which a
+        #: ticker of it closes a window (absent: rescan when its clock next moves)
+        self._by_log: dict[str, dict[str, TickerBars]] = {}
+        self._logs: dict[str, int] = {}
+        self._log_due: dict[str, int | None] = {}
+        for ticker, bars in self.tickers.items():
+            if bars.state.source is not None:
+                self._by_log.setdefault(bars.state.source, {})[ticker] = bars
 
-    def on_chunks(self, chunks: Iterable[TickChunk], now_ms: int) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
-        """Feed each ticker its chunks (in arrival order); returns ``(finals, lives, late, duplicates)``."""
+    def on_chunks(
+        self, chunks: Iterable[TickChunk | LogClock], now_ms: int
+    ) -> tuple[list[Bar], list[Bar], list[DeadLetter], int]:
+        """Feed each ticker its chunks (in arrival order), then move the log clocks that came with them;
+        returns ``(finals, lives, late, duplicates)``."""
         per: dict[str, list[TickChunk]] = {}
+        clocks: dict[str, int] = {}
         for chunk in chunks:
+            if type(chunk) is LogClock:
+                if chunk[1] > clocks.get(chunk[0], chunk[1] - 1):
+                    clocks[chunk[0]] = chunk[1]
+                continue
             same = per.get(chunk[0])
             if same is None:
-                per[chunk[0]] = [chunk]
+                per[chunk[0]] = [cast(TickChunk, chunk)]
             else:
-                same.append(chunk)
+                same.append(cast(TickChunk, chunk))
         finals: list[Bar] = []
         lives: list[Bar] = []
         late: list[DeadLetter] = []
@@ -130,12 +157,52 @@ class ShardBars:
             bars = tickers.get(ticker)
             if bars is None:
                 bars = tickers[ticker] = TickerBars(config, ticker)
+            previous = bars.state.source
             emitted = bars.on_chunks(own, now_ms)
             if emitted is not NOTHING:
                 duplicates += _collect(emitted, finals, lives, late)
             if config.close_on_system_time:
                 self._lower_next(bars.next_deadline_ms())
+                if bars.state.source is not None:
+                    self._track(ticker, bars, previous)
+        for source, log_ms in clocks.items():
+            duplicates += self._on_log(source, log_ms, now_ms, finals, lives)
         return finals, lives, late, duplicates
+
+    def _track(self, ticker: str, bars: TickerBars, previous: str | None) -> None:
+        """Index a ticker under its log (moving it if its ticks now come from another) and lower that log's
+        earliest deadline."""
+        source = cast(str, bars.state.source)
+        if previous != source or ticker not in self._by_log.get(source, ()):
+            if previous is not None:
+                self._by_log.get(previous, {}).pop(ticker, None)
+            self._by_log.setdefault(source, {})[ticker] = bars
+        deadline = bars.next_log_deadline()
+        due = self._log_due.get(source)
+        if deadline is not None and source in self._log_due and (due is None or deadline < due):
+            self._log_due[source] = deadline
+
+    def _on_log(self, source: str, log_ms: int, now_ms: int, finals: list[Bar], lives: list[Bar]) -> int:
+        """The log ``source`` reached ``log_ms``: close the windows of its tickers that are due."""
+        if log_ms <= self._logs.get(source, log_ms - 1):
+            return 0
+        self._logs[source] = log_ms
+        due = self._log_due.get(source, log_ms)
+        if due is None or due > log_ms:
+            return 0
+        duplicates = 0
+        earliest: int | None = None
+        for bars in self._by_log.get(source, {}).values():
+            deadline = bars.next_log_deadline()
+            if deadline is not None and deadline <= log_ms:
+                emitted = bars.on_log(log_ms, now_ms)
+                if emitted is not NOTHING:
+                    duplicates += _collect(emitted, finals, lives, [])
+                deadline = bars.next_log_deadline()
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        self._log_due[source] = earliest
+        return duplicates
 
     def _lower_next(self, deadline: int | None) -> None:
         if deadline is not None and self._scanned and (self._next is None or deadline < self._next):
@@ -211,8 +278,8 @@ class ShardBars:
             raise SnapshotMismatchError(_mismatch_message(differences))
         if now_ms is not None:
             for state in states.values():
-                if state.watermark_wall > 0:
-                    state.watermark_wall = max(state.watermark_wall, now_ms)
+                if state.source is None and state.watermark_log > 0:  # system-clock tickers only
+                    state.watermark_log = max(state.watermark_log, now_ms)
         bars = {ticker: TickerBars(config, ticker, state) for ticker, state in states.items()}
         return cls(config, bars, shards)
 

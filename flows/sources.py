@@ -5,6 +5,10 @@ Bytewax's stock ``KafkaSource`` builds a dataclass per message, which caps a pro
 bytes plus their offsets — so decoding can happen for the whole batch at once. Each Kafka partition is one
 Bytewax source partition; its snapshot is the next offset to read, so a restarted flow resumes exactly where
 its last snapshot was taken (at-least-once since then; the sinks are idempotent).
+
+With ``log_times`` (the bars flow in live mode) each batch also carries the partition's log time at every
+value, and an idle, caught-up partition emits empty batches that only move its clock (:mod:`flows.logclock`);
+the snapshot is then ``(next offset, log time)``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from datetime import datetime
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka import KafkaException as ConfluentKafkaException
 from confluent_kafka.admin import AdminClient
 
+from common.clock import now_ms
 from common.errors import SourceError
 from flows.decode import RawBatch
+from flows.logclock import MARKER_INTERVAL_MS, LogTimes, running_log_times
 from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
 from flows.settings import DEFAULT_BATCH_SIZE
 
@@ -30,19 +37,32 @@ log = logging.getLogger(__name__)
 MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 
 
-class _RawKafkaPartition(StatefulSourcePartition[RawBatch, int]):
+#: a source partition's snapshot: the next offset, or ``(next offset, log time)`` with log times
+SourceState = int | tuple[int, int]
+
+
+class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
     def __init__(
-        self, config: dict[str, object], topic: str, partition: int, offset: int, batch_size: int, poll_s: float
+        self,
+        config: dict[str, object],
+        topic: str,
+        partition: int,
+        state: SourceState,
+        batch_size: int,
+        poll_s: float,
+        log_times: LogTimes | None = None,
     ) -> None:
         self._topic = topic
         self._partition = partition
-        self._offset = offset
+        self._offset, self._log = state if isinstance(state, tuple) else (state, -1)
         self._batch_size = batch_size
         self._poll_s = poll_s
+        self._log_times = log_times
         self._eof = False
         self._labels = (topic, str(partition))
+        self._tp = TopicPartition(topic, partition)
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
 
     def _on_stats(self, raw: str) -> None:
         try:
@@ -58,7 +78,7 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, int]):
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, self._poll_s)
         if not msgs:
-            return []
+            return self._idle()
         if any(map(Message.error, msgs)):  # rare: end of partition or a broker error inside the batch
             msgs = self._without_errors(msgs)
             if not msgs:
@@ -68,7 +88,28 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, int]):
         values = [v if v is not None else b"" for v in map(Message.value, msgs)]
         self._offset = offsets[-1] + 1
         SOURCE_OFFSET.labels(*self._labels).set(self._offset)
-        return [RawBatch(self._topic, self._partition, offsets, values)]
+        if self._log_times is None:
+            return [RawBatch(self._topic, self._partition, offsets, values)]
+        stamps = list(map(Message.timestamp, msgs))
+        times, self._log = running_log_times(stamps, self._log, now_ms() + self._log_times.max_future_ms)
+        return [RawBatch(self._topic, self._partition, offsets, values, times, self._log)]
+
+    def _idle(self) -> list[RawBatch]:
+        """Nothing new: if the partition is caught up, move its log clock to now - idle_close_ms (throttled)."""
+        if self._log_times is None:
+            return []
+        target = now_ms() - self._log_times.idle_close_ms
+        if target < self._log + MARKER_INTERVAL_MS:
+            return []
+        try:
+            low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except ConfluentKafkaException:
+            return []
+        caught_up = self._offset >= high if self._offset >= 0 else 0 <= high <= low
+        if high < 0 or not caught_up:
+            return []
+        self._log = target
+        return [RawBatch(self._topic, self._partition, [], [], None, target)]
 
     def _without_errors(self, msgs: list[Message]) -> list[Message]:
         """The messages before an end-of-partition marker, minus transient errors (logged); fatal ones raise."""
@@ -90,14 +131,14 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def next_awake(self) -> datetime | None:
         return None  # consume() above already waits up to poll_s for data
 
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> SourceState:
+        return self._offset if self._log_times is None else (self._offset, self._log)
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
+class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
     """Every partition of ``topic`` as a Bytewax source partition yielding :class:`RawBatch` items."""
 
     def __init__(
@@ -110,8 +151,10 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
         poll_s: float = 0.01,
         group_id: str = "bytewax-managed-offsets",
         extra_config: dict[str, object] | None = None,
+        log_times: LogTimes | None = None,
     ) -> None:
-        """``group_id`` only names the consumer on the broker: partitions are assigned, offsets never committed."""
+        """``group_id`` only names the consumer on the broker: partitions are assigned, offsets never committed.
+        ``log_times``: stamp values with their partition's log time and keep the idle clock (live bars)."""
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._tail = tail
@@ -119,6 +162,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
         self._poll_s = poll_s
         self._group_id = group_id
         self._extra = extra_config or {}
+        self._log_times = log_times
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
@@ -129,7 +173,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
             raise SourceError(msg)
         return [f"{self._topic}#{p}" for p in sorted(meta.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawKafkaPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> _RawKafkaPartition:
         topic, _, part = for_part.rpartition("#")
         if topic != self._topic:
             msg = f"step {step_id!r}: snapshot is for topic {topic!r}, this flow reads {self._topic!r}"
@@ -149,5 +193,5 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, int]):
             "statistics.interval.ms": 5_000,
             **self._extra,
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _RawKafkaPartition(config, topic, int(part), offset, self._batch_size, self._poll_s)
+        state = OFFSET_BEGINNING if resume_state is None else resume_state
+        return _RawKafkaPartition(config, topic, int(part), state, self._batch_size, self._poll_s, self._log_times)
