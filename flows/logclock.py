@@ -7,11 +7,15 @@ from it so far, in offset order (``CreateTime`` set by the producer, or ``LogApp
 it). A replay reads the same records in the same order and sees the same log time at every record; a stall
 does not advance it; the time a process was down does not count.
 
-* :class:`~flows.sources.RawKafkaSource` (``log_times=True``) stamps every value of a batch with its
-  partition's log time (a running maximum, kept in the source's recovery snapshot next to the offset) and,
-  while the partition is caught up and idle, advances the clock to ``now - idle_close_ms``: a record is
-  assumed readable within ``idle_close_ms`` of its timestamp. This one step uses the wall clock; a record
-  delivered later than that after a quiet spell is the remaining way for a replay to differ.
+* :class:`~flows.sources.RawKafkaSource` (``log_times``) stamps every value of a batch with its partition's
+  log time (a running maximum, kept in the source's recovery snapshot next to the offset). While the
+  partition is caught up and idle, its clock runs on at wall speed from the last records read, minus
+  ``idle_close_ms`` (a record is assumed readable within that long of being written), so a partition whose
+  producer stopped still has its windows closed. This is the one place the wall clock enters; a record
+  delivered more than ``idle_close_ms`` late after an idle spell is the remaining way for a replay to
+  judge a tick differently. Producer silence counts as time passing: a producer that pauses for longer than
+  grace + ``idle_close_ms`` inside a window (a historic backlog produced in two goes, say) has that window
+  closed, and the ticks it writes for it afterwards are late -- use ``FLOW_MODE=backfill`` for history.
 * :func:`log_columns` lines the log times up with the values of a step's batches; values without one (plain
   ``bytes`` in tests, a source without log times) get the time they were read.
 * :class:`LogClock` items carry a partition's log time to every shard of the bars state, so tickers that
@@ -95,14 +99,15 @@ def log_columns(
             sources.extend([None] * plain)
             plain = 0
         n = len(item.values)
-        if item.log_times is None:
+        if item.log_times is None and (n or item.log_end is None):  # values without log times
             parts.append(np.full(n, read_ms, dtype=np.int64))
             sources.extend([None] * n)
             continue
         key = log_key(item.topic, item.partition)
-        parts.append(np.asarray(item.log_times, dtype=np.int64))
-        sources.extend([key] * n)
-        end = item.log_end if item.log_end is not None else (int(item.log_times[-1]) if n else None)
+        if n:
+            parts.append(np.asarray(item.log_times, dtype=np.int64))
+            sources.extend([key] * n)
+        end = item.log_end if item.log_end is not None else int(item.log_times[-1]) if n else None
         if end is not None and end > ends.get(key, end - 1):
             ends[key] = end
     if plain:

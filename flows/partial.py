@@ -87,10 +87,13 @@ class TickChunk(_ChunkFields):
 
     def __reduce__(self) -> tuple[type[TickChunk], tuple[_ChunkFields]]:
         ticker, segments, rows, raws, origins, clock, columns = self
-        own_raws = [raws[r] for r in rows]
-        own_origins = [origins[r] for r in rows] if origins is not None else None
-        own_columns = columns.take(rows) if columns is not None else None
-        return TickChunk, ((ticker, segments, list(range(len(rows))), own_raws, own_origins, clock, own_columns),)
+        arrival = sorted(rows)  # renumbered 0.. in arrival order, so row order still tells arrival order
+        position = {row: i for i, row in enumerate(arrival)}
+        own_raws = [raws[r] for r in arrival]
+        own_origins = [origins[r] for r in arrival] if origins is not None else None
+        own_columns = columns.take(arrival) if columns is not None else None
+        own_rows = [position[r] for r in rows]
+        return TickChunk, ((ticker, segments, own_rows, own_raws, own_origins, clock, own_columns),)
 
 
 class BatchResult(NamedTuple):

@@ -58,6 +58,9 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         self._batch_size = batch_size
         self._poll_s = poll_s
         self._log_times = log_times
+        #: the log time and wall time when records were last read: an idle partition's clock runs on from there
+        #: at wall speed (the time a process was down does not count: it restarts here)
+        self._read_log, self._read_wall = self._log, now_ms()
         self._eof = False
         self._labels = (topic, str(partition))
         self._tp = TopicPartition(topic, partition)
@@ -91,14 +94,17 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         if self._log_times is None:
             return [RawBatch(self._topic, self._partition, offsets, values)]
         stamps = list(map(Message.timestamp, msgs))
-        times, self._log = running_log_times(stamps, self._log, now_ms() + self._log_times.max_future_ms)
+        now = now_ms()
+        times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
+        self._read_log, self._read_wall = self._log, now
         return [RawBatch(self._topic, self._partition, offsets, values, times, self._log)]
 
     def _idle(self) -> list[RawBatch]:
-        """Nothing new: if the partition is caught up, move its log clock to now - idle_close_ms (throttled)."""
-        if self._log_times is None:
+        """Nothing new: if the partition is caught up, let its log clock run on at wall speed from the last
+        records read, minus idle_close_ms (throttled)."""
+        if self._log_times is None or self._read_log < 0:
             return []
-        target = now_ms() - self._log_times.idle_close_ms
+        target = self._read_log + now_ms() - self._read_wall - self._log_times.idle_close_ms
         if target < self._log + MARKER_INTERVAL_MS:
             return []
         try:

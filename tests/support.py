@@ -66,16 +66,21 @@ def read_topic(
         consumer.close()
 
 
-def produce(bootstrap: str, topic: str, pairs: Iterable[tuple[str | bytes | None, bytes]]) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    pairs: Iterable[tuple[str | bytes | None, bytes] | tuple[str | bytes | None, bytes, int]],
+) -> int:
     """Produce ``(key, value)`` pairs (str keys are UTF-8 encoded) with an idempotent producer, retrying while
-    its queue is full; asserts that every message was delivered. Returns the number of messages."""
+    its queue is full; asserts that every message was delivered. Returns the number of messages. A third item
+    is the record's timestamp (epoch ms; otherwise the producer's clock at ``produce``)."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
     count = 0
-    for key, value in pairs:
+    for key, value, *stamp in pairs:
         raw_key = key.encode() if isinstance(key, str) else key
         while True:
             try:
-                producer.produce(topic, key=raw_key, value=value)
+                producer.produce(topic, key=raw_key, value=value, timestamp=stamp[0] if stamp else 0)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -69,8 +69,10 @@ def make_ticks(seed: int = 7) -> list[Tick]:
 
 
 def produce_ticks(bootstrap: str, topic: str, ticks: list[Tick]) -> None:
-    """Key = ticker, as the simulator produces."""
-    produce(bootstrap, topic, ((tick.ticker, encode_tick(tick)) for tick in ticks))
+    """Key = ticker, as the simulator produces; record timestamp = event time, as a producer replaying history
+    stamps it (so the log time that closes windows in live mode follows the ticks' time, as it does when the
+    simulator produces in real time, and not the moment this test produced them: see flows.logclock)."""
+    produce(bootstrap, topic, ((tick.ticker, encode_tick(tick), tick.timestamp) for tick in ticks))
 
 
 @pytest.fixture
@@ -203,7 +205,15 @@ def test_kill_9_mid_backfill_and_restart_gives_the_bars_of_an_uninterrupted_run(
     recovery = tmp_path / "recovery"
     init_recovery(recovery, 2)  # what `make up` does (python -m bytewax.recovery DIR 2)
     args = ["-r", str(recovery), "-s", "1", "-b", "0"]
-    env = {**flow_env(kafka_bootstrap, pg_url, redis_url, topic, bars_topic, dlq), "FLOW_BATCH_SIZE": "2000"}
+    # the producer of this backlog pauses while the flow is down: in live mode a pause longer than grace +
+    # FLOW_IDLE_CLOSE_MS that the flow spends caught up and idle would close the cut window (producer silence
+    # counts as time, flows.logclock) -- as it would without any crash; this test is about the crash, so the
+    # idle clock is kept out of it
+    env = {
+        **flow_env(kafka_bootstrap, pg_url, redis_url, topic, bars_topic, dlq),
+        "FLOW_BATCH_SIZE": "2000",
+        "FLOW_IDLE_CLOSE_MS": "3600000",
+    }
     log = tmp_path / "flow.log"
 
     first = start_flow(spawn, args, env, log)

@@ -1,0 +1,90 @@
+"""``RawKafkaSource`` with log times against real Kafka: each value's log time, the idle clock, the snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from common.clock import now_ms
+from flows.decode import RawBatch
+from flows.logclock import LogTimes
+from flows.sources import RawKafkaSource
+from tests.support import produce
+
+pytestmark = pytest.mark.integration
+
+
+def read(
+    source: RawKafkaSource, topic: str, state: object, want: int, timeout_s: float = 30
+) -> tuple[list[RawBatch], object]:
+    """Batches from partition 0 until ``want`` values were read; returns them and the partition's snapshot."""
+    part = source.build_part("in", f"{topic}#0", state)  # type: ignore[arg-type]
+    batches: list[RawBatch] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while sum(len(b.values) for b in batches) < want:
+            assert time.monotonic() < deadline, f"read {sum(len(b.values) for b in batches)} of {want} values"
+            batches += part.next_batch()
+        return batches, part.snapshot()
+    finally:
+        part.close()
+
+
+def test_values_carry_their_partitions_log_time_and_an_idle_partitions_clock_runs_on(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=1)
+    base = now_ms() - 600_000
+    stamps = [base, base - 100, base + 500, now_ms() + 86_400_000, base + 400]  # 4th: a producer clock a day ahead
+    produce(kafka_bootstrap, topic, [("K", f"v{i}".encode(), stamp) for i, stamp in enumerate(stamps)])
+    source = RawKafkaSource(kafka_bootstrap, topic, log_times=LogTimes(idle_close_ms=200, max_future_ms=60_000))
+
+    part = source.build_part("in", f"{topic}#0", None)
+    try:
+        batches: list[RawBatch] = []
+        while sum(len(b.values) for b in batches) < len(stamps):
+            batches += part.next_batch()
+        read_at = now_ms()
+        times = [t for b in batches for t in b.log_times.tolist()]
+        assert times == [base, base, base + 500, base + 500, base + 500]  # running max; the day-ahead one ignored
+        assert batches[-1].log_end == base + 500
+        assert part.snapshot() == (len(stamps), base + 500)
+
+        # caught up and idle: the clock runs on at wall speed from the last read, idle_close_ms behind
+        idle: list[RawBatch] = []
+        deadline = time.monotonic() + 10
+        while len(idle) < 2 and time.monotonic() < deadline:
+            idle += [b for b in part.next_batch() if not b.values]
+        assert len(idle) == 2, "an idle, caught-up partition emits clock-only batches"
+        first, second = (b.log_end for b in idle)
+        assert first is not None
+        assert second is not None
+        assert base + 500 < first < second <= base + 500 + (now_ms() - read_at)
+        assert part.snapshot() == (len(stamps), second)
+        snapshot = part.snapshot()
+    finally:
+        part.close()
+
+    # resumed from the snapshot: the clock goes on from there (a later record's older stamp does not lower it)
+    produce(kafka_bootstrap, topic, [("K", b"v5", base + 450)])
+    batches, state = read(source, topic, snapshot, 1)
+    values = [b for b in batches if b.values]
+    assert values[0].log_times.tolist() == [second]
+    assert state[0] == len(stamps) + 1  # type: ignore[index]
+
+
+def test_without_log_times_the_snapshot_is_the_offset_and_a_log_snapshot_still_resumes(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=1)
+    produce(kafka_bootstrap, topic, [("K", f"v{i}".encode()) for i in range(3)])
+    plain = RawKafkaSource(kafka_bootstrap, topic)
+    batches, state = read(plain, topic, None, 3)
+    assert state == 3
+    assert all(b.log_times is None for b in batches)
+    produce(kafka_bootstrap, topic, [("K", b"v3")])
+    batches, state = read(plain, topic, (3, 12_345), 1)  # a snapshot written with log times
+    assert [v for b in batches for v in b.values] == [b"v3"]
+    assert state == 4
