@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
-import msgspec
-
 from common.errors import ConfigError
-from contracts.bar import BAR_SCHEMA_VERSION, TIMEFRAMES, Bar, Indicators
+from contracts.bar import TIMEFRAMES, Bar
 from contracts.tick import MAX_INT64
+from flows.accumulator import Acc, FlowBar, merged_bar
 from flows.decode import DeadLetter, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
 from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, late_reason, partial_bars
@@ -46,6 +45,9 @@ __all__ = [
     "shape_differences",
     "state_shape_differences",
 ]
+
+#: recovery snapshots written before the accumulator moved to flows.accumulator name it ``flows.aggregation._Acc``
+_Acc = Acc
 
 _NEVER = -(2**62)
 _NO_WINDOW = 2**62
@@ -116,83 +118,6 @@ def shape_differences(saved: dict[str, object], current: dict[str, object]) -> d
     return differences
 
 
-class FlowBar(Bar, frozen=True, gc=False):
-    """A :class:`~contracts.bar.Bar` built by this module, skipping the contract's ``__post_init__`` check.
-
-    Every value comes from an accumulator of ticks that passed decoding (whole cents, ``low <= open, close <=
-    high`` by construction of min/max, ``vwap`` a volume-weighted mean of those prices, aligned windows), so
-    re-checking costs ~2 us per bar for nothing (the property tests run ``bar_problem`` on every output). It
-    encodes to the same JSON and compares (and hashes) equal to a ``Bar`` with the same fields.
-    """
-
-    def __post_init__(self) -> None:
-        pass
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Bar):
-            return msgspec.structs.astuple(self) == msgspec.structs.astuple(other)
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        if isinstance(other, Bar):
-            return msgspec.structs.astuple(self) != msgspec.structs.astuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(msgspec.structs.astuple(self))
-
-
-class _Acc:
-    """An open bar being accumulated (cents, ms); slotted and picklable."""
-
-    __slots__ = ("close", "first_ts", "high", "last_ts", "low", "open", "pv", "start", "trades", "volume")
-
-    def __init__(self, start: int, o: int, h: int, lo: int, c: int, v: int, pv: int, n: int, t0: int, t1: int):
-        self.start, self.open, self.high, self.low, self.close = start, o, h, lo, c
-        self.volume, self.pv, self.trades, self.first_ts, self.last_ts = v, pv, n, t0, t1
-
-    def __getstate__(self) -> tuple[int, ...]:
-        return (self.start, self.open, self.high, self.low, self.close, self.volume, self.pv, self.trades,
-                self.first_ts, self.last_ts)  # fmt: skip
-
-    def __setstate__(self, state: tuple[int, ...]) -> None:
-        (self.start, self.open, self.high, self.low, self.close, self.volume, self.pv, self.trades,
-         self.first_ts, self.last_ts) = state  # fmt: skip
-
-    def copy(self, start: int) -> _Acc:
-        return _Acc(start, self.open, self.high, self.low, self.close, self.volume, self.pv, self.trades,
-                    self.first_ts, self.last_ts)  # fmt: skip
-
-    def add(self, o: int, h: int, lo: int, c: int, v: int, pv: int, n: int, t0: int, t1: int) -> None:
-        """Merge a later-arrived partial bar: earliest event time opens, latest closes (ties: arrival)."""
-        if t0 < self.first_ts:
-            self.open, self.first_ts = o, t0
-        if t1 >= self.last_ts:
-            self.close, self.last_ts = c, t1
-        if h > self.high:
-            self.high = h
-        if lo < self.low:
-            self.low = lo
-        self.volume += v
-        self.pv += pv
-        self.trades += n
-
-    def merge(self, other: _Acc) -> None:
-        self.add(other.open, other.high, other.low, other.close, other.volume, other.pv, other.trades,
-                 other.first_ts, other.last_ts)  # fmt: skip
-
-    def to_bar(
-        self, ticker: str, timeframe: str, length: int, final: bool, indicators: Indicators | None = None
-    ) -> FlowBar:
-        vwap = self.pv / self.volume / 100.0 if self.volume else self.close / 100.0
-        # positional: ~0.15 us instead of ~2 us for the keyword call with the contract's validation
-        return FlowBar(
-            ticker, timeframe, self.start, self.start + length, self.open / 100.0, self.high / 100.0,
-            self.low / 100.0, self.close / 100.0, self.volume, vwap, self.trades, self.first_ts, self.last_ts,
-            final, indicators, BAR_SCHEMA_VERSION,
-        )  # fmt: skip
-
-
 @dataclass(slots=True)
 class TickerState:
     """Everything :class:`TickerBars` keeps for one ticker; picklable (Bytewax recovery snapshots)."""
@@ -204,8 +129,8 @@ class TickerState:
     watermark_log: int = _NEVER
     #: every window with ``end <= frontier`` is closed (by the watermark minus grace or by the clock)
     frontier: int = _NEVER
-    open_base: dict[int, _Acc] = field(default_factory=dict)
-    rollups: list[_Acc | None] = field(default_factory=list)
+    open_base: dict[int, Acc] = field(default_factory=dict)
+    rollups: list[Acc | None] = field(default_factory=list)
     last_final: list[int] = field(default_factory=list)
     indicators: list[IndicatorState] = field(default_factory=list)
     #: the earliest end among open windows (base and rollups); nothing closes before the frontier reaches it
@@ -303,7 +228,7 @@ class TickerBars:
 
     def on_chunks(self, chunks: list[TickChunk], now_ms: int) -> Emitted:
         """Merge this ticker's chunks in arrival order, then close what is due and publish the live bar."""
-        # the hot path of the flow (once per ticker and batch): locals instead of attributes, _Acc.add inlined
+        # the hot path of the flow (once per ticker and batch): locals instead of attributes, Acc.add inlined
         st, base, config = self.state, self.lengths[0], self.config
         grace, cap = config.grace_ms, self.volume_cap
         if config.close_on_system_time and st.source is None:
@@ -339,10 +264,10 @@ class TickerBars:
                     late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
                     continue
                 if acc is None:
-                    open_base[start] = _Acc(*seg[:10])
+                    open_base[start] = Acc(*seg[:10])
                     if start + base < next_due:
                         next_due = start + base
-                else:  # _Acc.add: earliest event time opens, latest closes (ties: arrival order)
+                else:  # Acc.add: earliest event time opens, latest closes (ties: arrival order)
                     if seg[8] < acc.first_ts:
                         acc.open, acc.first_ts = seg[1], seg[8]
                     if seg[9] >= acc.last_ts:
@@ -405,7 +330,7 @@ class TickerBars:
                 late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
                 continue
             if acc is None:
-                st.open_base[start] = _Acc(*seg[:10])
+                st.open_base[start] = Acc(*seg[:10])
                 st.next_due = min(st.next_due, start + base)
             else:
                 acc.add(*seg[1:10])
@@ -525,7 +450,7 @@ class TickerBars:
         st.next_due = min(ends, default=_NO_WINDOW)
         return finals, duplicates
 
-    def _finalize(self, i: int, acc: _Acc, out: list[Bar]) -> int:
+    def _finalize(self, i: int, acc: Acc, out: list[Bar]) -> int:
         """Append the final bar of ``acc`` unless this window already had one; return 1 if suppressed."""
         st = self.state
         if acc.start <= st.last_final[i]:
@@ -558,30 +483,5 @@ class TickerBars:
             rollup = st.rollups[i]
             if rollup is not None and rollup.start == window:  # closed 1m bars of this window come first
                 parts.insert(0, rollup)
-            lives.append(_merged_bar(parts, ticker, timeframes[i], window, length))
+            lives.append(merged_bar(parts, ticker, timeframes[i], window, length))
         return lives
-
-
-def _merged_bar(parts: list[_Acc], ticker: str, timeframe: str, start: int, length: int) -> FlowBar:
-    """The live bar of ``[start, start + length)`` from its parts in arrival order (``_Acc.merge`` semantics),
-    without copying accumulators."""
-    first = parts[0]
-    o, h, lo, c = first.open, first.high, first.low, first.close
-    v, pv, n, t0, t1 = first.volume, first.pv, first.trades, first.first_ts, first.last_ts
-    for p in parts[1:]:
-        if p.first_ts < t0:
-            o, t0 = p.open, p.first_ts
-        if p.last_ts >= t1:
-            c, t1 = p.close, p.last_ts
-        if p.high > h:
-            h = p.high
-        if p.low < lo:
-            lo = p.low
-        v += p.volume
-        pv += p.pv
-        n += p.trades
-    vwap = pv / v / 100.0 if v else c / 100.0
-    return FlowBar(
-        ticker, timeframe, start, start + length, o / 100.0, h / 100.0, lo / 100.0, c / 100.0, v, vwap, n, t0, t1,
-        False, None, BAR_SCHEMA_VERSION,
-    )  # fmt: skip
