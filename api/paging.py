@@ -46,8 +46,8 @@ CursorQuery = Annotated[
     Query(
         description=(
             "`meta.next_cursor` (the next newer page) or `meta.prev_cursor` (the next older page) of the previous"
-            " answer of this endpoint, with the same ticker, timeframe and `end`; a `prev_cursor` cannot be"
-            " combined with `start`"
+            " answer of this endpoint, with the same ticker (and timeframe) and `end`; a `prev_cursor` cannot"
+            " be combined with `start`"
         ),
         max_length=120,
     ),
