@@ -5,13 +5,11 @@ Routes declare what they need (``store: StoreDep``, ``ticker: TickerPath``) and 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Request
 
 from api.cache import MarketCache, TickerDirectory
 from api.errors import invalid
@@ -106,14 +104,8 @@ SymbolPath = Annotated[str, Depends(known_symbol)]
 
 # ---- time ranges -----------------------------------------------------------------------------------------------
 
-StartQuery = Annotated[
-    datetime | None,
-    Query(description="ISO-8601 start (UTC when no offset is given)", examples=["2025-10-02T14:00:00Z"]),
-]
-EndQuery = Annotated[datetime | None, Query(description="ISO-8601 end (default: now)")]
-CursorQuery = Annotated[str | None, Query(description="`meta.next_cursor` of the previous page", max_length=100)]
-
-_MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+#: the latest time any input may name
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -122,7 +114,7 @@ def _aware(value: datetime, name: str) -> datetime:
         aware = as_utc(value).astimezone(UTC)
     except (OverflowError, ValueError) as err:
         raise invalid(name, f"{value.isoformat()!r} is out of range") from err
-    if not EPOCH <= aware <= _MAX_TIME:
+    if not EPOCH <= aware <= MAX_TIME:
         raise invalid(name, "must be between 1970 and 9000")
     return aware
 
@@ -169,29 +161,6 @@ def time_range(
             code="range_too_large",
         )
     return TimeRange(start_v, end_v)
-
-
-# ---- cursors ---------------------------------------------------------------------------------------------------
-
-
-def encode_cursor(kind: str, epoch_us: int, seq: int = 0) -> str:
-    """An opaque page cursor: ``kind``, a position in epoch microseconds and a tie-breaker."""
-    return base64.urlsafe_b64encode(f"{kind}:{epoch_us}:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(kind: str, cursor: str) -> tuple[datetime, int]:
-    """Position of a cursor made by :func:`encode_cursor`; 422 naming ``cursor`` when it is not one."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        got_kind, us, seq = text.split(":")
-        if got_kind != kind:
-            raise ValueError(got_kind)
-        at = EPOCH + timedelta(microseconds=int(us))
-        if not EPOCH <= at <= _MAX_TIME or int(seq) < 0:
-            raise ValueError(us)
-        return at, int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError) as err:
-        raise invalid(parameter="cursor", message="not a cursor returned by this endpoint") from err
 
 
 def epoch_us(value: datetime) -> int:

@@ -137,13 +137,28 @@ class LatestPrice(Quote):
 
 
 class RangeMeta(_Model):
-    """The range a list answer covers and how to fetch the next page."""
+    """The range a list answer covers and how to fetch the neighbouring pages.
+
+    Without `start` a list holds the newest `limit` rows of [start, end] (ascending) and `prev_cursor` walks
+    back; with `start` it holds the oldest rows from `start` on and `next_cursor` walks forward."""
 
     ticker: str
     start: UtcDatetime
     end: UtcDatetime
     count: int
-    next_cursor: str | None = Field(description="pass as `cursor` to get the next page; null on the last page")
+    next_cursor: str | None = Field(
+        description=(
+            "pages forward (oldest-first listings, i.e. `start` given): pass as `cursor` to get the page right"
+            " after this one; null on the last page and on newest-first listings"
+        )
+    )
+    prev_cursor: str | None = Field(
+        description=(
+            "pages backward (newest-first listings, i.e. no `start`): pass as `cursor` (with the same `end`) to"
+            " get the page right before this one, still ascending; null once a page reaches `start` and on"
+            " oldest-first listings"
+        )
+    )
 
 
 class Bar(_Model):
@@ -166,7 +181,9 @@ class BarsMeta(RangeMeta):
     """Range metadata of ``/bars``."""
 
     timeframe: Timeframe
-    live_included: bool = Field(description="the last bar is the live one (final = false)")
+    live_included: bool = Field(
+        description="the last bar is the live one (final = false); in a newest-first listing it counts toward `limit`"
+    )
 
 
 class AggregatedBar(Bar):

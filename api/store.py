@@ -167,6 +167,24 @@ class Store:
             await cur.execute(query, params)
             return [TickRow(*row) for row in await cur.fetchall()]
 
+    async def newest_ticks(
+        self, ticker: str, start: datetime, end: datetime, before: tuple[datetime, int] | None, limit: int
+    ) -> list[TickRow]:
+        """The newest ``limit`` ticks in ``[start, end]`` (strictly before the ``before`` position), NEWEST FIRST.
+
+        A backward range scan of the primary key ``(ticker, time, seq)`` that stops after ``limit`` rows.
+        """
+        query = f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
+        params: list[Any] = [ticker, start, end]
+        if before is not None:
+            query += " AND (time, seq) < (%s, %s)"
+            params += before
+        query += " ORDER BY time DESC, seq DESC LIMIT %s"
+        params.append(limit)
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            return [TickRow(*row) for row in await cur.fetchall()]
+
     async def recent_ticks(self, ticker: str, limit: int) -> list[TickRow]:
         """The newest ``limit`` ticks, returned ascending."""
         async with self._cursor() as cur:
@@ -193,6 +211,24 @@ class Store:
                 f"SELECT {BAR_TEXT_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
                 f" AND time {lower_op} %s AND time <= %s ORDER BY time LIMIT %s",
                 (ticker, timeframe, lower, end, limit),
+            )
+            rows: list[BarText] = await cur.fetchall()
+            return rows
+
+    async def newest_bars(
+        self, ticker: str, timeframe: str, start: datetime, end: datetime, before: datetime | None, limit: int
+    ) -> list[BarText]:
+        """The newest ``limit`` final bars starting in ``[start, end]`` (before ``before``), NEWEST FIRST.
+
+        A backward range scan of the primary key ``(ticker, timeframe, time)`` that stops after ``limit`` rows;
+        the caller reverses the (small) list rather than PostgreSQL sorting it again.
+        """
+        upper_op, upper = ("<", before) if before is not None and before <= end else ("<=", end)
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {BAR_TEXT_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
+                f" AND time >= %s AND time {upper_op} %s ORDER BY time DESC LIMIT %s",
+                (ticker, timeframe, start, upper, limit),
             )
             rows: list[BarText] = await cur.fetchall()
             return rows

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
+from api.cache import MarketCache
 from api.convert import bar_from_row, bar_from_wire, json_response
-from api.deps import (
-    API_PREFIX,
-    CacheDep,
-    CursorQuery,
-    EndQuery,
-    SettingsDep,
-    StartQuery,
-    StoreDep,
-    SymbolPath,
-    TickerPath,
-    bounded_limit,
-    decode_cursor,
-    encode_cursor,
-    epoch_us,
-    time_range,
-)
+from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
 from api.errors import not_found
+from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page
+from api.store import BarText, Store
 from common.clock import from_ms
 from contracts import TIMEFRAMES
+from contracts.bar import Bar
 from contracts.redis_keys import WINDOW_TO_TIMEFRAME
 
 router = APIRouter(prefix=API_PREFIX, tags=["bars"])
@@ -49,19 +39,52 @@ async def get_bars(
     timeframe: Annotated[schemas.Timeframe, Query(description="bar length")] = "1m",
     start: StartQuery = None,
     end: EndQuery = None,
-    limit: Annotated[int | None, Query(ge=1, description="max bars (default 500, max 5000)")] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description=(
+                "max bars (default 500, max 5000); without `start` the newest ones, the live bar counting as one"
+            ),
+        ),
+    ] = None,
     cursor: CursorQuery = None,
 ) -> Response:
-    """OHLCV bars in [start, end], ascending (default: the last day); the live bar is appended when in range."""
+    """OHLCV bars, ascending: the newest `limit` of the last day (or before `end`), or from `start` on; the live
+    bar is included when in range."""
     n = bounded_limit(limit, settings.bars_default_limit, settings.bars_max_limit)
     span = timedelta(milliseconds=TIMEFRAMES[timeframe] * settings.bars_max_range_bars)
-    rng = time_range(start, end, timedelta(days=1), span)
-    after = decode_cursor("b", cursor)[0] if cursor else None
-    rows = await store.bars(ticker, timeframe, rng.start, rng.end, after, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
-    # the JSON of schemas.Bar, built directly from PostgreSQL's text (see api.convert)
-    bars: list[dict[str, Any]] = [
+    plan = plan_page("b", start, end, cursor, timedelta(days=1), span)
+    if plan.newest:
+        page = await _newest_page(store, cache, ticker, timeframe, plan, n)
+    else:
+        page = await _forward_page(store, cache, ticker, timeframe, plan, n)
+    meta = schemas.BarsMeta(
+        ticker=ticker,
+        timeframe=timeframe,
+        start=plan.start,
+        end=plan.end,
+        count=len(page.bars),
+        next_cursor=page.next_cursor,
+        prev_cursor=page.prev_cursor,
+        live_included=page.live_included,
+    )
+    return json_response({"success": True, "data": page.bars, "meta": meta.model_dump(mode="json")})
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """One answer of ``/bars``: the bars' JSON and the cursors around them."""
+
+    bars: list[dict[str, Any]]
+    live_included: bool
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+
+
+def _final_json(rows: list[BarText], ticker: str, timeframe: str) -> list[dict[str, Any]]:
+    """The JSON of schemas.Bar, built directly from PostgreSQL's text (see api.convert)."""
+    return [
         {
             "time": iso,
             "ticker": ticker,
@@ -77,31 +100,63 @@ async def get_bars(
         }
         for _, iso, o, h, lo, c, v, vw, trades in rows
     ]
+
+
+async def _live_in(cache: MarketCache, ticker: str, timeframe: str, plan: PagePlan) -> tuple[Bar, datetime] | None:
+    """The live bar and its start when it lies in the plan's range."""
+    live = await cache.live_bar(ticker, timeframe)
+    if live is None or live.final:
+        return None
+    live_start = from_ms(live.start)
+    return (live, live_start) if plan.start <= live_start <= plan.end else None
+
+
+async def _newest_page(store: Store, cache: MarketCache, ticker: str, timeframe: str, plan: PagePlan, n: int) -> _Page:
+    """The newest ``n`` bars (the live bar, when in range and newer than every final, is the newest and counts).
+
+    The live bar is read BEFORE the finals: if it closes in between, the database already holds it as a final
+    and the (older) live copy is dropped below; read after, a bar closing in between would be missing.
+    """
+    live = await _live_in(cache, ticker, timeframe, plan) if plan.before is None else None
+    before = plan.before[0] if plan.before is not None else None
+    rows = await store.newest_bars(ticker, timeframe, plan.start, plan.end, before, n + 1)
+    if live is not None and rows and live[1] <= rows[0][0]:
+        live = None  # a stale live copy of a bar that is already final
+    room = n - 1 if live is not None else n
+    more = len(rows) > room
+    rows = rows[:room]
+    rows.reverse()
+    bars = _final_json(rows, ticker, timeframe)
+    if live is not None:
+        bars.append(bar_from_wire(live[0]).model_dump(mode="json"))
+    oldest = rows[0][0] if rows else (live[1] if live is not None else None)
+    prev_cursor = encode_prev("b", oldest, 0, plan.start) if more and oldest is not None else None
+    return _Page(bars, live is not None, prev_cursor=prev_cursor)
+
+
+async def _forward_page(store: Store, cache: MarketCache, ticker: str, timeframe: str, plan: PagePlan, n: int) -> _Page:
+    """Bars from ``start`` (or after the cursor) on; the live bar is appended when the page reaches it."""
+    after = plan.after[0] if plan.after is not None else None
+    rows = await store.bars(ticker, timeframe, plan.start, plan.end, after, n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    bars = _final_json(rows, ticker, timeframe)
     last_time = rows[-1][0] if rows else None
     live_included = False
     if not more:
-        live = await cache.live_bar(ticker, timeframe)
-        if live is not None and not live.final:
-            live_start = from_ms(live.start)
+        live = await _live_in(cache, ticker, timeframe, plan)
+        if live is not None:
+            wire, live_start = live
             newer = last_time is None or live_start > last_time
-            if newer and rng.start <= live_start <= rng.end and (after is None or live_start > after):
+            if newer and (after is None or live_start > after):
                 if len(bars) < n:
-                    bars.append(bar_from_wire(live).model_dump(mode="json"))
+                    bars.append(bar_from_wire(wire).model_dump(mode="json"))
                     last_time = live_start
                     live_included = True
                 else:
                     more = True  # the live bar is on the next page
-    next_cursor = encode_cursor("b", epoch_us(last_time)) if more and last_time is not None else None
-    meta = schemas.BarsMeta(
-        ticker=ticker,
-        timeframe=timeframe,
-        start=rng.start,
-        end=rng.end,
-        count=len(bars),
-        next_cursor=next_cursor,
-        live_included=live_included,
-    )
-    return json_response({"success": True, "data": bars, "meta": meta.model_dump(mode="json")})
+    next_cursor = encode_next("b", last_time) if more and last_time is not None else None
+    return _Page(bars, live_included, next_cursor=next_cursor)
 
 
 @router.get("/aggregated/{symbol}", responses=ERRORS)

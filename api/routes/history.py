@@ -1,4 +1,5 @@
-"""``/history/{ticker}`` (seed 000, paged by cursor) and ``/ticks/{symbol}`` (seed 002, newest N)."""
+"""``/history/{ticker}`` (seed 000: newest first, or from ``start``; paged by cursor) and ``/ticks/{symbol}``
+(seed 002: the newest N, ascending)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,8 @@ from fastapi import APIRouter, Query, Response
 
 from api import schemas
 from api.convert import json_response, quote_json_from_row
-from api.deps import (
-    API_PREFIX,
-    CursorQuery,
-    EndQuery,
-    SettingsDep,
-    StartQuery,
-    StoreDep,
-    SymbolPath,
-    TickerPath,
-    bounded_limit,
-    decode_cursor,
-    encode_cursor,
-    epoch_us,
-    time_range,
-)
+from api.deps import API_PREFIX, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
+from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
 
@@ -42,18 +30,38 @@ async def get_history(
     settings: SettingsDep,
     start: StartQuery = None,
     end: EndQuery = None,
-    limit: Annotated[int | None, Query(ge=1, description="max ticks (default 1000, max 10000)")] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="max ticks (default 1000, max 10000); without `start` the newest ones"),
+    ] = None,
     cursor: CursorQuery = None,
 ) -> Response:
-    """Ticks of a ticker in [start, end], ascending (default: the last hour, 1,000 ticks)."""
+    """Ticks of a ticker, ascending: the newest `limit` of the last hour (or before `end`), or from `start` on."""
     n = bounded_limit(limit, settings.history_default_limit, settings.history_max_limit)
-    rng = time_range(start, end, timedelta(hours=1), timedelta(seconds=settings.history_max_range_s))
-    after = decode_cursor("h", cursor) if cursor else None
-    rows = await store.ticks(ticker, rng.start, rng.end, after, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
-    next_cursor = encode_cursor("h", epoch_us(rows[-1].time), rows[-1].seq) if more else None
-    meta = schemas.RangeMeta(ticker=ticker, start=rng.start, end=rng.end, count=len(rows), next_cursor=next_cursor)
+    max_span = timedelta(seconds=settings.history_max_range_s)
+    plan = plan_page("h", start, end, cursor, timedelta(hours=1), max_span)
+    next_cursor = prev_cursor = None
+    if plan.newest:
+        rows = await store.newest_ticks(ticker, plan.start, plan.end, plan.before, n + 1)
+        more = len(rows) > n
+        rows = rows[:n]
+        rows.reverse()
+        if more:  # rows[0] is the oldest served; ties on its time continue by seq
+            prev_cursor = encode_prev("h", rows[0].time, rows[0].seq, plan.start)
+    else:
+        rows = await store.ticks(ticker, plan.start, plan.end, plan.after, n + 1)
+        more = len(rows) > n
+        rows = rows[:n]
+        if more:
+            next_cursor = encode_next("h", rows[-1].time, rows[-1].seq)
+    meta = schemas.RangeMeta(
+        ticker=ticker,
+        start=plan.start,
+        end=plan.end,
+        count=len(rows),
+        next_cursor=next_cursor,
+        prev_cursor=prev_cursor,
+    )
     # the JSON of HistoryResponse, built directly (see api.convert)
     data = [quote_json_from_row(r) for r in rows]
     return json_response({"success": True, "data": data, "meta": meta.model_dump(mode="json")})

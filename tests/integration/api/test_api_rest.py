@@ -93,12 +93,13 @@ def test_history_range_order_and_cursor_pages(api: LiveApi, seed: Seeder) -> Non
     assert [d["seq"] for d in body["data"]] == list(range(25))
     assert body["meta"]["count"] == 25
     assert body["meta"]["next_cursor"] is None
-    # page through with limit 10
+    assert body["meta"]["prev_cursor"] is None
+    # with start: oldest first, paged forward (newest-first paging is in test_api_paging.py)
     seen: list[int] = []
     cursor = None
     pages = 0
     while True:
-        params: dict[str, Any] = {"limit": 10}
+        params: dict[str, Any] = {"limit": 10, "start": base.isoformat()}
         if cursor:
             params["cursor"] = cursor
         page = get(api, "/api/v1/history/SYNTH", params=params).json()
@@ -166,12 +167,24 @@ def test_bars_final_and_live(api: LiveApi, seed: Seeder) -> None:
     past = get(api, "/api/v1/bars/SYNTH", params={"end": end}).json()
     assert past["meta"]["live_included"] is False
     assert all(b["final"] for b in past["data"])
-    # paging: 2 per page walks finals then the live bar
-    page = get(api, "/api/v1/bars/SYNTH", params={"limit": 5}).json()
+    # paging from start: 5 per page walks the finals, then the live bar
+    first = (now - timedelta(minutes=10)).isoformat()
+    page = get(api, "/api/v1/bars/SYNTH", params={"limit": 5, "start": first}).json()
     assert page["meta"]["count"] == 5
     assert page["meta"]["next_cursor"]
-    rest = get(api, "/api/v1/bars/SYNTH", params={"limit": 5, "cursor": page["meta"]["next_cursor"]}).json()
+    assert page["meta"]["prev_cursor"] is None
+    rest = get(
+        api, "/api/v1/bars/SYNTH", params={"limit": 5, "start": first, "cursor": page["meta"]["next_cursor"]}
+    ).json()
     assert [b["final"] for b in rest["data"]] == [False]
+    # without start: the newest 5, the live bar counting as one
+    newest = get(api, "/api/v1/bars/SYNTH", params={"limit": 5}).json()
+    assert [b["final"] for b in newest["data"]] == [True] * 4 + [False]
+    assert newest["data"][0]["time"] == times[1]
+    assert newest["meta"]["next_cursor"] is None
+    older = get(api, "/api/v1/bars/SYNTH", params={"limit": 5, "cursor": newest["meta"]["prev_cursor"]}).json()
+    assert [b["time"] for b in older["data"]] == times[:1]
+    assert older["meta"]["prev_cursor"] is None
 
 
 def test_bars_errors(api: LiveApi) -> None:

@@ -189,7 +189,7 @@ def test_hand_built_history_json_equals_the_models_json() -> None:
         assert list(built) == list(_as_model_json(built))  # same key order
         assert built == _as_model_json(built)
     start, end = rows[1].time, rows[0].time
-    meta = schemas.RangeMeta(ticker="SYNTH", start=start, end=end, count=2, next_cursor=None)
+    meta = schemas.RangeMeta(ticker="SYNTH", start=start, end=end, count=2, next_cursor=None, prev_cursor=None)
     history = {"success": True, "data": data, "meta": meta.model_dump(mode="json")}
     model = schemas.PagedEnvelope[list[schemas.Quote], schemas.RangeMeta].model_validate(history)
     assert orjson.dumps(history) == orjson.dumps(model.model_dump(mode="json"))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from api.deps import bounded_limit, decode_cursor, encode_cursor, epoch_us, time_range
+from api.deps import bounded_limit, time_range
 from api.errors import ApiError, validation_message
+from api.paging import decode_cursor, encode_next, encode_prev, plan_page
 from api.settings import ApiSettings
 from common.clock import iso_ms
 
@@ -29,11 +30,44 @@ def test_time_range_defaults_and_checks() -> None:
 
 def test_cursor_round_trip_and_rejection() -> None:
     at = datetime(2025, 10, 2, 14, 0, 0, 123456, tzinfo=UTC)
-    cur = encode_cursor("h", epoch_us(at), 42)
-    assert decode_cursor("h", cur) == (at, 42)
-    for bad in ("", "!!!", encode_cursor("b", 1), "aDox"):
+    floor = at - timedelta(hours=1)
+    nxt = decode_cursor("h", encode_next("h", at, 42))
+    assert (nxt.older, nxt.at, nxt.seq, nxt.floor) == (False, at, 42, None)
+    prev = decode_cursor("h", encode_prev("h", at, 7, floor))
+    assert (prev.older, prev.at, prev.seq, prev.floor) == (True, at, 7, floor)
+    legacy = "aDoxNzU5NDEzNjAwMTIzNDU2OjQy"  # base64 of the earlier format "h:1759413600123456:42"
+    assert decode_cursor("h", legacy).at == at
+    for bad in (
+        "",
+        "!!!",
+        "aDox",
+        encode_next("b", at),  # another endpoint
+        encode_prev("b", at, 0, floor),
+        encode_prev("h", floor, 0, at),  # window start after the position
+        "aDotMTox",  # "h:-1:1": before 1970
+    ):
         with pytest.raises(ApiError, match="cursor"):
             decode_cursor("h", bad)
+
+
+def test_plan_page_direction() -> None:
+    day, span = timedelta(days=1), timedelta(days=30)
+    end = datetime(2025, 10, 2, 14, tzinfo=UTC)
+    newest = plan_page("b", None, end, None, day, span)
+    assert (newest.newest, newest.start, newest.end) == (True, end - day, end)
+    fwd = plan_page("b", end - timedelta(hours=2), end, None, day, span)
+    assert (fwd.newest, fwd.start) == (False, end - timedelta(hours=2))
+    at = end - timedelta(minutes=5)
+    floor = end - day - timedelta(minutes=1)  # the first page's window, fixed in the cursor
+    back = plan_page("b", None, None, encode_prev("b", at, 0, floor), day, span)
+    assert (back.newest, back.start, back.before) == (True, floor, (at, 0))
+    on = plan_page("b", end - timedelta(hours=2), end, encode_next("b", at), day, span)
+    assert (on.newest, on.after) == (False, (at, 0))
+    with pytest.raises(ApiError, match="cursor") as err:
+        plan_page("b", end - timedelta(hours=2), end, encode_prev("b", at, 0, floor), day, span)
+    assert err.value.status == 422
+    with pytest.raises(ApiError, match="cursor"):
+        plan_page("b", None, floor - timedelta(seconds=1), encode_prev("b", at, 0, floor), day, span)
 
 
 def test_limits() -> None:

@@ -1,0 +1,142 @@
+"""Which rows a page of ``/history`` or ``/bars`` holds, and the opaque cursors that continue it.
+
+Two ways to walk a time range, both answering in ascending time order:
+
+* **newest first** (no ``start``): the newest ``limit`` rows of ``[end - default span, end]``, the way vendor
+  APIs answer "the latest N bars". ``meta.prev_cursor`` continues with the page immediately older, down to the
+  window start of the first page. That window start travels inside the cursor, so paging back does not drift
+  with the clock (``end`` defaults to now on every request).
+* **oldest first** (``start`` given, or a ``next`` cursor): rows from ``start`` on; ``meta.next_cursor``
+  continues after the last row. This is the behaviour clients relying on ``start`` always had.
+
+A cursor is base64 of ``kind:epoch_us:seq`` (next) or ``kind<:epoch_us:seq:floor_us`` (previous): ``kind``
+names the endpoint (``h`` ticks, ``b`` bars), the position is the last (next) or first (previous) row served,
+with ``seq`` breaking ties between ticks of one timestamp (bars are unique per start and carry 0). Cursors of
+the earlier format (next only) stay valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Query
+
+from api.deps import MAX_TIME, epoch_us, time_range
+from api.errors import invalid
+from common.clock import EPOCH
+
+StartQuery = Annotated[
+    datetime | None,
+    Query(
+        description=(
+            "ISO-8601 start (UTC when no offset is given). Given: rows oldest first from `start`, continued by"
+            " `meta.next_cursor`. Omitted: the newest `limit` rows of the default window before `end`"
+            " (still in ascending order), continued backwards by `meta.prev_cursor`"
+        ),
+        examples=["2025-10-02T14:00:00Z"],
+    ),
+]
+EndQuery = Annotated[datetime | None, Query(description="ISO-8601 end, inclusive (default: now)")]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description=(
+            "`meta.next_cursor` (the next newer page) or `meta.prev_cursor` (the next older page) of the previous"
+            " answer of this endpoint, with the same ticker (and timeframe) and `end`; a `prev_cursor` cannot"
+            " be combined with `start`"
+        ),
+        max_length=120,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A decoded cursor: where the previous page stopped and in which direction to go on."""
+
+    older: bool
+    at: datetime
+    seq: int
+    floor: datetime | None = None  # older cursors: the window start of the first page
+
+
+def encode_next(kind: str, at: datetime, seq: int = 0) -> str:
+    """Cursor of the page after the row at ``(at, seq)``."""
+    return _b64(f"{kind}:{epoch_us(at)}:{seq}")
+
+
+def encode_prev(kind: str, at: datetime, seq: int, floor: datetime) -> str:
+    """Cursor of the page before the row at ``(at, seq)``, down to ``floor``."""
+    return _b64(f"{kind}<:{epoch_us(at)}:{seq}:{epoch_us(floor)}")
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _time(us: str) -> datetime:
+    at = EPOCH + timedelta(microseconds=int(us))
+    if not EPOCH <= at <= MAX_TIME:
+        raise ValueError(us)
+    return at
+
+
+def decode_cursor(kind: str, cursor: str) -> Cursor:
+    """The cursor made by :func:`encode_next`/:func:`encode_prev` for ``kind``; 422 naming ``cursor`` otherwise
+    (garbage, or a cursor of another endpoint)."""
+    try:
+        fields = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":")
+        if fields[0] == kind and len(fields) == 3:
+            older, floor = False, None
+        elif fields[0] == kind + "<" and len(fields) == 4:
+            older, floor = True, _time(fields[3])
+        else:
+            raise ValueError(fields[0])
+        at, seq = _time(fields[1]), int(fields[2])
+        if seq < 0 or (floor is not None and floor > at):
+            raise ValueError(cursor)
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError) as err:
+        raise invalid(parameter="cursor", message="not a cursor returned by this endpoint") from err
+    return Cursor(older, at, seq, floor)
+
+
+@dataclass(frozen=True, slots=True)
+class PagePlan:
+    """The rows one request asks for: ``[start, end]``, newest first (before ``before``) or oldest first
+    (after ``after``)."""
+
+    newest: bool
+    start: datetime
+    end: datetime
+    after: tuple[datetime, int] | None = None
+    before: tuple[datetime, int] | None = None
+
+
+def plan_page(
+    kind: str,
+    start: datetime | None,
+    end: datetime | None,
+    cursor: str | None,
+    default_span: timedelta,
+    max_span: timedelta,
+) -> PagePlan:
+    """Validate ``start``/``end``/``cursor`` (422 naming the parameter) and choose the direction."""
+    decoded = decode_cursor(kind, cursor) if cursor else None
+    if decoded is not None and decoded.older and start is not None:
+        raise invalid(
+            parameter="cursor",
+            message="a prev_cursor continues a newest-first listing (no start); drop start or use next_cursor",
+        )
+    rng = time_range(start, end, default_span, max_span)
+    if decoded is None:
+        return PagePlan(newest=start is None, start=rng.start, end=rng.end)
+    if not decoded.older:
+        return PagePlan(newest=False, start=rng.start, end=rng.end, after=(decoded.at, decoded.seq))
+    assert decoded.floor is not None  # decode_cursor sets it on every older cursor
+    if decoded.floor > rng.end:
+        raise invalid(parameter="cursor", message="this cursor's window starts after end; keep the first page's end")
+    return PagePlan(newest=True, start=decoded.floor, end=rng.end, before=(decoded.at, decoded.seq))
