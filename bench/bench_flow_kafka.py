@@ -45,6 +45,7 @@ from procstat import host_busy_seconds  # noqa: E402
 
 from flows import sinks  # noqa: E402
 from flows.bars import build_flow, tune_gc  # noqa: E402
+from flows.logclock import LogTimes  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
 from flows.sources import MAX_PARTITION_FETCH_BYTES, RawKafkaSource  # noqa: E402
 from stack.services import create_topics  # noqa: E402
@@ -106,8 +107,14 @@ class _SumSink(DynamicSink[int]):
 
 
 def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None = None) -> Any:
+    log_times = LogTimes(settings.idle_close_ms, settings.max_future_ms) if settings.mode == "live" else None
     return RawKafkaSource(
-        settings.kafka_bootstrap_servers, topic, tail=False, batch_size=settings.batch_size, extra_config=extra
+        settings.kafka_bootstrap_servers,
+        topic,
+        tail=False,
+        batch_size=settings.batch_size,
+        extra_config=extra,
+        log_times=log_times,
     )
 
 
@@ -126,14 +133,20 @@ def _kcat(bootstrap: str, topic: str, extra: dict[str, object] | None) -> tuple[
 
 
 def run_once(
-    stack: LocalStack, topic: str, mode: str, extra: dict[str, object] | None = None, batch_size: int | None = None
+    stack: LocalStack,
+    topic: str,
+    mode: str,
+    extra: dict[str, object] | None = None,
+    batch_size: int | None = None,
+    flow_mode: str = "backfill",
 ) -> tuple[float, float, dict[str, int]]:
     """One pass over the whole topic (``extra``: more consumer settings, ``batch_size``: messages per consume
-    instead of ``FLOW_BATCH_SIZE``); returns (seconds, cpu seconds, counts)."""
+    instead of ``FLOW_BATCH_SIZE``, ``flow_mode``: ``FLOW_MODE``, live reading log times); returns (seconds,
+    cpu seconds, counts)."""
     if mode == "kcat (C)":
         return (*_kcat(stack.bootstrap, topic, extra), {})
     overrides: dict[str, object] = {} if batch_size is None else {"batch_size": batch_size}
-    settings = stack.flow_settings(mode="backfill", **overrides)
+    settings = stack.flow_settings(mode=flow_mode, **overrides)
     tune_gc(settings)
     counts: dict[str, int] = {}
     if mode == "source only":
@@ -195,7 +208,13 @@ def main() -> None:
         default="",
         help="comma-separated messages per consume() to run every row with, alternated (default: FLOW_BATCH_SIZE)",
     )
+    parser.add_argument(
+        "--flow-modes",
+        default="backfill",
+        help="comma-separated FLOW_MODE values to run every row with, alternated (live: the source reads log times)",
+    )
     args = parser.parse_args()
+    flow_modes = [m.strip() for m in args.flow_modes.split(",") if m.strip()]
     sizes: list[int | None] = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     extra: dict[str, object] = dict(item.split("=", 1) for item in args.consumer)
     variants: list[tuple[str, dict[str, object] | None]] = [("", None)] + ([(" *", extra)] if extra else [])
@@ -215,17 +234,20 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         if extra:
             print(f"rows marked * read with the consumer settings {extra}")
-        print(f"{'run':<18} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9}  counts")
+        print(f"{'run':<27} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9}  counts")
         for mode in modes:
-            for (mark, config), size in itertools.product(variants, sizes):
+            for (mark, config), size, flow_mode in itertools.product(variants, sizes, flow_modes):
+                if mode == "kcat (C)" and flow_mode != flow_modes[0]:
+                    continue
                 busy = host_busy_seconds()
-                elapsed, cpu, counts = run_once(stack, topic, mode, config, size)
+                elapsed, cpu, counts = run_once(stack, topic, mode, config, size, flow_mode)
                 busy = (host_busy_seconds() - busy) / elapsed
                 if mode == "flow + sinks":
                     counts["rows in market_bars"] = _stored_bars(stack.database_url)
                 label = mode + mark + (f" /{size // 1000}k" if size else "")
+                label += f" {flow_mode}" if len(flow_modes) > 1 and mode != "kcat (C)" else ""
                 print(
-                    f"{label:<18} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f} "
+                    f"{label:<27} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f} "
                     f"{busy:>9.2f}  {counts}",
                     flush=True,
                 )
