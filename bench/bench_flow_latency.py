@@ -5,8 +5,8 @@ separate process (``python -m bytewax.run flows.bars``, live mode, timeframe ``1
 closes every minute, grace 2 s, live bars on). This process then produces ticks stamped with the wall clock:
 
 * *active* tickers trade all the time (``--rate`` ticks/s each): their windows close on the next tick;
-* *quiet* tickers trade only in the first 20 s of every minute and then go silent: nothing but the flow's
-  timer closes their windows.
+* *quiet* tickers trade only in the first 20 s of every minute and then go silent: their windows close on the
+  partition's log time, carried by the active tickers' records (``flows.logclock``).
 
 It watches the three places a final bar must reach and records, per ``(ticker, window)``, the delay after the
 window's end: Redis ``bar:{ticker}:1m:final`` (polled every 10 ms), PostgreSQL ``market_bars.updated_at``

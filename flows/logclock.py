@@ -35,9 +35,11 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from flows.decode import RawBatch
 
-#: how long after its timestamp a record is assumed readable: the clock of an idle, caught-up partition
-#: advances to ``now`` minus this (simulator linger 50 ms, broker and fetch a few ms; a wide margin)
-DEFAULT_IDLE_CLOSE_MS = 1_000
+#: how far an idle, caught-up partition's clock stays behind the wall time elapsed since its last records were
+#: read. A record is misjudged on replay only if it is delivered this much *later* (relative to its timestamp)
+#: than the records read before it, after an idle spell; a larger margin delays the close of an idle
+#: partition's windows by as much (docs/flows.md: 1 s added ~1 s; producer linger here is 5-50 ms)
+DEFAULT_IDLE_CLOSE_MS = 150
 #: a partition's log time is sent to the shards without ticks of it at most this often (ms of log time)
 MARKER_INTERVAL_MS = 25
 
