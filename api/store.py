@@ -148,38 +148,25 @@ class Store:
             return TickRow(*row) if row else None
 
     async def ticks(
-        self, ticker: str, start: datetime, end: datetime, after: tuple[datetime, int] | None, limit: int
+        self,
+        ticker: str,
+        start: datetime,
+        end: datetime,
+        position: tuple[datetime, int] | None,
+        limit: int,
+        *,
+        newest: bool = False,
     ) -> list[TickRow]:
-        """Ticks in ``[start, end]`` (strictly after the ``after`` position), ascending, at most ``limit``."""
-        if after is None:
-            query = (
-                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
-                " ORDER BY time, seq LIMIT %s"
-            )
-            params: tuple[Any, ...] = (ticker, start, end, limit)
-        else:
-            query = (
-                f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
-                " AND (time, seq) > (%s, %s) ORDER BY time, seq LIMIT %s"
-            )
-            params = (ticker, start, end, after[0], after[1], limit)
-        async with self._cursor() as cur:
-            await cur.execute(query, params)
-            return [TickRow(*row) for row in await cur.fetchall()]
-
-    async def newest_ticks(
-        self, ticker: str, start: datetime, end: datetime, before: tuple[datetime, int] | None, limit: int
-    ) -> list[TickRow]:
-        """The newest ``limit`` ticks in ``[start, end]`` (strictly before the ``before`` position), NEWEST FIRST.
-
-        A backward range scan of the primary key ``(ticker, time, seq)`` that stops after ``limit`` rows.
-        """
+        """Ticks in ``[start, end]``, at most ``limit``: ascending and strictly after the ``position`` (time, seq),
+        or with ``newest`` the newest ones strictly before it, NEWEST FIRST (a backward range scan of the primary
+        key ``(ticker, time, seq)`` that stops after ``limit`` rows)."""
+        op, order = ("<", "DESC") if newest else (">", "ASC")
         query = f"SELECT {TICK_COLUMNS} FROM market_ticks WHERE ticker = %s AND time >= %s AND time <= %s"  # noqa: S608 - constant column lists; values are bound parameters
         params: list[Any] = [ticker, start, end]
-        if before is not None:
-            query += " AND (time, seq) < (%s, %s)"
-            params += before
-        query += " ORDER BY time DESC, seq DESC LIMIT %s"
+        if position is not None:
+            query += f" AND (time, seq) {op} (%s, %s)"
+            params += position
+        query += f" ORDER BY time {order}, seq {order} LIMIT %s"
         params.append(limit)
         async with self._cursor() as cur:
             await cur.execute(query, params)
@@ -197,38 +184,34 @@ class Store:
         return rows
 
     async def bars(
-        self, ticker: str, timeframe: str, start: datetime, end: datetime, after: datetime | None, limit: int
+        self,
+        ticker: str,
+        timeframe: str,
+        start: datetime,
+        end: datetime,
+        position: datetime | None,
+        limit: int,
+        *,
+        newest: bool = False,
     ) -> list[BarText]:
-        """Final bars starting in ``[start, end]`` (after ``after``), ascending, at most ``limit``.
+        """Final bars starting in ``[start, end]``, at most ``limit``: ascending after ``position``, or with
+        ``newest`` the newest ones before it, NEWEST FIRST (a backward range scan of the primary key
+        ``(ticker, timeframe, time)`` that stops after ``limit`` rows; the caller reverses the small list).
 
         PostgreSQL formats the numbers and the ISO time (``numeric::text`` is exactly what
         ``format(Decimal, "f")`` prints): no Decimal/datetime parsing per value, which was a third of a
         500-bar request.
         """
-        lower_op, lower = (">", after) if after is not None and after >= start else (">=", start)
+        lower_op, lower, upper_op, upper = ">=", start, "<=", end
+        if newest and position is not None and position <= end:
+            upper_op, upper = "<", position
+        elif not newest and position is not None and position >= start:
+            lower_op, lower = ">", position
         async with self._cursor() as cur:
             await cur.execute(
                 f"SELECT {BAR_TEXT_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
-                f" AND time {lower_op} %s AND time <= %s ORDER BY time LIMIT %s",
-                (ticker, timeframe, lower, end, limit),
-            )
-            rows: list[BarText] = await cur.fetchall()
-            return rows
-
-    async def newest_bars(
-        self, ticker: str, timeframe: str, start: datetime, end: datetime, before: datetime | None, limit: int
-    ) -> list[BarText]:
-        """The newest ``limit`` final bars starting in ``[start, end]`` (before ``before``), NEWEST FIRST.
-
-        A backward range scan of the primary key ``(ticker, timeframe, time)`` that stops after ``limit`` rows;
-        the caller reverses the (small) list rather than PostgreSQL sorting it again.
-        """
-        upper_op, upper = ("<", before) if before is not None and before <= end else ("<=", end)
-        async with self._cursor() as cur:
-            await cur.execute(
-                f"SELECT {BAR_TEXT_COLUMNS} FROM market_bars WHERE ticker = %s AND timeframe = %s"  # noqa: S608 - constant column lists; values are bound parameters
-                f" AND time >= %s AND time {upper_op} %s ORDER BY time DESC LIMIT %s",
-                (ticker, timeframe, start, upper, limit),
+                f" AND time {lower_op} %s AND time {upper_op} %s ORDER BY time {'DESC' if newest else 'ASC'} LIMIT %s",
+                (ticker, timeframe, lower, upper, limit),
             )
             rows: list[BarText] = await cur.fetchall()
             return rows

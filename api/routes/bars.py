@@ -119,7 +119,7 @@ async def _newest_page(store: Store, cache: MarketCache, ticker: str, timeframe:
     """
     live = await _live_in(cache, ticker, timeframe, plan) if plan.before is None else None
     before = plan.before[0] if plan.before is not None else None
-    rows = await store.newest_bars(ticker, timeframe, plan.start, plan.end, before, n + 1)
+    rows = await store.bars(ticker, timeframe, plan.start, plan.end, before, n + 1, newest=True)
     if live is not None and rows and live[1] <= rows[0][0]:
         live = None  # a stale live copy of a bar that is already final
     room = n - 1 if live is not None else n

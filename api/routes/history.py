@@ -42,7 +42,7 @@ async def get_history(
     plan = plan_page("h", start, end, cursor, timedelta(hours=1), max_span)
     next_cursor = prev_cursor = None
     if plan.newest:
-        rows = await store.newest_ticks(ticker, plan.start, plan.end, plan.before, n + 1)
+        rows = await store.ticks(ticker, plan.start, plan.end, plan.before, n + 1, newest=True)
         more = len(rows) > n
         rows = rows[:n]
         rows.reverse()
