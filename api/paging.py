@@ -9,16 +9,19 @@ Two ways to walk a time range, both answering in ascending time order:
 * **oldest first** (``start`` given, or a ``next`` cursor): rows from ``start`` on; ``meta.next_cursor``
   continues after the last row. This is the behaviour clients relying on ``start`` always had.
 
-A cursor is base64 of ``kind:epoch_us:seq`` (next) or ``kind<:epoch_us:seq:floor_us`` (previous): ``kind``
-names the endpoint (``h`` ticks, ``b`` bars), the position is the last (next) or first (previous) row served,
-with ``seq`` breaking ties between ticks of one timestamp (bars are unique per start and carry 0). Cursors of
-the earlier format (next only) stay valid.
+A cursor is base64 of ``kind:epoch_us:seq:scope`` (next) or ``kind<:epoch_us:seq:floor_us:scope`` (previous):
+``kind`` names the endpoint (``h`` ticks, ``b`` bars), the position is the last (next) or first (previous) row
+served, with ``seq`` breaking ties between ticks of one timestamp (bars are unique per start and carry 0), and
+``scope`` is a short hash of the listing it belongs to (ticker, and timeframe for bars): a cursor handed to
+another ticker or timeframe is a 422 naming ``cursor`` instead of a page that starts at an unrelated position.
+Cursors of the earlier formats (without ``scope``) stay valid.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -64,14 +67,19 @@ class Cursor:
     floor: datetime | None = None  # older cursors: the window start of the first page
 
 
-def encode_next(kind: str, at: datetime, seq: int = 0) -> str:
-    """Cursor of the page after the row at ``(at, seq)``."""
-    return _b64(f"{kind}:{epoch_us(at)}:{seq}")
+def scope_of(*names: str) -> str:
+    """The cursor scope of a listing: 8 hex digits of a hash of its ticker (and timeframe)."""
+    return hashlib.blake2b("/".join(names).encode(), digest_size=4).hexdigest()
 
 
-def encode_prev(kind: str, at: datetime, seq: int, floor: datetime) -> str:
-    """Cursor of the page before the row at ``(at, seq)``, down to ``floor``."""
-    return _b64(f"{kind}<:{epoch_us(at)}:{seq}:{epoch_us(floor)}")
+def encode_next(kind: str, scope: str, at: datetime, seq: int = 0) -> str:
+    """Cursor of the page after the row at ``(at, seq)`` of the listing ``scope``."""
+    return _b64(f"{kind}:{epoch_us(at)}:{seq}:{scope}")
+
+
+def encode_prev(kind: str, scope: str, at: datetime, seq: int, floor: datetime) -> str:
+    """Cursor of the page before the row at ``(at, seq)`` of the listing ``scope``, down to ``floor``."""
+    return _b64(f"{kind}<:{epoch_us(at)}:{seq}:{epoch_us(floor)}:{scope}")
 
 
 def _b64(text: str) -> str:
@@ -85,22 +93,24 @@ def _time(us: str) -> datetime:
     return at
 
 
-def decode_cursor(kind: str, cursor: str) -> Cursor:
-    """The cursor made by :func:`encode_next`/:func:`encode_prev` for ``kind``; 422 naming ``cursor`` otherwise
-    (garbage, or a cursor of another endpoint)."""
+def decode_cursor(kind: str, scope: str, cursor: str) -> Cursor:
+    """The cursor made by :func:`encode_next`/:func:`encode_prev` for ``kind`` and ``scope``; 422 naming
+    ``cursor`` otherwise (garbage, a cursor of another endpoint, or of another ticker or timeframe)."""
     try:
         fields = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":")
-        if fields[0] == kind and len(fields) == 3:
-            older, floor = False, None
-        elif fields[0] == kind + "<" and len(fields) == 4:
-            older, floor = True, _time(fields[3])
-        else:
+        older = fields[0] == kind + "<"
+        if fields[0] not in (kind, kind + "<") or not 3 + older <= len(fields) <= 4 + older:
             raise ValueError(fields[0])
         at, seq = _time(fields[1]), int(fields[2])
+        floor = _time(fields[3]) if older else None
         if seq < 0 or (floor is not None and floor > at):
             raise ValueError(cursor)
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError) as err:
         raise invalid(parameter="cursor", message="not a cursor returned by this endpoint") from err
+    if len(fields) == 4 + older and fields[-1] != scope:  # the earlier formats carry no scope
+        raise invalid(
+            parameter="cursor", message="this cursor continues another listing: keep the ticker and timeframe"
+        )
     return Cursor(older, at, seq, floor)
 
 
@@ -112,12 +122,14 @@ class PagePlan:
     newest: bool
     start: datetime
     end: datetime
+    scope: str  # of the listing, for the cursors of the answer
     after: tuple[datetime, int] | None = None
     before: tuple[datetime, int] | None = None
 
 
 def plan_page(
     kind: str,
+    scope: str,
     start: datetime | None,
     end: datetime | None,
     cursor: str | None,
@@ -125,7 +137,7 @@ def plan_page(
     max_span: timedelta,
 ) -> PagePlan:
     """Validate ``start``/``end``/``cursor`` (422 naming the parameter) and choose the direction."""
-    decoded = decode_cursor(kind, cursor) if cursor else None
+    decoded = decode_cursor(kind, scope, cursor) if cursor else None
     if decoded is not None and decoded.older and start is not None:
         raise invalid(
             parameter="cursor",
@@ -133,10 +145,10 @@ def plan_page(
         )
     rng = time_range(start, end, default_span, max_span)
     if decoded is None:
-        return PagePlan(newest=start is None, start=rng.start, end=rng.end)
+        return PagePlan(newest=start is None, start=rng.start, end=rng.end, scope=scope)
     if not decoded.older:
-        return PagePlan(newest=False, start=rng.start, end=rng.end, after=(decoded.at, decoded.seq))
+        return PagePlan(False, rng.start, rng.end, scope, after=(decoded.at, decoded.seq))
     assert decoded.floor is not None  # decode_cursor sets it on every older cursor
     if decoded.floor > rng.end:
         raise invalid(parameter="cursor", message="this cursor's window starts after end; keep the first page's end")
-    return PagePlan(newest=True, start=decoded.floor, end=rng.end, before=(decoded.at, decoded.seq))
+    return PagePlan(True, decoded.floor, rng.end, scope, before=(decoded.at, decoded.seq))

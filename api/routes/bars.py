@@ -13,7 +13,7 @@ from api.cache import MarketCache
 from api.convert import bar_from_row, bar_from_wire, json_response
 from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
 from api.errors import not_found
-from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page
+from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page, scope_of
 from api.store import BarText, Store
 from common.clock import from_ms
 from contracts import TIMEFRAMES
@@ -54,7 +54,7 @@ async def get_bars(
     bar is included when in range."""
     n = bounded_limit(limit, settings.bars_default_limit, settings.bars_max_limit)
     span = timedelta(milliseconds=TIMEFRAMES[timeframe] * settings.bars_max_range_bars)
-    plan = plan_page("b", start, end, cursor, timedelta(days=1), span)
+    plan = plan_page("b", scope_of(ticker, timeframe), start, end, cursor, timedelta(days=1), span)
     if plan.newest:
         page = await _newest_page(store, cache, ticker, timeframe, plan, n)
     else:
@@ -130,7 +130,7 @@ async def _newest_page(store: Store, cache: MarketCache, ticker: str, timeframe:
     if live is not None:
         bars.append(bar_from_wire(live[0]).model_dump(mode="json"))
     oldest = rows[0][0] if rows else (live[1] if live is not None else None)
-    prev_cursor = encode_prev("b", oldest, 0, plan.start) if more and oldest is not None else None
+    prev_cursor = encode_prev("b", plan.scope, oldest, 0, plan.start) if more and oldest is not None else None
     return _Page(bars, live is not None, prev_cursor=prev_cursor)
 
 
@@ -155,7 +155,7 @@ async def _forward_page(store: Store, cache: MarketCache, ticker: str, timeframe
                     live_included = True
                 else:
                     more = True  # the live bar is on the next page
-    next_cursor = encode_next("b", last_time) if more and last_time is not None else None
+    next_cursor = encode_next("b", plan.scope, last_time) if more and last_time is not None else None
     return _Page(bars, live_included, next_cursor=next_cursor)
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from api import schemas
 from api.convert import json_response, quote_json_from_row
 from api.deps import API_PREFIX, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
-from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page
+from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page, scope_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
 
@@ -39,7 +39,7 @@ async def get_history(
     """Ticks of a ticker, ascending: the newest `limit` of the last hour (or before `end`), or from `start` on."""
     n = bounded_limit(limit, settings.history_default_limit, settings.history_max_limit)
     max_span = timedelta(seconds=settings.history_max_range_s)
-    plan = plan_page("h", start, end, cursor, timedelta(hours=1), max_span)
+    plan = plan_page("h", scope_of(ticker), start, end, cursor, timedelta(hours=1), max_span)
     next_cursor = prev_cursor = None
     if plan.newest:
         rows = await store.ticks(ticker, plan.start, plan.end, plan.before, n + 1, newest=True)
@@ -47,13 +47,13 @@ async def get_history(
         rows = rows[:n]
         rows.reverse()
         if more:  # rows[0] is the oldest served; ties on its time continue by seq
-            prev_cursor = encode_prev("h", rows[0].time, rows[0].seq, plan.start)
+            prev_cursor = encode_prev("h", plan.scope, rows[0].time, rows[0].seq, plan.start)
     else:
         rows = await store.ticks(ticker, plan.start, plan.end, plan.after, n + 1)
         more = len(rows) > n
         rows = rows[:n]
         if more:
-            next_cursor = encode_next("h", rows[-1].time, rows[-1].seq)
+            next_cursor = encode_next("h", plan.scope, rows[-1].time, rows[-1].seq)
     meta = schemas.RangeMeta(
         ticker=ticker,
         start=plan.start,

@@ -193,8 +193,13 @@ def test_garbage_and_misused_cursors_are_422_naming_cursor(
         ("/api/v1/bars/SYNTH", {"cursor": bars_prev, "start": start}),  # a backward cursor with start
         ("/api/v1/history/SYNTH", {"cursor": ticks_prev, "start": start}),
         ("/api/v1/history/SYNTH", {"cursor": ticks_prev, "end": "2000-01-01T00:00:00Z"}),  # end before its window
+        ("/api/v1/history/TECH", {"cursor": ticks_prev}),  # another ticker's cursor
+        ("/api/v1/bars/TECH", {"cursor": bars_prev}),
+        ("/api/v1/bars/SYNTH", {"cursor": bars_prev, "timeframe": "5m"}),  # another timeframe's
     ]
     for path, params in cases:
         status, message = error_of(api, path, **params)
         assert status == 422, (path, params)
         assert "cursor" in message, (path, params, message)
+    assert "another listing" in error_of(api, "/api/v1/bars/SYNTH", cursor=bars_prev, timeframe="1h")[1]
+    assert get(api, "/api/v1/bars/SYNTH", cursor=bars_prev, timeframe="1m")["meta"]["count"] > 0  # its own listing

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from api.deps import bounded_limit, time_range
+from api.deps import bounded_limit, epoch_us, time_range
 from api.errors import ApiError, validation_message
-from api.paging import decode_cursor, encode_next, encode_prev, plan_page
+from api.paging import decode_cursor, encode_next, encode_prev, plan_page, scope_of
 from api.settings import ApiSettings
 from common.clock import iso_ms
 
@@ -31,43 +32,64 @@ def test_time_range_defaults_and_checks() -> None:
 def test_cursor_round_trip_and_rejection() -> None:
     at = datetime(2025, 10, 2, 14, 0, 0, 123456, tzinfo=UTC)
     floor = at - timedelta(hours=1)
-    nxt = decode_cursor("h", encode_next("h", at, 42))
+    scope = scope_of("SYNTH")
+    nxt = decode_cursor("h", scope, encode_next("h", scope, at, 42))
     assert (nxt.older, nxt.at, nxt.seq, nxt.floor) == (False, at, 42, None)
-    prev = decode_cursor("h", encode_prev("h", at, 7, floor))
+    prev = decode_cursor("h", scope, encode_prev("h", scope, at, 7, floor))
     assert (prev.older, prev.at, prev.seq, prev.floor) == (True, at, 7, floor)
-    legacy = "aDoxNzU5NDEzNjAwMTIzNDU2OjQy"  # base64 of the earlier format "h:1759413600123456:42"
-    assert decode_cursor("h", legacy).at == at
+    legacy = "aDoxNzU5NDEzNjAwMTIzNDU2OjQy"  # base64 of the earliest format "h:1759413600123456:42"
+    assert decode_cursor("h", scope, legacy).at == at
+    legacy_prev = base64.urlsafe_b64encode(f"h<:{epoch_us(at)}:7:{epoch_us(floor)}".encode()).decode()
+    assert decode_cursor("h", scope, legacy_prev) == prev  # the session-8 format, before scopes
     for bad in (
         "",
         "!!!",
         "aDox",
-        encode_next("b", at),  # another endpoint
-        encode_prev("b", at, 0, floor),
-        encode_prev("h", floor, 0, at),  # window start after the position
+        encode_next("b", scope, at),  # another endpoint
+        encode_prev("b", scope, at, 0, floor),
+        encode_prev("h", scope, floor, 0, at),  # window start after the position
         "aDotMTox",  # "h:-1:1": before 1970
+        base64.urlsafe_b64encode(f"h:{epoch_us(at)}:1:{scope}:{scope}".encode()).decode(),  # a field too many
     ):
-        with pytest.raises(ApiError, match="cursor"):
-            decode_cursor("h", bad)
+        with pytest.raises(ApiError, match="cursor") as err:
+            decode_cursor("h", scope, bad)
+        assert "another listing" not in err.value.message
+
+
+def test_cursor_of_another_ticker_or_timeframe_is_refused() -> None:
+    at = datetime(2025, 10, 2, 14, tzinfo=UTC)
+    assert len({scope_of("SYNTH"), scope_of("OTHER"), scope_of("SYNTH", "1m"), scope_of("SYNTH", "5m")}) == 4
+    assert scope_of("SYNTH", "1m") == scope_of("SYNTH", "1m")
+    for cursor in (
+        encode_next("b", scope_of("SYNTH", "1m"), at),
+        encode_prev("b", scope_of("SYNTH", "1m"), at, 0, at - timedelta(days=1)),
+        encode_next("b", scope_of("OTHER", "5m"), at),
+    ):
+        with pytest.raises(ApiError, match="another listing") as err:
+            decode_cursor("b", scope_of("SYNTH", "5m"), cursor)
+        assert (err.value.status, err.value.code) == (422, "invalid_parameter")
+        assert "cursor" in err.value.message
 
 
 def test_plan_page_direction() -> None:
     day, span = timedelta(days=1), timedelta(days=30)
     end = datetime(2025, 10, 2, 14, tzinfo=UTC)
-    newest = plan_page("b", None, end, None, day, span)
-    assert (newest.newest, newest.start, newest.end) == (True, end - day, end)
-    fwd = plan_page("b", end - timedelta(hours=2), end, None, day, span)
+    sc = scope_of("SYNTH", "1m")
+    newest = plan_page("b", sc, None, end, None, day, span)
+    assert (newest.newest, newest.start, newest.end, newest.scope) == (True, end - day, end, sc)
+    fwd = plan_page("b", sc, end - timedelta(hours=2), end, None, day, span)
     assert (fwd.newest, fwd.start) == (False, end - timedelta(hours=2))
     at = end - timedelta(minutes=5)
     floor = end - day - timedelta(minutes=1)  # the first page's window, fixed in the cursor
-    back = plan_page("b", None, None, encode_prev("b", at, 0, floor), day, span)
-    assert (back.newest, back.start, back.before) == (True, floor, (at, 0))
-    on = plan_page("b", end - timedelta(hours=2), end, encode_next("b", at), day, span)
-    assert (on.newest, on.after) == (False, (at, 0))
+    back = plan_page("b", sc, None, None, encode_prev("b", sc, at, 0, floor), day, span)
+    assert (back.newest, back.start, back.before, back.scope) == (True, floor, (at, 0), sc)
+    on = plan_page("b", sc, end - timedelta(hours=2), end, encode_next("b", sc, at), day, span)
+    assert (on.newest, on.after, on.scope) == (False, (at, 0), sc)
     with pytest.raises(ApiError, match="cursor") as err:
-        plan_page("b", end - timedelta(hours=2), end, encode_prev("b", at, 0, floor), day, span)
+        plan_page("b", sc, end - timedelta(hours=2), end, encode_prev("b", sc, at, 0, floor), day, span)
     assert err.value.status == 422
     with pytest.raises(ApiError, match="cursor"):
-        plan_page("b", None, floor - timedelta(seconds=1), encode_prev("b", at, 0, floor), day, span)
+        plan_page("b", sc, None, floor - timedelta(seconds=1), encode_prev("b", sc, at, 0, floor), day, span)
 
 
 def test_limits() -> None:
