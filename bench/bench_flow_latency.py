@@ -13,6 +13,11 @@ window's end: Redis ``bar:{ticker}:1m:final`` (polled every 10 ms), PostgreSQL `
 (set by the upsert's ``now()``), and ``market-bars`` (consumer receive time, fetch wait 10 ms). Windows that
 ended before the flow was up are skipped. Target: every final within grace + 250 ms = 2,250 ms (p99).
 Three minutes give two or three complete windows per ticker; ``--minutes`` runs longer.
+
+``--pattern`` shapes the arrivals: ``burst`` (default) writes every ticker's tick at once every ``1/rate`` s, so
+a partition is idle in between and its windows mostly close on the idle clock (``FLOW_IDLE_CLOSE_MS``);
+``steady`` spreads the tickers over that period in 10 ms steps, as trades of many tickers arrive (and as the
+simulator writes), so the partition's records carry its log time every few ms.
 """
 
 from __future__ import annotations
@@ -71,27 +76,33 @@ def start_flow(stack: LocalStack, topics: dict[str, str], log: Path) -> subproce
         )
 
 
-def produce(bootstrap: str, topic: str, active: list[str], quiet: list[str], rate: float, stop: threading.Event) -> int:
-    """Ticks stamped with the wall clock until ``stop``; quiet tickers only in seconds 0-20 of each minute."""
+def produce(
+    bootstrap: str, topic: str, active: list[str], quiet: list[str], rate: float, steady: bool, stop: threading.Event
+) -> int:
+    """Ticks stamped with the wall clock until ``stop``; quiet tickers only in seconds 0-20 of each minute.
+    Ticker ``i`` of ``n`` trades when ``rate * t + phase`` passes a whole number, ``phase = i / n`` if ``steady``
+    (spread over the period), else 0 (all at once)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     rng = np.random.default_rng(7)
-    cents = dict.fromkeys(active + quiet, 10000)
-    step_s = 0.05
+    names = active + quiet
+    cents = dict.fromkeys(names, 10000)
+    step_s = 0.01 if steady else 0.05
+    phase = np.arange(len(names)) / len(names) if steady else np.zeros(len(names))
     per_step = rate * step_s
-    seq = sent = 0
-    carry = 0.0
+    seq = sent = step = 0
     while not stop.is_set():
         t = now_ms()
-        carry += per_step
-        n, carry = int(carry), carry - int(carry)
-        names = active + (quiet if t % MINUTE < 20_000 else [])
-        for _ in range(n):
-            for name in names:
+        counts = np.floor(per_step * (step + 1) + phase) - np.floor(per_step * step + phase)
+        trading = len(names) if t % MINUTE < 20_000 else len(active)
+        for i in np.flatnonzero(counts[:trading]):
+            name = names[i]
+            for _ in range(int(counts[i])):
                 c = cents[name] = max(100, cents[name] + int(rng.integers(-3, 4)))
                 tick = WireTick(name, seq, now_ms(), c / 100, (c - 1) / 100, (c + 1) / 100, 100, 100, 10, 1)
                 producer.produce(topic, msgspec.json.encode(tick), name.encode())
                 seq += 1
                 sent += 1
+        step += 1
         producer.poll(0)
         time.sleep(max(0.0, step_s - (now_ms() - t) / 1000))
     producer.flush(30)
@@ -145,6 +156,7 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=150, help="tickers trading all the time")
     parser.add_argument("--quiet", type=int, default=50, help="tickers silent after second 20 of each minute")
     parser.add_argument("--rate", type=float, default=2.0, help="ticks/s per trading ticker")
+    parser.add_argument("--pattern", choices=("burst", "steady"), default="burst", help="arrival shape (see above)")
     args = parser.parse_args()
     active = [f"A{i:03d}" for i in range(args.active)]
     quiet = [f"Q{i:03d}" for i in range(args.quiet)]
@@ -166,7 +178,8 @@ def main() -> None:
         sent: list[int] = []
 
         def run_producer() -> None:
-            sent.append(produce(stack.bootstrap, topics["ticks"], active, quiet, args.rate, stop_produce))
+            steady = args.pattern == "steady"
+            sent.append(produce(stack.bootstrap, topics["ticks"], active, quiet, args.rate, steady, stop_produce))
 
         producer = threading.Thread(target=run_producer)
         producer.start()
@@ -196,7 +209,8 @@ def main() -> None:
     last_window_end = stopped_ms // MINUTE * MINUTE  # windows ending after the producer stopped are partial
     print(
         f"final-bar latency after the window end, live mode, timeframe 1m, grace {GRACE_MS} ms; {len(active)} "
-        f"active tickers x {args.rate} ticks/s + {len(quiet)} quiet ones (timer close); {args.minutes} min, "
+        f"active tickers x {args.rate} ticks/s ({args.pattern}) + {len(quiet)} quiet ones (timer close); "
+        f"{args.minutes} min, "
         f"{sum(sent):,} ticks; windows {first_window}..{last_window_end}"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
