@@ -79,6 +79,9 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     final: bool
     indicators: Indicators | None = None
     version: int = BAR_SCHEMA_VERSION
+    #: live bars only: processing lag of the newest tick merged into the bar, ms (the bars flow's clock when it
+    #: merged it minus its event time); absent (UNSET, not encoded) on final bars, which replay byte for byte
+    lag_ms: int | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
         problem = bar_problem(self)
@@ -112,6 +115,8 @@ def bar_problem(b: Bar) -> str | None:
         return f"need volume >= 0 and trades >= 1, got volume={b.volume} trades={b.trades}"
     if not b.start <= b.first_tick <= b.last_tick < b.end:
         return f"tick times [{b.first_tick}, {b.last_tick}] outside the window"
+    if b.lag_ms is not msgspec.UNSET and (b.final or b.lag_ms < 0):
+        return f"lag_ms is for live bars and >= 0, got {b.lag_ms!r} on a {'final' if b.final else 'live'} bar"
     return None
 
 

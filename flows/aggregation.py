@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from msgspec import UNSET
+
 from common.errors import ConfigError
 from contracts.bar import TIMEFRAMES, Bar
 from contracts.tick import MAX_INT64
@@ -140,6 +142,8 @@ class TickerState:
     ticks_since_live: int = 0
     #: the log whose time closes this ticker's windows (a Kafka partition's key); None: the system clock
     source: str | None = None
+    #: processing lag (ms) of the newest tick of the last merge: clock at the merge minus its event time; -1 none
+    lag_ms: int = -1
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         """Restore a pickled state, also one written before a field existed or was renamed (defaults)."""
@@ -238,6 +242,7 @@ class TickerBars:
         last_final = st.last_final[0]
         next_due = st.next_due
         ticks = 0
+        newest = _NEVER  # the newest event time merged by this call (its processing lag goes on live bars)
         for chunk in chunks:
             frontier, watermark = st.frontier, st.watermark
             clock = chunk[5]
@@ -279,8 +284,10 @@ class TickerBars:
                     acc.volume += seg[5]
                     acc.pv += seg[6]
                     acc.trades += seg[7]
-                if seg[9] > watermark:
-                    watermark = seg[9]
+                if seg[9] > newest:
+                    newest = seg[9]
+                    if newest > watermark:
+                        watermark = newest
             if clock is None:
                 if watermark > st.watermark:
                     st.watermark, st.watermark_log = watermark, now_ms
@@ -297,6 +304,8 @@ class TickerBars:
         st.next_due = next_due
         st.ticks_since_live += ticks
         st.live_dirty = True
+        if newest != _NEVER:
+            st.lag_ms = max(0, now_ms - newest)
         # no second clock advance: a chunk either moved the watermark (its wall time is now, so the clock adds
         # nothing beyond watermark - grace) or left it, and the clock was applied above
         finals, duplicates = self._close_due()
@@ -474,7 +483,8 @@ class TickerBars:
         open_base, lengths, timeframes, ticker = st.open_base, self.lengths, cfg.timeframes, st.ticker
         starts = sorted(open_base)  # usually one or two open 1m windows
         newest = starts[-1]
-        lives: list[Bar] = [open_base[newest].to_bar(ticker, timeframes[0], lengths[0], False)]
+        lag = st.lag_ms if st.lag_ms >= 0 else UNSET
+        lives: list[Bar] = [open_base[newest].to_bar(ticker, timeframes[0], lengths[0], False, None, lag)]
         for i in range(1, len(lengths)):
             length = lengths[i]
             window = newest - newest % length
@@ -483,5 +493,5 @@ class TickerBars:
             rollup = st.rollups[i]
             if rollup is not None and rollup.start == window:  # closed 1m bars of this window come first
                 parts.insert(0, rollup)
-            lives.append(merged_bar(parts, ticker, timeframes[i], window, length))
+            lives.append(merged_bar(parts, ticker, timeframes[i], window, length, lag))
         return lives

@@ -2,15 +2,18 @@
 
 Wiring only; detection is :mod:`flows.detectors`, notification :mod:`flows.notify`::
 
-    market_bars ─▶ decode_final_bars ─┬─▶ dead letters (not a bar.v1 value) ──────────────▶ dead_letters_out
+    market_bars ─▶ decode_bars ───────┬─▶ dead letters (not a bar.v1 value) ──────────────▶ dead_letters_out
     (raw values)   (flat_map_batch:    └─▶ detect_per_series (stateful_flat_map,
                     decode, keep final      key = "TICKER:timeframe") ─▶ anomalies_out (table, alerts, webhook)
                     bars of the
-                    configured timeframes)
+                    configured timeframes,
+                    live bars of the
+                    shortest one)
 
-Live (non-final) bars and bars of other timeframes are skipped in the decode step. Offsets live in the Bytewax
-recovery snapshots (:class:`flows.sources.RawKafkaSource`), the detector state too, so ``-r/-s/-b`` resumes
-where the last snapshot was taken; the sinks are idempotent for the replay since then.
+Final bars feed the market detectors, live bars (their ``lag_ms``) the latency detector; live bars of the
+other timeframes carry the same lag and are skipped in the decode step, as are bars of other timeframes.
+Offsets live in the Bytewax recovery snapshots (:class:`flows.sources.RawKafkaSource`), the detector state too,
+so ``-r/-s/-b`` resumes where the last snapshot was taken; the sinks are idempotent for the replay since then.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from bytewax.outputs import Sink
 from common.clock import now_ms
 from common.errors import ContractError
 from contracts.anomaly import Anomaly
-from contracts.bar import Bar, decode_bar
+from contracts.bar import TIMEFRAMES, Bar, decode_bar
 from flows import lazy_flow, observe
 from flows.anomaly_settings import AnomalySettings
 from flows.decode import DeadLetter, RawBatch, dead_letter, flatten
@@ -36,8 +39,9 @@ RawItem: TypeAlias = bytes | RawBatch
 _Decoded: TypeAlias = tuple[str, Bar] | DeadLetter
 
 
-def decode_final_bars(items: list[RawItem], timeframes: frozenset[str]) -> list[_Decoded]:
-    """``(series key, bar)`` for each final bar of ``timeframes``; a dead letter for each value that is no bar."""
+def decode_bars(items: list[RawItem], timeframes: frozenset[str], live_timeframe: str) -> list[_Decoded]:
+    """``(series key, bar)`` for each final bar of ``timeframes`` and each live bar of ``live_timeframe``; a dead
+    letter for each value that is no bar."""
     out: list[_Decoded] = []
     values, origins = flatten(items)
     for i, raw in enumerate(values):
@@ -46,7 +50,7 @@ def decode_final_bars(items: list[RawItem], timeframes: frozenset[str]) -> list[
         except ContractError as err:  # the origin is built only here, for the dead letter
             out.append(dead_letter("malformed", str(err), raw, origins[i] if origins is not None else None))
             continue
-        if bar.final and bar.timeframe in timeframes:
+        if (bar.timeframe in timeframes) if bar.final else (bar.timeframe == live_timeframe):
             out.append((f"{bar.ticker}:{bar.timeframe}", bar))
     return out
 
@@ -71,6 +75,7 @@ def build_flow(
     settings = settings if settings is not None else AnomalySettings()
     config: DetectorConfig = settings.detector_config()
     timeframes = frozenset(settings.timeframes)
+    live_timeframe = min(timeframes, key=TIMEFRAMES.__getitem__)  # its live bars carry the lag for latency
 
     def detect_step(state: DetectorState | None, bar: Bar) -> tuple[DetectorState, list[Anomaly]]:
         if state is None:
@@ -83,7 +88,7 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     raw = op.input("market_bars", flow, source)
-    decoded = op.flat_map_batch("decode_final_bars", raw, lambda items: decode_final_bars(items, timeframes))
+    decoded = op.flat_map_batch("decode_bars", raw, lambda items: decode_bars(items, timeframes, live_timeframe))
     split = op.branch("split_malformed", decoded, _is_dead_letter)
     keyed: Any = split.falses  # (series key, Bar) pairs: already a keyed stream
     found = op.stateful_flat_map("detect_per_series", keyed, detect_step)

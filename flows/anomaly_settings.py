@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings, split_list
@@ -31,12 +31,8 @@ class AnomalySettings(SharedSettings):
     rsi_overbought: float = Field(70.0, gt=0, lt=100)
     rsi_oversold: float = Field(30.0, gt=0, lt=100)
     rsi_rearm_points: float = Field(5.0, ge=0, description="RSI must come this far back inside before re-arming")
-    latency_ms: float = Field(100.0, gt=0, description="pipeline latency threshold")
-    #: when a bar is due after its end: the bars flow's grace, so by default the same variable the flow reads
-    bar_close_delay_ms: int = Field(
-        2_000, ge=0, validation_alias=AliasChoices("ANOMALY_BAR_CLOSE_DELAY_MS", "FLOW_GRACE_MS", "bar_close_delay_ms")
-    )
-    latency_max_age_ms: int = Field(600_000, gt=0, description="older bars are replayed history: no latency check")
+    latency_ms: float = Field(100.0, gt=0, description="pipeline latency threshold (live bars' lag_ms)")
+    latency_max_age_ms: int = Field(600_000, gt=0, description="larger lags are a backlog being worked off: skipped")
     rearm_fraction: float = Field(0.8, gt=0, le=1, description="ratio detectors re-arm below this x threshold")
     severity_bands: Annotated[tuple[float, float, float], NoDecode] = (0.2, 0.5, 1.0)
 
@@ -92,7 +88,6 @@ class AnomalySettings(SharedSettings):
             rsi_oversold=self.rsi_oversold,
             rsi_rearm_points=self.rsi_rearm_points,
             latency_ms=self.latency_ms,
-            bar_close_delay_ms=self.bar_close_delay_ms,
             latency_max_age_ms=self.latency_max_age_ms,
             rearm_fraction=self.rearm_fraction,
             severity_bands=self.severity_bands,

@@ -1,15 +1,22 @@
-"""Anomaly detectors on final bars: pure logic, no Bytewax, Kafka or database import.
+"""Anomaly detectors on bars: pure logic, no Bytewax, Kafka or database import.
 
-One :class:`DetectorState` per ``(ticker, timeframe)`` sees that series' final bars in order;
-:func:`detect` returns the :class:`contracts.anomaly.Anomaly` s a bar raises:
+One :class:`DetectorState` per ``(ticker, timeframe)`` sees that series' bars in order;
+:func:`detect` returns the :class:`contracts.anomaly.Anomaly` s a bar raises. Final bars feed the market
+detectors:
 
 - **price spike**: ``|close - avg| / avg`` above ``price_spike_pct`` percent, ``avg`` being the mean close of
   the previous ``period`` bars (the bar itself is not part of its own baseline);
 - **volume spike**: ``volume / avg_volume`` above ``volume_spike_ratio`` over the previous ``period`` bars;
-- **RSI extremes**: the bars flow's ``rsi_14`` above ``rsi_overbought`` or below ``rsi_oversold``;
-- **high latency**: processing time minus the moment the bar became due (``end + bar_close_delay_ms``, when the
-  bars flow closes a window) above ``latency_ms``. Bars due longer ago than ``latency_max_age_ms`` are history
-  being replayed (a backfill, a restart): their age says nothing about the live pipeline, so they are skipped.
+- **RSI extremes**: the bars flow's ``rsi_14`` above ``rsi_overbought`` or below ``rsi_oversold``.
+
+Live bars feed the pipeline detector:
+
+- **high latency**: the live bar's ``lag_ms`` above ``latency_ms``: how long after its event time the bars flow
+  processed the newest tick of the bar (bar.v1). It is measured where the ticks are processed, so it is the
+  pipeline's own delay (feed, Kafka, the flow falling behind), free of the bar's grace and closing rules, and a
+  replay of ``market-bars`` gives the same answer. Lags above ``latency_max_age_ms`` are a backlog being worked
+  off (a backfill, a restart after downtime): skipped, so a catch-up raises one anomaly when it comes within
+  that bound, not one per bar.
 
 No alert storms: each detector is *edge-triggered*. It fires when its value crosses into the anomalous zone and
 then stays silent, whatever the following bars do, until the value has come back past its *re-arm* level
@@ -29,6 +36,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+import msgspec
+
 from contracts.anomaly import Anomaly, AnomalyType, Severity
 from contracts.bar import Bar
 
@@ -44,7 +53,6 @@ class DetectorConfig:
     rsi_oversold: float = 30.0
     rsi_rearm_points: float = 5.0
     latency_ms: float = 100.0
-    bar_close_delay_ms: int = 2_000
     latency_max_age_ms: int = 600_000
     rearm_fraction: float = 0.8
     severity_bands: tuple[float, float, float] = (0.2, 0.5, 1.0)
@@ -65,8 +73,8 @@ class DetectorConfig:
             problems.append(f"rsi_rearm_points={self.rsi_rearm_points!r} must be >= 0 and leave the bands apart")
         if not 0 < self.rearm_fraction <= 1:
             problems.append(f"rearm_fraction={self.rearm_fraction!r} must be in (0, 1]")
-        if self.bar_close_delay_ms < 0 or self.latency_max_age_ms <= 0:
-            problems.append("bar_close_delay_ms must be >= 0 and latency_max_age_ms > 0")
+        if self.latency_max_age_ms <= 0:
+            problems.append(f"latency_max_age_ms={self.latency_max_age_ms!r} must be > 0")
         b = self.severity_bands
         if len(b) != 3 or not 0 < b[0] < b[1] < b[2]:
             problems.append(f"severity_bands={b!r} must be three increasing positive scores")
@@ -116,12 +124,19 @@ def _mean(values: deque[float] | deque[int]) -> float:
     return math.fsum(values) / len(values)
 
 
+#: (type, value, threshold, reference, score, text) of an anomaly found on a bar
+_Found = tuple[AnomalyType, float, float, float | None, float, str]
+
+
 def detect(config: DetectorConfig, state: DetectorState, bar: Bar, now_ms: int) -> list[Anomaly]:
-    """The anomalies ``bar`` raises (usually none), updating ``state``; bars not newer than the last are ignored."""
+    """The anomalies ``bar`` raises (usually none), updating ``state``: a final bar runs the market detectors
+    (final bars not newer than the last are ignored), a live bar the latency detector."""
+    if not bar.final:
+        return _anomalies(config, bar, _latency(config, state, bar), now_ms)
     if bar.start <= state.last_start:
         return []  # a duplicate or a replayed bar: already counted in the baselines
     state.last_start = bar.start
-    found: list[tuple[AnomalyType, float, float, float | None, float, str]] = []
+    found: list[_Found] = []
     full = len(state.closes) == config.period
 
     if full:
@@ -149,15 +164,24 @@ def detect(config: DetectorConfig, state: DetectorState, bar: Bar, now_ms: int) 
             text = f"RSI {rsi:.1f} below {lo:g} (oversold)"
             found.append((AnomalyType.RSI_OVERSOLD, round(rsi, 4), lo, None, (lo - rsi) / lo, text))
 
-    latency = now_ms - (bar.end + config.bar_close_delay_ms)
-    if latency <= config.latency_max_age_ms:
-        t = config.latency_ms
-        if state.edge(AnomalyType.HIGH_LATENCY, latency > t, latency <= t * config.rearm_fraction):
-            text = f"bar processed {latency} ms after it was due (threshold {t:g} ms)"
-            found.append((AnomalyType.HIGH_LATENCY, float(latency), t, None, latency / t - 1.0, text))
-
     state.closes.append(bar.close)
     state.volumes.append(bar.volume)
+    return _anomalies(config, bar, found, now_ms)
+
+
+def _latency(config: DetectorConfig, state: DetectorState, bar: Bar) -> list[_Found]:
+    """High latency on a live bar's ``lag_ms`` (none without one, or beyond ``latency_max_age_ms``)."""
+    lag = bar.lag_ms
+    if isinstance(lag, msgspec.UnsetType) or lag > config.latency_max_age_ms:
+        return []
+    t = config.latency_ms
+    if not state.edge(AnomalyType.HIGH_LATENCY, lag > t, lag <= t * config.rearm_fraction):
+        return []
+    text = f"tick processed {lag} ms after its event time (threshold {t:g} ms)"
+    return [(AnomalyType.HIGH_LATENCY, float(lag), t, None, lag / t - 1.0, text)]
+
+
+def _anomalies(config: DetectorConfig, bar: Bar, found: list[_Found], now_ms: int) -> list[Anomaly]:
     return [
         Anomaly(
             ticker=bar.ticker,

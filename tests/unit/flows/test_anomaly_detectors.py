@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import msgspec
 import pytest
 
 from contracts.anomaly import AnomalyType, Severity
@@ -13,7 +14,7 @@ from flows.detectors import DetectorConfig, DetectorState, detect, severity_of
 
 MIN = 60_000
 T0 = 1_767_607_200_000  # 2026-01-05T10:00:00Z
-FAR_FUTURE = T0 + 10 * 365 * 86_400_000  # processing long after the bars: the latency check skips them
+FAR_FUTURE = T0 + 10 * 365 * 86_400_000  # processing time: no detector depends on it
 
 
 def bar(i: int, close: float, volume: int = 1_000, rsi: float | None = None, ticker: str = "TECH") -> Bar:
@@ -103,23 +104,48 @@ def test_rsi_none_is_ignored() -> None:
     assert run([bar(i, 100.0, rsi=None) for i in range(30)]) == []
 
 
-def test_latency_is_measured_from_when_the_bar_was_due() -> None:
-    config = DetectorConfig(latency_ms=100, bar_close_delay_ms=2_000)
+def live(i: int, lag_ms: int | None, close: float = 100.0, ticker: str = "TECH") -> Bar:
+    """The live 1m bar of minute ``i`` carrying the bars flow's processing lag (None: a bar without one)."""
+    start = T0 + i * MIN
+    lag = msgspec.UNSET if lag_ms is None else lag_ms
+    return Bar(
+        ticker=ticker, timeframe="1m", start=start, end=start + MIN, open=close, high=close, low=close, close=close,
+        volume=10, vwap=close, trades=1, first_tick=start, last_tick=start, final=False, lag_ms=lag,
+    )  # fmt: skip
+
+
+def test_latency_is_the_live_bars_processing_lag_edge_triggered() -> None:
+    config = DetectorConfig(latency_ms=100)
     state = DetectorState(config.period)
-    due = T0 + MIN + 2_000
-    assert detect(config, state, bar(0, 100.0), due + 100) == []  # exactly the threshold
-    (a,) = detect(config, state, bar(1, 100.0), due + MIN + 250)
-    assert (a.type, a.value, a.severity) == (AnomalyType.HIGH_LATENCY, 250.0, Severity.CRITICAL)
-    assert detect(config, state, bar(2, 100.0), due + 2 * MIN + 500) == []  # still high: no storm
-    assert detect(config, state, bar(3, 100.0), due + 3 * MIN + 10) == []  # cleared, re-armed
-    (b,) = detect(config, state, bar(4, 100.0), due + 4 * MIN + 130)
+    assert detect(config, state, live(0, 100), FAR_FUTURE) == []  # exactly the threshold
+    assert detect(config, state, live(0, None), FAR_FUTURE) == []  # no lag (an older bars flow): nothing
+    (a,) = detect(config, state, live(1, 250), T0 + 2 * MIN)
+    assert (a.type, a.value, a.threshold, a.severity) == (AnomalyType.HIGH_LATENCY, 250.0, 100.0, Severity.CRITICAL)
+    assert (a.time, a.timeframe, a.detected_at) == (T0 + MIN, "1m", T0 + 2 * MIN)
+    assert "250 ms" in a.message
+    for lag in (500, 90, 101):  # still high, then not cleared (re-arm at 80): no storm
+        assert detect(config, state, live(1, lag), FAR_FUTURE) == []
+    assert detect(config, state, live(2, 80), FAR_FUTURE) == []  # cleared, re-armed
+    (b,) = detect(config, state, live(2, 130), FAR_FUTURE)
     assert b.severity is Severity.MEDIUM  # 0.3 over
 
 
-def test_latency_of_replayed_history_is_not_checked() -> None:
+def test_latency_does_not_touch_the_market_baselines_and_finals_carry_none() -> None:
+    config = DetectorConfig()
+    state = DetectorState(config.period)
+    for i in range(30):
+        assert detect(config, state, live(i, 5, close=50.0 + i), FAR_FUTURE) == []
+    assert (len(state.closes), state.last_start) == (0, -1)  # live bars never enter the price/volume baselines
+    assert run(flat(25), config, now=T0 + 26 * MIN) == []  # finals: no latency check, minutes after their end
+
+
+def test_lag_of_a_backlog_being_worked_off_is_skipped() -> None:
     config = DetectorConfig(latency_max_age_ms=60_000)
     state = DetectorState(config.period)
-    assert detect(config, state, bar(0, 100.0), T0 + 10 * MIN) == []
+    assert detect(config, state, live(0, 3_600_000), FAR_FUTURE) == []  # an hour behind: catching up
+    (a,) = detect(config, state, live(1, 59_000), FAR_FUTURE)  # within the bound: one anomaly
+    assert a.type is AnomalyType.HIGH_LATENCY
+    assert detect(config, state, live(2, 30_000), FAR_FUTURE) == []
 
 
 def test_replayed_or_duplicate_bars_do_not_count_twice() -> None:

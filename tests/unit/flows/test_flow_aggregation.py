@@ -399,7 +399,28 @@ def test_last_live_bar_of_each_timeframe_equals_its_final_bar() -> None:
     d.feed([tick(T0 + 2 * 86_400_000, 10_000)])  # closes everything
     for tf in ("5m", "15m", "1h", "1d"):
         (final,) = [b for b in d.final(tf) if b.start == T0]
-        assert msgspec.structs.replace(last_live[tf], final=True, indicators=final.indicators) == final, tf
+        live = msgspec.structs.replace(last_live[tf], final=True, indicators=final.indicators, lag_ms=msgspec.UNSET)
+        assert live == final, tf
+
+
+def test_live_bars_carry_the_processing_lag_of_the_newest_tick_merged_and_finals_do_not() -> None:
+    """``lag_ms`` = the clock of the merge minus the newest event time it merged (not the watermark: an
+    out-of-order tick merged later is judged by its own time); every timeframe's live bar carries it; final bars
+    have none and encode without the field (their bytes replay identically)."""
+    d = Driver(AggregationConfig(close_on_system_time=False, live_interval_ms=0))
+    d.feed([tick(T0 + 1_000, 10_000), tick(T0 + 1_500, 10_010)], now_ms=T0 + 1_537)
+    assert {b.timeframe: b.lag_ms for b in d.run.lives} == dict.fromkeys(("1m", "5m", "15m", "1h", "1d"), 37)
+    d.run.lives.clear()
+    d.feed([tick(T0 + 1_200, 10_020)], now_ms=T0 + 1_700)  # out of order: 500 ms after its event time
+    assert {b.lag_ms for b in d.run.lives} == {500}
+    d.run.lives.clear()
+    d.feed([tick(T0 + 2_000, 10_020)], now_ms=T0 + 1_990)  # a producer clock ahead of ours: never negative
+    assert {b.lag_ms for b in d.run.lives} == {0}
+    d.feed([tick(T0 + 2 * 86_400_000, 10_000)], now_ms=T0 + 2 * 86_400_000 + 5)  # closes everything
+    assert d.run.finals
+    assert all(b.lag_ms is msgspec.UNSET for b in d.run.finals)
+    assert all(b"lag_ms" not in encode_bar(b) for b in d.run.finals)
+    assert b'"lag_ms":5' in encode_bar(d.run.lives[-1])
 
 
 def test_batch_tally_counts_every_valid_tick_per_ticker_late_ones_included() -> None:
