@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "--inject",
         action="append",
         metavar="EVENT",
-        help="scheduled event TICKER:jump|volume|regime:VALUE@ISO-TIME[/DURATION],"
+        help="scheduled event TICKER:jump|volume|regime|delay:VALUE@ISO-TIME[/DURATION],"
         " e.g. TECH:jump:+8%%@2026-01-05T10:00Z (repeatable; see simulator/events.py)",
     )
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -107,7 +107,7 @@ class BatchEncoder:
     def _encode_rows(self, b: TickBatch) -> tuple[bytes, NDArray[np.int64]]:
         n = len(b)
         # seq and timestamp repeat for a whole step (or slice): digits of each run once, then repeated
-        runs = [_runs(b.seq), _runs(b.ts_ms)]
+        runs = [_runs(b.seq), _runs(b.stamp_ms)]
         prices = [np.divmod(c, 100) for c in (b.price, b.bid, b.ask)]
         ints = (b.bid_size, b.ask_size, b.volume)
         lits, tail = _LITS, _TAIL

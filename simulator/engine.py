@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,24 +57,39 @@ class TickBatch:
     bid_size: I64
     ask_size: I64
     volume: I64
+    #: per row, how much earlier than ``ts_ms`` the tick is stamped (a ``delay`` event: a feed delivering late);
+    #: None when no row is delayed. ``ts_ms`` stays the pacing time, in order.
+    delay_ms: I64 | None = None
 
     def __len__(self) -> int:
         return int(self.ticker.size)
 
+    @property
+    def stamp_ms(self) -> I64:
+        """The timestamp each tick carries: ``ts_ms`` minus its delay."""
+        return self.ts_ms if self.delay_ms is None else self.ts_ms - self.delay_ms
+
     def take(self, start: int, stop: int) -> TickBatch:
         """Rows ``[start, stop)`` (views, no copy)."""
-        return TickBatch(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+        cols: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        sliced: dict[str, Any] = {k: None if v is None else v[start:stop] for k, v in cols.items()}
+        return TickBatch(**sliced)
 
     @classmethod
     def concat(cls, parts: list[TickBatch]) -> TickBatch:
         """One batch from several, in order."""
         if len(parts) == 1:
             return parts[0]
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+        out = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls) if f.name != "delay_ms"}
+        if any(p.delay_ms is not None for p in parts):
+            delays = [np.zeros(len(p), np.int64) if p.delay_ms is None else p.delay_ms for p in parts]
+            out["delay_ms"] = np.concatenate(delays)
+        return cls(**out)
 
     def to_ticks(self, symbols: list[str]) -> list[Tick]:
         """Contract objects (validating every invariant); for tests and small exports, not the hot path."""
-        cols = [getattr(self, f.name).tolist() for f in fields(self)]
+        cols = [getattr(self, f.name).tolist() for f in fields(self) if f.name != "delay_ms"]
+        cols[2] = self.stamp_ms.tolist()
         return [
             Tick(
                 ticker=symbols[t],
@@ -133,6 +149,8 @@ class TickEngine:
         self._x = np.log(universe.start_prices if resume is None else resume.prices)
         self._sd = self.model.diffusive_sigma
         self._tick_volume = universe.tick_volumes
+        #: per ticker, how much earlier its ticks are stamped than produced (``delay`` events; zeros: none)
+        self.stamp_delay = np.zeros(self.n, dtype=np.int64)
         self._dt = tick_ms / 1000.0 * session.years_per_second()
         self._steps = 0  # steps generated so far
         # next seq of each ticker at the start (a resumed ticker continues its own numbering)
@@ -252,6 +270,7 @@ class TickEngine:
             seq=seq,
             ts_ms=(ts[:, None] + self._slice_offset[None, :]).ravel(),
             **{k: getattr(out, k).ravel() for k in QUOTE_COLUMNS},
+            delay_ms=self.stamp_delay[tickers] if self.stamp_delay.any() else None,
         )
 
     def close(self) -> None:

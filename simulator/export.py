@@ -152,7 +152,7 @@ def tick_table(universe: Universe, b: TickBatch) -> pa.Table:
         {
             "ticker": _symbols(universe, b.ticker),
             "seq": b.seq,
-            "timestamp": b.ts_ms,
+            "timestamp": b.stamp_ms,
             "price": b.price / 100.0,
             "bid": b.bid / 100.0,
             "ask": b.ask / 100.0,

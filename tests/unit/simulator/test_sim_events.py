@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigError
+from simulator.encode import BatchEncoder
 from simulator.engine import TickBatch, TickEngine
 from simulator.events import EventSchedule, MarketEvent, parse_event
 from simulator.session import Session
@@ -21,12 +22,16 @@ def test_parse_each_kind() -> None:
     assert parse_event("TECH:volume:x5@2026-01-05T10:00/5m") == MarketEvent("TECH", "volume", 5.0, T0, 5 * MIN)
     assert parse_event("*:regime:stressed@2026-01-05T10:00Z") == MarketEvent("*", "regime", 1.0, T0)
     assert parse_event("*:regime:calm@2026-01-05T10:00Z").value == 0.0
+    assert parse_event("TECH:delay:500ms@2026-01-05T10:00Z/2m") == MarketEvent("TECH", "delay", 500.0, T0, 2 * MIN)
+    assert parse_event("TECH:delay:3s@2026-01-05T10:00Z").value == 3_000.0
 
 
 @pytest.mark.parametrize(
     "text",
     ["TECH:jump:8@2026-01-05T10:00Z", "TECH:jump:-100%@2026-01-05T10:00Z", "TECH:volume:5@2026-01-05T10:00Z",
-     "TECH:regime:panic@2026-01-05T10:00Z", "TECH:jump:+8%@yesterday", "TECH:crash:+8%@2026-01-05T10:00Z", "TECH"],
+     "TECH:regime:panic@2026-01-05T10:00Z", "TECH:jump:+8%@yesterday", "TECH:crash:+8%@2026-01-05T10:00Z", "TECH",
+     "TECH:delay:0ms@2026-01-05T10:00Z", "TECH:delay:2h@2026-01-05T10:00Z", "TECH:delay:3601s@2026-01-05T10:00Z",
+     "TECH:delay:slow@2026-01-05T10:00Z"],
 )  # fmt: skip
 def test_bad_events_are_rejected_quoting_the_text(text: str) -> None:
     with pytest.raises(ConfigError, match="event"):
@@ -78,3 +83,21 @@ def test_a_regime_event_switches_the_model() -> None:
     schedule = engine.before_block
     assert isinstance(schedule, EventSchedule)
     assert [(at, e.kind) for at, e in schedule.applied] == [(T0, "regime")]
+
+
+def test_a_delay_stamps_one_tickers_ticks_earlier_for_its_duration_and_changes_nothing_else() -> None:
+    base, symbols, _ = _run([])
+    delayed, _, _ = _run(["TECH:delay:500ms@2026-01-05T10:00Z/2m"])
+    for name in ("ticker", "seq", "ts_ms", "price", "bid", "ask", "volume"):  # prices and pacing unchanged
+        assert np.array_equal(getattr(base, name), getattr(delayed, name)), name
+    tech = base.ticker == symbols.index("TECH")
+    during = tech & (base.ts_ms >= T0) & (base.ts_ms < T0 + 2 * MIN)
+    assert during.any()
+    assert np.array_equal(delayed.stamp_ms[during], base.ts_ms[during] - 500)
+    assert np.array_equal(delayed.stamp_ms[~during], base.ts_ms[~during])
+    # what goes on the wire carries the stamp: the JSON encoding and the contract objects
+    row = int(np.flatnonzero(during)[0])
+    one = delayed.take(row, row + 1)
+    assert f'"timestamp":{int(base.ts_ms[row]) - 500}'.encode() in BatchEncoder(symbols).messages(one)[0]
+    assert one.to_ticks(symbols)[0].timestamp == int(base.ts_ms[row]) - 500
+    assert base.delay_ms is None  # no event: no delay column at all
