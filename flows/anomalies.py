@@ -80,7 +80,8 @@ def build_flow(
     def detect_step(state: DetectorState | None, bar: Bar) -> tuple[DetectorState, list[Anomaly]]:
         if state is None:
             state = DetectorState(config.period)
-        observe.ANOMALY_BARS_EXAMINED.inc()
+        if bar.final:  # the counter's meaning: final bars examined (live bars only feed the latency check)
+            observe.ANOMALY_BARS_EXAMINED.inc()
         found = detect(config, state, bar, clock())
         for a in found:
             observe.ANOMALIES.labels(a.type.value, a.severity.value).inc()
