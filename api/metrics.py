@@ -45,7 +45,8 @@ for _channel in RELAY_CHANNELS:
 
 
 def relay_latency(channel: str) -> Histogram:
-    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when a message is fanned out."""
+    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when the relay hands a message
+    to the hub's fan-out (every relayed message, subscribed or not; before the socket writes)."""
     return END_TO_END.labels(f"ws_{channel}")
 
 
