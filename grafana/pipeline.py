@@ -77,7 +77,7 @@ def build() -> models.Dashboard:
         .with_panel(
             timeseries_panel(
                 "Ticks per second by stage", "short", "messages_per_second recording rule", datasource=PROMETHEUS
-            ).with_target(prom("messages_per_second", "{{stage}}"))
+            ).with_target(prom(f"sum by (stage) (messages_per_second{{{JOB}}})", "{{stage}}"))
         )
         .with_panel(
             timeseries_panel(
