@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import uvicorn
 
 from api.settings import ApiSettings
 from api.ws_protocol import uvicorn_ws_options
+
+log = logging.getLogger("api")
+
+
+def multiprocess_dir(settings: ApiSettings) -> tuple[Path | None, bool]:
+    """The directory of the workers' metrics files and whether it was made here (to remove at exit).
+
+    ``PROMETHEUS_MULTIPROC_DIR`` when set; with several workers and none set, a new private temporary directory:
+    without one, every worker would keep its own registry, and each scrape of the shared port would read one
+    worker at random (counters jumping between workers' values, most of the traffic missing).
+    """
+    if settings.prometheus_multiproc_dir is not None or settings.workers == 1:
+        return settings.prometheus_multiproc_dir, False
+    return Path(tempfile.mkdtemp(prefix="md-gateway-metrics-")), True
 
 
 def _fresh_multiprocess_dir(directory: Path | None) -> None:
@@ -28,7 +44,21 @@ def _fresh_multiprocess_dir(directory: Path | None) -> None:
 def main() -> None:
     """Start uvicorn (``workers > 1`` forks processes, each with its own Kafka relay)."""
     settings = ApiSettings()
-    _fresh_multiprocess_dir(settings.prometheus_multiproc_dir)
+    directory, own = multiprocess_dir(settings)
+    if own:
+        log.warning(
+            "PROMETHEUS_MULTIPROC_DIR is not set: %d workers share their metrics in %s", settings.workers, directory
+        )
+    _fresh_multiprocess_dir(directory)
+    try:
+        _serve(settings)
+    finally:
+        if own and directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(settings: ApiSettings) -> None:
+    """uvicorn in the foreground until it stops."""
     uvicorn.run(
         "api.main:app",
         host=settings.bind_host,

@@ -105,6 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub.start()
     if relay is not None:
         relay.start()
+    metrics.mark_worker_started(settings.prometheus_multiproc_dir)
     gc.freeze()  # long-lived objects out of the collector's way (measured: lower p99 under load)
     log.info("gateway started", extra={"port": settings.port, "auth": settings.auth_enabled})
     try:

@@ -26,6 +26,8 @@ LATENCY = Histogram(
 )
 RATE_LIMITED = Counter("api_rate_limited_total", "requests refused with 429", ["kind"])
 WS_CLIENTS = Gauge("api_ws_clients", "connected WebSocket clients", multiprocess_mode="livesum")
+#: each worker runs its own Kafka relay, so per-worker rates of the relayed counters are their sum over this
+WORKERS = Gauge("api_workers", "running gateway worker processes", multiprocess_mode="livesum")
 WS_SENT = Counter("api_ws_messages_sent_total", "events delivered to WebSocket clients", ["channel"])
 WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for lagging clients", ["channel"])
 WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
@@ -43,14 +45,37 @@ for _channel in RELAY_CHANNELS:
 
 
 def relay_latency(channel: str) -> Histogram:
-    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when a message is fanned out."""
+    """``end_to_end_latency_seconds{path="ws_<channel>"}``: now minus the event time when the relay hands a message
+    to the hub's fan-out (every relayed message, subscribed or not; before the socket writes)."""
     return END_TO_END.labels(f"ws_{channel}")
 
 
+def mark_worker_started(multiproc_dir: Path | None) -> None:
+    """Count this worker in ``api_workers``; first drop the live gauges of workers that died without
+    :func:`mark_worker_stopped` (uvicorn replaces a crashed worker), so neither they nor their clients count."""
+    if multiproc_dir is not None:
+        for path in multiproc_dir.glob("gauge_live*_*.db"):
+            pid = path.stem.rsplit("_", 1)[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                prom_multiprocess.mark_process_dead(int(pid), str(multiproc_dir))  # type: ignore[no-untyped-call]
+    WORKERS.inc()
+
+
 def mark_worker_stopped(multiproc_dir: Path | None) -> None:
-    """Drop this worker's live gauges (``api_ws_clients``) from the multiprocess directory at shutdown."""
+    """Drop this worker's live gauges (``api_ws_clients``, ``api_workers``) at shutdown."""
+    WORKERS.dec()
     if multiproc_dir is not None:
         prom_multiprocess.mark_process_dead(os.getpid(), str(multiproc_dir))  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 router = APIRouter(tags=["service"])

@@ -125,14 +125,19 @@ def bar_events(raw: bytes) -> list[Event]:
 
 
 def anomaly_event(raw: bytes) -> Event:
-    """Validate one ``alerts`` value; its frame is ``{"type":"anomaly","data":<the anomaly.v1 message>}``."""
+    """Validate one ``alerts`` value; its frame is ``{"type":"anomaly","data":<the anomaly.v1 message>}``.
+
+    The event time is ``detected_at`` (when the anomalies flow found it), not ``time`` (the start of the bar, a
+    bar length and the close delay earlier), so ``end_to_end_latency_seconds{path="ws_anomalies"}`` measures the
+    alert's way from detection to the gateway.
+    """
     a = decode_anomaly(raw)
     try:  # msgspec skips unknown fields without checking their UTF-8; the frame carries the raw message
         text = raw.strip().decode()
     except UnicodeDecodeError as err:
         raise ContractError(problem(err, "anomaly", ANOMALY_SCHEMA_VERSION)) from err
     frame = '{"type":"anomaly","data":' + text + "}"
-    return Event(ANOMALIES, sub_key(ANOMALIES, a.ticker), sub_key(ANOMALIES, "*"), a.ticker, frame, a.time)
+    return Event(ANOMALIES, sub_key(ANOMALIES, a.ticker), sub_key(ANOMALIES, "*"), a.ticker, frame, a.detected_at)
 
 
 class KafkaRelay:

@@ -10,6 +10,7 @@ which stops the process so the supervisor restarts it from the last snapshot —
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import operator
@@ -23,7 +24,7 @@ import psycopg
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
-from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from common.clock import from_ms
 from common.errors import SinkError
@@ -49,17 +50,31 @@ _TRANSIENT = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutErro
 
 
 def _retrying(sink: str) -> Callable[[Callable[..., X]], Callable[..., X]]:
-    def count(state: RetryCallState) -> None:
-        # the partition's own name (``postgres_market_bars``), as on the other sink metrics; ``sink`` otherwise
-        SINK_ERRORS.labels(getattr(state.args[0], "_name", sink) if state.args else sink).inc()
+    """Retry transient failures with exponential backoff, 8 attempts in all, then re-raise.
 
-    return retry(
-        retry=retry_if_exception_type(_TRANSIENT),
-        wait=wait_exponential(multiplier=0.2, max=10),
-        stop=stop_after_attempt(8),
-        before_sleep=count,
-        reraise=True,
-    )
+    Every failed attempt is counted in ``flow_sink_errors_total``: the retried ones, the last one after which the
+    flow stops, and a failure that is not retried (a :class:`SinkError`). Counting in tenacity's ``before_sleep``
+    missed the last attempt, so a sink that gave up after 8 failures reported 7 and a refused write none.
+    """
+
+    def decorate(fn: Callable[..., X]) -> Callable[..., X]:
+        @functools.wraps(fn)
+        def attempt(*args: Any, **kwargs: Any) -> X:
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                # the partition's own name (``postgres_market_bars``), as on the other sink metrics; ``sink`` otherwise
+                SINK_ERRORS.labels(getattr(args[0], "_name", sink) if args else sink).inc()
+                raise
+
+        return retry(
+            retry=retry_if_exception_type(_TRANSIENT),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            stop=stop_after_attempt(8),
+            reraise=True,
+        )(attempt)
+
+    return decorate
 
 
 class _Partitions:

@@ -1,4 +1,5 @@
-"""The pipeline dashboard: throughput per stage, lag, end-to-end latency, dead letters, sinks, WebSocket, API.
+"""The pipeline dashboard: throughput per stage, lag, end-to-end latency, dead letters, sinks, market anomalies,
+WebSocket, API.
 
 Every expression here runs against a real Prometheus in tests/integration/test_dashboards.py; metric names and
 labels are documented in docs/metrics.md.
@@ -77,7 +78,7 @@ def build() -> models.Dashboard:
         .with_panel(
             timeseries_panel(
                 "Ticks per second by stage", "short", "messages_per_second recording rule", datasource=PROMETHEUS
-            ).with_target(prom("messages_per_second", "{{stage}}"))
+            ).with_target(prom(f"sum by (stage) (messages_per_second{{{JOB}}})", "{{stage}}"))
         )
         .with_panel(
             timeseries_panel(
@@ -143,6 +144,19 @@ def build() -> models.Dashboard:
                     "B",
                 )
             )
+        )
+        .with_row(dashboard.Row("Anomalies"))
+        .with_panel(
+            timeseries_panel(
+                "Market anomalies",
+                "opm",
+                "Anomalies detected per minute by the anomalies flow, by type and severity (docs/anomalies.md)",
+                datasource=PROMETHEUS,
+            )
+            .with_target(
+                prom(f"60 * {_rate('flow_anomalies_detected_total', 'type, severity')}", "{{type}} {{severity}}")
+            )
+            .span(24)
         )
         .with_row(dashboard.Row("Gateway"))
         .with_panel(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common.errors import StackError
 from stack.services import ServiceSpec, http_ok, metrics_ready
-from stack.settings import REPO_ROOT, StackSettings
+from stack.settings import CLUSTER_PORT_OFFSET, REPO_ROOT, StackSettings
 
 
 def _python() -> str:
@@ -56,7 +56,7 @@ def app_specs(settings: StackSettings) -> list[ServiceSpec]:
     init_recovery(recovery / "bars", max(2, n))
     init_recovery(recovery / "ticks", 2)
     init_recovery(recovery / "anomalies", 2)
-    addresses = ";".join(f"127.0.0.1:{settings.flow_metrics_port + 100 + i}" for i in range(n))
+    addresses = ";".join(f"127.0.0.1:{settings.flow_metrics_port + CLUSTER_PORT_OFFSET + i}" for i in range(n))
     for i in range(n):
         cluster = ["-i", str(i), "-a", addresses] if n > 1 else []
         port = settings.flow_metrics_port + i

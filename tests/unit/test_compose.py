@@ -94,7 +94,7 @@ def test_ports_agree_with_settings_and_scrape_config(compose: dict[str, Any]) ->
     scrape = yaml.safe_load((ROOT / "grafana" / "prometheus.docker.yml").read_text())
     targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     port_vars = {"simulator": "SIM_METRICS_PORT", "bars": "FLOW_METRICS_PORT", "ticks": "FLOW_METRICS_PORT",
-                 "gateway": "API_PORT"}  # fmt: skip
+                 "anomalies": "ANOMALY_METRICS_PORT", "gateway": "API_PORT"}  # fmt: skip
     for svc, var in port_vars.items():
         assert f"{svc}:{services[svc]['environment'][var]}" in targets, f"Prometheus does not scrape {svc}"
     for target in targets:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 from api.hub import ANOMALIES, BARS, BATCH, TICKS, Client, Event, Hub, sub_key
-from api.relay import bar_events, tick_event
+from api.relay import anomaly_event, bar_events, tick_event
+from contracts.anomaly import Anomaly, AnomalyType, Severity, encode_anomaly
 from contracts.bar import Bar, Indicators, encode_bar
 from tests.ticks import tick_bytes
 
@@ -149,6 +150,24 @@ def test_bar_events_carry_indicators_for_final_bars() -> None:
     assert events[0].key == "b:X:1m"
     assert events[0].wildcard == "b:*:1m"
     assert json.loads(events[1].frame)["data"]["rsi_14"] == 50.0
+
+
+def test_anomaly_event_time_is_when_it_was_detected_not_the_bar_start() -> None:
+    anomaly = Anomaly(
+        ticker="X",
+        type=AnomalyType.PRICE_SPIKE,
+        severity=Severity.HIGH,
+        timeframe="1m",
+        time=1_700_000_040_000,
+        value=8.0,
+        threshold=5.0,
+        detected_at=1_700_000_102_150,
+        message="X 1m: close is +8.00%",
+    )
+    event = anomaly_event(encode_anomaly(anomaly))
+    assert (event.channel, event.key, event.wildcard) == (ANOMALIES, "a:X", "a:*")
+    assert event.event_ms == anomaly.detected_at  # ws_anomalies latency: detection -> fan-out
+    assert json.loads(event.frame)["data"]["time"] == anomaly.time
 
 
 async def test_batch_frames_are_counted_in_the_batch_slot_not_anomalies() -> None:

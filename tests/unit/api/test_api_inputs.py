@@ -189,3 +189,36 @@ def test_multiprocess_dir_comes_from_settings_and_is_exported(monkeypatch: pytes
     assert not list(directory.iterdir())
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+
+def test_several_workers_without_a_multiprocess_dir_get_a_private_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """API_WORKERS > 1 without PROMETHEUS_MULTIPROC_DIR would let each scrape read one worker at random:
+    ``python -m api`` makes a temporary directory, exports it to the workers and removes it at exit."""
+    import os
+
+    import api.__main__ as entry
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("API_WORKERS", "2")
+    seen: dict[str, object] = {}
+
+    def serve(settings: ApiSettings) -> None:  # what a worker sees instead of uvicorn starting
+        directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        seen["dir"] = directory
+        seen["exists"] = directory.is_dir()
+        seen["worker_setting"] = ApiSettings().prometheus_multiproc_dir
+
+    monkeypatch.setattr(entry, "_serve", serve)
+    try:
+        entry.main()
+        assert seen["exists"]
+        assert seen["worker_setting"] == seen["dir"]
+        assert not Path(str(seen["dir"])).exists(), "the private directory is removed at exit"
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    # one worker needs none; a configured directory is used as it is (and kept)
+    assert entry.multiprocess_dir(ApiSettings(workers=1)) == (None, False)
+    assert entry.multiprocess_dir(ApiSettings(workers=4, prometheus_multiproc_dir=tmp_path)) == (tmp_path, False)
