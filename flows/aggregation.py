@@ -258,6 +258,7 @@ class TickerBars:
                     late.extend(self._tick_by_tick(chunk))
                     next_due = st.next_due
                     ticks += len(chunk[2])
+                    newest = max(newest, *(seg[9] for seg in chunk[1]))  # processed now, late ones included
                     continue
             for seg in chunk[1]:
                 start = seg[0]

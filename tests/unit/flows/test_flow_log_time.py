@@ -19,7 +19,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from contracts.bar import Bar
-from flows.aggregation import TickerState, partial_bars
+from flows.aggregation import AggregationConfig, TickerBars, TickerState, partial_bars
 from flows.bars import build_flow
 from flows.decode import DeadLetter, RawBatch, decode_batch
 from flows.logclock import LogClock, MarkerPlan, log_columns, running_log_times
@@ -230,6 +230,24 @@ def test_a_tick_is_judged_at_its_own_log_time_inside_a_batch() -> None:
         assert [d.raw for d in dead] == [records[5].raw], cuts
         assert "late tick 'Q'" in dead[0].reason
         assert one_minute(finals)["Q", T0][5] == 3
+
+
+def test_live_bars_carry_the_lag_also_when_a_chunk_is_redone_tick_by_tick() -> None:
+    """Q's chunk closes its first window part-way (the slow path, common when catching up on a backlog): its
+    live bar still carries the processing lag of the newest tick merged (bar.v1 ``lag_ms``)."""
+    records = [
+        tick("Q", 0, T0 + 50_000, T0 + 50_000),
+        tick("Q", 1, T0 + 59_000, T0 + 61_000),
+        tick("A", 2, T0 + 64_000, T0 + 64_000),  # the log passes Q's end + grace inside the batch
+        tick("Q", 3, T0 + 60_500, T0 + 64_001),
+    ]
+    decoded, dead = decode_batch(to_batches(records, []), read_ms=T0 + 64_100)
+    assert dead == []
+    chunks = [chunk for ticker, chunk in partial_bars(decoded, MIN, GRACE).chunks if ticker == "Q"]
+    bars = TickerBars(AggregationConfig(timeframes=("1m",), grace_ms=GRACE, live_interval_ms=0), "Q")
+    emitted = bars.on_chunks(chunks, T0 + 65_000)
+    assert [(b.start, b.final) for b in emitted.finals] == [(T0, True)]  # closed part-way through the chunk
+    assert [(b.start, b.lag_ms) for b in emitted.lives] == [(T0 + MIN, 65_000 - 60_500)]
 
 
 def test_abort_and_resume_give_the_finals_and_late_ticks_of_an_uninterrupted_run(tmp_path: Path) -> None:
