@@ -50,7 +50,8 @@ def decode_bars(items: list[RawItem], timeframes: frozenset[str], live_timeframe
         except ContractError as err:  # the origin is built only here, for the dead letter
             out.append(dead_letter("malformed", str(err), raw, origins[i] if origins is not None else None))
             continue
-        if (bar.timeframe in timeframes) if bar.final else (bar.timeframe == live_timeframe):
+        wanted = bar.timeframe in timeframes if bar.final else bar.timeframe == live_timeframe
+        if wanted:
             out.append((f"{bar.ticker}:{bar.timeframe}", bar))
     return out
 

@@ -88,8 +88,9 @@ class TickBatch:
 
     def to_ticks(self, symbols: list[str]) -> list[Tick]:
         """Contract objects (validating every invariant); for tests and small exports, not the hot path."""
-        cols = [getattr(self, f.name).tolist() for f in fields(self) if f.name != "delay_ms"]
-        cols[2] = self.stamp_ms.tolist()
+        names = [f.name for f in fields(self) if f.name != "delay_ms"]
+        # the timestamp a tick carries is its stamp, not the pacing time
+        cols = [(self.stamp_ms if name == "ts_ms" else getattr(self, name)).tolist() for name in names]
         return [
             Tick(
                 ticker=symbols[t],

@@ -200,27 +200,17 @@ def test_every_dashboard_query_returns_data(
          "--end", history_end.isoformat()],
         env={**sim_env, "SIM_METRICS_PORT": "0", "SIM_TICK_RATE": "1"}, cwd=REPO_ROOT, check=True, timeout=300,
     )  # fmt: skip
+    flows = (("bars", bars_port, "FLOW"), ("ticks", ticks_port, "FLOW"), ("anomalies", anomalies_port, "ANOMALY"))
     specs = [
-        _spec(
-            "bars",
-            [py, "-m", "bytewax.run", "flows.bars"],
-            bars_port,
-            {**base_env, "FLOW_METRICS_PORT": str(bars_port)},
-            metrics_ready(bars_port),
-        ),
-        _spec(
-            "ticks",
-            [py, "-m", "bytewax.run", "flows.ticks"],
-            ticks_port,
-            {**base_env, "FLOW_METRICS_PORT": str(ticks_port)},
-            metrics_ready(ticks_port),
-        ),
-        _spec(
-            "anomalies",
-            [py, "-m", "bytewax.run", "flows.anomalies"],
-            anomalies_port,
-            {**base_env, "ANOMALY_METRICS_PORT": str(anomalies_port)},
-            metrics_ready(anomalies_port),
+        *(
+            _spec(
+                name,
+                [py, "-m", "bytewax.run", f"flows.{name}"],
+                port,
+                {**base_env, f"{prefix}_METRICS_PORT": str(port)},
+                metrics_ready(port),
+            )
+            for name, port, prefix in flows
         ),
         _spec(
             "gateway",
