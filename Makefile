@@ -7,9 +7,12 @@ VENV_STAMP := .venv/.installed
 
 venv: $(VENV_STAMP)
 
-# (Re)install the project into .venv whenever pyproject.toml changes; uv makes a fresh install take seconds.
-$(VENV_STAMP): pyproject.toml
+# (Re)install the project into .venv whenever pyproject.toml or the Rust extension changes; uv makes a fresh
+# install take seconds, plus about a minute to compile native/tickscan the first time (cargo, from rustup).
+NATIVE_SOURCES := $(wildcard native/tickscan/Cargo.* native/tickscan/pyproject.toml native/tickscan/*.pyi native/tickscan/src/*.rs)
+$(VENV_STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
+	@command -v cargo >/dev/null || { echo "cargo (Rust 1.74+, https://rustup.rs) is required to build native/tickscan"; exit 1; }
 	@test -x $(PY) || python3 -m venv .venv
 	@$(PY) -m pip install -q --disable-pip-version-check uv
 	@$(PY) -m uv pip install -q --python $(PY) -e '.[dev]'

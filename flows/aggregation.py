@@ -30,7 +30,7 @@ from contracts.tick import MAX_INT64
 from flows.accumulator import Acc, FlowBar, merged_bar
 from flows.decode import DeadLetter, dead_letter
 from flows.indicators import DEFAULT_INDICATORS, IndicatorConfig, IndicatorState
-from flows.partial import BatchResult, Segment, TickChunk, TickerCodes, late_reason, partial_bars
+from flows.partial import BatchResult, Segment, TickChunk, late_reason, partial_bars
 
 __all__ = [
     "NOTHING",
@@ -41,7 +41,6 @@ __all__ = [
     "Segment",
     "TickChunk",
     "TickerBars",
-    "TickerCodes",
     "TickerState",
     "partial_bars",
     "shape_differences",

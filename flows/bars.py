@@ -38,7 +38,7 @@ from bytewax.outputs import Sink
 from common.clock import now_ms
 from contracts.bar import Bar
 from flows import lazy_flow
-from flows.aggregation import AggregationConfig, TickChunk, TickerCodes, partial_bars
+from flows.aggregation import AggregationConfig, TickChunk, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
 from flows.logclock import LogClock, LogTimes, MarkerPlan
 from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
@@ -198,7 +198,6 @@ def build_flow(
     settings = settings if settings is not None else FlowSettings()
     config = settings.aggregation_config()
     base_ms, grace_ms = config.lengths[0], config.grace_ms
-    codes = TickerCodes()  # per-thread tables: a process's workers share this closure
     shard_keys = ShardKeys(shards)
 
     max_future_ms = settings.max_future_ms
@@ -211,7 +210,7 @@ def build_flow(
         started = time.perf_counter()
         now = clock()
         batch, dead = decode_batch(items, not_after_ms=now + max_future_ms, read_ms=now if live else None)
-        result = partial_bars(batch, base_ms, grace_ms, codes)
+        result = partial_bars(batch, base_ms, grace_ms)
         if len(batch):
             received.count_tallied(*result.tally)
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -89,14 +88,6 @@ class TickCounter:
                 return self._other
             child = self._children[ticker] = TICKS_RECEIVED.labels(self.stage, ticker)
         return child
-
-    def count(self, tickers: Sequence[str]) -> None:
-        """Count one batch of ticks given their tickers."""
-        if not self.max_tickers:
-            self._other.inc(len(tickers))
-            return
-        tally = Tally(tickers)
-        self.count_tallied(list(tally), list(tally.values()))
 
     def count_tallied(self, tickers: Sequence[str], counts: Sequence[int]) -> None:
         """Count ``counts[i]`` ticks of ``tickers[i]`` (distinct names: a batch already tallied by ticker).

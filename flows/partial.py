@@ -8,7 +8,6 @@ no Bytewax import; :mod:`flows.aggregation` merges the chunks into each ticker's
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from itertools import repeat
 from typing import NamedTuple
@@ -17,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.bar import TIMEFRAMES
-from flows.decode import TICKER, DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
+from flows.decode import DeadLetter, DecodedBatch, Origin, WireTick, dead_letter
 
 _INT64_SAFE = 2**62
 #: timeframe name by window length (the base timeframe's name in late-tick reasons)
@@ -106,47 +105,17 @@ class BatchResult(NamedTuple):
     tally: tuple[list[str], list[int]]
 
 
-class TickerCodes:
-    """Small integer codes for ticker names, kept across batches (lookups run in C via ``map``).
-
-    Bytewax workers of one process are threads sharing a step's closure, so each thread gets its own table.
-    """
-
-    __slots__ = ("_local", "limit")
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._local = threading.local()
-        self.limit = limit  # bounds memory if a producer invents endless ticker names
-
-    def encode(self, tickers: list[str]) -> npt.NDArray[np.int64]:
-        """The code of each ticker, unique per name within this thread; new names get the next codes."""
-        codes: dict[str, int] | None = getattr(self._local, "codes", None)
-        if codes is None:
-            codes = self._local.codes = {}
-        try:
-            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
-        except KeyError:
-            if len(codes) + len(tickers) > self.limit:
-                codes.clear()
-            for name in tickers:
-                codes.setdefault(name, len(codes))
-            return np.fromiter(map(codes.__getitem__, tickers), dtype=np.int64, count=len(tickers))
-
-
-def partial_bars(
-    batch: DecodedBatch, base_ms: int, grace_ms: int, codes_cache: TickerCodes | None = None
-) -> BatchResult:
+def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResult:
     """Group a batch by ticker and base window; reject ticks late against earlier ticks of the batch."""
     n = len(batch)
     if n == 0:
         return BatchResult([], [], [], ([], []))
-    index = codes_cache if codes_cache is not None else TickerCodes()
-    codes = index.encode(batch.tickers)
+    codes = batch.codes
     ts = batch.timestamps
     t_min = int(ts.min())
     rel = ts - t_min
     span = int(rel.max()) + 1
-    n_codes = int(codes.max()) + 1
+    n_codes = len(batch.names)
     if n_codes * span >= _INT64_SAFE:  # cannot happen for epoch-ms batches spanning < 40 years
         msg = f"batch spans {span} ms over {n_codes} ticker codes: too wide to sort on one int64 key"
         raise OverflowError(msg)
@@ -228,7 +197,7 @@ def partial_bars(
     row_bounds = np.r_[lo[tick_first_seg], len(order)]
     # one chunk per ticker, built with C-level map/zip: per-ticker Python code is the cost at many tickers
     latest: list[WireTick] = list(map(batch.ticks.__getitem__, order[row_bounds[1:] - 1].tolist()))
-    names = list(map(TICKER, latest))
+    names = list(map(batch.names.__getitem__, c_a[row_bounds[:-1]].tolist()))
     seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
     row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
     columns = (

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from flows.decode import DecodedBatch, _column
+from flows.decode import DecodedBatch
 
 #: Column order of every payload built here (``COPY market_ticks (COLUMNS) FROM STDIN (FORMAT binary)``).
 COLUMNS = "time, ticker, seq, price, bid, ask, bid_size, ask_size, volume"
@@ -75,31 +75,33 @@ def _cents(prices: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
 
 
 def tick_columns(batches: Sequence[DecodedBatch]) -> TickColumns:
-    """The columns of every tick of ``batches``, in arrival order (reusing the decoder's own columns)."""
+    """The columns of every tick of ``batches``, in arrival order (the decoder's own columns)."""
     if len(batches) == 1:
-        ticks, tickers = batches[0].ticks, batches[0].tickers
-        timestamps, cents, volumes = batches[0].timestamps, batches[0].cents, batches[0].volumes
-        bids, asks = batches[0].bids, batches[0].asks
-    else:
-        ticks = [t for batch in batches for t in batch.ticks]
-        tickers = [s for batch in batches for s in batch.tickers]
-        timestamps, cents, volumes = (
-            np.concatenate([getattr(b, name) for b in batches]).astype(np.int64, copy=False)
-            for name in ("timestamps", "cents", "volumes")
-        )
-        bids, asks = (np.concatenate([getattr(b, name) for b in batches]) for name in ("bids", "asks"))
-    index = {name: i for i, name in enumerate(dict.fromkeys(tickers))}
+        b = batches[0]
+        return TickColumns(
+            b.names, b.codes, b.timestamps, b.seqs, b.cents, _cents(b.bids), _cents(b.asks), b.bid_sizes,
+            b.ask_sizes, b.volumes,
+        )  # fmt: skip
+    index: dict[str, int] = {}
+    codes = []
+    for b in batches:  # each batch numbers its tickers from 0: renumber into one table
+        remap = np.array([index.setdefault(name, len(index)) for name in b.names], dtype=np.int64)
+        codes.append(remap[b.codes])
+
+    def joined(name: str) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(b, name) for b in batches])
+
     return TickColumns(
         names=list(index),
-        codes=np.fromiter(map(index.__getitem__, tickers), dtype=np.int64, count=len(tickers)),
-        timestamps=timestamps,
-        seqs=_column(ticks, "seq", np.int64),
-        cents=cents,
-        bid_cents=_cents(bids),
-        ask_cents=_cents(asks),
-        bid_sizes=_column(ticks, "bid_size", np.int64),
-        ask_sizes=_column(ticks, "ask_size", np.int64),
-        volumes=volumes,
+        codes=np.concatenate(codes),
+        timestamps=joined("timestamps"),
+        seqs=joined("seqs"),
+        cents=joined("cents"),
+        bid_cents=_cents(joined("bids")),
+        ask_cents=_cents(joined("asks")),
+        bid_sizes=joined("bid_sizes"),
+        ask_sizes=joined("ask_sizes"),
+        volumes=joined("volumes"),
     )
 
 

@@ -44,7 +44,7 @@ def build_flow(
         started = time.perf_counter()
         out = decode_for_archive(items)
         if out:
-            received.count(out[0].tickers)
+            received.count_tallied(*out[0].tally())
             batch_seconds.observe(time.perf_counter() - started)
         return out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from prometheus_client import REGISTRY
 
 from flows.observe import ALL_TICKERS, OTHER_TICKER, TickCounter
@@ -15,17 +14,13 @@ def _value(stage: str, ticker: str) -> float:
     return value or 0.0
 
 
-@pytest.mark.parametrize("tallied", [False, True])
-def test_counts_per_ticker_up_to_the_limit_and_the_rest_as_other(tallied: bool) -> None:
+def test_counts_per_ticker_up_to_the_limit_and_the_rest_as_other() -> None:
     stage = f"test-{uuid.uuid4().hex[:8]}"  # the registry is process-wide: a fresh label value per test
     counter = TickCounter(stage, max_tickers=2)
     batches = [["A", "B", "A", "C", "D", "C"], ["D", "A", "E"]]
     for tickers in batches:
-        if tallied:
-            names = sorted(set(tickers))
-            counter.count_tallied(names, [tickers.count(n) for n in names])
-        else:
-            counter.count(tickers)
+        names = list(dict.fromkeys(tickers))  # first appearance, as DecodedBatch.tally() gives them
+        counter.count_tallied(names, [tickers.count(n) for n in names])
     per = {t: _value(stage, t) for t in ("A", "B", "C", "D", "E", OTHER_TICKER)}
     assert per == {"A": 3.0, "B": 1.0, "C": 0.0, "D": 0.0, "E": 0.0, OTHER_TICKER: 5.0}
 
@@ -33,7 +28,7 @@ def test_counts_per_ticker_up_to_the_limit_and_the_rest_as_other(tallied: bool) 
 def test_no_per_ticker_labels_when_the_limit_is_zero() -> None:
     stage = f"test-{uuid.uuid4().hex[:8]}"
     counter = TickCounter(stage, max_tickers=0)
-    counter.count(["A", "B", "A"])
+    counter.count_tallied(["A", "B"], [2, 1])
     counter.count_tallied(["A", "C"], [4, 1])
     assert _value(stage, ALL_TICKERS) == 8.0
     assert _value(stage, "A") == 0.0

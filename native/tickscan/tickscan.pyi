@@ -1,0 +1,27 @@
+"""Scans ``market-ticks`` JSON values in their canonical layout into columns (Rust; see ``src/lib.rs``)."""
+
+#: the contract's bounds compiled into the scanner (a test pins them to the Python constants)
+LIMITS: dict[str, int | float]
+
+def scan(
+    values: list[bytes],
+) -> (
+    tuple[
+        list[str],
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+        bytearray,
+    ]
+    | None
+):
+    """``(names, codes, seqs, timestamps, prices, bids, asks, bid_sizes, ask_sizes, volumes)`` or None.
+
+    None unless every value is ``bytes`` in the canonical layout with every field in range; the columns are
+    native int64 (``codes`` index ``names``, first appearance order) or float64 (the three prices).
+    """

@@ -1,0 +1,282 @@
+"""The Rust scanner :mod:`tickscan` against msgspec, the decoder it stands in for.
+
+Two properties make the fast path safe: the scanner accepts no value msgspec (``WireTick``) would reject, and
+for every value it accepts it yields exactly msgspec's numbers. Everything else (another layout, a field out of
+range, a value that is not ``bytes``) makes it decline the whole batch, which :func:`flows.decode.decode_batch`
+then decodes with msgspec.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import numpy as np
+import pytest
+import tickscan
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, MAX_INT32, MAX_INT64, MAX_TICKER_CHARS
+from flows.decode import MAX_PRICE, MAX_SIZE, LazyTicks, WireTick, decode_batch
+
+_DECODER = msgspec.json.Decoder(WireTick)
+_ENCODER = msgspec.json.Encoder()
+_FIELDS = ("seq", "timestamp", "price", "bid", "ask", "bid_size", "ask_size", "volume")
+
+
+def _scan_one(raw: bytes) -> dict[str, object] | None:
+    out = tickscan.scan([raw])
+    if out is None:
+        return None
+    names, codes, *columns = out
+    dtypes = (np.int64, np.int64, np.float64, np.float64, np.float64, np.int64, np.int64, np.int64)
+    values = [np.frombuffer(c, dtype=d)[0].item() for c, d in zip(columns, dtypes, strict=True)]
+    assert np.frombuffer(codes, dtype=np.int64).tolist() == [0]
+    return {"ticker": names[0], **dict(zip(_FIELDS, values, strict=True))}
+
+
+def _msgspec_one(raw: bytes) -> dict[str, object] | None:
+    try:
+        tick = _DECODER.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return {name: getattr(tick, name) for name in ("ticker", *_FIELDS)}
+
+
+def _tick(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "ticker": "AAPL",
+        "seq": 7,
+        "timestamp": 1_705_276_800_123,
+        "price": 187.25,
+        "bid": 187.24,
+        "ask": 187.26,
+        "bid_size": 300,
+        "ask_size": 200,
+        "volume": 100,
+        "version": 1,
+    }
+    base.update(fields)
+    return _ENCODER.encode(base)
+
+
+def test_limits_are_the_contracts() -> None:
+    assert tickscan.LIMITS == {
+        "max_ticker_chars": MAX_TICKER_CHARS,
+        "min_ts_ms": _MIN_TS_MS,
+        "max_ts_ms": _MAX_TS_MS,
+        "max_price": MAX_PRICE,
+        "max_seq": MAX_INT64,
+        "max_quote_size": MAX_INT32,
+        "max_volume": MAX_SIZE,
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"ticker": "X"},
+        {"ticker": "A" * MAX_TICKER_CHARS},
+        {"ticker": "BRK.B"},
+        {"ticker": "a b~!#$%&'()*+,-./:;<=>?@[]^_`{|}"[:32]},
+        {"seq": 0},
+        {"seq": MAX_INT64},
+        {"timestamp": _MIN_TS_MS},
+        {"timestamp": _MAX_TS_MS},
+        {"price": 0.01, "bid": 0.01, "ask": 0.02},
+        {"price": 999_999_999.99, "bid": 999_999_999.98, "ask": 999_999_999.99},
+        {"price": 150},  # an integer where a float is expected: msgspec accepts it, so may the scanner
+        {"bid_size": 0, "ask_size": MAX_INT32},
+        {"volume": 0},
+        {"volume": MAX_SIZE},
+    ],
+)
+def test_canonical_values_in_range_are_scanned_exactly(fields: dict[str, object]) -> None:
+    raw = _tick(**fields)
+    assert _scan_one(raw) is not None, raw
+    assert _scan_one(raw) == _msgspec_one(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # out of range: msgspec rejects these (most with a reason), the scanner declines
+        _tick(ticker=""),
+        _tick(ticker="A" * (MAX_TICKER_CHARS + 1)),
+        _tick(seq=MAX_INT64 + 1),
+        _tick(seq=10**19),
+        _tick(timestamp=_MIN_TS_MS - 1),
+        _tick(timestamp=_MAX_TS_MS + 1),
+        _tick(price=0),
+        _tick(price=1e9),
+        _tick(price=1_000_000_000),
+        _tick(bid_size=MAX_INT32 + 1),
+        _tick(volume=MAX_SIZE + 1),
+        _tick(version=2),
+        # valid for msgspec, but not the canonical layout: the scanner declines, msgspec decodes
+        json.dumps(json.loads(_tick())).encode(),  # ", " and ": "
+        _tick() + b" ",
+        b" " + _tick(),
+        _tick(ticker="\u00c9TF"),  # non-ASCII
+        _tick().replace(b'"AAPL"', b'"\\u0041APL"'),  # an escape
+        _tick().replace(b'"version":1', b'"version":1,"venue":"X"'),  # an unknown field
+        _tick().replace(b'{"ticker":"AAPL",', b"{").replace(b"}", b',"ticker":"AAPL"}'),  # another key order
+        _tick().replace(b'"volume":100', b'"volume":1e2'),
+        _tick().replace(b'"price":187.25', b'"price":1.8725e2'),
+        _tick().replace(b'"seq":7', b'"seq":-0'),
+        _tick().replace(b'"seq":7', b'"seq":07'),
+        _tick().replace(b'"price":187.25', b'"price":0187.25'),
+        _tick().replace(b'"price":187.25', b'"price":187.'),
+        _tick().replace(b'"price":187.25', b'"price":.25'),
+        _tick().replace(b'"price":187.25', b'"price":-187.25'),
+        _tick().replace(b'"price":187.25', b'"price":+187.25'),
+        _tick().replace(b'"price":187.25', b'"price":Infinity'),
+        _tick().replace(b'"price":187.25', b'"price":NaN'),
+        _tick().replace(b'"volume":100', b'"volume":100.0'),
+        _tick().replace(b'"version":1', b'"version":1.0'),
+        _tick().replace(b'"version":1', b'"version":true'),
+        _tick()[:-1],
+        _tick() + b"}",
+        b"",
+        b"{}",
+    ],
+)
+def test_anything_else_is_declined(raw: bytes) -> None:
+    assert _scan_one(raw) is None
+
+
+@pytest.mark.parametrize("text", [b"187.250000000000000000001", b"187.2500", b"0.1000000000000000055511151231257827"])
+def test_long_decimals_round_like_msgspec(text: bytes) -> None:
+    raw = _tick().replace(b'"price":187.25', b'"price":' + text)
+    assert _scan_one(raw) is not None
+    assert _scan_one(raw) == _msgspec_one(raw)
+
+
+def test_a_batch_is_declined_as_a_whole() -> None:
+    good = _tick()
+    assert tickscan.scan([good, good]) is not None
+    assert tickscan.scan([good, _tick(price=0), good]) is None
+    assert tickscan.scan([good, bytearray(good)]) is None  # type: ignore[list-item]
+    assert tickscan.scan([good, "text"]) is None  # type: ignore[list-item]
+
+
+def test_codes_index_names_in_order_of_first_appearance() -> None:
+    values = [_tick(ticker=t, seq=i) for i, t in enumerate(["B", "A", "B", "C", "A"])]
+    out = tickscan.scan(values)
+    assert out is not None
+    assert out[0] == ["B", "A", "C"]
+    assert np.frombuffer(out[1], dtype=np.int64).tolist() == [0, 1, 0, 2, 1]
+    assert np.frombuffer(out[2], dtype=np.int64).tolist() == [0, 1, 2, 3, 4]
+    empty = tickscan.scan([])
+    assert empty is not None
+    assert empty[0] == []
+    assert all(len(column) == 0 for column in empty[1:])
+
+
+def _mostly(valid: st.SearchStrategy[object], other: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """``valid`` nine times in ten, so that whole ticks in range are common."""
+    return st.integers(0, 9).flatmap(lambda k: other if k == 0 else valid)
+
+
+_cents = st.integers(1, 99_999_999_999).map(lambda c: c / 100)
+_prices = _mostly(
+    _cents,
+    st.one_of(
+        st.integers(0, 100_000_000_000).map(lambda c: c / 100),  # beyond the bound too
+        st.floats(min_value=0, max_value=2e9, allow_nan=False),  # any float msgspec writes (1e-05, 1.5e+20 ...)
+        st.integers(0, 2_000_000_000),
+    ),
+)
+_ticks = st.fixed_dictionaries(
+    {
+        "ticker": _mostly(
+            st.text(
+                st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"\\'), min_size=1, max_size=32
+            ),
+            st.text(st.characters(min_codepoint=0x00, max_codepoint=0x2FF), min_size=0, max_size=34),
+        ),
+        "seq": _mostly(st.integers(0, MAX_INT64), st.integers(MAX_INT64 - 2, 2**64)),
+        "timestamp": _mostly(st.integers(_MIN_TS_MS, _MAX_TS_MS), st.integers(0, 2 * _MAX_TS_MS)),
+        "price": _prices,
+        "bid": _prices,
+        "ask": _prices,
+        "bid_size": _mostly(st.integers(0, MAX_INT32), st.integers(MAX_INT32 - 2, 2**32)),
+        "ask_size": _mostly(st.integers(0, MAX_INT32), st.integers(MAX_INT32 - 2, 2**32)),
+        "volume": _mostly(st.integers(0, MAX_SIZE), st.integers(MAX_SIZE - 2, 2**64)),
+        "version": _mostly(st.just(1), st.integers(0, 3)),
+    }
+)
+
+
+def _encode(fields: dict[str, object]) -> bytes:
+    """``fields`` in the contract's key order, as msgspec writes them (the canonical layout when all fit)."""
+    return _ENCODER.encode({name: fields[name] for name in ("ticker", *_FIELDS, "version")})
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_ticks)
+def test_scanner_agrees_with_msgspec_on_encoded_ticks(fields: dict[str, object]) -> None:
+    raw = _encode(fields)
+    scanned = _scan_one(raw)
+    if scanned is not None:
+        assert scanned == _msgspec_one(raw)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.data())
+def test_scanner_never_accepts_what_msgspec_rejects(data: st.DataObject) -> None:
+    """Canonical values with random edits: whatever the scanner still accepts, msgspec reads the same."""
+    raw = bytearray(_encode(data.draw(_ticks)))
+    alphabet = st.sampled_from(list(b'0123456789.-+eE ",:{}[]\\atrunl') + [0xC3, 0x00, 0x7F])
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw)))
+        action = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        byte = data.draw(alphabet)
+        if action == "insert":
+            raw.insert(at, byte)
+        elif at < len(raw):
+            if action == "delete":
+                del raw[at]
+            else:
+                raw[at] = byte
+    value = bytes(raw)
+    scanned = _scan_one(value)
+    if scanned is not None:
+        assert scanned == _msgspec_one(value), value
+
+
+def test_decode_batch_gives_the_same_batch_on_either_path() -> None:
+    """A batch the scanner takes and the same ticks written another way (msgspec's path) decode alike."""
+    fields = [
+        {"ticker": t, "seq": i, "timestamp": 1_705_276_800_000 + 7 * i, "price": 100 + i / 100, "volume": i}
+        for i, t in enumerate(["AAA", "BBB", "AAA", "CCC", "BBB", "AAA"])
+    ]
+    canonical = [_tick(**f) for f in fields]
+    spaced = [json.dumps(json.loads(v)).encode() for v in canonical]
+    fast, dead_fast = decode_batch(canonical)
+    slow, dead_slow = decode_batch(spaced)
+    assert dead_fast == dead_slow == []
+    assert isinstance(fast.ticks, LazyTicks)
+    assert isinstance(slow.ticks, list)
+    for name in ("codes", "seqs", "timestamps", "cents", "volumes", "bids", "asks", "bid_sizes", "ask_sizes"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert fast.names == slow.names == ["AAA", "BBB", "CCC"]
+    assert list(fast.ticks) == list(slow.ticks)
+    assert fast.tally() == slow.tally() == (["AAA", "BBB", "CCC"], [3, 2, 1])
+
+
+def test_scanned_batch_with_a_cross_field_problem_keeps_the_rest() -> None:
+    """The scanner checks ranges only; bid >= ask and the cent grid are checked after it, on the columns."""
+    values = [_tick(seq=0), _tick(seq=1, bid=187.26, ask=187.26), _tick(seq=2, ticker="MSFT", price=187.255)]
+    batch, dead = decode_batch(values)
+    assert [d.reason for d in dead] == [
+        "need 0 < bid < ask, got bid=187.26 ask=187.26",
+        "price 187.255 is not on the $0.01 grid",
+    ]
+    assert [d.raw for d in dead] == values[1:]
+    assert batch.seqs.tolist() == [0]
+    assert batch.tickers == ["AAPL"]
+    assert batch.tally() == (["AAPL"], [1])  # MSFT had no valid tick
+    assert [t.seq for t in batch.ticks] == [0]
