@@ -240,47 +240,13 @@ def _decode_one(raw: object) -> tuple[WireTick | None, str | None]:
 TICKER = operator.attrgetter("ticker")
 
 
-def _column(ticks: Sequence[WireTick], name: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
-    """One field of every tick as a NumPy array (a C-level loop: ``fromiter`` over ``attrgetter``)."""
-    return np.fromiter(map(operator.attrgetter(name), ticks), dtype=dtype, count=len(ticks))
-
-
-def _decode_all(
-    values: Sequence[object], origins: Sequence[Origin | None] | None, dead: list[DeadLetter]
-) -> tuple[list[WireTick], list[bytes], Sequence[Origin | None] | None, list[int] | None]:
-    """Decode every value; the bad ones go to ``dead``. Returns the good ticks with their values/origins and
-    their positions among the (flattened) values, None when all were good."""
-    try:
-        decoded = list(map(_DECODER.decode, values))  # type: ignore[arg-type]
-        return decoded, cast(list[bytes], values), origins, None
-    except (*DECODE_ERRORS, TypeError):
-        pass
-    if origins is None and any(isinstance(v, RawBatch) for v in values):  # a mixed batch (tests)
-        flat, flat_origins = flatten(cast(Sequence[bytes | RawBatch], values))
-        return _decode_all(flat, flat_origins, dead)
-    # rare: redo this batch one value at a time to tell the bad ones apart
-    ticks: list[WireTick] = []
-    raws: list[bytes] = []
-    kept: list[Origin | None] = []
-    positions: list[int] = []
-    for i, raw in enumerate(values):
-        tick, reason = _decode_one(raw)
-        origin = origins[i] if origins is not None else None
-        if tick is None:
-            safe = raw if isinstance(raw, bytes) else repr(raw).encode()
-            dead.append(dead_letter("malformed", reason or "undecodable", safe, origin))
-        else:
-            ticks.append(tick)
-            raws.append(cast(bytes, raw))
-            kept.append(origin)
-            positions.append(i)
-    return ticks, raws, kept if origins is not None else None, positions
+#: the fields of a tick in :class:`_Columns` order after ``names`` and ``codes``
+_FIELDS = ("seq", "timestamp", "price", "bid", "ask", "bid_size", "ask_size", "volume")
 
 
 class _Columns(NamedTuple):
-    """A batch's ticks and their columns, before the cross-field checks."""
+    """A batch's columns, one row per value, before the cross-field checks."""
 
-    ticks: Sequence[WireTick]
     names: list[str]
     codes: npt.NDArray[np.int64]
     seqs: npt.NDArray[np.int64]
@@ -292,18 +258,26 @@ class _Columns(NamedTuple):
     ask_sizes: npt.NDArray[np.int64]
     volumes: npt.NDArray[np.int64]
 
-    def take(self, keep: npt.NDArray[np.bool_], rows: list[int]) -> _Columns:
-        """Only the rows where ``keep`` is set (``rows``: their numbers)."""
-        ticks = self.ticks.take(rows) if isinstance(self.ticks, LazyTicks) else [self.ticks[i] for i in rows]
-        return _Columns(ticks, self.names, *(column[keep] for column in self[2:]))  # type: ignore[arg-type]
+    def put(self, rows: list[int], ticks: list[WireTick]) -> None:
+        """Fill ``rows`` with ``ticks`` (values the scanner declined and msgspec decoded), C-level loops."""
+        index = {name: i for i, name in enumerate(self.names)}
+        tickers = list(map(TICKER, ticks))
+        for name in tickers:
+            index.setdefault(name, len(index))
+        self.names[len(self.names) :] = list(index)[len(self.names) :]
+        at = np.array(rows, dtype=np.intp)
+        self.codes[at] = np.fromiter(map(index.__getitem__, tickers), dtype=np.int64, count=len(tickers))
+        for name, column in zip(_FIELDS, self[2:], strict=True):
+            column[at] = np.fromiter(map(operator.attrgetter(name), ticks), dtype=column.dtype, count=len(ticks))
+
+    def take(self, keep: npt.NDArray[np.bool_]) -> _Columns:
+        """Only the rows where ``keep`` is set."""
+        return _Columns(self.names, *(column[keep] for column in self[1:]))  # type: ignore[arg-type]
 
 
-def _scanned(values: list[bytes]) -> _Columns | None:
-    """The columns of ``values`` by :func:`tickscan.scan`; None unless all are canonical, in-range ticks."""
-    out = tickscan.scan(values)
-    if out is None:
-        return None
-    names, codes, seqs, timestamps, prices, bids, asks, bid_sizes, ask_sizes, volumes = out
+def _scan(values: list[bytes]) -> tuple[_Columns, list[int]]:
+    """The columns of ``values`` by :func:`tickscan.scan`, and the rows it declined (zeros in the columns)."""
+    names, declined, codes, seqs, timestamps, prices, bids, asks, bid_sizes, ask_sizes, volumes = tickscan.scan(values)
 
     def i64(column: bytearray) -> npt.NDArray[np.int64]:
         return np.frombuffer(column, dtype=np.int64)
@@ -311,28 +285,13 @@ def _scanned(values: list[bytes]) -> _Columns | None:
     def f64(column: bytearray) -> npt.NDArray[np.float64]:
         return np.frombuffer(column, dtype=np.float64)
 
-    return _Columns(
-        LazyTicks(values),
+    columns = _Columns(
         names,
         *(i64(codes), i64(seqs), i64(timestamps)),
         *(f64(prices), f64(bids), f64(asks)),
         *(i64(bid_sizes), i64(ask_sizes), i64(volumes)),
     )
-
-
-def _decoded(ticks: list[WireTick]) -> _Columns:
-    """The columns of ticks decoded by msgspec."""
-    tickers = list(map(TICKER, ticks))
-    names = list(dict.fromkeys(tickers))
-    index = {name: i for i, name in enumerate(names)}
-    return _Columns(
-        ticks,
-        names,
-        np.fromiter(map(index.__getitem__, tickers), dtype=np.int64, count=len(tickers)),
-        *(_column(ticks, name, np.int64) for name in ("seq", "timestamp")),
-        *(_column(ticks, name, np.float64) for name in ("price", "bid", "ask")),
-        *(_column(ticks, name, np.int64) for name in ("bid_size", "ask_size", "volume")),
-    )
+    return columns, declined
 
 
 def decode_batch(
@@ -348,45 +307,64 @@ def decode_batch(
     dead: list[DeadLetter] = []
     logs = log_columns(items, read_ms) if read_ms is not None else None
     values: list[Any]
-    kept_origins: Sequence[Origin | None] | None
-    if items and isinstance(items[0], RawBatch):
+    origins: Sequence[Origin | None] | None
+    if items and (isinstance(items[0], RawBatch) or any(isinstance(item, RawBatch) for item in items)):
         values, origins = flatten(items)
-    else:  # plain values (a mixed list falls back to flattening inside _decode_all)
+    else:  # plain values (tests, benchmarks)
         values, origins = list(items), None
-    cols = _scanned(values)
-    if cols is not None:
-        raws: list[bytes] = values
-        kept_origins, kept = origins, None
-    else:
-        ticks, raws, kept_origins, kept = _decode_all(values, origins, dead)
-        cols = _decoded(ticks)
-    log_times, log_sources = (None, None) if logs is None else _kept_logs(logs[0], logs[1], kept)
+    cols, declined = _scan(values)
+
+    def reject(row: int, reason: str) -> None:
+        raw = values[row]
+        safe = raw if isinstance(raw, bytes) else repr(raw).encode()
+        dead.append(dead_letter("malformed", reason, safe, origins[row] if origins is not None else None))
+        keep[row] = False
+
+    keep = np.ones(len(values), dtype=bool)
+    if declined:  # another layout (msgspec decodes it) or a bad value (msgspec says why)
+        try:
+            decoded, rows = list(map(_DECODER.decode, map(values.__getitem__, declined))), declined
+        except (*DECODE_ERRORS, TypeError):
+            decoded, rows = [], []
+            for row in declined:
+                tick, reason = _decode_one(values[row])
+                if tick is None:
+                    reject(row, reason or "undecodable")
+                else:
+                    decoded.append(tick)
+                    rows.append(row)
+        if decoded:
+            cols.put(rows, decoded)
+    ticks = LazyTicks(values)
 
     bad = cols.bids >= cols.asks
     for column in (cols.prices, cols.bids, cols.asks):  # contracts.tick.on_cent_grid, vectorised: exact
         bad |= np.rint(column * 100.0) / 100.0 != column
-    future = cols.timestamps > not_after_ms if not_after_ms is not None else None
-    if bad.any() or (future is not None and future.any()):
-        keep = np.ones(len(cols.codes), dtype=bool)
-        for i in np.flatnonzero(bad | future if future is not None else bad).tolist():
-            tick = cols.ticks[i]
-            reason = tick_problem(cast(Tick, tick))  # duck-typed: the same attributes as the contract's Tick
-            if reason is None and future is not None and future[i]:
-                reason = f"timestamp {tick.timestamp} is after {not_after_ms} (too far ahead of the clock)"
-            if reason is not None:
-                keep[i] = False
-                dead.append(dead_letter("malformed", reason, raws[i], kept_origins[i] if kept_origins else None))
-        if not keep.all():
-            idx = np.flatnonzero(keep).tolist()
-            cols = cols.take(keep, idx)
-            raws = [raws[i] for i in idx]
-            kept_origins = _take(kept_origins, idx) if kept_origins is not None else None
-            if log_times is not None and log_sources is not None:
-                log_times, log_sources = log_times[keep], [log_sources[i] for i in idx]
+    if not_after_ms is not None:
+        bad |= cols.timestamps > not_after_ms
+    if declined:
+        bad &= keep
+    for row in np.flatnonzero(bad).tolist():
+        tick = ticks[row]
+        reason = tick_problem(cast(Tick, tick))  # duck-typed: the same attributes as the contract's Tick
+        if reason is None and not_after_ms is not None and tick.timestamp > not_after_ms:
+            reason = f"timestamp {tick.timestamp} is after {not_after_ms} (too far ahead of the clock)"
+        if reason is not None:
+            reject(row, reason)
+    raws: list[bytes] = values
+    log_times, log_sources = (logs[0], logs[1]) if logs is not None else (None, None)
+    if dead:
+        rows = np.flatnonzero(keep).tolist()
+        cols = cols.take(keep)
+        raws = [values[i] for i in rows]
+        ticks = LazyTicks(raws)
+        origins = _take(origins, rows) if origins is not None else None
+        if log_times is not None and log_sources is not None:
+            log_times, log_sources = log_times[keep], [log_sources[i] for i in rows]
     batch = DecodedBatch(
-        ticks=cols.ticks,
+        ticks=ticks,
         raws=raws,
-        origins=kept_origins,
+        origins=origins,
         names=cols.names,
         codes=cols.codes,
         seqs=cols.seqs,
@@ -402,11 +380,3 @@ def decode_batch(
         log_ends=logs[2] if logs is not None else None,
     )
     return batch, dead
-
-
-def _kept_logs(
-    times: npt.NDArray[np.int64], sources: list[str | None], kept: list[int] | None
-) -> tuple[npt.NDArray[np.int64], list[str | None]]:
-    if kept is None:
-        return times, sources
-    return times[kept], [sources[i] for i in kept]

@@ -2,14 +2,15 @@
 //!
 //! The canonical layout is what `contracts.tick.encode_tick` (msgspec) and the simulator's batch encoder
 //! write: the ten keys in contract order, no whitespace, no escapes, integers without sign, fraction or
-//! exponent, prices as plain decimals. [`scan`] accepts a batch only when *every* value has that layout and
-//! every field is within the contract's range; otherwise it returns `None` and the caller decodes the batch
-//! with msgspec, which also names the reason of a bad value. So this scanner never accepts a value msgspec
-//! would reject, and yields the same numbers for the values it accepts (decimal to `f64` by Rust's
-//! correctly rounded `str::parse`). `tests/unit/test_tickscan.py` checks both properties.
+//! exponent, prices as plain decimals. [`scan`] takes a value only when it has that layout and every field is
+//! within the contract's range; it *declines* any other value, which the caller then decodes with msgspec (a
+//! valid tick in another layout) or rejects with msgspec's reason. So this scanner never accepts a value
+//! msgspec would reject, and yields the same numbers for the values it accepts (decimal to `f64` by Rust's
+//! correctly rounded `str::parse`). `tests/unit/flows/test_tickscan.py` checks both properties.
 //!
 //! Why: msgspec spends ~0.45-0.6 us per value here (a call, a struct, its fields), then NumPy columns cost as
-//! much again; this scan yields the columns directly in ~0.15 us per value, with the GIL released.
+//! much again; this scan yields the columns directly in ~0.15 us per value, with the GIL released. Declining
+//! value by value (not the whole batch) keeps a batch with a few malformed values on the fast path.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
@@ -153,10 +154,12 @@ fn scan_one(b: &[u8]) -> Option<Tick<'_>> {
     in_range.then_some(Tick { ticker, seq, timestamp, price, bid, ask, bid_size, ask_size, volume })
 }
 
-/// The columns of a batch; `codes` index `names` (first appearance order).
+/// The columns of a batch; `codes` index `names` (first appearance order). A declined value's row holds
+/// zeros (code -1) and its position is in `declined`.
 #[derive(Default)]
 struct Columns<'a> {
     names: Vec<&'a str>,
+    declined: Vec<usize>,
     codes: Vec<i64>,
     seqs: Vec<i64>,
     timestamps: Vec<i64>,
@@ -168,7 +171,7 @@ struct Columns<'a> {
     volumes: Vec<i64>,
 }
 
-fn scan_all<'a>(values: &[&'a [u8]]) -> Option<Columns<'a>> {
+fn scan_all<'a>(values: &[Option<&'a [u8]>]) -> Columns<'a> {
     let n = values.len();
     let mut cols = Columns {
         codes: Vec::with_capacity(n),
@@ -183,8 +186,20 @@ fn scan_all<'a>(values: &[&'a [u8]]) -> Option<Columns<'a>> {
         ..Columns::default()
     };
     let mut index: FxHashMap<&'a str, i64> = FxHashMap::default();
-    for value in values {
-        let t = scan_one(value)?;
+    for (row, value) in values.iter().enumerate() {
+        let Some(t) = value.and_then(scan_one) else {
+            cols.declined.push(row);
+            cols.codes.push(-1);
+            cols.seqs.push(0);
+            cols.timestamps.push(0);
+            cols.prices.push(0.0);
+            cols.bids.push(0.0);
+            cols.asks.push(0.0);
+            cols.bid_sizes.push(0);
+            cols.ask_sizes.push(0);
+            cols.volumes.push(0);
+            continue;
+        };
         let next = cols.names.len() as i64;
         let code = *index.entry(t.ticker).or_insert(next);
         if code == next {
@@ -201,7 +216,7 @@ fn scan_all<'a>(values: &[&'a [u8]]) -> Option<Columns<'a>> {
         cols.ask_sizes.push(t.ask_size as i64);
         cols.volumes.push(t.volume as i64);
     }
-    Some(cols)
+    cols
 }
 
 /// A column's native bytes as a (writable) `bytearray`, for `numpy.frombuffer`.
@@ -211,26 +226,20 @@ fn column<'py, T: Copy>(py: Python<'py>, values: &[T]) -> Bound<'py, PyByteArray
     PyByteArray::new(py, bytes)
 }
 
-/// Scans `values` (a list of `bytes`); None unless every value is a canonical, in-range tick.
+/// Scans `values` (a list; anything but `bytes` is declined).
 ///
-/// Returns `(names, codes, seqs, timestamps, prices, bids, asks, bid_sizes, ask_sizes, volumes)`: `names`
-/// the distinct tickers in order of first appearance, the rest `bytearray`s of native int64 (`codes` index
-/// `names`) or float64, one element per value. The scan runs with the GIL released.
+/// Returns `(names, declined, codes, seqs, timestamps, prices, bids, asks, bid_sizes, ask_sizes, volumes)`:
+/// `names` the distinct tickers of the accepted values in order of first appearance, `declined` the positions
+/// of the values not taken (ascending), the rest `bytearray`s of native int64 (`codes` index `names`, -1 on a
+/// declined row) or float64, one element per value. The scan runs with the GIL released.
 #[pyfunction]
-fn scan<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-    let mut held: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(values.len());
-    for value in values.iter() {
-        match value.cast_into::<PyBytes>() {
-            Ok(b) => held.push(b),
-            Err(_) => return Ok(None),
-        }
-    }
-    let raws: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
-    let Some(cols) = py.detach(|| scan_all(&raws)) else {
-        return Ok(None);
-    };
+fn scan<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
+    let held: Vec<Option<Bound<'py, PyBytes>>> = values.iter().map(|v| v.cast_into::<PyBytes>().ok()).collect();
+    let raws: Vec<Option<&[u8]>> = held.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
+    let cols = py.detach(|| scan_all(&raws));
     let out = (
         PyList::new(py, &cols.names)?,
+        PyList::new(py, &cols.declined)?,
         column(py, &cols.codes),
         column(py, &cols.seqs),
         column(py, &cols.timestamps),
@@ -241,7 +250,7 @@ fn scan<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Option<Bo
         column(py, &cols.ask_sizes),
         column(py, &cols.volumes),
     );
-    Ok(Some(out.into_pyobject(py)?))
+    out.into_pyobject(py)
 }
 
 #[pymodule]

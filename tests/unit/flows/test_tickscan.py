@@ -1,9 +1,9 @@
 """The Rust scanner :mod:`tickscan` against msgspec, the decoder it stands in for.
 
 Two properties make the fast path safe: the scanner accepts no value msgspec (``WireTick``) would reject, and
-for every value it accepts it yields exactly msgspec's numbers. Everything else (another layout, a field out of
-range, a value that is not ``bytes``) makes it decline the whole batch, which :func:`flows.decode.decode_batch`
-then decodes with msgspec.
+for every value it accepts it yields exactly msgspec's numbers. It declines everything else (another layout, a
+field out of range, a value that is not ``bytes``), and :func:`flows.decode.decode_batch` decodes those values
+with msgspec (a valid tick in another layout) or rejects them with msgspec's reason.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, MAX_INT32, MAX_INT64, MAX_TICKER_CHARS
-from flows.decode import MAX_PRICE, MAX_SIZE, LazyTicks, WireTick, decode_batch
+from flows.decode import MAX_PRICE, MAX_SIZE, WireTick, decode_batch
 
 _DECODER = msgspec.json.Decoder(WireTick)
 _ENCODER = msgspec.json.Encoder()
@@ -26,10 +26,11 @@ _FIELDS = ("seq", "timestamp", "price", "bid", "ask", "bid_size", "ask_size", "v
 
 
 def _scan_one(raw: bytes) -> dict[str, object] | None:
-    out = tickscan.scan([raw])
-    if out is None:
+    names, declined, codes, *columns = tickscan.scan([raw])
+    if declined:
+        assert declined == [0]
+        assert np.frombuffer(codes, dtype=np.int64).tolist() == [-1]
         return None
-    names, codes, *columns = out
     dtypes = (np.int64, np.int64, np.float64, np.float64, np.float64, np.int64, np.int64, np.int64)
     values = [np.frombuffer(c, dtype=d)[0].item() for c, d in zip(columns, dtypes, strict=True)]
     assert np.frombuffer(codes, dtype=np.int64).tolist() == [0]
@@ -154,25 +155,27 @@ def test_long_decimals_round_like_msgspec(text: bytes) -> None:
     assert _scan_one(raw) == _msgspec_one(raw)
 
 
-def test_a_batch_is_declined_as_a_whole() -> None:
+def test_values_are_declined_one_by_one() -> None:
     good = _tick()
-    assert tickscan.scan([good, good]) is not None
-    assert tickscan.scan([good, _tick(price=0), good]) is None
-    assert tickscan.scan([good, bytearray(good)]) is None  # type: ignore[list-item]
-    assert tickscan.scan([good, "text"]) is None  # type: ignore[list-item]
+    assert tickscan.scan([good, good])[1] == []
+    names, declined, codes, seqs, *_ = tickscan.scan(
+        [good, _tick(price=0), bytearray(good), "text", _tick(ticker="B", seq=9)]  # type: ignore[list-item]
+    )
+    assert declined == [1, 2, 3]
+    assert names == ["AAPL", "B"]
+    assert np.frombuffer(codes, dtype=np.int64).tolist() == [0, -1, -1, -1, 1]
+    assert np.frombuffer(seqs, dtype=np.int64).tolist() == [7, 0, 0, 0, 9]
 
 
 def test_codes_index_names_in_order_of_first_appearance() -> None:
     values = [_tick(ticker=t, seq=i) for i, t in enumerate(["B", "A", "B", "C", "A"])]
-    out = tickscan.scan(values)
-    assert out is not None
-    assert out[0] == ["B", "A", "C"]
-    assert np.frombuffer(out[1], dtype=np.int64).tolist() == [0, 1, 0, 2, 1]
-    assert np.frombuffer(out[2], dtype=np.int64).tolist() == [0, 1, 2, 3, 4]
-    empty = tickscan.scan([])
-    assert empty is not None
-    assert empty[0] == []
-    assert all(len(column) == 0 for column in empty[1:])
+    names, declined, codes, seqs, *_ = tickscan.scan(values)
+    assert (names, declined) == (["B", "A", "C"], [])
+    assert np.frombuffer(codes, dtype=np.int64).tolist() == [0, 1, 0, 2, 1]
+    assert np.frombuffer(seqs, dtype=np.int64).tolist() == [0, 1, 2, 3, 4]
+    names, declined, *columns = tickscan.scan([])
+    assert (names, declined) == ([], [])
+    assert all(len(column) == 0 for column in columns)
 
 
 def _mostly(valid: st.SearchStrategy[object], other: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
@@ -247,24 +250,29 @@ def test_scanner_never_accepts_what_msgspec_rejects(data: st.DataObject) -> None
         assert scanned == _msgspec_one(value), value
 
 
-def test_decode_batch_gives_the_same_batch_on_either_path() -> None:
-    """A batch the scanner takes and the same ticks written another way (msgspec's path) decode alike."""
+def test_declined_values_are_decoded_by_msgspec_in_place() -> None:
+    """Ticks in another layout among canonical ones: every tick kept, in arrival order, with msgspec's values."""
     fields = [
         {"ticker": t, "seq": i, "timestamp": 1_705_276_800_000 + 7 * i, "price": 100 + i / 100, "volume": i}
-        for i, t in enumerate(["AAA", "BBB", "AAA", "CCC", "BBB", "AAA"])
+        for i, t in enumerate(["AAA", "BBB", "AAA", "CCC", "BBB", "AAA", "DDD"])
     ]
     canonical = [_tick(**f) for f in fields]
     spaced = [json.dumps(json.loads(v)).encode() for v in canonical]
-    fast, dead_fast = decode_batch(canonical)
-    slow, dead_slow = decode_batch(spaced)
-    assert dead_fast == dead_slow == []
-    assert isinstance(fast.ticks, LazyTicks)
-    assert isinstance(slow.ticks, list)
-    for name in ("codes", "seqs", "timestamps", "cents", "volumes", "bids", "asks", "bid_sizes", "ask_sizes"):
-        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
-    assert fast.names == slow.names == ["AAA", "BBB", "CCC"]
-    assert list(fast.ticks) == list(slow.ticks)
-    assert fast.tally() == slow.tally() == (["AAA", "BBB", "CCC"], [3, 2, 1])
+    mixed = [spaced[i] if i in (1, 3, 6) else v for i, v in enumerate(canonical)]  # CCC and DDD only spaced
+    bad = b'{"ticker": "EEE"}'
+    for values in (canonical, spaced, mixed, [*mixed[:4], bad, *mixed[4:]]):
+        batch, dead = decode_batch(values)
+        assert [d.raw for d in dead] == ([bad] if bad in values else [])
+        assert batch.raws == [v for v in values if v != bad]
+        assert batch.tickers == [f["ticker"] for f in fields]
+        assert sorted(batch.names) == ["AAA", "BBB", "CCC", "DDD"]
+        assert batch.seqs.tolist() == [f["seq"] for f in fields]
+        assert batch.timestamps.tolist() == [f["timestamp"] for f in fields]
+        assert batch.cents.tolist() == [round(f["price"] * 100) for f in fields]  # type: ignore[operator]
+        assert batch.volumes.tolist() == [f["volume"] for f in fields]
+        assert batch.bid_sizes.tolist() == [300] * 7
+        assert [t.seq for t in batch.ticks] == [f["seq"] for f in fields]
+        assert dict(zip(*batch.tally(), strict=True)) == {"AAA": 3, "BBB": 2, "CCC": 1, "DDD": 1}
 
 
 def test_scanned_batch_with_a_cross_field_problem_keeps_the_rest() -> None:
