@@ -171,14 +171,31 @@ def run_once(
             latest_sink=sinks.latest_tick_sink(settings),
             settings=settings,
         )
+    before = _sink_seconds()
     start, cpu = time.perf_counter(), time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
     elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    spent = {sink: round(s - before.get(sink, 0.0), 3) for sink, s in _sink_seconds().items()}
     if mode == "source only":
         counts["values"] = counter.n
     elif mode == "flow, no sinks":
         counts.update(final=finals.n, live=lives.n, dead=dead.n)
+    else:  # wall seconds inside each sink's write_batch (flow_sink_write_seconds), the flow thread waits on them
+        counts["sink seconds"] = {sink: s for sink, s in spent.items() if s}  # type: ignore[assignment]
     return elapsed, cpu_s, counts
+
+
+def _sink_seconds() -> dict[str, float]:
+    """``flow_sink_write_seconds_sum`` per sink so far in this process."""
+    from prometheus_client import REGISTRY
+
+    return {
+        sample.labels["sink"]: sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "flow_sink_write_seconds"
+        for sample in metric.samples
+        if sample.name.endswith("_sum")
+    }
 
 
 def _stored_bars(database_url: str) -> int:
