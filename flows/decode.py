@@ -262,7 +262,7 @@ class _Columns(NamedTuple):
         """Fill ``rows`` with ``ticks`` (values the scanner declined and msgspec decoded), C-level loops."""
         index = {name: i for i, name in enumerate(self.names)}
         tickers = list(map(TICKER, ticks))
-        for name in tickers:
+        for name in dict.fromkeys(tickers):  # distinct names, C-level
             index.setdefault(name, len(index))
         self.names[len(self.names) :] = list(index)[len(self.names) :]
         at = np.array(rows, dtype=np.intp)
