@@ -4,15 +4,15 @@
 non-positive or off-grid price, ``bid >= ask``, an out-of-range timestamp or an unknown schema version becomes
 a :class:`DeadLetter` carrying the original bytes, its Kafka origin when known and the reason.
 
-Speed: a batch whose values all have the canonical layout (what :func:`contracts.tick.encode_tick` and the
-simulator write) is scanned straight into columns by the Rust extension :mod:`tickscan` (``native/tickscan``;
-~0.15 us per value, GIL released), and each tick's msgspec struct is decoded only when asked for (the newest
-tick per ticker, a rejected or late tick). Any other batch is decoded one value per call into a slim msgspec
-struct whose per-field constraints (ranges, lengths, the version literal) are checked in C; the scanner
-accepts nothing msgspec would reject, with the same numbers (``tests/unit/test_tickscan.py``). The
-cross-field and $0.01-grid checks run afterwards on either path, vectorised with NumPy over the whole batch.
-The reason text of a rejected tick comes from :func:`contracts.tick.tick_problem`, so it reads exactly like
-the contract's own validation.
+Speed: values in the canonical layout (what :func:`contracts.tick.encode_tick` and the simulator write) are
+scanned straight into columns by the Rust extension :mod:`tickscan` (``native/tickscan``; ~0.15 us per value,
+GIL released), and a tick's msgspec struct is decoded only when asked for (the newest tick per ticker, a
+rejected or late tick). The values the scanner declines (another layout, or a bad value) are decoded by a slim
+msgspec struct whose per-field constraints (ranges, lengths, the version literal) are checked in C, and fill
+their rows; the scanner accepts nothing msgspec would reject, with the same numbers
+(``tests/unit/flows/test_tickscan.py``). The cross-field and $0.01-grid checks then run on the columns,
+vectorised with NumPy over the whole batch. The reason text of a rejected tick comes from
+:func:`contracts.tick.tick_problem`, so it reads exactly like the contract's own validation.
 """
 
 from __future__ import annotations
