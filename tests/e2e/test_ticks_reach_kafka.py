@@ -47,6 +47,9 @@ def test_simulator_ticks_are_read_back_by_kcat_and_match_the_schema(
         **service_env(kafka_bootstrap, ticks=topic),
         "SIM_METRICS_PORT": str(free_port()),
         "SIM_TICK_RATE": "20",
+        # two minutes of history, then real time: the default two days (millions of ticks at full speed) made
+        # how much kcat reads back, and this test validates line by line, depend on how soon the wait succeeds
+        "SIM_BACKFILL": "PT2M",
     }
     sim = spawn([sys.executable, "-m", "simulator", "run"], env, tmp_path / "simulator.log")
     try:
