@@ -59,6 +59,8 @@ lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy contracts common simulator flows api stack sql grafana
+	cargo fmt --manifest-path native/tickscan/Cargo.toml --check
+	cargo clippy --quiet --manifest-path native/tickscan/Cargo.toml --release -- -D warnings
 
 ## benchmarks (one command each, printing a table; results go to docs/benchmarks.md)
 bench-simulator: venv

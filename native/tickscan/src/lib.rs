@@ -64,7 +64,11 @@ impl<'a> Cursor<'a> {
         if n == 0 || n > 19 || (n > 1 && self.b[start] == b'0') {
             return None;
         }
-        Some(self.b[start..self.i].iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0')))
+        Some(
+            self.b[start..self.i]
+                .iter()
+                .fold(0u64, |v, d| v * 10 + u64::from(d - b'0')),
+        )
     }
 
     /// A JSON number without sign or exponent (`int` or `int.digits`), converted exactly by `str::parse`.
@@ -151,7 +155,17 @@ fn scan_one(b: &[u8]) -> Option<Tick<'_>> {
         && bid_size <= MAX_QUOTE_SIZE
         && ask_size <= MAX_QUOTE_SIZE
         && volume <= MAX_VOLUME;
-    in_range.then_some(Tick { ticker, seq, timestamp, price, bid, ask, bid_size, ask_size, volume })
+    in_range.then_some(Tick {
+        ticker,
+        seq,
+        timestamp,
+        price,
+        bid,
+        ask,
+        bid_size,
+        ask_size,
+        volume,
+    })
 }
 
 /// The columns of a batch; `codes` index `names` (first appearance order). A declined value's row holds
@@ -171,6 +185,35 @@ struct Columns<'a> {
     volumes: Vec<i64>,
 }
 
+impl<'a> Columns<'a> {
+    /// Appends one row.
+    fn push(&mut self, code: i64, t: &Tick<'_>) {
+        // every bound `scan_one` checks is <= i64::MAX, so these casts are exact
+        self.codes.push(code);
+        self.seqs.push(t.seq as i64);
+        self.timestamps.push(t.timestamp as i64);
+        self.prices.push(t.price);
+        self.bids.push(t.bid);
+        self.asks.push(t.ask);
+        self.bid_sizes.push(t.bid_size as i64);
+        self.ask_sizes.push(t.ask_size as i64);
+        self.volumes.push(t.volume as i64);
+    }
+}
+
+/// The zeros a declined value's row holds.
+const DECLINED: Tick<'static> = Tick {
+    ticker: "",
+    seq: 0,
+    timestamp: 0,
+    price: 0.0,
+    bid: 0.0,
+    ask: 0.0,
+    bid_size: 0,
+    ask_size: 0,
+    volume: 0,
+};
+
 fn scan_all<'a>(values: &[Option<&'a [u8]>]) -> Columns<'a> {
     let n = values.len();
     let mut cols = Columns {
@@ -189,15 +232,7 @@ fn scan_all<'a>(values: &[Option<&'a [u8]>]) -> Columns<'a> {
     for (row, value) in values.iter().enumerate() {
         let Some(t) = value.and_then(scan_one) else {
             cols.declined.push(row);
-            cols.codes.push(-1);
-            cols.seqs.push(0);
-            cols.timestamps.push(0);
-            cols.prices.push(0.0);
-            cols.bids.push(0.0);
-            cols.asks.push(0.0);
-            cols.bid_sizes.push(0);
-            cols.ask_sizes.push(0);
-            cols.volumes.push(0);
+            cols.push(-1, &DECLINED);
             continue;
         };
         let next = cols.names.len() as i64;
@@ -205,16 +240,7 @@ fn scan_all<'a>(values: &[Option<&'a [u8]>]) -> Columns<'a> {
         if code == next {
             cols.names.push(t.ticker);
         }
-        // every bound checked above is <= i64::MAX, so these casts are exact
-        cols.codes.push(code);
-        cols.seqs.push(t.seq as i64);
-        cols.timestamps.push(t.timestamp as i64);
-        cols.prices.push(t.price);
-        cols.bids.push(t.bid);
-        cols.asks.push(t.ask);
-        cols.bid_sizes.push(t.bid_size as i64);
-        cols.ask_sizes.push(t.ask_size as i64);
-        cols.volumes.push(t.volume as i64);
+        cols.push(code, &t);
     }
     cols
 }
