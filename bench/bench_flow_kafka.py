@@ -45,7 +45,6 @@ from procstat import host_busy_seconds  # noqa: E402
 
 from flows import sinks  # noqa: E402
 from flows.bars import build_flow, tune_gc  # noqa: E402
-from flows.logclock import LogTimes  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
 from flows.sources import MAX_PARTITION_FETCH_BYTES, RawKafkaSource  # noqa: E402
 from stack.services import create_topics  # noqa: E402
@@ -107,7 +106,7 @@ class _SumSink(DynamicSink[int]):
 
 
 def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None = None) -> Any:
-    log_times = LogTimes(settings.idle_close_ms, settings.max_future_ms) if settings.mode == "live" else None
+    log_times = settings.log_times()
     return RawKafkaSource(
         settings.kafka_bootstrap_servers,
         topic,

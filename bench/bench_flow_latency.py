@@ -18,6 +18,11 @@ Three minutes give two or three complete windows per ticker; ``--minutes`` runs 
 a partition is idle in between and its windows mostly close on the idle clock (``FLOW_IDLE_CLOSE_MS``);
 ``steady`` spreads the tickers over that period in 10 ms steps, as trades of many tickers arrive (and as the
 simulator writes), so the partition's records carry its log time every few ms.
+
+``--timestamps append,create`` runs once per item on the same servers: the ticks topic with the broker's
+``LogAppendTime`` (as ``make up`` creates ``market-ticks``; idle margin ``FLOW_IDLE_CLOSE_APPEND_MS``) or the
+producer's ``CreateTime`` (``FLOW_IDLE_CLOSE_MS``). Each run also prints how long after its record timestamp a
+consumer set up like the flow's source receives each tick: the delay the idle margin has to cover.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from benchstack import LocalStack, local_stack  # noqa: E402 -- bench/ is not a 
 from contracts import redis_keys  # noqa: E402
 from contracts.bar import decode_bar  # noqa: E402
 from flows.decode import WireTick  # noqa: E402
-from stack.services import create_topics  # noqa: E402
+from stack.services import TICKS_TOPIC_CONFIG, create_topics  # noqa: E402
 from stack.settings import REPO_ROOT  # noqa: E402
 
 MINUTE = 60_000
@@ -150,70 +155,92 @@ def read_database(url: str, quiet: set[str], out: Samples) -> None:
             out["database", ticker in quiet][ticker, start_ms] = delay
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--active", type=int, default=150, help="tickers trading all the time")
-    parser.add_argument("--quiet", type=int, default=50, help="tickers silent after second 20 of each minute")
-    parser.add_argument("--rate", type=float, default=2.0, help="ticks/s per trading ticker")
-    parser.add_argument("--pattern", choices=("burst", "steady"), default="burst", help="arrival shape (see above)")
-    args = parser.parse_args()
+def watch_delivery(bootstrap: str, topic: str, out: list[int], stop: threading.Event) -> None:
+    """How long after its record timestamp each tick reaches a consumer configured as the flow's source is (the
+    delay the idle margin must cover): producer linger included for CreateTime, not for LogAppendTime."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "latest",
+         "fetch.wait.max.ms": 50, "fetch.min.bytes": 1, "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    while not stop.is_set():
+        msgs = consumer.consume(1_000, 0.01)
+        t = now_ms()
+        out.extend(t - msg.timestamp()[1] for msg in msgs if msg.error() is None)
+    consumer.close()
+
+
+def measure(stack: LocalStack, args: argparse.Namespace, timestamps: str) -> None:
+    """One run: a fresh topic with ``timestamps`` (``append``: LogAppendTime, as ``make up``; ``create``), the flow,
+    the producer and the watchers; prints the table."""
     active = [f"A{i:03d}" for i in range(args.active)]
     quiet = [f"Q{i:03d}" for i in range(args.quiet)]
     samples: Samples = {(s, q): {} for s in ("redis", "database", "kafka") for q in (False, True)}
-    with local_stack(partitions=3) as stack:
-        suffix = uuid.uuid4().hex[:8]
-        topics = {"ticks": f"lat-ticks-{suffix}", "bars": f"lat-bars-{suffix}", "dlq": f"lat-dlq-{suffix}"}
-        create_topics(stack.bootstrap, list(topics.values()), 3)
-        log = Path(f"/tmp/bench-flow-latency-{suffix}.log")
-        flow = start_flow(stack, topics, log)
-        stop_produce, stop = threading.Event(), threading.Event()
-        quiet_set = set(quiet)
-        threads = [
-            threading.Thread(target=watch_redis, args=(stack.redis_url, active + quiet, quiet_set, samples, stop)),
-            threading.Thread(target=watch_kafka, args=(stack.bootstrap, topics["bars"], quiet_set, samples, stop)),
-        ]
+    delivery: list[int] = []
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:  # earlier runs' bars
+        conn.execute("TRUNCATE market_bars")
+    redis.Redis.from_url(stack.redis_url).flushdb()
+    suffix = uuid.uuid4().hex[:8]
+    topics = {"ticks": f"lat-ticks-{suffix}", "bars": f"lat-bars-{suffix}", "dlq": f"lat-dlq-{suffix}"}
+    create_topics(stack.bootstrap, [topics["ticks"]], 3, TICKS_TOPIC_CONFIG if timestamps == "append" else None)
+    create_topics(stack.bootstrap, [topics["bars"], topics["dlq"]], 3)
+    log = Path(f"/tmp/bench-flow-latency-{suffix}.log")
+    flow = start_flow(stack, topics, log)
+    stop_produce, stop = threading.Event(), threading.Event()
+    quiet_set = set(quiet)
+    threads = [
+        threading.Thread(target=watch_redis, args=(stack.redis_url, active + quiet, quiet_set, samples, stop)),
+        threading.Thread(target=watch_kafka, args=(stack.bootstrap, topics["bars"], quiet_set, samples, stop)),
+        threading.Thread(target=watch_delivery, args=(stack.bootstrap, topics["ticks"], delivery, stop)),
+    ]
+    for thread in threads:
+        thread.start()
+    sent: list[int] = []
+
+    def run_producer() -> None:
+        steady = args.pattern == "steady"
+        sent.append(produce(stack.bootstrap, topics["ticks"], active, quiet, args.rate, steady, stop_produce))
+
+    producer = threading.Thread(target=run_producer)
+    producer.start()
+    try:
+        client = redis.Redis.from_url(stack.redis_url)
+        deadline = time.monotonic() + 120
+        while client.get(redis_keys.latest_price(active[0])) is None:  # the flow is consuming
+            if flow.poll() is not None or time.monotonic() > deadline:
+                msg = f"the flow did not start; see {log}"
+                raise RuntimeError(msg)
+            time.sleep(0.1)
+        up_ms = now_ms()
+        first_window = (up_ms // MINUTE + 1) * MINUTE  # the first window fully observed
+        time.sleep(args.minutes * 60)
+        stop_produce.set()
+        producer.join()
+        stopped_ms = now_ms()
+        time.sleep((GRACE_MS + 3_000) / 1000)  # let the last windows close by the timer
+    finally:
+        stop_produce.set()
+        stop.set()
         for thread in threads:
-            thread.start()
-        sent: list[int] = []
-
-        def run_producer() -> None:
-            steady = args.pattern == "steady"
-            sent.append(produce(stack.bootstrap, topics["ticks"], active, quiet, args.rate, steady, stop_produce))
-
-        producer = threading.Thread(target=run_producer)
-        producer.start()
-        try:
-            client = redis.Redis.from_url(stack.redis_url)
-            deadline = time.monotonic() + 120
-            while client.get(redis_keys.latest_price(active[0])) is None:  # the flow is consuming
-                if flow.poll() is not None or time.monotonic() > deadline:
-                    msg = f"the flow did not start; see {log}"
-                    raise RuntimeError(msg)
-                time.sleep(0.1)
-            up_ms = now_ms()
-            first_window = (up_ms // MINUTE + 1) * MINUTE  # the first window fully observed
-            time.sleep(args.minutes * 60)
-            stop_produce.set()
-            producer.join()
-            stopped_ms = now_ms()
-            time.sleep((GRACE_MS + 3_000) / 1000)  # let the last windows close by the timer
-        finally:
-            stop_produce.set()
-            stop.set()
-            for thread in threads:
-                thread.join()
-            flow.terminate()
-            flow.wait(30)
-        read_database(stack.database_url, set(quiet), samples)
+            thread.join()
+        flow.terminate()
+        flow.wait(30)
+    read_database(stack.database_url, set(quiet), samples)
     last_window_end = stopped_ms // MINUTE * MINUTE  # windows ending after the producer stopped are partial
     print(
-        f"final-bar latency after the window end, live mode, timeframe 1m, grace {GRACE_MS} ms; {len(active)} "
+        f"\nfinal-bar latency after the window end, live mode, timeframe 1m, grace {GRACE_MS} ms; {len(active)} "
         f"active tickers x {args.rate} ticks/s ({args.pattern}) + {len(quiet)} quiet ones (timer close); "
-        f"{args.minutes} min, "
-        f"{sum(sent):,} ticks; windows {first_window}..{last_window_end}"
+        f"{args.minutes} min, {sum(sent):,} ticks; windows {first_window}..{last_window_end}; "
+        f"record timestamps: {'LogAppendTime' if timestamps == 'append' else 'CreateTime'}"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if delivery:
+        d = np.array(delivery)
+        print(
+            f"tick delivery, record timestamp -> consumer: p50 {np.percentile(d, 50):.0f} ms, "
+            f"p99 {np.percentile(d, 99):.0f} ms, p99.9 {np.percentile(d, 99.9):.0f} ms, max {d.max()} ms "
+            f"({len(d):,} records)"
+        )
     print(f"{'sink':<9} {'tickers':<7} {'bars':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'<= grace+250':>13}")
     for (sink, is_quiet), found in samples.items():
         delays = np.array(
@@ -228,6 +255,28 @@ def main() -> None:
             f"{np.percentile(delays, 99):>7.0f} {delays.max():>7.0f} {ok:>12.1f}%"
         )
     log.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--active", type=int, default=150, help="tickers trading all the time")
+    parser.add_argument("--quiet", type=int, default=50, help="tickers silent after second 20 of each minute")
+    parser.add_argument("--rate", type=float, default=2.0, help="ticks/s per trading ticker")
+    parser.add_argument("--pattern", choices=("burst", "steady"), default="burst", help="arrival shape (see above)")
+    parser.add_argument(
+        "--timestamps",
+        default="append",
+        help="comma list of runs, in order: append (the topic uses LogAppendTime, as make up creates market-ticks) "
+        "or create (the producer's CreateTime)",
+    )
+    args = parser.parse_args()
+    runs = args.timestamps.split(",")
+    if not set(runs) <= {"append", "create"}:
+        parser.error("--timestamps: a comma list of append and create")
+    with local_stack(partitions=3) as stack:
+        for timestamps in runs:
+            measure(stack, args, timestamps)
 
 
 if __name__ == "__main__":

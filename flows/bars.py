@@ -40,7 +40,7 @@ from contracts.bar import Bar
 from flows import lazy_flow
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
 from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
-from flows.logclock import LogClock, LogTimes, MarkerPlan
+from flows.logclock import LogClock, MarkerPlan
 from flows.observe import BARS, DUPLICATES, EVENT_LAG, PROCESSING_LATENCY, TickCounter
 from flows.settings import FlowSettings
 from flows.shards import DEFAULT_SHARDS, ShardBars, ShardKeys
@@ -291,9 +291,7 @@ def _production_flow() -> Dataflow:
                 settings.topic_ticks,
                 batch_size=settings.batch_size,
                 group_id=settings.group_id("bars"),
-                log_times=(
-                    LogTimes(settings.idle_close_ms, settings.max_future_ms) if settings.mode == "live" else None
-                ),
+                log_times=settings.log_times(),
             )
         ),
         final_sink=sinks.final_bar_sink(settings),

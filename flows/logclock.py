@@ -9,13 +9,16 @@ does not advance it; the time a process was down does not count.
 
 * :class:`~flows.sources.RawKafkaSource` (``log_times``) stamps every value of a batch with its partition's
   log time (a running maximum, kept in the source's recovery snapshot next to the offset). While the
-  partition is caught up and idle, its clock runs on at wall speed from the last records read, minus
-  ``idle_close_ms`` (a record is assumed readable within that long of being written), so a partition whose
-  producer stopped still has its windows closed. This is the one place the wall clock enters; a record
-  delivered more than ``idle_close_ms`` late after an idle spell is the remaining way for a replay to
-  judge a tick differently. Producer silence counts as time passing: a producer that pauses for longer than
-  grace + ``idle_close_ms`` inside a window (a historic backlog produced in two goes, say) has that window
-  closed, and the ticks it writes for it afterwards are late -- use ``FLOW_MODE=backfill`` for history.
+  partition is caught up and idle, its clock runs on at wall speed from the last records read, minus a
+  margin (a record is assumed readable within that long of its timestamp), so a partition whose producer
+  stopped still has its windows closed. The margin is ``idle_close_ms`` for producer timestamps
+  (``CreateTime``: linger and delivery) and the smaller ``idle_close_append_ms`` for the broker's
+  (``LogAppendTime``, how ``make up`` creates ``market-ticks``: only broker-to-consumer delivery). This is the
+  one place the wall clock enters; a record delivered later than its margin after an idle spell is the
+  remaining way for a replay to judge a tick differently. Producer silence counts as time passing: a producer
+  that pauses for longer than grace + the margin inside a window (a historic backlog produced in two goes,
+  say) has that window closed, and the ticks it writes for it afterwards are late -- use
+  ``FLOW_MODE=backfill`` for history.
 * :func:`log_columns` lines the log times up with the values of a step's batches; values without one (plain
   ``bytes`` in tests, a source without log times) get the time they were read.
 * :class:`LogClock` items carry a partition's log time to every shard of the bars state, so tickers that
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
 #: than the records read before it, after an idle spell; a larger margin delays the close of an idle
 #: partition's windows by as much (docs/flows.md: 1 s added ~1 s; producer linger here is 5-50 ms)
 DEFAULT_IDLE_CLOSE_MS = 150
+#: the same margin for a partition whose records carry the broker's ``LogAppendTime``: a record's timestamp is
+#: then when it became readable, so the margin only covers the fetch to the consumer (a few ms here, measured
+#: by bench/bench_flow_latency.py) and the consumer's scheduling
+DEFAULT_IDLE_CLOSE_APPEND_MS = 50
 #: a partition's log time is sent to the shards without ticks of it at most this often (ms of log time)
 MARKER_INTERVAL_MS = 25
 
@@ -52,6 +59,12 @@ class LogTimes(NamedTuple):
     idle_close_ms: int = DEFAULT_IDLE_CLOSE_MS
     #: record timestamps later than now + this are ignored (a producer clock far ahead)
     max_future_ms: int = 60_000
+    #: the margin when the partition's newest records carry ``LogAppendTime``
+    idle_close_append_ms: int = DEFAULT_IDLE_CLOSE_APPEND_MS
+
+    def idle_margin(self, append_time: bool) -> int:
+        """How far an idle partition's clock stays behind the wall: by its newest records' timestamp type."""
+        return self.idle_close_append_ms if append_time else self.idle_close_ms
 
 
 def log_key(topic: str, partition: int) -> str:

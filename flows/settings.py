@@ -14,7 +14,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from common.settings import BASE_CONFIG, SharedSettings, split_list
 from flows.aggregation import AggregationConfig
 from flows.indicators import IndicatorConfig
-from flows.logclock import DEFAULT_IDLE_CLOSE_MS
+from flows.logclock import DEFAULT_IDLE_CLOSE_APPEND_MS, DEFAULT_IDLE_CLOSE_MS, LogTimes
 
 #: values per Kafka source batch unless ``FLOW_BATCH_SIZE`` says otherwise
 DEFAULT_BATCH_SIZE = 50_000
@@ -36,6 +36,9 @@ class FlowSettings(SharedSettings):
     #: live mode: an idle, caught-up partition's log clock advances to now minus this (how long after its
     #: timestamp a record is surely readable: producer linger, broker, fetch)
     idle_close_ms: int = Field(DEFAULT_IDLE_CLOSE_MS, ge=0, le=3_600_000)
+    #: the same for a topic whose records carry the broker's LogAppendTime (``make up`` creates market-ticks so):
+    #: only broker-to-consumer delivery, no producer linger
+    idle_close_append_ms: int = Field(DEFAULT_IDLE_CLOSE_APPEND_MS, ge=0, le=3_600_000)
     live_enabled: bool = True
     live_interval_ms: int = Field(250, ge=0)
     live_every_ticks: int = Field(0, ge=0)
@@ -112,6 +115,16 @@ class FlowSettings(SharedSettings):
             live_interval_ms=self.live_interval_ms,
             live_every_ticks=self.live_every_ticks,
             indicators=self.indicator_config(),
+        )
+
+    def log_times(self) -> LogTimes | None:
+        """How the Kafka source keeps its partitions' log clocks: live mode only (backfill closes on event time)."""
+        if self.mode != "live":
+            return None
+        return LogTimes(
+            idle_close_ms=self.idle_close_ms,
+            max_future_ms=self.max_future_ms,
+            idle_close_append_ms=self.idle_close_append_ms,
         )
 
     def group_id(self, flow: str) -> str:

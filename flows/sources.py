@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException as ConfluentKafkaException
 from confluent_kafka.admin import AdminClient
@@ -61,6 +61,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         #: the log time and wall time when records were last read: an idle partition's clock runs on from there
         #: at wall speed (the time a process was down does not count: it restarts here)
         self._read_log, self._read_wall = self._log, now_ms()
+        #: the newest records carry the broker's LogAppendTime (a smaller idle margin); unknown until read
+        self._append_time = False
         self._eof = False
         self._labels = (topic, str(partition))
         self._tp = TopicPartition(topic, partition)
@@ -94,6 +96,7 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         if self._log_times is None:
             return [RawBatch(self._topic, self._partition, offsets, values)]
         stamps = list(map(Message.timestamp, msgs))
+        self._append_time = stamps[-1][0] == TIMESTAMP_LOG_APPEND_TIME
         now = now_ms()
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
@@ -101,10 +104,11 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
 
     def _idle(self) -> list[RawBatch]:
         """Nothing new: if the partition is caught up, let its log clock run on at wall speed from the last
-        records read, minus idle_close_ms (throttled)."""
+        records read, minus the idle margin of their timestamp type (throttled)."""
         if self._log_times is None or self._read_log < 0:
             return []
-        target = self._read_log + now_ms() - self._read_wall - self._log_times.idle_close_ms
+        margin = self._log_times.idle_margin(self._append_time)
+        target = self._read_log + now_ms() - self._read_wall - margin
         if target < self._log + MARKER_INTERVAL_MS:
             return []
         try:

@@ -14,6 +14,7 @@ from stack import supervisor
 from stack.apps import app_specs, scrape_targets
 from stack.migrate import apply_migrations, storage_flavour
 from stack.services import (
+    TICKS_TOPIC_CONFIG,
     ServiceSpec,
     create_database,
     create_topics,
@@ -88,7 +89,9 @@ def up(settings: StackSettings) -> None:
     supervisor.start_supervisord(settings)
     _wait(settings, infra)
     topics = [settings.topic_ticks, settings.topic_bars, settings.topic_dead_letter, settings.topic_alerts]
-    create_topics(settings.kafka_bootstrap_servers, topics, settings.kafka_partitions)
+    bootstrap, partitions = settings.kafka_bootstrap_servers, settings.kafka_partitions
+    create_topics(bootstrap, topics[:1], partitions, TICKS_TOPIC_CONFIG)  # market-ticks: broker append times
+    create_topics(bootstrap, topics[1:], partitions)
     flavour, seeded = prepare_database(settings)
     supervisor.ctl(settings, "start", f"{supervisor.APPS_GROUP}:*")
     _wait(settings, apps)

@@ -193,14 +193,23 @@ def kafka_ready(bootstrap: str) -> bool:
     return len(admin.list_topics(timeout=1).brokers) > 0
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    """Create ``topics`` with ``partitions`` each; existing topics are left as they are."""
+#: ``market-ticks`` records carry the broker's append time: the bars flow's log clock then needs only a small idle
+#: margin (``FLOW_IDLE_CLOSE_APPEND_MS``) and does not depend on producers' clocks or linger (docs/flows.md)
+TICKS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int, config: dict[str, str] | None = None) -> None:
+    """Create ``topics`` with ``partitions`` each and topic ``config``; existing topics are left as they are."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    new = [
+        NewTopic(t, num_partitions=partitions, replication_factor=1, config=config or {})
+        for t in topics
+        if t not in existing
+    ]
     if not new:
         return
     for topic, future in admin.create_topics(new, operation_timeout=30).items():

@@ -56,11 +56,11 @@ def kafka_bootstrap(kafka_server: ManagedProcess, stack_settings: StackSettings)
 
 @pytest.fixture
 def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
-    """Create a uniquely named topic: ``make_topic(partitions=6) -> name``."""
+    """Create a uniquely named topic: ``make_topic(partitions=6, config=None) -> name``."""
 
-    def make(partitions: int = 6, prefix: str = "t") -> str:
+    def make(partitions: int = 6, prefix: str = "t", config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        create_topics(kafka_bootstrap, [name], partitions)
+        create_topics(kafka_bootstrap, [name], partitions, config)
         return name
 
     return make

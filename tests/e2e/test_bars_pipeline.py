@@ -25,7 +25,7 @@ import redis
 
 from contracts import redis_keys
 from contracts.bar import TIMEFRAMES, decode_bar
-from stack.services import free_port
+from stack.services import TICKS_TOPIC_CONFIG, free_port
 from tests.support import Child, read_topic, service_env, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +84,8 @@ def test_bars_flow_end_to_end(
     tmp_path: Path,
     spawn: Callable[..., Child],
 ) -> None:
-    ticks_topic, bars_topic, dlq = make_topic(partitions=3), make_topic(partitions=3), make_topic(partitions=1)
+    ticks_topic = make_topic(partitions=3, config=TICKS_TOPIC_CONFIG)  # as `make up` creates it
+    bars_topic, dlq = make_topic(partitions=3), make_topic(partitions=1)
     env = {
         **service_env(kafka_bootstrap, pg_url, redis_url, ticks=ticks_topic, bars=bars_topic, dead_letter=dlq),
         "SIM_METRICS_PORT": str(free_port()),

@@ -11,6 +11,7 @@ from common.clock import now_ms
 from flows.decode import RawBatch
 from flows.logclock import LogTimes
 from flows.sources import RawKafkaSource
+from stack.services import TICKS_TOPIC_CONFIG
 from tests.support import produce
 
 pytestmark = pytest.mark.integration
@@ -88,3 +89,48 @@ def test_without_log_times_the_snapshot_is_the_offset_and_a_log_snapshot_still_r
     batches, state = read(plain, topic, (3, 12_345), 1)  # a snapshot written with log times
     assert [v for b in batches for v in b.values] == [b"v3"]
     assert state == 4
+
+
+def idle_clock_after(part: object, seconds: float) -> int | None:
+    """The newest clock-only batch's log time within ``seconds`` of reading (None: the clock did not move)."""
+    end: int | None = None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for batch in part.next_batch():  # type: ignore[attr-defined]
+            if not batch.values:
+                end = batch.log_end
+    return end
+
+
+@pytest.mark.parametrize("append_time", [True, False], ids=["LogAppendTime", "CreateTime"])
+def test_an_idle_partitions_margin_follows_its_timestamp_type(
+    kafka_bootstrap: str, make_topic: Callable[..., str], append_time: bool
+) -> None:
+    """Broker append times are readable at once (small margin); producer stamps may lag by linger (large one)."""
+    config = TICKS_TOPIC_CONFIG if append_time else None
+    topic = make_topic(partitions=1, config=config)
+    stamp = now_ms() - 3_600_000  # a producer stamp an hour old: the broker replaces it with its append time
+    before = now_ms()
+    produce(kafka_bootstrap, topic, [("K", b"v0", stamp)])
+    margins = LogTimes(idle_close_ms=600_000, max_future_ms=60_000, idle_close_append_ms=100)
+    source = RawKafkaSource(kafka_bootstrap, topic, log_times=margins)
+    part = source.build_part("in", f"{topic}#0", None)
+    try:
+        batches: list[RawBatch] = []
+        deadline = time.monotonic() + 30
+        while not any(b.values for b in batches):
+            assert time.monotonic() < deadline, "the record was not read"
+            batches += part.next_batch()
+        read_at = now_ms()
+        logged = [b for b in batches if b.values][0].log_times.tolist()[0]
+        end = idle_clock_after(part, 1.0)
+        if append_time:
+            assert before <= logged <= read_at  # the broker's append time, not the producer's stamp
+            assert end is not None, "an idle append-time partition's clock runs on, 100 ms behind"
+            assert logged < end <= now_ms() - 100
+            assert end >= logged + 1_000 - 100 - 250  # a second of idling from the record, less margin and slack
+        else:
+            assert logged == stamp
+            assert end is None, "a create-time partition keeps its 10-minute margin"
+    finally:
+        part.close()

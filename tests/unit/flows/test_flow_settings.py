@@ -21,6 +21,20 @@ def test_defaults_map_to_the_pure_configs() -> None:
     assert FlowSettings(mode="backfill").aggregation_config().close_on_system_time is False
 
 
+def test_log_clock_margins_from_env_in_live_mode_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_IDLE_CLOSE_MS", "400")
+    monkeypatch.setenv("FLOW_IDLE_CLOSE_APPEND_MS", "30")
+    monkeypatch.setenv("FLOW_MAX_FUTURE_MS", "9000")
+    times = FlowSettings().log_times()
+    assert times is not None
+    assert (times.idle_close_ms, times.idle_close_append_ms, times.max_future_ms) == (400, 30, 9_000)
+    assert (times.idle_margin(append_time=True), times.idle_margin(append_time=False)) == (30, 400)
+    assert FlowSettings(mode="backfill").log_times() is None  # backfill closes on event time only
+    monkeypatch.setenv("FLOW_IDLE_CLOSE_APPEND_MS", "-1")
+    with pytest.raises(ValidationError, match="idle_close_append_ms"):
+        FlowSettings()
+
+
 def test_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOW_TIMEFRAMES", "1m, 15m,1d")
     monkeypatch.setenv("FLOW_SMA_PERIODS", "[10,30,100]")
