@@ -19,6 +19,7 @@ from stack.services import (
     create_database,
     create_topics,
     ensure_port_free,
+    ensure_topic_config,
     prepare_kafka,
     prepare_postgres,
     prepare_prometheus,
@@ -91,6 +92,8 @@ def up(settings: StackSettings) -> None:
     topics = [settings.topic_ticks, settings.topic_bars, settings.topic_dead_letter, settings.topic_alerts]
     bootstrap, partitions = settings.kafka_bootstrap_servers, settings.kafka_partitions
     create_topics(bootstrap, topics[:1], partitions, TICKS_TOPIC_CONFIG)  # market-ticks: broker append times
+    for key, old in ensure_topic_config(bootstrap, settings.topic_ticks, TICKS_TOPIC_CONFIG).items():
+        log.info("topic %s: %s changed from %s to %s", settings.topic_ticks, key, old, TICKS_TOPIC_CONFIG[key])
     create_topics(bootstrap, topics[1:], partitions)
     flavour, seeded = prepare_database(settings)
     supervisor.ctl(settings, "start", f"{supervisor.APPS_GROUP}:*")

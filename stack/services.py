@@ -224,6 +224,33 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int, config: di
         log.info("created topic %s with %d partitions", topic, partitions)
 
 
+def ensure_topic_config(bootstrap: str, topic: str, config: dict[str, str]) -> dict[str, str]:
+    """Set ``config`` on the existing ``topic`` where its values differ (an older ``make up`` created it without
+    them); returns the previous values of what was changed."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        current = admin.describe_configs([resource])[resource].result(timeout=30)
+        changed = {k: current[k].value for k, v in config.items() if k in current and current[k].value != v}
+        if changed:
+            entries = [ConfigEntry(k, config[k], incremental_operation=AlterConfigOpType.SET) for k in changed]
+            update = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+            admin.incremental_alter_configs([update])[update].result(timeout=30)
+    except KafkaException as err:
+        msg = f"could not set {config} on Kafka topic {topic!r} at {bootstrap}: {err}"
+        raise StackError(msg) from err
+    return changed
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -7,6 +7,8 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
+from common.errors import StackError
+from stack.services import TICKS_TOPIC_CONFIG, ensure_topic_config
 from tests.support import read_topic
 
 pytestmark = pytest.mark.integration
@@ -32,6 +34,29 @@ def test_topics_are_not_auto_created(kafka_bootstrap: str) -> None:
     producer.flush(5)
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=5).topics
     assert "typo-topic-never-created" not in topics
+
+
+def timestamp_type(bootstrap: str, topic: str) -> str:
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer: a freed client fails it
+    configs = admin.describe_configs([resource])[resource].result(10)
+    return str(configs["message.timestamp.type"].value)
+
+
+def test_the_ticks_topic_gets_broker_timestamps_new_or_existing(kafka_bootstrap: str, make_topic) -> None:
+    """``make up`` creates market-ticks with LogAppendTime and switches one an older version created."""
+    fresh = make_topic(partitions=1, config=TICKS_TOPIC_CONFIG)
+    assert timestamp_type(kafka_bootstrap, fresh) == "LogAppendTime"
+    assert ensure_topic_config(kafka_bootstrap, fresh, TICKS_TOPIC_CONFIG) == {}  # nothing to change
+    older = make_topic(partitions=1)
+    assert timestamp_type(kafka_bootstrap, older) == "CreateTime"
+    changed = ensure_topic_config(kafka_bootstrap, older, TICKS_TOPIC_CONFIG)
+    assert changed == {"message.timestamp.type": "CreateTime"}
+    assert timestamp_type(kafka_bootstrap, older) == "LogAppendTime"
+    with pytest.raises(StackError, match="no-such-topic"):
+        ensure_topic_config(kafka_bootstrap, "no-such-topic", TICKS_TOPIC_CONFIG)
 
 
 def test_migrations_create_native_partitioned_tables(pg_url: str) -> None:
