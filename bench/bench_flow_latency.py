@@ -22,7 +22,9 @@ simulator writes), so the partition's records carry its log time every few ms.
 ``--timestamps append,create`` runs once per item on the same servers: the ticks topic with the broker's
 ``LogAppendTime`` (as ``make up`` creates ``market-ticks``; idle margin ``FLOW_IDLE_CLOSE_APPEND_MS``) or the
 producer's ``CreateTime`` (``FLOW_IDLE_CLOSE_MS``). Each run also prints how long after its record timestamp a
-consumer set up like the flow's source receives each tick: the delay the idle margin has to cover.
+consumer set up like the flow's source receives each tick: the delay the idle margin has to cover; and, from the
+flow's /metrics, the ticks it dead-lettered as late and its idle-clock overruns (records that came later than the
+margin), both of which should be 0.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -41,6 +44,7 @@ import numpy as np
 import psycopg
 import redis
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstack import LocalStack, local_stack  # noqa: E402 -- bench/ is not a package
@@ -48,7 +52,7 @@ from benchstack import LocalStack, local_stack  # noqa: E402 -- bench/ is not a 
 from contracts import redis_keys  # noqa: E402
 from contracts.bar import decode_bar  # noqa: E402
 from flows.decode import WireTick  # noqa: E402
-from stack.services import TICKS_TOPIC_CONFIG, create_topics  # noqa: E402
+from stack.services import TICKS_TOPIC_CONFIG, create_topics, free_port  # noqa: E402
 from stack.settings import REPO_ROOT  # noqa: E402
 
 MINUTE = 60_000
@@ -61,7 +65,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def start_flow(stack: LocalStack, topics: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_flow(stack: LocalStack, topics: dict[str, str], log: Path, metrics_port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
@@ -73,7 +77,7 @@ def start_flow(stack: LocalStack, topics: dict[str, str], log: Path) -> subproce
         "FLOW_MODE": "live",
         "FLOW_TIMEFRAMES": "1m",
         "FLOW_GRACE_MS": str(GRACE_MS),
-        "FLOW_METRICS_PORT": "0",
+        "FLOW_METRICS_PORT": str(metrics_port),
     }
     with log.open("wb") as out:
         return subprocess.Popen(  # noqa: S603 -- our own interpreter and module
@@ -155,6 +159,20 @@ def read_database(url: str, quiet: set[str], out: Samples) -> None:
             out["database", ticker in quiet][ticker, start_ms] = delay
 
 
+def flow_counters(port: int) -> dict[str, float]:
+    """Late ticks dead-lettered and idle-clock overruns so far, from the flow's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310 - ours
+        text = response.read().decode()
+    out = {"late": 0.0, "overrun": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "flow_dead_letters_total" and sample.labels.get("kind") == "late":
+                out["late"] += sample.value
+            elif sample.name == "flow_idle_clock_overrun_total":
+                out["overrun"] += sample.value
+    return out
+
+
 def watch_delivery(bootstrap: str, topic: str, out: list[int], stop: threading.Event) -> None:
     """How long after its record timestamp each tick reaches a consumer configured as the flow's source is (the
     delay the idle margin must cover): producer linger included for CreateTime, not for LogAppendTime."""
@@ -185,7 +203,8 @@ def measure(stack: LocalStack, args: argparse.Namespace, timestamps: str) -> Non
     create_topics(stack.bootstrap, [topics["ticks"]], 3, TICKS_TOPIC_CONFIG if timestamps == "append" else None)
     create_topics(stack.bootstrap, [topics["bars"], topics["dlq"]], 3)
     log = Path(f"/tmp/bench-flow-latency-{suffix}.log")
-    flow = start_flow(stack, topics, log)
+    metrics_port = free_port()
+    flow = start_flow(stack, topics, log, metrics_port)
     stop_produce, stop = threading.Event(), threading.Event()
     quiet_set = set(quiet)
     threads = [
@@ -218,6 +237,7 @@ def measure(stack: LocalStack, args: argparse.Namespace, timestamps: str) -> Non
         producer.join()
         stopped_ms = now_ms()
         time.sleep((GRACE_MS + 3_000) / 1000)  # let the last windows close by the timer
+        counters = flow_counters(metrics_port)
     finally:
         stop_produce.set()
         stop.set()
@@ -234,6 +254,7 @@ def measure(stack: LocalStack, args: argparse.Namespace, timestamps: str) -> Non
         f"record timestamps: {'LogAppendTime' if timestamps == 'append' else 'CreateTime'}"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"late ticks dead-lettered: {counters['late']:.0f}; idle-clock overruns: {counters['overrun']:.0f}")
     if delivery:
         d = np.array(delivery)
         print(

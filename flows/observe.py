@@ -21,7 +21,8 @@ from common.metrics import CONSUMER_LAG, END_TO_END, PROCESSING_LATENCY, TICKS_R
 
 __all__ = [
     "ARCHIVE_REJECTED", "BARS", "CONSUMER_LAG", "DEAD_LETTERS", "DUPLICATES", "END_TO_END", "EVENT_LAG",
-    "PROCESSING_LATENCY", "SINK_ERRORS", "SINK_ROWS", "SINK_SECONDS", "SOURCE_OFFSET", "TICKS_RECEIVED",
+    "IDLE_OVERRUN", "PROCESSING_LATENCY", "SINK_ERRORS", "SINK_ROWS", "SINK_SECONDS", "SOURCE_OFFSET",
+    "TICKS_RECEIVED",
     "TickCounter", "observe_latency", "start_metrics_server",
 ]  # fmt: skip
 
@@ -40,6 +41,12 @@ DUPLICATES = Counter("flow_duplicate_finals_suppressed_total", "Second finals fo
 EVENT_LAG = Gauge("flow_event_time_lag_seconds", "System time minus the newest tick time of the last batch")
 SOURCE_OFFSET = Gauge(
     "flow_kafka_source_offset", "Next offset the flow will read, per topic partition", ["topic", "partition"]
+)
+IDLE_OVERRUN = Counter(
+    "flow_idle_clock_overrun_total",
+    "Records read with a timestamp behind a log clock that the idle margin had already advanced (delivered later "
+    "than FLOW_IDLE_CLOSE_MS / FLOW_IDLE_CLOSE_APPEND_MS; their windows may have closed without them)",
+    ["topic", "partition"],
 )
 SINK_SECONDS = Histogram(
     "flow_sink_write_seconds",

@@ -27,7 +27,7 @@ from common.clock import now_ms
 from common.errors import SourceError
 from flows.decode import RawBatch
 from flows.logclock import MARKER_INTERVAL_MS, LogTimes, running_log_times
-from flows.observe import CONSUMER_LAG, SOURCE_OFFSET
+from flows.observe import CONSUMER_LAG, IDLE_OVERRUN, SOURCE_OFFSET
 from flows.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         self._read_log, self._read_wall = self._log, now_ms()
         #: the newest records carry the broker's LogAppendTime (a smaller idle margin); unknown until read
         self._append_time = False
+        #: the clock the idle margin advanced to since records were last read (None: records read since)
+        self._idle_log: int | None = None
         self._eof = False
         self._labels = (topic, str(partition))
         self._tp = TopicPartition(topic, partition)
@@ -97,6 +99,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
             return [RawBatch(self._topic, self._partition, offsets, values)]
         stamps = list(map(Message.timestamp, msgs))
         self._append_time = stamps[-1][0] == TIMESTAMP_LOG_APPEND_TIME
+        if self._idle_log is not None:
+            self._check_overrun(stamps, self._idle_log)
         now = now_ms()
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
@@ -118,8 +122,22 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         caught_up = self._offset >= high if self._offset >= 0 else 0 <= high <= low
         if high < 0 or not caught_up:
             return []
-        self._log = target
+        self._log = self._idle_log = target
         return [RawBatch(self._topic, self._partition, [], [], None, target)]
+
+    def _check_overrun(self, stamps: list[tuple[int, int]], idle_log: int) -> None:
+        """Count (and log) records stamped before the clock the idle margin advanced to while they were in flight:
+        delivered later than the margin, they were judged at that clock (a replay may judge them differently)."""
+        self._idle_log = None
+        behind = [ts for _, ts in stamps if 0 < ts < idle_log]
+        if behind:
+            IDLE_OVERRUN.labels(*self._labels).inc(len(behind))
+            margin = self._log_times.idle_margin(self._append_time) if self._log_times else 0
+            log.warning(
+                "%s[%d]: %d records arrived up to %d ms behind the idle clock (margin %d ms): raise the idle margin "
+                "if this repeats (docs/flows.md, An idle partition)",
+                self._topic, self._partition, len(behind), idle_log - min(behind), margin,
+            )  # fmt: skip
 
     def _without_errors(self, msgs: list[Message]) -> list[Message]:
         """The messages before an end-of-partition marker, minus transient errors (logged); fatal ones raise."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.clock import now_ms
 from flows.decode import RawBatch
@@ -132,5 +133,40 @@ def test_an_idle_partitions_margin_follows_its_timestamp_type(
         else:
             assert logged == stamp
             assert end is None, "a create-time partition keeps its 10-minute margin"
+    finally:
+        part.close()
+
+
+def test_a_record_stamped_behind_an_advanced_idle_clock_is_counted(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """The one way a replay can judge a tick differently (delivered later than the margin) is made visible."""
+    topic = make_topic(partitions=1)
+    produce(kafka_bootstrap, topic, [("K", b"v0", now_ms())])
+    source = RawKafkaSource(kafka_bootstrap, topic, log_times=LogTimes(idle_close_ms=100, max_future_ms=60_000))
+    labels = {"topic": topic, "partition": "0"}
+    part = source.build_part("in", f"{topic}#0", None)
+    try:
+        batches: list[RawBatch] = []
+        while not any(b.values for b in batches):
+            batches += part.next_batch()
+
+        def read_one(value: bytes, stamp: int) -> int:
+            """Produce ``value`` stamped ``stamp`` once the idle clock moved; its log time when read."""
+            assert idle_clock_after(part, 0.5) is not None
+            produce(kafka_bootstrap, topic, [("K", value, stamp)])
+            deadline = time.monotonic() + 30
+            while True:
+                assert time.monotonic() < deadline, f"{value!r} was not read"
+                got = [b for b in part.next_batch() if b.values]
+                if got:
+                    return int(got[0].log_times[0])
+
+        read_one(b"on time", now_ms())
+        assert not REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels)
+        clock = part.snapshot()[1]  # type: ignore[index]
+        logged = read_one(b"stale", now_ms() - 5_000)
+        assert REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels) == 1
+        assert logged >= clock  # judged at the idle clock, which never goes back
     finally:
         part.close()
