@@ -67,6 +67,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         self._idle_log: int | None = None
         self._eof = False
         self._labels = (topic, str(partition))
+        if log_times is not None:
+            IDLE_OVERRUN.labels(*self._labels)  # exported as 0 from the start (a rate from the first scrape)
         self._tp = TopicPartition(topic, partition)
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])

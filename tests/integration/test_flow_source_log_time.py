@@ -162,8 +162,9 @@ def test_a_record_stamped_behind_an_advanced_idle_clock_is_counted(
                 if got:
                     return int(got[0].log_times[0])
 
+        assert REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels) == 0  # exported from the start
         read_one(b"on time", now_ms())
-        assert not REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels)
+        assert REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels) == 0
         clock = part.snapshot()[1]  # type: ignore[index]
         logged = read_one(b"stale", now_ms() - 5_000)
         assert REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels) == 1
