@@ -102,7 +102,7 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         stamps = list(map(Message.timestamp, msgs))
         self._append_time = stamps[-1][0] == TIMESTAMP_LOG_APPEND_TIME
         if self._idle_log is not None:
-            self._check_overrun(stamps, self._idle_log)
+            self._check_overrun(stamps, self._idle_log, self._log_times.idle_margin(self._append_time))
         now = now_ms()
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
@@ -127,14 +127,13 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         self._log = self._idle_log = target
         return [RawBatch(self._topic, self._partition, [], [], None, target)]
 
-    def _check_overrun(self, stamps: list[tuple[int, int]], idle_log: int) -> None:
+    def _check_overrun(self, stamps: list[tuple[int, int]], idle_log: int, margin: int) -> None:
         """Count (and log) records stamped before the clock the idle margin advanced to while they were in flight:
         delivered later than the margin, they were judged at that clock (a replay may judge them differently)."""
         self._idle_log = None
         behind = [ts for _, ts in stamps if 0 < ts < idle_log]
         if behind:
             IDLE_OVERRUN.labels(*self._labels).inc(len(behind))
-            margin = self._log_times.idle_margin(self._append_time) if self._log_times else 0
             log.warning(
                 "%s[%d]: %d records arrived up to %d ms behind the idle clock (margin %d ms): raise the idle margin "
                 "if this repeats (docs/flows.md, An idle partition)",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from bytewax.inputs import StatefulSourcePartition
 from prometheus_client import REGISTRY
 
 from common.clock import now_ms
@@ -18,18 +20,26 @@ from tests.support import produce
 pytestmark = pytest.mark.integration
 
 
+Part = StatefulSourcePartition[RawBatch, Any]
+
+
+def read_values(part: Part, want: int, timeout_s: float = 30) -> list[RawBatch]:
+    """The partition's batches (clock-only ones included) until ``want`` values were read."""
+    batches: list[RawBatch] = []
+    deadline = time.monotonic() + timeout_s
+    while sum(len(b.values) for b in batches) < want:
+        assert time.monotonic() < deadline, f"read {sum(len(b.values) for b in batches)} of {want} values"
+        batches += part.next_batch()
+    return batches
+
+
 def read(
     source: RawKafkaSource, topic: str, state: object, want: int, timeout_s: float = 30
 ) -> tuple[list[RawBatch], object]:
     """Batches from partition 0 until ``want`` values were read; returns them and the partition's snapshot."""
     part = source.build_part("in", f"{topic}#0", state)  # type: ignore[arg-type]
-    batches: list[RawBatch] = []
-    deadline = time.monotonic() + timeout_s
     try:
-        while sum(len(b.values) for b in batches) < want:
-            assert time.monotonic() < deadline, f"read {sum(len(b.values) for b in batches)} of {want} values"
-            batches += part.next_batch()
-        return batches, part.snapshot()
+        return read_values(part, want, timeout_s), part.snapshot()
     finally:
         part.close()
 
@@ -45,9 +55,7 @@ def test_values_carry_their_partitions_log_time_and_an_idle_partitions_clock_run
 
     part = source.build_part("in", f"{topic}#0", None)
     try:
-        batches: list[RawBatch] = []
-        while sum(len(b.values) for b in batches) < len(stamps):
-            batches += part.next_batch()
+        batches = read_values(part, len(stamps))
         read_at = now_ms()
         times = [t for b in batches for t in b.log_times.tolist()]
         assert times == [base, base, base + 500, base + 500, base + 500]  # running max; the day-ahead one ignored
@@ -92,12 +100,12 @@ def test_without_log_times_the_snapshot_is_the_offset_and_a_log_snapshot_still_r
     assert state == 4
 
 
-def idle_clock_after(part: object, seconds: float) -> int | None:
+def idle_clock_after(part: Part, seconds: float) -> int | None:
     """The newest clock-only batch's log time within ``seconds`` of reading (None: the clock did not move)."""
     end: int | None = None
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for batch in part.next_batch():  # type: ignore[attr-defined]
+        for batch in part.next_batch():
             if not batch.values:
                 end = batch.log_end
     return end
@@ -117,11 +125,7 @@ def test_an_idle_partitions_margin_follows_its_timestamp_type(
     source = RawKafkaSource(kafka_bootstrap, topic, log_times=margins)
     part = source.build_part("in", f"{topic}#0", None)
     try:
-        batches: list[RawBatch] = []
-        deadline = time.monotonic() + 30
-        while not any(b.values for b in batches):
-            assert time.monotonic() < deadline, "the record was not read"
-            batches += part.next_batch()
+        batches = read_values(part, 1)
         read_at = now_ms()
         logged = [b for b in batches if b.values][0].log_times.tolist()[0]
         end = idle_clock_after(part, 1.0)
@@ -147,20 +151,13 @@ def test_a_record_stamped_behind_an_advanced_idle_clock_is_counted(
     labels = {"topic": topic, "partition": "0"}
     part = source.build_part("in", f"{topic}#0", None)
     try:
-        batches: list[RawBatch] = []
-        while not any(b.values for b in batches):
-            batches += part.next_batch()
+        read_values(part, 1)
 
         def read_one(value: bytes, stamp: int) -> int:
             """Produce ``value`` stamped ``stamp`` once the idle clock moved; its log time when read."""
             assert idle_clock_after(part, 0.5) is not None
             produce(kafka_bootstrap, topic, [("K", value, stamp)])
-            deadline = time.monotonic() + 30
-            while True:
-                assert time.monotonic() < deadline, f"{value!r} was not read"
-                got = [b for b in part.next_batch() if b.values]
-                if got:
-                    return int(got[0].log_times[0])
+            return int(next(b for b in read_values(part, 1) if b.values).log_times[0])
 
         assert REGISTRY.get_sample_value("flow_idle_clock_overrun_total", labels) == 0  # exported from the start
         read_one(b"on time", now_ms())
