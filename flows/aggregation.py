@@ -245,14 +245,22 @@ class TickerBars:
         for chunk in chunks:
             frontier, watermark = st.frontier, st.watermark
             clock = chunk[5]
+            first_reach = _NEVER
             if clock is not None:
                 if clock[0] is not None:
                     st.source = clock[0]
-                # the greatest watermark the log can extrapolate to within this chunk: if no segment's window
-                # ends below it, no tick of the chunk turns late part-way through (the common case)
-                lead = clock[2] if st.watermark_log == _NEVER else max(watermark - st.watermark_log, clock[2])
-                reach = lead + clock[1] - grace
-                if reach > frontier and chunk[1][0][0] + base <= reach:
+                # the frontier at the chunk's first tick; the merge below is exact when that tick raises the
+                # watermark and is not late, no window is closed by it, and none part-way through (``smooth``,
+                # flows.partial._chunk_clocks); otherwise the chunk is redone one tick at a time (rare)
+                first_ts = clock[3]
+                if st.watermark_log != _NEVER:
+                    first_reach = watermark + max(0, clock[4] - st.watermark_log) - grace
+                if (
+                    not clock[6]
+                    or first_ts <= watermark
+                    or first_ts - first_ts % base + base <= frontier
+                    or (first_reach > frontier and chunk[1][0][0] + base <= first_reach)
+                ):
                     st.next_due = next_due
                     late.extend(self._tick_by_tick(chunk))
                     next_due = st.next_due
@@ -295,9 +303,10 @@ class TickerBars:
                     st.frontier = watermark - grace
             else:
                 if watermark > st.watermark:
-                    st.watermark, st.watermark_log = watermark, clock[3]
-                # the log has reached the chunk's last tick: extrapolate the watermark to there
-                reached = self._extrapolated(clock[1])
+                    st.watermark, st.watermark_log = watermark, clock[2]
+                # the frontier is the greatest reached at any tick of the chunk (the first, the later ones, and
+                # the log at its last tick extrapolated from the new watermark)
+                reached = max(first_reach, clock[5] - grace, self._extrapolated(clock[1]))
                 if reached > st.frontier:
                     st.frontier = reached
             ticks += len(chunk[2])

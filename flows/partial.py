@@ -41,9 +41,14 @@ class Columns(NamedTuple):
         return Columns(self.timestamps[rows], self.cents[rows], self.volumes[rows], self.log_times[rows])
 
 
-#: live mode, per chunk: ``(log key or None, log time at its last tick, max(event time - log time) over its
-#: ticks, log time at the tick where its event time last rose)`` (:mod:`flows.logclock`)
-ChunkClock = tuple[str | None, int, int, int]
+#: live mode, per chunk (:mod:`flows.logclock`): ``(log key or None, log time at its last tick, log time at the
+#: tick where its event time last rose, event time of its first tick, log time of its first tick, reach, smooth)``.
+#: ``reach`` is the greatest ``watermark + log time since the watermark rose`` over its ticks after the first,
+#: taking the watermark as the batch's own (:data:`NO_REACH` for a single tick); ``smooth`` is True when no such
+#: tick's window can have been closed by the log before the tick was read (see :func:`_chunk_clocks`).
+ChunkClock = tuple[str | None, int, int, int, int, int, bool]
+#: ``reach`` of a chunk of one tick
+NO_REACH = -(2**62)
 
 _ChunkFields = tuple[
     str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None, ChunkClock | None, Columns | None
@@ -135,7 +140,11 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
     prior[first] = -1
     ends = (ts // base_ms + 1) * base_ms - t_min
     late_a = (prior >= 0) & (ends[order] + grace_ms <= prior)
-    clocks = _chunk_clocks(batch, order, first, r_a, prior, t_min) if batch.log_times is not None else None
+    clocks = (
+        _chunk_clocks(batch, order, first, r_a, prior, t_min, ends[order] + grace_ms - prior, late_a)
+        if batch.log_times is not None
+        else None
+    )
     # the tally for metrics comes free with the sort by ticker: ticks per ticker (late ones included) in code
     # order; the names are those of the chunks below (a ticker's first tick is never late, so none drops out)
     counts = np.diff(np.r_[np.flatnonzero(first), n]).tolist()
@@ -224,11 +233,23 @@ def _chunk_clocks(
     rel_a: npt.NDArray[np.int64],
     prior: npt.NDArray[np.int64],
     t_min: int,
+    slack: npt.NDArray[np.int64],
+    late_a: npt.NDArray[np.bool_],
 ) -> list[ChunkClock]:
     """Each ticker's :data:`ChunkClock`, from the batch sorted by (ticker, arrival) before late ticks are cut.
 
     ``rel_a`` is event time minus ``t_min`` and ``prior`` its exclusive running maximum per ticker (-1 at a
-    ticker's first tick), so ``rel_a > prior`` marks the ticks where the ticker's event time rose.
+    ticker's first tick), so ``rel_a > prior`` marks the ticks where the ticker's event time rose; ``slack`` is
+    each tick's window end + grace - ``prior`` and ``late_a`` marks the ticks late against earlier ticks of the
+    batch.
+
+    In live mode a tick ``i`` is judged at the frontier ``watermark + (log_i - log at the rise)^+ - grace``,
+    maximised over the ticker's history (:mod:`flows.aggregation`). If the chunk's first tick raises the
+    ticker's watermark (the shard checks it), every later rise of the chunk is a rise of the ticker, so for each
+    later tick ``D_i = (log_i - log at the chunk's last rise before i)^+`` and ``prior_i + D_i`` (``reach``) are
+    exact without the ticker's state, and the tick can only have been closed by the log part-way through the
+    chunk when its ``slack`` is at most the greatest ``D`` so far (then ``smooth`` is False and the shard redoes
+    the chunk tick by tick).
     """
     assert batch.log_times is not None
     assert batch.log_sources is not None
@@ -236,15 +257,36 @@ def _chunk_clocks(
     log_a = batch.log_times[order]
     starts = np.flatnonzero(first)
     last = np.r_[starts[1:], n] - 1
-    rose_at = np.maximum.reduceat(np.where(rel_a > prior, np.arange(n), -1), starts)
-    lead = np.maximum.reduceat(rel_a + t_min - log_a, starts)
+    rises = np.where(rel_a > prior, np.arange(n), -1)
+    rose_at = np.maximum.reduceat(rises, starts)
+    # the log time at the last rise before each tick (a ticker's first tick is a rise, so this stays within it)
+    last_rise = np.maximum.accumulate(rises)
+    gain = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        np.subtract(log_a[1:], log_a[last_rise[:-1]], out=gain[1:])
+        np.maximum(gain, 0, out=gain)
+        gain[first] = 0
+    reach = np.maximum.reduceat(np.where(first, NO_REACH - t_min, prior + gain), starts) + t_min
+    # the greatest gain so far within each ticker (a running maximum per ticker: offset by ticker number)
+    span = int(gain.max()) + 1
+    group = np.cumsum(first) - 1
+    if len(starts) * span < _INT64_SAFE:
+        offset = group * span
+        running = np.maximum.accumulate(gain + offset) - offset
+        closed = ~first & ~late_a & (slack <= running)
+        smooth = ~np.logical_or.reduceat(closed, starts)
+    else:  # log gains of centuries: no summary, every chunk tick by tick
+        smooth = np.zeros(len(starts), dtype=bool)
     sources = batch.log_sources
     return list(
         zip(
             [sources[i] for i in order[last].tolist()],
             log_a[last].tolist(),
-            lead.tolist(),
             log_a[rose_at].tolist(),
+            (rel_a[starts] + t_min).tolist(),
+            log_a[starts].tolist(),
+            reach.tolist(),
+            smooth.tolist(),
             strict=True,
         )
     )

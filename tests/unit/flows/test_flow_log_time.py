@@ -23,6 +23,7 @@ from flows.aggregation import AggregationConfig, TickerBars, TickerState, partia
 from flows.bars import build_flow
 from flows.decode import DeadLetter, RawBatch, decode_batch
 from flows.logclock import LogClock, MarkerPlan, log_columns, running_log_times
+from flows.partial import NO_REACH
 from flows.settings import FlowSettings
 from tests.ticks import tick_bytes
 
@@ -92,11 +93,14 @@ def to_batches(records: list[Record], cuts: list[int]) -> list[RawBatch]:
     return batches
 
 
-def run(batches: list[Any], wall: int, recovery: Path | None = None) -> tuple[list[Bar], list[DeadLetter]]:
+def run(
+    batches: list[Any], wall: int, recovery: Path | None = None, batch_size: int = 3
+) -> tuple[list[Bar], list[DeadLetter]]:
+    """The bars flow over ``batches``, ``batch_size`` of them decoded together (as one source poll)."""
     finals: list[Bar] = []
     dead: list[DeadLetter] = []
     flow = build_flow(
-        TestingSource(batches, batch_size=3),
+        TestingSource(batches, batch_size=batch_size),
         final_sink=TestingSink(finals),
         dead_letter_sink=TestingSink(dead),
         settings=SETTINGS,
@@ -181,7 +185,7 @@ def test_bars_and_late_ticks_follow_the_log_whatever_the_batches_and_the_wall_cl
     }
     outputs = []
     for (split, cuts), wall in zip(splits.items(), walls.values(), strict=True):
-        finals, dead = run(to_batches(records, cuts), wall)
+        finals, dead = run(to_batches(records, cuts), wall, batch_size=1)
         assert one_minute(finals) == want_bars, split
         assert {d.raw for d in dead} == want_late, split
         assert {d.kind for d in dead} == {"late"}
@@ -191,6 +195,69 @@ def test_bars_and_late_ticks_follow_the_log_whatever_the_batches_and_the_wall_cl
     # quiet tickers' windows closed while they sent nothing more
     assert want_late
     assert any(ticker.startswith("Q") for ticker, _ in want_bars)
+
+
+def jumpy_stream(seed: int, n: int = 800) -> list[Record]:
+    """Two tickers trading around minute ends, read 0-3 s after their event time and in bursts, so the log
+    often moves past a window's end + grace between a ticker's rises (out-of-order ticks, gaps of seconds)."""
+    rng = np.random.default_rng(seed)
+    out: list[Record] = []
+    log = T0 + 50_000
+    for seq in range(n):
+        log += int(rng.integers(0, 900)) if rng.random() < 0.3 else 0
+        if log % MIN > 8_000 and log % MIN < 52_000:  # skip the middle of each minute
+            log += 52_000 - log % MIN
+        ts = log - int(rng.integers(0, 3_000))
+        out.append(tick(f"J{int(rng.integers(0, 2))}", seq, ts, log, int(rng.integers(9_000, 11_000))))
+    out.append(idle(log + 10 * MIN))
+    return out
+
+
+@pytest.mark.parametrize("seed", [13, 17, 24, 41, 44])
+def test_bars_and_late_ticks_follow_the_log_for_out_of_order_ticks_read_in_bursts(seed: int) -> None:
+    records = jumpy_stream(seed)
+    want_bars, want_late = oracle(records)
+    rng = np.random.default_rng(seed)
+    for cuts in (list(range(len(records))), sorted(rng.choice(len(records), 80, replace=False).tolist()), []):
+        finals, dead = run(to_batches(records, cuts), records[-1].stamp, batch_size=1)
+        assert {d.raw for d in dead} == want_late, len(cuts)
+        assert one_minute(finals) == want_bars, len(cuts)
+    assert want_late
+
+
+def test_the_frontier_a_tick_reached_stays_when_a_later_tick_of_the_batch_raises_the_watermark() -> None:
+    """A's tick 2 (no rise) is read 1,100 ms after A's watermark rose to 61 s: the frontier reaches 60.1 s and
+    closes [0, 1m). Tick 3 then raises the watermark by 10 ms only (frontier 59.01 s from it); tick 4, for the
+    closed window, is late however the records are cut into batches."""
+    records = [
+        tick("A", 0, T0 + 59_000, T0 + 59_000),
+        tick("A", 1, T0 + 61_000, T0 + 61_000),
+        tick("A", 2, T0 + 60_500, T0 + 62_100),
+        tick("A", 3, T0 + 61_010, T0 + 62_100),
+        tick("A", 4, T0 + 59_500, T0 + 62_101),
+        idle(T0 + 10 * MIN),
+    ]
+    for cuts in ([1, 2, 3, 4], [2, 4], [1, 2, 4], []):
+        finals, dead = run(to_batches(records, cuts), records[-1].stamp, batch_size=1)
+        assert [d.raw for d in dead] == [records[4].raw], cuts
+        assert one_minute(finals)["A", T0] == (10_000, 10_000, 10_000, 10_000, 1, 1), cuts
+
+
+def test_a_late_tick_that_would_raise_the_watermark_leaves_the_log_clock_at_the_rise_before_it() -> None:
+    """Q went quiet at 10 s and A moved the log to 63 s, which closed Q's [0, 1m). Q's next tick (59 s) is late
+    and does not raise Q's watermark, so the one after it (70 s, read at log time 122 s) is judged from the rise
+    at 10 s: frontier 10 s + 112 s - grace = 120 s closes its window [1m, 2m) too, also in one batch."""
+    records = [
+        tick("Q", 0, T0 + 10_000, T0 + 10_000),
+        tick("A", 1, T0 + 63_000, T0 + 63_000),
+        tick("Q", 2, T0 + 59_000, T0 + 63_000),
+        tick("Q", 3, T0 + 70_000, T0 + 122_000),
+        idle(T0 + 10 * MIN),
+    ]
+    for cuts in ([1, 2, 3], [2]):
+        finals, dead = run(to_batches(records, cuts), records[-1].stamp, batch_size=1)
+        assert [d.raw for d in dead] == [records[2].raw, records[3].raw], cuts
+        assert ("Q", T0 + MIN) not in one_minute(finals), cuts
 
 
 def test_a_quiet_tickers_window_closes_exactly_when_the_log_passes_end_plus_grace() -> None:
@@ -230,6 +297,26 @@ def test_a_tick_is_judged_at_its_own_log_time_inside_a_batch() -> None:
         assert [d.raw for d in dead] == [records[5].raw], cuts
         assert "late tick 'Q'" in dead[0].reason
         assert one_minute(finals)["Q", T0][5] == 3
+
+
+def test_a_backlog_is_merged_segment_by_segment_with_the_bars_of_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catching up: hours of ticks written long ago, read in batches whose chunks span minutes (their log times
+    all but equal). No window closes part-way through a chunk by the log, so no chunk is redone tick by tick
+    (the slow path), and the bars are the rule's."""
+
+    def forbidden(self: TickerBars, chunk: Any) -> list[DeadLetter]:
+        raise AssertionError(f"{self.state.ticker}: chunk redone tick by tick")
+
+    written = T0 + 86_400_000
+    records = [tick(f"B{i % 3}", i, T0 + i * 700, written + i // 100) for i in range(3_000)]
+    records.append(idle(written + 10 * MIN))
+    want_bars, want_late = oracle(records)
+    monkeypatch.setattr(TickerBars, "_tick_by_tick", forbidden)
+    finals, dead = run(to_batches(records, list(range(0, len(records), 500))), written, batch_size=1)
+    assert one_minute(finals) == want_bars
+    assert dead == []
+    assert want_late == set()
+    assert len(want_bars) == 3 * 35  # 35 minutes of each ticker closed on event time, the last by the log
 
 
 def test_live_bars_carry_the_lag_also_when_a_chunk_is_redone_tick_by_tick() -> None:
@@ -301,14 +388,21 @@ def test_chunk_clock_summarises_a_tickers_log_times() -> None:
         tick("A", 2, T0 + 900, T0 + 1_530),  # out of order: the watermark does not rise
         tick("A", 3, T0 + 2_000, T0 + 2_050),
         tick("A", 4, T0 + 2_000, T0 + 2_060),  # equal: it does not rise either
+        tick("C", 5, T0 + 59_000, T0 + 59_000),
+        tick("C", 6, T0 + 58_000, T0 + 61_100),  # the log 2,100 ms past C's rise: frontier 59,100, still open
+        tick("C", 7, T0 + 57_500, T0 + 62_000),  # 3,000 ms past it: frontier 60,000 closes [0, 1m) before it
     ]
     (batch,) = to_batches(records, [])
     decoded, dead = decode_batch([batch], read_ms=0)
     assert dead == []
     chunks = dict(partial_bars(decoded, MIN, GRACE).chunks)
-    # (log key, log at the last tick, max(event - log), log where the event time last rose)
-    assert chunks["A"].clock == ("market-ticks#0", T0 + 2_060, -10, T0 + 2_050)
-    assert chunks["B"].clock == ("market-ticks#0", T0 + 1_520, -20, T0 + 1_520)
+    # (log key, log at the last tick, log where the event time last rose, first tick's event and log time,
+    # reach: max over later ticks of the batch's watermark + log since it rose, smooth)
+    # A's reach: at tick 3, watermark 1,000 (risen at log 1,010) + 1,040
+    assert chunks["A"].clock == ("market-ticks#0", T0 + 2_060, T0 + 2_050, T0 + 1_000, T0 + 1_010, T0 + 2_040, True)
+    assert chunks["B"].clock == ("market-ticks#0", T0 + 1_520, T0 + 1_520, T0 + 1_500, T0 + 1_520, NO_REACH, True)
+    c_clock = ("market-ticks#0", T0 + 62_000, T0 + 59_000, T0 + 59_000, T0 + 59_000, T0 + 62_000, False)
+    assert chunks["C"].clock == c_clock
     restored = pickle.loads(pickle.dumps(chunks["A"]))  # an exchange between workers keeps only its own rows
     assert restored.clock == chunks["A"].clock
     assert restored[6].log_times.tolist() == [T0 + 1_010, T0 + 1_530, T0 + 2_050, T0 + 2_060]
