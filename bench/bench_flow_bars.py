@@ -7,10 +7,12 @@ per ticker, live bars on/off) with wall-clock and per-CPU-second throughput (the
 other processes on a shared machine); ``--profile`` runs one scenario under cProfile instead and prints its top
 functions.
 
-Two ways of feeding (``--feed``): ``values`` gives ``TestingSource`` the values of a batch one by one
+Three ways of feeding (``--feed``): ``values`` gives ``TestingSource`` the values of a batch one by one
 (its per-item Python loop costs ~0.3 us per tick, a harness cost the deployed flow does not have), ``batches``
 gives it one :class:`~flows.decode.RawBatch` per batch -- what ``flows.sources.RawKafkaSource``
-emits per poll. To compare with another checkout in the same run, point ``PYTHONPATH`` at it:
+emits per poll -- in backfill mode, and ``backlog`` the same batches with Kafka log times to the flow in live
+mode: a backlog written just now at 1 M records/s, as the flow reads it when catching up.
+To compare with another checkout in the same run, point ``PYTHONPATH`` at it:
 ``PYTHONPATH=/path/to/old .venv/bin/python bench/bench_flow_bars.py``, or let the script do it:
 ``--baseline REV`` exports the ``flows`` package of git revision ``REV`` and runs every scenario ``--rounds``
 times, alternating the baseline and the working tree in child processes (order swapped every round), then
@@ -41,6 +43,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main, run_main
 
 import flows.bars
+from common.clock import now_ms
 from flows.bars import build_flow, tune_gc
 from flows.decode import RawBatch, WireTick
 from flows.settings import FlowSettings
@@ -110,12 +113,22 @@ class Counter(DynamicSink[Any]):
         return _CountPartition(self)
 
 
-def as_raw_batches(values: list[bytes], batch: int) -> list[RawBatch]:
-    """The values cut into ``RawBatch`` es of ``batch`` values, as the Kafka source emits them."""
-    return [
-        RawBatch("market-ticks", 0, list(range(i, min(i + batch, len(values)))), values[i : i + batch])
-        for i in range(0, len(values), batch)
-    ]
+#: ``--feed backlog``: records written per millisecond of log time
+BACKLOG_PER_MS = 1_000
+
+
+def as_raw_batches(values: list[bytes], batch: int, written_ms: int | None = None) -> list[RawBatch]:
+    """The values cut into ``RawBatch`` es of ``batch`` values, as the Kafka source emits them; with
+    ``written_ms``, with the log times of a backlog written from then on at ``BACKLOG_PER_MS``."""
+    out = []
+    for i in range(0, len(values), batch):
+        offsets = list(range(i, min(i + batch, len(values))))
+        if written_ms is None:
+            out.append(RawBatch("market-ticks", 0, offsets, values[i : i + batch]))
+            continue
+        logs = written_ms + np.arange(i, i + len(offsets), dtype=np.int64) // BACKLOG_PER_MS
+        out.append(RawBatch("market-ticks", 0, offsets, values[i : i + batch], logs, int(logs[-1])))
+    return out
 
 
 def run(
@@ -127,14 +140,15 @@ def run(
     feed: str = "values",
     digest: bool = False,
 ) -> tuple[float, dict[str, Any]]:
-    settings = FlowSettings(mode="backfill", live_enabled=scenario.live, gc_threshold=gc_threshold)
+    mode = "live" if feed == "backlog" else "backfill"
+    settings = FlowSettings(mode=mode, live_enabled=scenario.live, gc_threshold=gc_threshold)
     gc.set_threshold(700, 10, 10)
     tune_gc(settings)
     finals, lives, dead, latest = Counter(digest), Counter(), Counter(digest), Counter()
     source: TestingSource[Any] = (
         TestingSource(values, batch_size=batch)
         if feed == "values"
-        else TestingSource(as_raw_batches(values, batch), batch_size=1)
+        else TestingSource(as_raw_batches(values, batch, now_ms() if feed == "backlog" else None), batch_size=1)
     )
     flow = build_flow(
         source,
@@ -243,7 +257,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     parser.add_argument("--gc-threshold", type=int, default=100_000, help="FLOW_GC_THRESHOLD (0: Python's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 1,000-ticker scenario")
-    parser.add_argument("--feed", choices=["values", "batches", "both"], default="both", help="see the docstring")
+    parser.add_argument(
+        "--feed",
+        choices=["values", "batches", "backlog", "both"],
+        default="both",
+        help="see the docstring (both: values and batches)",
+    )
     parser.add_argument("--scenarios", default="", help="comma-separated row numbers to run (default: all)")
     parser.add_argument("--baseline", default="", help="git revision whose flows package to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: runs of each version")
