@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-pg-bars bench-ticks bench-api bench-api-ws
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-decode bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-pg-bars bench-ticks bench-api bench-api-ws
 
 venv: $(VENV_STAMP)
 
@@ -71,6 +71,9 @@ bench-simulator-kafka: venv
 
 bench-flow: venv
 	$(PY) bench/bench_flow_bars.py
+
+bench-decode: venv
+	$(PY) bench/bench_decode.py
 
 bench-flow-kafka: venv
 	$(PY) bench/bench_flow_kafka.py

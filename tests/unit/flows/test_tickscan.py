@@ -148,11 +148,43 @@ def test_anything_else_is_declined(raw: bytes) -> None:
     assert _scan_one(raw) is None
 
 
-@pytest.mark.parametrize("text", [b"187.250000000000000000001", b"187.2500", b"0.1000000000000000055511151231257827"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"187.250000000000000000001",
+        b"187.2500",
+        b"0.1000000000000000055511151231257827",
+        # the fast path (digits as an integer of at most 2**53, one division) and its edges
+        b"90071992.54740992",  # 2**53 as the digits
+        b"90071992.54740993",  # 2**53 + 1: str::parse
+        b"90071992.547409915",  # 17 digits above 2**53
+        b"0.000000000000000001",  # 18 digits after the point
+        b"0.0000000000000000001",  # 19
+        b"123456789.0123456789",  # 19 digits, above 2**53
+        b"0.3",
+        b"999999999.99",
+        b"5",
+    ],
+)
 def test_long_decimals_round_like_msgspec(text: bytes) -> None:
     raw = _tick().replace(b'"price":187.25', b'"price":' + text)
     assert _scan_one(raw) is not None
     assert _scan_one(raw) == _msgspec_one(raw)
+
+
+@given(st.integers(1, 10**19 - 1), st.integers(0, 18))
+@settings(max_examples=500)
+def test_decimals_of_up_to_19_digits_are_correctly_rounded(digits: int, after: int) -> None:
+    """Any split of up to 19 digits around the point (below and above the fast path's 2**53): msgspec's
+    value, which is the correctly rounded one."""
+    text = str(digits).rjust(after + 1, "0")
+    number = f"{text[: len(text) - after]}.{text[len(text) - after :]}" if after else text
+    raw = _tick().replace(b'"price":187.25', b'"price":' + number.encode())
+    if float(number) >= MAX_PRICE:
+        assert _scan_one(raw) is None
+        return
+    assert _scan_one(raw) == _msgspec_one(raw)
+    assert _scan_one(raw)["price"] == float(number)  # type: ignore[index]
 
 
 def test_values_are_declined_one_by_one() -> None:
