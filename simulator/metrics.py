@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 
 class SimulatorMetrics:
-    """Counters and histograms; one instance per process (own registry, so tests can make several)."""
+    """Counters and histograms; one instance per process (own registry, so tests can make several).
+
+    The registry also carries prometheus-client's standard ``process_*`` and ``python_*`` metrics (CPU, memory,
+    file descriptors, GC), as the default registry of the other services does.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.ticks_produced = Counter("sim_ticks_produced", "Ticks handed to the Kafka producer", registry=r)
         self.ticks_delivered = Counter("sim_ticks_delivered", "Ticks acknowledged by Kafka", registry=r)
         self.delivery_errors = Counter(
