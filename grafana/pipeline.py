@@ -1,5 +1,5 @@
 """The pipeline dashboard: throughput per stage, lag, end-to-end latency, dead letters, sinks, market anomalies,
-WebSocket, API.
+WebSocket, API, CPU and memory per process.
 
 Every expression here runs against a real Prometheus in tests/integration/test_dashboards.py; metric names and
 labels are documented in docs/metrics.md.
@@ -196,6 +196,26 @@ def build() -> models.Dashboard:
             timeseries_panel(
                 "API requests per second by status", "reqps", "HTTP requests by status code", datasource=PROMETHEUS
             ).with_target(prom(_rate("api_requests_total", "status"), "{{status}}"))
+        )
+        .with_row(dashboard.Row("Processes"))
+        .with_panel(
+            timeseries_panel(
+                "CPU per process",
+                "short",
+                "CPU cores used (process_cpu_seconds_total per second), per scrape target; a multi-worker gateway"
+                " does not export it",
+                datasource=PROMETHEUS,
+            ).with_target(
+                prom(f"sum by (job, instance) (rate(process_cpu_seconds_total{{{JOB}}}[$__rate_interval]))", "{{job}}")
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Resident memory per process",
+                "bytes",
+                "process_resident_memory_bytes per scrape target (flat in a healthy run)",
+                datasource=PROMETHEUS,
+            ).with_target(prom(f"sum by (job, instance) (process_resident_memory_bytes{{{JOB}}})", "{{job}}"))
         )
         .with_row(dashboard.Row("Simulator"))
         .with_panel(

@@ -56,6 +56,10 @@ REQUIRED = {
     },
     **{f"ticks received stage {s}": f'tick_messages_received_total{{stage="{s}"}} > 0' for s in ("bars", "ticks")},
     "anomalies flow up": 'up{job="flow-anomalies"} == 1',
+    **{
+        f"process metrics of {job}": f'process_resident_memory_bytes{{job="{job}"}} > 0'
+        for job in ("simulator", "flow-bars")
+    },
     "anomalies detected": "flow_anomalies_detected_total > 0",
 }
 
