@@ -10,7 +10,7 @@
 //! properties.
 //!
 //! Why: msgspec spends ~0.45-0.6 us per value here (a call, a struct, its fields), then NumPy columns cost as
-//! much again; this scan yields the columns directly in ~0.15 us per value, with the GIL released. Declining
+//! much again; this scan yields the columns directly in ~0.2 us per value, with the GIL released. Declining
 //! value by value (not the whole batch) keeps a batch with a few malformed values on the fast path.
 
 use pyo3::prelude::*;
