@@ -245,11 +245,11 @@ def _chunk_clocks(
 
     In live mode a tick ``i`` is judged at the frontier ``watermark + (log_i - log at the rise)^+ - grace``,
     maximised over the ticker's history (:mod:`flows.aggregation`). If the chunk's first tick raises the
-    ticker's watermark (the shard checks it), every later rise of the chunk is a rise of the ticker, so for each
-    later tick ``D_i = (log_i - log at the chunk's last rise before i)^+`` and ``prior_i + D_i`` (``reach``) are
-    exact without the ticker's state, and the tick can only have been closed by the log part-way through the
-    chunk when its ``slack`` is at most the greatest ``D`` so far (then ``smooth`` is False and the shard redoes
-    the chunk tick by tick).
+    ticker's watermark and is not late (the shard checks both), every later rise of the chunk is a rise of the
+    ticker, so for each later tick ``D_i = (log_i - log at the chunk's last rise before i)^+`` and
+    ``prior_i + D_i`` (``reach``) are exact without the ticker's state, and the tick can only have been closed
+    by the log part-way through the chunk when its ``slack`` is at most the greatest ``D`` so far (then
+    ``smooth`` is False and the shard redoes the chunk tick by tick).
     """
     assert batch.log_times is not None
     assert batch.log_sources is not None
