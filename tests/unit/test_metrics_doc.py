@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import yaml
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics import MetricWrapperBase
 
 from simulator.metrics import SimulatorMetrics
@@ -111,8 +112,18 @@ def promql_metrics(expr: str) -> set[str]:
     return names
 
 
+def _standard_series() -> set[str]:
+    """The series of prometheus-client's standard process, platform and GC collectors (docs/metrics.md: every
+    process but a multi-worker gateway exports them)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return {sample.name for family in registry.collect() for sample in family.samples}
+
+
 def _known_series() -> set[str]:
-    names = set(_PROMETHEUS_SERIES) | recording_rules()
+    names = set(_PROMETHEUS_SERIES) | recording_rules() | _standard_series()
     for name, (kind, _) in registered().items():
         names.add(name)
         if kind == "histogram":
