@@ -139,11 +139,10 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
     prior[1:] = running[:-1]
     prior[first] = -1
     ends = (ts // base_ms + 1) * base_ms - t_min
-    late_a = (prior >= 0) & (ends[order] + grace_ms <= prior)
+    slack = ends[order] + grace_ms - prior  # > 0: the window was still open at the batch's watermark before
+    late_a = (prior >= 0) & (slack <= 0)
     clocks = (
-        _chunk_clocks(batch, order, first, r_a, prior, t_min, ends[order] + grace_ms - prior, late_a)
-        if batch.log_times is not None
-        else None
+        _chunk_clocks(batch, order, first, r_a, prior, t_min, slack, late_a) if batch.log_times is not None else None
     )
     # the tally for metrics comes free with the sort by ticker: ticks per ticker (late ones included) in code
     # order; the names are those of the chunks below (a ticker's first tick is never late, so none drops out)
@@ -257,10 +256,10 @@ def _chunk_clocks(
     log_a = batch.log_times[order]
     starts = np.flatnonzero(first)
     last = np.r_[starts[1:], n] - 1
-    rises = np.where(rel_a > prior, np.arange(n), -1)
-    rose_at = np.maximum.reduceat(rises, starts)
-    # the log time at the last rise before each tick (a ticker's first tick is a rise, so this stays within it)
-    last_rise = np.maximum.accumulate(rises)
+    # the last rise up to each tick (a ticker's first tick is a rise, so this stays within its ticker)
+    last_rise = np.maximum.accumulate(np.where(rel_a > prior, np.arange(n), -1))
+    rose_at = last_rise[last]
+    # each later tick's log gain since its ticker's last rise before it
     gain = np.zeros(n, dtype=np.int64)
     if n > 1:
         np.subtract(log_a[1:], log_a[last_rise[:-1]], out=gain[1:])
