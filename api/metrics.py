@@ -1,19 +1,25 @@
 """Prometheus metrics of the gateway and the ``/metrics`` endpoint.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers) every process writes its samples to that
-directory and ``/metrics`` merges them (prometheus-client multiprocess mode); gauges then sum live processes.
+directory and ``/metrics`` merges them (prometheus-client multiprocess mode); gauges then sum live processes,
+and :class:`GatewayProcessCollector` adds the ``process_*`` metrics of all the gateway's processes as one.
 Hot paths count in plain integers and :class:`~api.hub.Hub` flushes them here about once a second, so a
 million deliveries a second do not mean a million locked counter increments.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from common.metrics import END_TO_END
 
@@ -78,16 +84,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: how the ``process_*`` values of several processes make one: the earliest start, the smallest fd limit, sums
+_COMBINE = {"process_start_time_seconds": min, "process_max_fds": min}
+
+
+class GatewayProcessCollector(Collector):
+    """``process_*`` of a multi-worker gateway as one process: summed over the live workers (those with live
+    gauge files in the multiprocess directory) and uvicorn's supervisor.
+
+    prometheus-client's multiprocess collector exports no ``process_*`` metrics (it cannot attribute them to a
+    worker), so a gateway with several workers showed no CPU or memory at all. Summed, they are what the
+    gateway costs the machine, under the same names as a single-process service's. A replaced worker makes
+    ``process_cpu_seconds_total`` drop, which ``rate()`` reads as a counter reset.
+    """
+
+    def __init__(self, multiproc_dir: Path, supervisor: int | None = None, proc: str = "/proc") -> None:
+        self.multiproc_dir = multiproc_dir
+        self.supervisor = supervisor
+        self.proc = proc
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids (and the supervisor's), each once."""
+        pids = set()
+        for path in self.multiproc_dir.glob("gauge_live*_*.db"):
+            pid = path.stem.rsplit("_", 1)[1]
+            if pid.isdigit() and os.path.isdir(os.path.join(self.proc, pid)):
+                pids.add(int(pid))
+        if self.supervisor is not None and os.path.isdir(os.path.join(self.proc, str(self.supervisor))):
+            pids.add(self.supervisor)
+        return sorted(pids)
+
+    def collect(self) -> Iterator[Metric]:
+        combined: dict[str, tuple[Metric, float]] = {}
+        for pid in self.pids():
+            for family in ProcessCollector(pid=functools.partial(int, pid), proc=self.proc, registry=None).collect():
+                value = family.samples[0].value
+                kept = combined.get(family.name)
+                if kept is not None:
+                    value = _COMBINE.get(family.name, _sum)(kept[1], value)
+                combined[family.name] = (family, value)
+        for family, value in combined.values():
+            out = Metric(family.name, family.documentation, family.type)
+            out.add_sample(family.samples[0].name, {}, value)
+            yield out
+
+
+def _sum(a: float, b: float) -> float:
+    return a + b
+
+
 router = APIRouter(tags=["service"])
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this process (or of all workers in multiprocess mode)."""
+    """Prometheus exposition of this process (or of all workers in multiprocess mode, ``process_*`` summed)."""
     multiproc_dir = request.app.state.md.settings.prometheus_multiproc_dir
     if multiproc_dir is not None:
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+        supervisor = os.getppid() if request.app.state.md.settings.workers > 1 else None
+        registry.register(GatewayProcessCollector(multiproc_dir, supervisor))
         body = generate_latest(registry)
     else:
         body = generate_latest()

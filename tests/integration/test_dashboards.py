@@ -58,7 +58,7 @@ REQUIRED = {
     "anomalies flow up": 'up{job="flow-anomalies"} == 1',
     **{
         f"process metrics of {job}": f'process_resident_memory_bytes{{job="{job}"}} > 0'
-        for job in ("simulator", "flow-bars")
+        for job in ("simulator", "flow-bars", "gateway")  # the gateway runs two workers here
     },
     "anomalies detected": "flow_anomalies_detected_total > 0",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,58 @@ def test_without_multiprocess_mode_only_the_gauge_moves() -> None:
     assert metrics.WORKERS._value.get() == before + 1
     metrics.mark_worker_stopped(None)
     assert metrics.WORKERS._value.get() == before
+
+
+def _fake_process(
+    proc: Path, pid: int, *, utime: int, stime: int, start: int, rss_pages: int, fds: int, limit: int
+) -> None:
+    """A ``/proc/<pid>`` as prometheus-client's ProcessCollector reads it (stat, limits, fd)."""
+    fields = ["S", *["0"] * 50]  # after "(comm)": field 3 (state) onwards
+    fields[11], fields[12], fields[19], fields[20], fields[21] = (
+        str(utime),
+        str(stime),
+        str(start),
+        "1000",
+        str(rss_pages),
+    )
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} (python) " + " ".join(fields))
+    (proc / str(pid) / "limits").write_text(
+        f"Max open files            {limit}                 {limit}                 files\n"
+    )
+    for fd in range(fds):
+        (proc / str(pid) / "fd" / str(fd)).write_text("")
+
+
+def _samples(collector: metrics.GatewayProcessCollector) -> dict[str, float]:
+    return {s.name: s.value for family in collector.collect() for s in family.samples if not s.labels}
+
+
+def test_a_multi_worker_gateway_exports_its_processes_summed(tmp_path: Path) -> None:
+    proc, multiproc = tmp_path / "proc", tmp_path / "metrics"
+    multiproc.mkdir()
+    proc.mkdir()
+    (proc / "stat").write_text("cpu  1 2 3\nbtime 1700000000\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    _fake_process(proc, 101, utime=2 * ticks, stime=ticks, start=10 * ticks, rss_pages=1000, fds=5, limit=1024)
+    _fake_process(proc, 102, utime=ticks, stime=0, start=12 * ticks, rss_pages=3000, fds=7, limit=512)
+    _fake_process(proc, 100, utime=0, stime=ticks, start=9 * ticks, rss_pages=500, fds=3, limit=2048)  # supervisor
+    for pid in (101, 102, 103):  # 103: a worker that died (its files stay until the next start-up sweeps them)
+        (multiproc / f"gauge_livesum_{pid}.db").write_bytes(b"")
+    (multiproc / "counter_104.db").write_bytes(b"")  # an exited worker's totals: not a live process
+
+    collector = metrics.GatewayProcessCollector(multiproc, supervisor=100, proc=str(proc))
+    assert collector.pids() == [100, 101, 102]
+    page = resource.getpagesize()
+    assert _samples(collector) == {
+        "process_cpu_seconds_total": 5.0,
+        "process_resident_memory_bytes": 4500.0 * page,
+        "process_virtual_memory_bytes": 3000.0,
+        "process_start_time_seconds": 1700000009.0,  # the earliest process
+        "process_open_fds": 15.0,
+        "process_max_fds": 512.0,  # the tightest limit
+    }
+
+    workers_only = metrics.GatewayProcessCollector(multiproc, proc=str(proc))
+    assert workers_only.pids() == [101, 102]
+    assert _samples(workers_only)["process_cpu_seconds_total"] == 4.0
