@@ -99,6 +99,26 @@ def test_history_with_start_is_unchanged(api: LiveApi, ticks: list[tuple[int, in
     assert [d["seq"] for d in again["data"]] == list(range(10, 20))
 
 
+def test_history_next_cursor_alone_walks_on_without_skipping(api: LiveApi, seed: Seeder) -> None:
+    """A ``next_cursor`` passed without resending ``start`` continues right after its row, also when that row is
+    older than the default hour before ``end`` (it used to restart at that hour, skipping what lay between)."""
+    now = to_ms(datetime.now(UTC))
+    seed.ticks(
+        [
+            make_tick("SYNTH", seq, now - minutes * MINUTE, 150.0)
+            for seq, minutes in ((1, 150), (2, 120), (3, 90), (4, 10))
+        ]
+    )
+    start = datetime.now(UTC) - timedelta(hours=3)
+    body = get(api, "/api/v1/history/SYNTH", limit=1, start=start.isoformat())
+    walked = [d["seq"] for d in body["data"]]
+    while body["meta"]["next_cursor"] is not None:
+        body = get(api, "/api/v1/history/SYNTH", limit=1, cursor=body["meta"]["next_cursor"])
+        walked.extend(d["seq"] for d in body["data"])
+        assert len(walked) < 10
+    assert walked == [1, 2, 3, 4]
+
+
 @pytest.fixture
 def bars(seed: Seeder) -> tuple[list[int], int]:
     """30 final 1m bars up to the previous minute and the live bar of the current one; returns the finals'

@@ -81,7 +81,7 @@ def test_plan_page_direction() -> None:
     assert (fwd.newest, fwd.start) == (False, end - timedelta(hours=2))
     at = end - timedelta(minutes=5)
     floor = end - day - timedelta(minutes=1)  # the first page's window, fixed in the cursor
-    back = plan_page("b", sc, None, None, encode_prev("b", sc, at, 0, floor), day, span)
+    back = plan_page("b", sc, None, end, encode_prev("b", sc, at, 0, floor), day, span)
     assert (back.newest, back.start, back.before, back.scope) == (True, floor, (at, 0), sc)
     on = plan_page("b", sc, end - timedelta(hours=2), end, encode_next("b", sc, at), day, span)
     assert (on.newest, on.after, on.scope) == (False, (at, 0), sc)
@@ -90,6 +90,37 @@ def test_plan_page_direction() -> None:
     assert err.value.status == 422
     with pytest.raises(ApiError, match="cursor"):
         plan_page("b", sc, None, floor - timedelta(seconds=1), encode_prev("b", sc, at, 0, floor), day, span)
+
+
+def test_a_next_cursor_without_start_continues_right_after_its_row() -> None:
+    """Without ``start`` the page must not fall back to the default window before ``end``: a cursor older than
+    that window would skip every row between them (with a 200)."""
+    hour, span = timedelta(hours=1), timedelta(days=31)
+    end = datetime(2025, 10, 2, 14, tzinfo=UTC)
+    sc = scope_of("SYNTH")
+    at = end - timedelta(hours=2)  # the last row of a page of an oldest-first walk that began 3 h before end
+    page = plan_page("h", sc, None, end, encode_next("h", sc, at, 7), hour, span)
+    assert (page.newest, page.start, page.end, page.after) == (False, at, end, (at, 7))
+    resent = plan_page("h", sc, end - timedelta(hours=3), end, encode_next("h", sc, at, 7), hour, span)
+    assert (resent.start, resent.after) == (end - timedelta(hours=3), (at, 7))  # a resent start is kept
+    with pytest.raises(ApiError, match="cursor") as err:  # a cursor past the end the request asks for
+        plan_page("h", sc, None, at - timedelta(seconds=1), encode_next("h", sc, at, 7), hour, span)
+    assert (err.value.status, err.value.code) == (422, "invalid_range")
+    with pytest.raises(ApiError, match="cursor") as err:  # held to the maximum range like a start
+        plan_page("h", sc, None, at + span + timedelta(seconds=1), encode_next("h", sc, at, 7), hour, span)
+    assert (err.value.status, err.value.code) == (422, "range_too_large")
+
+
+def test_a_prev_cursor_with_a_later_end_is_held_to_the_maximum_range() -> None:
+    day, span = timedelta(days=1), timedelta(days=30)
+    end = datetime(2025, 10, 2, 14, tzinfo=UTC)
+    sc = scope_of("SYNTH", "1m")
+    floor, at = end - day, end - timedelta(hours=1)
+    back = plan_page("b", sc, None, end + span - day, encode_prev("b", sc, at, 0, floor), day, span)
+    assert (back.start, back.end) == (floor, end + span - day)  # exactly the maximum: still served
+    with pytest.raises(ApiError, match="cursor") as err:
+        plan_page("b", sc, None, end + span, encode_prev("b", sc, at, 0, floor), day, span)
+    assert (err.value.status, err.value.code) == (422, "range_too_large")
 
 
 def test_limits() -> None:
