@@ -16,7 +16,7 @@ import msgspec
 
 from common.errors import ContractError
 from contracts.codec import decode_message
-from contracts.tick import MAX_TICKER_CHARS
+from contracts.tick import ticker_problem
 
 BAR_SCHEMA_VERSION: Final = 1
 
@@ -94,8 +94,9 @@ def bar_problem(b: Bar) -> str | None:
     """The first broken invariant of ``b`` as a short reason, or None when the bar is valid."""
     if b.version != BAR_SCHEMA_VERSION:
         return f"unsupported version {b.version!r}"
-    if not b.ticker or len(b.ticker) > MAX_TICKER_CHARS:
-        return f"ticker must be 1-{MAX_TICKER_CHARS} characters, got {b.ticker!r}"
+    problem = ticker_problem(b.ticker)
+    if problem is not None:
+        return problem
     length = TIMEFRAMES.get(b.timeframe)
     if length is None:
         return f"unknown timeframe {b.timeframe!r}"

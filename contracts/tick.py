@@ -32,8 +32,14 @@ MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 #: Longest ticker of any v1 message (tick, bar, anomaly: the JSON Schemas' ``maxLength``).
 MAX_TICKER_CHARS = 32
-#: A ticker field as msgspec checks it on decode (1 to :data:`MAX_TICKER_CHARS` characters).
-Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS)]
+#: Characters no ticker may hold: the C0 controls and DEL. PostgreSQL's ``text`` cannot store NUL at all, so a
+#: tick or bar naming such a ticker could never be written and would stop a flow at every replay; no symbol
+#: anywhere has one (the JSON Schemas say it as ``"not": {"pattern": <any such character>}``, which means the same
+#: under every regex dialect; an anchored pattern's ``$`` would not).
+TICKER_PATTERN = r"^[^\x00-\x1f\x7f]+\Z"  # \Z, not $: in Python $ also matches before a final newline
+_TICKER_RE = re.compile(TICKER_PATTERN)
+#: A ticker field as msgspec checks it on decode (1 to :data:`MAX_TICKER_CHARS` characters, no control ones).
+Ticker = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TICKER_CHARS, pattern=TICKER_PATTERN)]
 #: The symbol syntax of this platform (universes, the ``tickers`` table's CHECK in ``sql/0001_tickers.sql``, the
 #: gateway): upper-case letters and digits, then also ``.``, ``_`` and ``-``, at most :data:`MAX_TICKER_CHARS`.
 #: Stricter than the wire contract, which only bounds the length; no such symbol needs escaping in JSON.
@@ -72,12 +78,22 @@ class Tick(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=False):
             raise ContractError(msg)
 
 
+def ticker_problem(ticker: str) -> str | None:
+    """Why ``ticker`` is not a valid ticker of a v1 message (tick, bar, anomaly), or None."""
+    if not ticker or len(ticker) > MAX_TICKER_CHARS:
+        return f"ticker must be 1-{MAX_TICKER_CHARS} characters, got {ticker!r}"
+    if _TICKER_RE.match(ticker) is None:
+        return f"ticker must not contain control characters (U+0000-U+001F, U+007F), got {ticker!r}"
+    return None
+
+
 def tick_problem(t: Tick) -> str | None:
     """The first broken invariant of ``t`` as a short reason, or None when the tick is valid."""
     if t.version != TICK_SCHEMA_VERSION:
         return f"unsupported version {t.version!r} (expected {TICK_SCHEMA_VERSION})"
-    if not t.ticker or len(t.ticker) > MAX_TICKER_CHARS:
-        return f"ticker must be 1-{MAX_TICKER_CHARS} characters, got {t.ticker!r}"
+    problem = ticker_problem(t.ticker)
+    if problem is not None:
+        return problem
     if not (math.isfinite(t.price) and t.price > 0):
         return f"price must be > 0, got {t.price!r}"
     if not (math.isfinite(t.bid) and math.isfinite(t.ask) and 0 < t.bid < t.ask):

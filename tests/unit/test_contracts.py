@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from common.errors import ContractError
 from contracts import Bar, Indicators, decode_bar, decode_tick, encode_bar, encode_tick
-from contracts.tick import MAX_TICKER_CHARS, SYMBOL_RE
+from contracts.tick import MAX_TICKER_CHARS, SYMBOL_RE, ticker_problem
 from tests.ticks import sample_tick
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
@@ -56,6 +56,9 @@ def test_prices_on_the_cent_grid_are_written_exactly(cents: int) -> None:
         ({"timestamp": 1_705_318_245}, "epoch milliseconds"),
         ({"version": 2}, "unsupported version"),
         ({"ticker": ""}, "ticker must be"),
+        ({"ticker": "A\x00B"}, "control characters"),
+        ({"ticker": "A\nB"}, "control characters"),
+        ({"ticker": "A\x7f"}, "control characters"),
     ],
 )
 def test_invalid_ticks_are_rejected_with_a_reason(change: dict[str, object], reason: str) -> None:
@@ -120,6 +123,7 @@ def test_bar_round_trips_and_matches_schema() -> None:
         {"last_tick": 1_705_318_500_000},  # outside the half-open window
         {"ticker": ""},
         {"ticker": "X" * 33},
+        {"ticker": "X\x00"},
         {"open": -1.0, "high": -1.0, "low": -1.0, "close": -1.0, "vwap": -1.0},  # bar.v1.json: prices > 0
         {"open": 0.0, "high": 0.0, "low": 0.0, "close": 0.0, "vwap": 0.0},
     ],
@@ -149,6 +153,11 @@ def test_invalid_utf8_is_a_contract_error_for_every_message() -> None:
 
 
 def test_every_schema_bounds_the_ticker_as_the_code_does() -> None:
+    samples = ["SYNTH", "BRK.B", "a b", "Ä", "😀", "A\x00B", "\x01", "A\x1f", "A\x7f", "A\x80", "\t", "X\n"]
     for name in ("tick.v1.json", "bar.v1.json", "anomaly.v1.json"):
         ticker = _schema(name).schema["properties"]["ticker"]
         assert (ticker["minLength"], ticker["maxLength"]) == (1, MAX_TICKER_CHARS), name
+        schema = jsonschema.Draft202012Validator(ticker)
+        for sample in samples:  # the schema's pattern (ECMA-262) and the code's (Python re) agree
+            assert schema.is_valid(sample) == (ticker_problem(sample) is None), (name, sample)
+    assert [s for s in samples if ticker_problem(s) is None] == ["SYNTH", "BRK.B", "a b", "Ä", "😀", "A\x80"]
