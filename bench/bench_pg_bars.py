@@ -123,7 +123,7 @@ def main() -> None:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with local_stack(kafka=False, redis=False) as stack, psycopg.connect(stack.database_url) as conn:
         sink = _BarStorePartition(stack.database_url)
-        sink._parts.ensure(sink._conn, bars[0].start, max(b.start for b in bars))
+        sink._parts.ensure(sink._conn, {b.start for b in bars})
         print(f"market_bars upserts: {args.bars:,} final bars in batches of {args.batch:,}, {args.rounds} rounds")
         for round_ in range(args.rounds):
             for name in list(WRITERS) if round_ % 2 == 0 else list(WRITERS)[::-1]:

@@ -18,6 +18,7 @@ creation, retries and transaction per batch) that overrides only how a batch is 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -46,8 +47,8 @@ class _FloatStaged(_TickArchivePartition):
         ticks = [t for batch in items for t in batch.ticks]
         return [ticks] if ticks else []
 
-    def time_range(self, rows: list[Any]) -> tuple[int, int]:
-        return min(t.timestamp for t in rows[0]), max(t.timestamp for t in rows[0])
+    def partition_times(self, rows: list[Any]) -> Iterable[int]:
+        return {t.timestamp for t in rows[0]}
 
 
 class Baseline(_FloatStaged):

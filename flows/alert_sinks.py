@@ -12,6 +12,7 @@ cooldown).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -44,8 +45,8 @@ class _AnomalyStorePartition(_PostgresPartition[Anomaly]):
     def rows(self, items: list[Anomaly]) -> list[Any]:
         return items
 
-    def time_range(self, rows: list[Any]) -> tuple[int, int]:
-        return min(a.time for a in rows), max(a.time for a in rows)
+    def partition_times(self, rows: list[Any]) -> Iterable[int]:
+        return {a.time for a in rows}
 
     def write_rows(self, cur: psycopg.Cursor[Any], rows: list[Any]) -> None:
         cur.executemany(_INSERT, [anomaly_row(a) for a in rows])
