@@ -209,7 +209,9 @@ def build_flow(
     def prepare(items: list[RawItem]) -> list[_Prepared]:
         started = time.perf_counter()
         now = clock()
-        batch, dead = decode_batch(items, not_after_ms=now + max_future_ms, read_ms=now if live else None)
+        batch, dead = decode_batch(
+            items, not_after_ms=now + max_future_ms, read_ms=now if live else None, max_future_ms=max_future_ms
+        )
         result = partial_bars(batch, base_ms, grace_ms)
         if len(batch):
             received.count_tallied(*result.tally)

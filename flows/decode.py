@@ -295,17 +295,25 @@ def _scan(values: list[bytes]) -> tuple[_Columns, list[int]]:
 
 
 def decode_batch(
-    items: Sequence[bytes | RawBatch], not_after_ms: int | None = None, read_ms: int | None = None
+    items: Sequence[bytes | RawBatch],
+    not_after_ms: int | None = None,
+    read_ms: int | None = None,
+    max_future_ms: int | None = None,
 ) -> tuple[DecodedBatch, list[DeadLetter]]:
     """Decode raw values (plain ``bytes`` or whole :class:`RawBatch` es) into valid ticks and dead letters.
 
     ``not_after_ms``: ticks with a later event time are rejected as malformed (a clock far in the future would
     otherwise push the ticker's watermark ahead and make every later tick of it late). ``read_ms`` (live mode):
     also return each tick's log time (:func:`flows.logclock.log_columns`; ``read_ms`` stands in where a value
-    came without one).
+    came without one); with ``max_future_ms`` as well, a tick is too far ahead when its event time passes its
+    own log time plus ``max_future_ms`` instead: a replay of the record judges it the same way, where the
+    clock at reading would not (a tick accepted on replay could change a final bar already published).
     """
     dead: list[DeadLetter] = []
     logs = log_columns(items, read_ms) if read_ms is not None else None
+    limit: int | npt.NDArray[np.int64] | None = not_after_ms
+    if logs is not None and max_future_ms is not None:
+        limit = logs[0] + max_future_ms
     values: list[Any]
     origins: Sequence[Origin | None] | None
     if items and (isinstance(items[0], RawBatch) or any(isinstance(item, RawBatch) for item in items)):
@@ -340,15 +348,18 @@ def decode_batch(
     bad = cols.bids >= cols.asks
     for column in (cols.prices, cols.bids, cols.asks):  # contracts.tick.on_cent_grid, vectorised: exact
         bad |= np.rint(column * 100.0) / 100.0 != column
-    if not_after_ms is not None:
-        bad |= cols.timestamps > not_after_ms
+    if limit is not None:
+        bad |= cols.timestamps > limit
     if declined:
         bad &= keep
     for row in np.flatnonzero(bad).tolist():
         tick = ticks[row]
         reason = tick_problem(cast(Tick, tick))  # duck-typed: the same attributes as the contract's Tick
-        if reason is None and not_after_ms is not None and tick.timestamp > not_after_ms:
-            reason = f"timestamp {tick.timestamp} is after {not_after_ms} (too far ahead of the clock)"
+        if reason is None and limit is not None:
+            latest = limit if isinstance(limit, int) else int(limit[row])
+            if tick.timestamp > latest:
+                ahead = "its log time" if limit is not not_after_ms else "the clock"
+                reason = f"timestamp {tick.timestamp} is after {latest} (too far ahead of {ahead})"
         if reason is not None:
             reject(row, reason)
     raws: list[bytes] = values

@@ -132,6 +132,23 @@ def test_ticks_from_the_future_are_rejected() -> None:
     assert "ahead of the clock" in dead[0].reason
 
 
+def test_in_live_mode_a_tick_is_too_far_ahead_of_its_log_time_whenever_it_is_read() -> None:
+    """Judged by the clock at reading, a tick just over the limit at first passes on a replay a minute later
+    (and may then change a final bar already published); judged by its record's log time, never."""
+    limit = 300_000
+    fine, ahead = sample_bytes(timestamp=T0 + limit), sample_bytes(timestamp=T0 + limit + 1)
+    plain = sample_bytes(timestamp=T0 + limit + 1)  # no log time: the clock at reading stands in
+    outcomes = []
+    for read_ms in (T0, T0 + 60_000, T0 + 3_600_000):  # the first read, and replays after a crash
+        items = [RawBatch("market-ticks", 0, [1, 2], [fine, ahead], np.array([T0, T0], dtype=np.int64), T0), plain]
+        batch, dead = decode_batch(items, not_after_ms=read_ms + limit, read_ms=read_ms, max_future_ms=limit)  # type: ignore[arg-type]
+        assert [d.raw for d in dead if d.offset is not None] == [ahead], read_ms
+        assert "too far ahead of its log time" in dead[0].reason
+        outcomes.append(batch.raws)
+    assert outcomes[0] == [fine]  # the value without a log time is judged by the clock: ahead at first ...
+    assert outcomes[1] == outcomes[2] == [fine, plain]  # ... not later (it has no log time to be judged by)
+
+
 def test_origins_of_two_partitions_survive_a_rejected_tick_in_between() -> None:
     good = sample_bytes()
     off_grid = good.replace(b"152.34,", b"152.345,", 1)

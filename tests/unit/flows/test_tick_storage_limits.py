@@ -14,7 +14,7 @@ from flows.decode import decode_batch
 from flows.observe import ARCHIVE_REJECTED
 from flows.tick_copy import copy_payload, tick_columns
 from flows.ticks import decode_for_archive
-from tests.ticks import raw_tick_json, sample_tick
+from tests.ticks import T0, raw_tick_json, sample_tick
 
 _SCHEMA = Path(__file__).parents[3] / "contracts" / "schemas" / "tick.v1.json"
 
@@ -59,6 +59,14 @@ def test_archive_counts_an_oversized_tick_and_still_encodes_the_batch() -> None:
     assert ARCHIVE_REJECTED._value.get() == before + 2
     assert [len(b) for b in out] == [1]
     copy_payload(tick_columns(out))  # no ValueError/OverflowError for the table's column types
+
+
+def test_archive_rejects_ticks_too_far_ahead_of_the_clock_as_the_bars_flow_does() -> None:
+    now = T0 + 60_000
+    before = ARCHIVE_REJECTED._value.get()
+    out = decode_for_archive([raw_tick_json(timestamp=T0), raw_tick_json(timestamp=9_999_999_999_999)], now)
+    assert ARCHIVE_REJECTED._value.get() == before + 1
+    assert [b.timestamps.tolist() for b in out] == [[T0]]
 
 
 def test_decode_keeps_ticks_at_the_limits() -> None:
