@@ -15,7 +15,8 @@ indicator settings) and the number of shards. Restoring it under other values ra
 :class:`SnapshotMismatchError` naming each setting that differs: the states cannot continue (windows and
 indicator sums of another shape; with another shard count, tickers whose state sits under another key), and
 silently mixing old and new would give restored and new tickers different indicator periods. Such a change
-needs a fresh recovery store. ``grace_ms``, the mode and the live-bar settings may change freely.
+needs a fresh recovery store. ``grace_ms``, the mode and the live-bar settings may change across a restart
+(a grace or mode change re-closes windows of the replayed span under the new value: docs/flows.md).
 
 Snapshots written before the settings were recorded (a bare ``{ticker: TickerState}``) are still accepted
 when every state agrees with the current settings as far as a state records them: its number of timeframes
