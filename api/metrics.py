@@ -2,7 +2,7 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers) every process writes its samples to that
 directory and ``/metrics`` merges them (prometheus-client multiprocess mode); gauges then sum live processes,
-and :class:`GatewayProcessCollector` adds the ``process_*`` metrics of all the gateway's processes as one.
+and :class:`GatewayProcessCollector` adds the ``process_*`` metrics of each of the gateway's processes.
 Hot paths count in plain integers and :class:`~api.hub.Hub` flushes them here about once a second, so a
 million deliveries a second do not mean a million locked counter increments.
 """
@@ -84,18 +84,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-#: how the ``process_*`` values of several processes make one: the earliest start, the smallest fd limit, sums
-_COMBINE = {"process_start_time_seconds": min, "process_max_fds": min}
-
-
 class GatewayProcessCollector(Collector):
-    """``process_*`` of a multi-worker gateway as one process: summed over the live workers (those with live
-    gauge files in the multiprocess directory) and uvicorn's supervisor.
+    """``process_*`` of a multi-worker gateway: one series per process (label ``pid``) for each live worker
+    (those with live gauge files in the multiprocess directory) and uvicorn's supervisor.
 
     prometheus-client's multiprocess collector exports no ``process_*`` metrics (it cannot attribute them to a
-    worker), so a gateway with several workers showed no CPU or memory at all. Summed, they are what the
-    gateway costs the machine, under the same names as a single-process service's. A replaced worker makes
-    ``process_cpu_seconds_total`` drop, which ``rate()`` reads as a counter reset.
+    worker), so a gateway with several workers showed no CPU or memory at all. One series per process, not one
+    sum: a sum of CPU counters drops when a worker exits, and ``rate()`` would read that drop as a reset and
+    count the whole remaining total as new CPU time (a spike of hundreds of cores). Per process, an exited
+    worker's series just ends; ``sum by (job, instance) (rate(...))`` is the gateway's CPU.
     """
 
     def __init__(self, multiproc_dir: Path, supervisor: int | None = None, proc: str = "/proc") -> None:
@@ -115,22 +112,15 @@ class GatewayProcessCollector(Collector):
         return sorted(pids)
 
     def collect(self) -> Iterator[Metric]:
-        combined: dict[str, tuple[Metric, float]] = {}
+        families: dict[str, Metric] = {}
         for pid in self.pids():
             for family in ProcessCollector(pid=functools.partial(int, pid), proc=self.proc, registry=None).collect():
-                value = family.samples[0].value
-                kept = combined.get(family.name)
-                if kept is not None:
-                    value = _COMBINE.get(family.name, _sum)(kept[1], value)
-                combined[family.name] = (family, value)
-        for family, value in combined.values():
-            out = Metric(family.name, family.documentation, family.type)
-            out.add_sample(family.samples[0].name, {}, value)
-            yield out
-
-
-def _sum(a: float, b: float) -> float:
-    return a + b
+                out = families.get(family.name)
+                if out is None:
+                    out = families[family.name] = Metric(family.name, family.documentation, family.type)
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
 
 
 router = APIRouter(tags=["service"])
@@ -138,7 +128,7 @@ router = APIRouter(tags=["service"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this process (or of all workers in multiprocess mode, ``process_*`` summed)."""
+    """Prometheus exposition of this process (or of all workers in multiprocess mode, ``process_*`` per process)."""
     multiproc_dir = request.app.state.md.settings.prometheus_multiproc_dir
     if multiproc_dir is not None:
         registry = CollectorRegistry()

@@ -203,7 +203,7 @@ def build() -> models.Dashboard:
                 "CPU per process",
                 "short",
                 "CPU cores used (process_cpu_seconds_total per second), per scrape target; a multi-worker gateway"
-                " counts all its processes",
+                " is summed over its processes",
                 datasource=PROMETHEUS,
             ).with_target(
                 prom(f"sum by (job, instance) (rate(process_cpu_seconds_total{{{JOB}}}[$__rate_interval]))", "{{job}}")

@@ -303,7 +303,10 @@ def test_every_dashboard_query_returns_data(
         )
         assert counted == requests / 4, "both workers' requests must be in one /metrics answer"
         assert len(list(multiproc.glob("counter_*.db"))) == 2, "one counter file per worker"
-        assert "pid=" not in text, "multiprocess samples are merged, not reported per worker"
+        merged = [line for line in text.splitlines() if line.startswith("api_") and "pid=" in line]
+        assert merged == [], "multiprocess samples are merged, not reported per worker"
+        processes = [line for line in text.splitlines() if line.startswith("process_resident_memory_bytes{")]
+        assert len(processes) == 3, f"one series per worker and one for the supervisor: {processes}"
 
     now = datetime.now(tz=UTC)
     end = now + timedelta(minutes=1)

@@ -61,11 +61,11 @@ def _fake_process(
         (proc / str(pid) / "fd" / str(fd)).write_text("")
 
 
-def _samples(collector: metrics.GatewayProcessCollector) -> dict[str, float]:
-    return {s.name: s.value for family in collector.collect() for s in family.samples if not s.labels}
+def _samples(collector: metrics.GatewayProcessCollector) -> dict[tuple[str, str], float]:
+    return {(s.name, s.labels["pid"]): s.value for family in collector.collect() for s in family.samples}
 
 
-def test_a_multi_worker_gateway_exports_its_processes_summed(tmp_path: Path) -> None:
+def test_a_multi_worker_gateway_exports_each_of_its_processes(tmp_path: Path) -> None:
     proc, multiproc = tmp_path / "proc", tmp_path / "metrics"
     multiproc.mkdir()
     proc.mkdir()
@@ -80,16 +80,18 @@ def test_a_multi_worker_gateway_exports_its_processes_summed(tmp_path: Path) -> 
 
     collector = metrics.GatewayProcessCollector(multiproc, supervisor=100, proc=str(proc))
     assert collector.pids() == [100, 101, 102]
+    samples = _samples(collector)
     page = resource.getpagesize()
-    assert _samples(collector) == {
-        "process_cpu_seconds_total": 5.0,
-        "process_resident_memory_bytes": 4500.0 * page,
-        "process_virtual_memory_bytes": 3000.0,
-        "process_start_time_seconds": 1700000009.0,  # the earliest process
-        "process_open_fds": 15.0,
-        "process_max_fds": 512.0,  # the tightest limit
+    assert {pid: samples["process_cpu_seconds_total", pid] for pid in ("100", "101", "102")} == {
+        "100": 1.0,
+        "101": 3.0,
+        "102": 1.0,
     }
+    assert samples["process_resident_memory_bytes", "102"] == 3000.0 * page
+    assert samples["process_start_time_seconds", "100"] == 1700000009.0
+    assert (samples["process_open_fds", "101"], samples["process_max_fds", "102"]) == (5.0, 512.0)
+    assert len(samples) == 3 * 6  # six metrics for each of the three processes, none for the dead worker
 
     workers_only = metrics.GatewayProcessCollector(multiproc, proc=str(proc))
     assert workers_only.pids() == [101, 102]
-    assert _samples(workers_only)["process_cpu_seconds_total"] == 4.0
+    assert {pid for _, pid in _samples(workers_only)} == {"101", "102"}
