@@ -306,14 +306,18 @@ def decode_batch(
     otherwise push the ticker's watermark ahead and make every later tick of it late). ``read_ms`` (live mode):
     also return each tick's log time (:func:`flows.logclock.log_columns`; ``read_ms`` stands in where a value
     came without one); with ``max_future_ms`` as well, a tick is too far ahead when its event time passes its
-    own log time plus ``max_future_ms`` instead: a replay of the record judges it the same way, where the
-    clock at reading would not (a tick accepted on replay could change a final bar already published).
+    own log time plus ``max_future_ms`` instead (``not_after_ms`` still for a value without a log time, or
+    whose log has none yet: -1): a replay of the record judges it the same way, where the clock at reading
+    would not (a tick accepted on replay could change a final bar already published).
     """
     dead: list[DeadLetter] = []
     logs = log_columns(items, read_ms) if read_ms is not None else None
     limit: int | npt.NDArray[np.int64] | None = not_after_ms
-    if logs is not None and max_future_ms is not None:
-        limit = logs[0] + max_future_ms
+    by_log = False
+    if logs is not None and max_future_ms is not None and not_after_ms is not None:
+        # a value without a log time has read_ms there: judged by the clock, as is a log without one yet (-1)
+        by_log = True
+        limit = np.where(logs[0] >= 0, logs[0] + max_future_ms, not_after_ms).astype(np.int64)
     values: list[Any]
     origins: Sequence[Origin | None] | None
     if items and (isinstance(items[0], RawBatch) or any(isinstance(item, RawBatch) for item in items)):
@@ -358,7 +362,8 @@ def decode_batch(
         if reason is None and limit is not None:
             latest = limit if isinstance(limit, int) else int(limit[row])
             if tick.timestamp > latest:
-                ahead = "its log time" if limit is not not_after_ms else "the clock"
+                timed = by_log and logs is not None and logs[1][row] is not None and logs[0][row] >= 0
+                ahead = "its log time" if timed else "the clock"
                 reason = f"timestamp {tick.timestamp} is after {latest} (too far ahead of {ahead})"
         if reason is not None:
             reject(row, reason)

@@ -45,7 +45,7 @@ def build_flow(
     max_future_ms: int | None = None,
 ) -> Dataflow:
     """Source of raw tick values -> batch decode -> archive sink; ticks more than ``max_future_ms`` ahead of the
-    clock are rejected (not archived) as the bars flow rejects them."""
+    clock are rejected (not archived), as the bars flow rejects them in backfill mode."""
     received = TickCounter(flow_id, metrics_max_tickers)
     batch_seconds = PROCESSING_LATENCY.labels(flow_id)
 

@@ -147,6 +147,16 @@ def test_in_live_mode_a_tick_is_too_far_ahead_of_its_log_time_whenever_it_is_rea
         outcomes.append(batch.raws)
     assert outcomes[0] == [fine]  # the value without a log time is judged by the clock: ahead at first ...
     assert outcomes[1] == outcomes[2] == [fine, plain]  # ... not later (it has no log time to be judged by)
+    _, dead = decode_batch([plain], not_after_ms=T0 + limit, read_ms=T0, max_future_ms=limit)
+    assert "too far ahead of the clock" in dead[0].reason
+
+
+def test_a_log_without_a_time_yet_leaves_the_future_check_to_the_clock() -> None:
+    """A fresh partition's log time is -1 until a record brings one: that is no limit of -1 + max_future."""
+    tick = sample_bytes(timestamp=T0)
+    items = [RawBatch("market-ticks", 0, [1], [tick], np.array([-1], dtype=np.int64), -1)]
+    batch, dead = decode_batch(items, not_after_ms=T0 + 300_000, read_ms=T0, max_future_ms=300_000)  # type: ignore[arg-type]
+    assert (batch.raws, dead) == ([tick], [])
 
 
 def test_origins_of_two_partitions_survive_a_rejected_tick_in_between() -> None:
