@@ -10,8 +10,8 @@ Two ways to walk a time range, both answering in ascending time order:
   continues after the last row, with or without ``start`` resent (without it, the page starts at the cursor).
   This is the behaviour clients relying on ``start`` always had.
 
-Either cursor with a later ``end`` than the first page's is held to the same maximum range as a request's
-``start``/``end`` (422 ``range_too_large`` naming ``cursor``).
+A page from a cursor is one ``LIMIT``-bounded index scan from the cursor's row, so cursors are not held to the
+maximum range of ``start``/``end`` (a walk back with the default ``end``, now, would otherwise age out of it).
 
 A cursor is base64 of ``kind:epoch_us:seq:scope`` (next) or ``kind<:epoch_us:seq:floor_us:scope`` (previous):
 ``kind`` names the endpoint (``h`` ticks, ``b`` bars), the position is the last (next) or first (previous) row
@@ -150,13 +150,19 @@ def plan_page(
     rng = time_range(start, end, default_span, max_span)
     if decoded is None:
         return PagePlan(newest=start is None, start=rng.start, end=rng.end, scope=scope)
+    # a page from a cursor is one LIMIT-bounded index scan from the cursor's row: no range cap needed (with the
+    # default end, now, a walk back through a long range would otherwise age out of the maximum)
     if not decoded.older:
         if start is None:  # the rows after the cursor, not a default window before end (that skipped rows)
-            rng = time_range(decoded.at, rng.end, default_span, max_span, start_name="cursor")
+            if decoded.at > rng.end:
+                raise invalid(
+                    parameter="cursor",
+                    message="this cursor's row is after end; keep the first page's end",
+                    code="invalid_range",
+                )
+            return PagePlan(False, decoded.at, rng.end, scope, after=(decoded.at, decoded.seq))
         return PagePlan(False, rng.start, rng.end, scope, after=(decoded.at, decoded.seq))
     assert decoded.floor is not None  # decode_cursor sets it on every older cursor
     if decoded.floor > rng.end:
         raise invalid(parameter="cursor", message="this cursor's window starts after end; keep the first page's end")
-    # the first page's window start, with this request's end: no wider than a range a request may ask for
-    rng = time_range(decoded.floor, rng.end, default_span, max_span, start_name="cursor")
-    return PagePlan(True, rng.start, rng.end, scope, before=(decoded.at, decoded.seq))
+    return PagePlan(True, decoded.floor, rng.end, scope, before=(decoded.at, decoded.seq))

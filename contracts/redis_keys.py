@@ -15,7 +15,8 @@ key                                value                                        
 Keys without a TTL hold one value per ticker (bounded by the universe); live bars expire so a stopped flow
 leaves no stale "open" bar behind. The live key is not removed when its window closes: a ticker that goes quiet
 keeps its last live bar until the TTL, next to the final bar of the same window. A reader takes the live bar as
-current only when its ``start`` is after the final key's (the gateway does).
+current only when its ``start`` is after the final key's (the gateway's ``/bars`` leaves out a live bar whose
+window has a final row in the database).
 
 Seed 002's ``aggregated:{symbol}:{window}`` is served by the gateway from ``bar:{ticker}:{timeframe}:final``
 (window ``1min`` = timeframe ``1m``), not stored twice.
