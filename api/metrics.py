@@ -60,11 +60,21 @@ def mark_worker_started(multiproc_dir: Path | None) -> None:
     """Count this worker in ``api_workers``; first drop the live gauges of workers that died without
     :func:`mark_worker_stopped` (uvicorn replaces a crashed worker), so neither they nor their clients count."""
     if multiproc_dir is not None:
-        for path in multiproc_dir.glob("gauge_live*_*.db"):
-            pid = path.stem.rsplit("_", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
-                prom_multiprocess.mark_process_dead(int(pid), str(multiproc_dir))  # type: ignore[no-untyped-call]
+        for pid in _live_gauge_pids(multiproc_dir):
+            if not _alive(pid):
+                prom_multiprocess.mark_process_dead(pid, str(multiproc_dir))  # type: ignore[no-untyped-call]
     WORKERS.inc()
+
+
+def _live_gauge_pids(multiproc_dir: Path) -> set[int]:
+    """The process ids with live-gauge files (``gauge_live*_<pid>.db``) in ``multiproc_dir``: the workers that
+    started and have not been marked dead."""
+    pids = set()
+    for path in multiproc_dir.glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        if pid.isdigit():
+            pids.add(int(pid))
+    return pids
 
 
 def mark_worker_stopped(multiproc_dir: Path | None) -> None:
@@ -102,14 +112,10 @@ class GatewayProcessCollector(Collector):
 
     def pids(self) -> list[int]:
         """The live workers' process ids (and the supervisor's), each once."""
-        pids = set()
-        for path in self.multiproc_dir.glob("gauge_live*_*.db"):
-            pid = path.stem.rsplit("_", 1)[1]
-            if pid.isdigit() and os.path.isdir(os.path.join(self.proc, pid)):
-                pids.add(int(pid))
-        if self.supervisor is not None and os.path.isdir(os.path.join(self.proc, str(self.supervisor))):
+        pids = _live_gauge_pids(self.multiproc_dir)
+        if self.supervisor is not None:
             pids.add(self.supervisor)
-        return sorted(pids)
+        return sorted(pid for pid in pids if os.path.isdir(os.path.join(self.proc, str(pid))))
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}

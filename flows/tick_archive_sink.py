@@ -57,8 +57,13 @@ class _TickArchivePartition(_PostgresPartition[DecodedBatch]):
         return [cols] if len(cols) else []
 
     def partition_times(self, rows: list[Any]) -> Iterable[int]:
-        days = np.unique(rows[0].timestamps // 86_400_000)  # one time per day of the batch: few, in C
-        return [int(day) * 86_400_000 for day in days]
+        # one time per day of the batch: the days where the day changes from the previous row (in C, ~60 us
+        # for 50,000 rows; np.unique sorts, ~1.5 ms), the set dropping repeats of an unsorted batch
+        days = rows[0].timestamps // 86_400_000
+        changes = np.empty(len(days), dtype=bool)
+        changes[0] = True
+        np.not_equal(days[1:], days[:-1], out=changes[1:])
+        return {day * 86_400_000 for day in days[changes].tolist()}
 
     def row_count(self, rows: list[Any]) -> int:
         return len(rows[0])  # one TickColumns holding the whole batch

@@ -127,3 +127,16 @@ def test_quotes_come_from_the_decoder_columns_filtered_like_prices() -> None:
     assert batch.bids.tolist() == [t.bid for t in good]
     assert batch.asks.tolist() == [t.ask for t in good]
     assert _sorted(parse_copy(copy_payload(tick_columns([batch])))) == _sorted(expected(good))
+
+
+def test_the_archive_asks_for_one_partition_per_day_of_its_rows() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415 -- only here
+
+    from flows.tick_archive_sink import _TickArchivePartition  # noqa: PLC0415 -- the sink, without a database
+
+    day = 86_400_000
+    t0 = 20_000 * day  # a UTC midnight
+    unsorted = np.array([t0 + 5, t0 + day + 1, t0 + 7, 9_999_999_999_999, t0 + day - 1, t0 + 2 * day], np.int64)
+    rows = [SimpleNamespace(timestamps=unsorted)]
+    times = _TickArchivePartition.partition_times(None, rows)  # type: ignore[arg-type]  # uses no state
+    assert sorted(times) == [t0, t0 + day, t0 + 2 * day, 9_999_999_999_999 // day * day]
