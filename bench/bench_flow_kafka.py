@@ -13,7 +13,9 @@ of each partition) three ways, and prints one table row each:
   topic and the latest-quote sink (``flows.sinks``).
 
 The differences between rows show where the time goes; ``host busy`` is how many of the machine's cores
-were busy during the row (all processes: the broker, the servers behind the sinks, this one).
+were busy during the row (all processes: the broker, the servers behind the sinks, this one); ``peak +MB``
+how far this process's resident memory rose above its level at the row's start (``VmHWM`` after a reset): the
+memory a batch size costs while catching up.
 Target: >= 500,000 ticks/s per process into the sinks.
 ``--modes source,flow`` runs some rows only; ``--consumer KEY=VALUE`` (repeatable) runs every row a second time,
 right after the first over the same backlog, with those librdkafka consumer settings added (marked ``*``).
@@ -41,7 +43,7 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_flow_bars import Counter, Scenario, make_keyed_values  # noqa: E402 -- bench/ is not a package
 from benchstack import LocalStack, local_stack  # noqa: E402
-from procstat import host_busy_seconds  # noqa: E402
+from procstat import host_busy_seconds, peak_rss_mb, reset_peak_rss  # noqa: E402
 
 from flows import sinks  # noqa: E402
 from flows.bars import build_flow, tune_gc  # noqa: E402
@@ -250,21 +252,23 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         if extra:
             print(f"rows marked * read with the consumer settings {extra}")
-        print(f"{'run':<27} {'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9}  counts")
+        columns = f"{'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9} {'peak +MB':>8}"
+        print(f"{'run':<27} {columns}  counts")
         for mode in modes:
             for (mark, config), size, flow_mode in itertools.product(variants, sizes, flow_modes):
                 if mode == "kcat (C)" and flow_mode != flow_modes[0]:
                     continue
-                busy = host_busy_seconds()
+                busy, rss = host_busy_seconds(), reset_peak_rss()
                 elapsed, cpu, counts = run_once(stack, topic, mode, config, size, flow_mode)
                 busy = (host_busy_seconds() - busy) / elapsed
+                growth = peak_rss_mb() - rss if mode != "kcat (C)" else 0.0
                 if mode == "flow + sinks":
                     counts["rows in market_bars"] = _stored_bars(stack.database_url)
                 label = mode + mark + (f" /{size // 1000}k" if size else "")
                 label += f" {flow_mode}" if len(flow_modes) > 1 and mode != "kcat (C)" else ""
                 print(
                     f"{label:<27} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f} "
-                    f"{busy:>9.2f}  {counts}",
+                    f"{busy:>9.2f} {growth:>8.0f}  {counts}",
                     flush=True,
                 )
         print(f"load average after: {os.getloadavg()[0]:.2f} (target: >= 500,000 ticks/s into the sinks)")

@@ -39,11 +39,27 @@ def cpu_seconds(pid: int, tree: bool = False) -> float:
 
 def rss_mb(pid: int) -> float:
     """Resident set size (``VmRSS``) of ``pid`` in MiB."""
+    return _status_mb(pid, "VmRSS")
+
+
+def _status_mb(pid: int | str, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    msg = f"no VmRSS for pid {pid}"
+    msg = f"no {field} for pid {pid}"
     raise RuntimeError(msg)
+
+
+def reset_peak_rss(pid: int | str = "self") -> float:
+    """Start a new peak-RSS measurement of ``pid`` (``VmHWM`` restarts at the current RSS: ``clear_refs`` 5);
+    returns the RSS now in MiB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """The peak resident set size (``VmHWM``) of ``pid`` in MiB since it started or :func:`reset_peak_rss`."""
+    return _status_mb(pid, "VmHWM")
 
 
 def host_busy_seconds() -> float:

@@ -17,7 +17,7 @@ from flows.indicators import IndicatorConfig
 from flows.logclock import DEFAULT_IDLE_CLOSE_APPEND_MS, DEFAULT_IDLE_CLOSE_MS, LogTimes
 
 #: values per Kafka source batch unless ``FLOW_BATCH_SIZE`` says otherwise
-DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_BATCH_SIZE = 200_000
 
 
 class FlowSettings(SharedSettings):
@@ -52,8 +52,8 @@ class FlowSettings(SharedSettings):
     bb_nbdev: float = 2.0
     #: upper bound of values per source batch (the Kafka source's consume size). Only a backlog fills a batch
     #: (live, a consume returns what arrived within its 10 ms poll); bigger batches spread the per-ticker cost of
-    #: each batch over more ticks: 1.2-1.6x faster than 10,000 at 1,000 tickers, no change at 100
-    #: (docs/benchmarks.md)
+    #: each batch over more ticks: at 1,000 tickers 200,000 is 1.3-1.6x faster than 50,000 in memory and
+    #: 1.1-1.3x from Kafka into the sinks, at a few tens of MB more peak memory (docs/benchmarks.md, session 14)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1_000_000)
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9102, ge=0, le=65535)
