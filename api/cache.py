@@ -252,6 +252,16 @@ class TickerDirectory:
             raise ApiError(503, "unavailable", "the ticker list is unavailable, try again shortly")
         raise not_found(what=f"unknown ticker {ticker!r}")
 
+    async def refreshed_on_miss(self) -> frozenset[str]:
+        """The set after a look-up missed it: reloaded first, as :meth:`require` does, unless a reload ran within
+        ``miss_refresh_s`` (a failed reload leaves the cached set: the caller decides what a miss then means)."""
+        if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
+            try:
+                return await self.refresh()
+            except ApiError as err:
+                log.warning("ticker list reload failed: %r", err)
+        return self._known
+
     def _background_reload(self) -> None:
         """Periodic reload without making the request wait for it."""
         self._start_reload().add_done_callback(_log_failure)

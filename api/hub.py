@@ -49,6 +49,7 @@ INDICATORS: Final = 2
 ANOMALIES: Final = 3
 CHANNEL_NAMES: Final = RELAY_CHANNELS  # ticks, bars, indicators, anomalies: the slots below
 BATCH: Final = len(CHANNEL_NAMES)  # metrics slot of batched frames
+SLOTS: Final = BATCH + 1  # metrics slots: the channels, then batch frames
 #: key prefixes: ``t:SYNTH``, ``b:SYNTH:1m``, ``i:SYNTH:1m``, ``a:SYNTH``; wildcards ``t:*``, ``b:*:1m``, ``a:*``
 PREFIX: Final = ("t", "b", "i", "a")
 
@@ -85,7 +86,13 @@ WriteTexts = Callable[[Sequence[str]], bool]
 
 
 class Client:
-    """One connection: its subscriptions, its bounded queue and its writer task."""
+    """One connection: its subscriptions, its bounded queue and its writer task.
+
+    Metrics: the events of the frames in the queue are tallied per slot (channels, then batch frames) in
+    :attr:`unsent` and moved to the hub as *sent* when the queue is written, or as *dropped* when it is discarded
+    (overflow, a failed send, a lagging client dropped), so an event is counted once, under its own channel.
+    Control frames (``pong``, ``subscribed``, ``heartbeat``, ...) are not events and are not counted.
+    """
 
     def __init__(
         self,
@@ -104,6 +111,10 @@ class Client:
         self._signature: frozenset[str] | None = None
         self.batch = False
         self.queue: deque[str] = deque()
+        #: events per metrics slot in the frames queued and not yet written
+        self.unsent = [0] * SLOTS
+        #: frames the queue may hold beyond the bound: a subscribe snapshot, until the queue is next written
+        self.allowance = 0
         self.wake = asyncio.Event()
         self.gone = asyncio.Event()
         self.lagging_since: float | None = None
@@ -113,43 +124,97 @@ class Client:
         self.close_reason = ""
         self.writer: asyncio.Task[None] | None = None
 
-    def offer(self, frame: str, channel: int) -> bool:
-        """Queue ``frame`` without waiting; on overflow the client becomes lagging and the frame is dropped."""
+    def offer(self, frame: str, channel: int | None = None, counts: Sequence[int] | None = None) -> bool:
+        """Queue ``frame`` without waiting; on overflow the client becomes lagging and the frame is dropped.
+
+        ``channel``: the metrics slot of an event frame (None: a control frame, not counted); ``counts``: the
+        events per channel a batch frame carries."""
         if self.closed:
             return False
-        q = self.queue
-        if len(q) < self.hub.queue_bound:
-            q.append(frame)
+        if len(self.queue) < self.hub.queue_bound + self.allowance or self._make_room():
+            self.queue.append(frame)
+            if channel is not None:
+                self.unsent[channel] += 1
+                if counts is not None:
+                    _add(self.unsent, counts)
             self.wake.set()
             return True
-        self._overflow(channel)
+        self._overflow(channel, counts)
         return False
 
-    def put(self, frame: str, channel: int) -> bool:
+    def offer_snapshot(self, frames: list[str], channel: int) -> None:
+        """Queue a subscribe snapshot as a whole, beyond the queue bound: its size is bounded by the ticker universe
+        (a ``*`` snapshot of 10,000 tickers is 10,000 frames), and a reader that keeps up must not be told it lags
+        because it asked for many tickers at once. Live frames get the bound's room again once it is written."""
+        if self.closed or not frames:
+            return
+        self.allowance += len(frames)
+        for frame in frames:
+            self.offer(frame, channel)
+
+    def put(self, frame: str, channel: int, counts: Sequence[int] | None = None) -> bool:
         """As :meth:`offer` for the fan-out: queue without waking the writer; the hub's :meth:`Hub.kick` then
         writes the queue straight to the socket when it can, or wakes the writer."""
         if self.closed:
             return False
         q = self.queue
-        if len(q) < self.hub.queue_bound:
+        if len(q) < self.hub.queue_bound + self.allowance or self._make_room():
             if not q:
                 self.hub.pending.append(self)
             q.append(frame)
+            self.unsent[channel] += 1
+            if counts is not None:
+                _add(self.unsent, counts)
             return True
-        self._overflow(channel)
+        self._overflow(channel, counts)
         return False
 
-    def _overflow(self, channel: int) -> None:
+    def _make_room(self) -> bool:
+        """At the bound: write the queue out now if the connection takes it without waiting and no send is in
+        flight, so one large fan-out (a relayed batch of thousands of events) does not mark a reader that keeps
+        up as lagging; False if it cannot (the reader really is behind)."""
+        write = self.write_now
+        q = self.queue
+        if write is None or self.sending_since is not None or not q:
+            return False
+        try:
+            written = write(q)
+        except Exception as err:  # noqa: BLE001 - the writer meets the error and drops the client
+            log.debug("client %s direct write failed: %r", self.id, err)
+            return False
+        if written:
+            self.written()
+        return written
+
+    def written(self) -> None:
+        """The whole queue has been handed to the socket: clear it, count its events as sent."""
+        self.queue.clear()
+        self.allowance = 0
+        self.lagging_since = None
+        self.hub.record_written(self.take_unsent())
+
+    def take_unsent(self) -> list[int]:
+        """The tally of the queued events, reset (the caller counts it as sent or dropped)."""
+        unsent = self.unsent
+        self.unsent = [0] * SLOTS
+        return unsent
+
+    def _overflow(self, channel: int | None, counts: Sequence[int] | None) -> None:
         hub = self.hub
         lost = 1
+        if channel is not None:
+            hub.dropped[channel] += 1
+            if counts is not None:
+                _add(hub.dropped, counts)
         if self.lagging_since is None:
             self.lagging_since = time.monotonic()
             lost += len(self.queue)
             self.queue.clear()
+            self.allowance = 0
+            hub.count_dropped(self.take_unsent())
             self.queue.append(control("lagging", dropped=self.dropped + lost, clientId=self.id))
             self.wake.set()
         self.dropped += lost
-        hub.dropped[channel] += lost
         if self.dropped >= hub.max_dropped:
             hub.to_drop.add(self)  # not now: the caller may be iterating a subscriber set
 
@@ -157,11 +222,14 @@ class Client:
         """Drain the queue in order; the only coroutine that ever sends on this connection.
 
         With ``send_many`` (the server's multi-frame extension) everything queued goes out in one call, one
-        socket write; otherwise frame by frame through ASGI.
+        socket write; otherwise frame by frame through ASGI (its events are counted as sent once the queue
+        has been emptied, so a discard part-way counts the frames already sent as dropped: an over-count of
+        drops on servers without the extension only).
         """
         q = self.queue
         send = self._send
         send_many = self._send_many
+        counts: list[int] | None = None
         try:
             while not self.closed:
                 if not q:
@@ -173,14 +241,23 @@ class Client:
                 if send_many is not None:
                     frames = list(q)
                     q.clear()
+                    self.allowance = 0
+                    counts = self.take_unsent()
                     await send_many(frames)
+                    self.hub.record_written(counts)
+                    counts = None
                 else:
                     await send(q.popleft())
+                    if not q:
+                        self.allowance = 0
+                        self.hub.record_written(self.take_unsent())
                 self.sending_since = None
         except asyncio.CancelledError:
             raise
         except Exception as err:  # the socket is gone: the reader will notice, stop queueing now
             log.debug("client %s writer stopped: %r", self.id, err)
+            if counts is not None:
+                self.hub.count_dropped(counts)
             self.hub.drop(self, "send_failed")
 
     @property
@@ -220,13 +297,35 @@ class Hub:
         self.index: dict[str, set[Client]] = {}
         self.batches = Batcher(batch_interval_s, len(CHANNEL_NAMES))
         self.tick_cache: dict[str, str] = {}
-        self.sent = [0] * (len(CHANNEL_NAMES) + 1)  # per channel, then batch frames
-        self.dropped = [0] * (len(CHANNEL_NAMES) + 1)
+        self._sent = [0] * SLOTS  # events written per channel, then batch frames (see `sent`)
+        #: per-write tallies of written events (Client.written), folded into ``_sent`` when read
+        self.written: list[list[int]] = []
+        self.dropped = [0] * SLOTS
         self.relayed = [0] * len(CHANNEL_NAMES)
         self._latency = [relay_latency(name) for name in CHANNEL_NAMES]
         self.to_drop: set[Client] = set()
         self.pending: list[Client] = []  # clients given frames by put() since the last kick()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def sent(self) -> list[int]:
+        """Events written to clients per metrics slot since the metrics were last flushed."""
+        totals = self._sent
+        for counts in self.written:
+            _add(totals, counts)
+        self.written.clear()
+        return totals
+
+    def record_written(self, counts: list[int]) -> None:
+        """Count a written queue's events as sent (tallies are folded in batches: a list append per write)."""
+        written = self.written
+        written.append(counts)
+        if len(written) >= 4096:
+            _ = self.sent
+
+    def count_dropped(self, counts: Sequence[int]) -> None:
+        """Count the events of discarded frames as dropped."""
+        _add(self.dropped, counts)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -269,6 +368,9 @@ class Hub:
         if client.writer is not None and client.writer is not asyncio.current_task():
             client.writer.cancel()
         client.queue.clear()
+        unsent = client.take_unsent()
+        if reason in ("lagging", "send_failed"):  # never delivered because of the client; a close just ends
+            self.count_dropped(unsent)
         client.gone.set()
 
     # ---- subscriptions -----------------------------------------------------------------------------------------
@@ -340,7 +442,6 @@ class Hub:
         """Deliver a batch of relayed events (called on the loop by the relay thread)."""
         now = now_ms()
         index = self.index
-        sent = self.sent
         relayed = self.relayed
         tick_cache = self.tick_cache
         batches = self.batches
@@ -355,13 +456,12 @@ class Hub:
             direct = index.get(ev.key)
             if direct:
                 for c in direct:
-                    if c.put(ev.frame, ch):
-                        sent[ch] += 1
+                    c.put(ev.frame, ch)
             wild = index.get(ev.wildcard)
             if wild:
                 for c in wild:
-                    if (direct is None or c not in direct) and c.put(ev.frame, ch):
-                        sent[ch] += 1
+                    if direct is None or c not in direct:
+                        c.put(ev.frame, ch)
             if buffering:
                 batches.append(ev)
         self.kick()
@@ -376,21 +476,14 @@ class Hub:
 
     def _send_pending_batch(self, client: Client) -> None:
         pending = self.batches.release(client)
-        if pending is not None and client.offer(pending[0], BATCH):
-            self._count_sent(pending[1])
-
-    def _count_sent(self, counts: list[int]) -> None:
-        sent = self.sent
-        sent[BATCH] += 1
-        for ch, n in enumerate(counts):
-            sent[ch] += n
+        if pending is not None:
+            client.offer(pending[0], BATCH, pending[1])
 
     def flush_batches(self, phase: int | None = None) -> None:
         """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last."""
         for frame, members, counts in self.batches.take(phase):
             for c in members:
-                if c.put(frame, BATCH):
-                    self._count_sent(counts)
+                c.put(frame, BATCH, counts)
         self.kick()
         self._drop_pending()
 
@@ -414,8 +507,7 @@ class Hub:
                     log.debug("client %s direct write failed: %r", c.id, err)
                     written = False
                 if written:
-                    q.clear()
-                    c.lagging_since = None
+                    c.written()
                     continue
             c.wake.set()
 
@@ -461,15 +553,16 @@ class Hub:
                 if stuck or lagging:
                     self.drop(client, "lagging")
                 elif beat:
-                    client.offer(frame, TICKS)
+                    client.offer(frame)
             self._drop_pending()
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
+        sent = self.sent
         for ch, name in enumerate(WS_CHANNELS):
-            if self.sent[ch]:
-                WS_SENT.labels(name).inc(self.sent[ch])
-                self.sent[ch] = 0
+            if sent[ch]:
+                WS_SENT.labels(name).inc(sent[ch])
+                sent[ch] = 0
             if self.dropped[ch]:
                 WS_DROPPED.labels(name).inc(self.dropped[ch])
                 self.dropped[ch] = 0
@@ -477,3 +570,10 @@ class Hub:
             if self.relayed[ch]:
                 RELAY_MESSAGES.labels(name).inc(self.relayed[ch])
                 self.relayed[ch] = 0
+
+
+def _add(into: list[int], counts: Sequence[int]) -> None:
+    """``into[i] += counts[i]`` for every non-zero count."""
+    for i, n in enumerate(counts):
+        if n:
+            into[i] += n

@@ -52,7 +52,12 @@ class ApiSettings(SharedSettings):
     ws_max_dropped: int = Field(10_000, ge=1, description="a client is dropped after this many lost frames")
     ws_heartbeat_s: float = Field(15.0, gt=0)
     ws_batch_interval_ms: int = Field(25, ge=5, le=1000, description="frame period of batched mode")
-    ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest client message accepted")
+    ws_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="largest client message accepted (bytes); a larger one gets a too_large error, one over 4x "
+        "(at least 1 MiB) is not read and closes the connection (1009)",
+    )
     ws_per_message_deflate: bool = Field(False, description="compress frames (costs CPU per client)")
     ws_protocol: Literal["frame-writer", "websockets-sansio", "websockets"] = Field(
         "frame-writer",

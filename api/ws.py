@@ -18,7 +18,6 @@ connection stays open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -40,11 +39,14 @@ from contracts import TIMEFRAMES, redis_keys
 log = logging.getLogger("api.ws")
 #: WebSocket close code by disconnect reason: 1013 try again later (too slow), 1011 internal error
 _CLOSE_CODES = {"lagging": 1013, "error": 1011}
+#: how long a close frame may wait behind a stalled peer's unread frames before the connection is aborted
+_CLOSE_WAIT_S = 2.0
 router = APIRouter(tags=["websocket"])
 
 CHANNELS = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 MAX_TICKERS_PER_MESSAGE = 1000
 _TICK_PREFIX = sub_key(TICKS, "")  # "t:": subscription keys of the ticks channel
+_WILDCARD = "*"
 
 
 class ProtocolError(ValueError):
@@ -81,7 +83,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.send_text(control("error", code="too_many_clients", message="server is at its client limit"))
         await ws.close(code=1013, reason="too many clients")
         return
-    client.offer(control("connected", clientId=client.id), TICKS)
+    client.offer(control("connected", clientId=client.id))
     reader = asyncio.create_task(_read_loop(ws, client, state))
     gone = asyncio.create_task(client.gone.wait())
     try:
@@ -96,8 +98,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         hub.drop(client, "error" if failed else "closed")
         if client.close_reason not in ("closed", "send_failed"):
             code = _CLOSE_CODES.get(client.close_reason, 1001)  # 1001: going away (shutdown)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), 2.0)
+            try:
+                await asyncio.wait_for(ws.close(code=code, reason=client.close_reason), _CLOSE_WAIT_S)
+            except Exception:  # noqa: BLE001 - a peer that does not read cannot take its close frame either
+                abort = fast.get("abort")
+                if abort is not None:
+                    abort()
 
 
 def _close_reason(text: str) -> str:
@@ -119,13 +125,13 @@ async def _read_loop(ws: WebSocket, client: Client, state: AppState) -> None:
             raw = message.get("bytes")
         if raw is None:
             continue
-        if len(raw) > max_bytes:
-            client.offer(control("error", code="too_large", message=f"messages are limited to {max_bytes} bytes"), 0)
+        if _size(raw, max_bytes) > max_bytes:
+            client.offer(control("error", code="too_large", message=f"messages are limited to {max_bytes} bytes"))
             continue
         try:
             await _handle(raw, client, state)
         except ProtocolError as err:
-            client.offer(control("error", code=err.code, message=err.message), TICKS)
+            client.offer(control("error", code=err.code, message=err.message))
 
 
 async def _handle(raw: str | bytes, client: Client, state: AppState) -> None:
@@ -137,21 +143,40 @@ async def _handle(raw: str | bytes, client: Client, state: AppState) -> None:
         raise ProtocolError(code="invalid_message", message="a message must be a JSON object with a 'type'")
     kind = msg.get("type")
     if kind == "ping":
-        client.offer(control("pong"), TICKS)
+        client.offer(control("pong"))
     elif kind == "subscribe":
         await _subscribe(msg, client, state)
     elif kind == "unsubscribe":
-        channel, tickers, timeframes = _parse_targets(msg, state)
+        # only well-formed: a ticker subscribed while the set was unknown, or since removed, can still be left
+        channel, tickers, timeframes = await _parse_targets(msg, state, known_only=False)
         state.hub.unsubscribe(client, _keys(channel, tickers, timeframes))
-        client.offer(_ack("unsubscribed", channel, tickers, timeframes), TICKS)
+        client.offer(_ack("unsubscribed", channel, tickers, timeframes))
     else:
         raise ProtocolError(
-            code="unknown_type", message=f"unknown message type {str(kind)[:40]!r}; use subscribe, unsubscribe or ping"
+            code="unknown_type", message=f"unknown message type {_shown(kind)}; use subscribe, unsubscribe or ping"
         )
 
 
+def _size(raw: str | bytes, max_bytes: int) -> int:
+    """The size of a client message in bytes (UTF-8 for text; encoded only when its length in characters
+    could pass ``max_bytes``)."""
+    if isinstance(raw, bytes) or len(raw) * 4 <= max_bytes:
+        return len(raw)
+    return len(raw.encode(errors="surrogatepass"))
+
+
+def _shown(value: object) -> str:
+    """A client-sent JSON value for an error message: a string cut to 40 characters, else its JSON type only
+    (never ``str()`` of a nested value: a list nested a thousand deep overflows the recursion limit)."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    return {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), "null"
+    )
+
+
 async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> None:
-    channel, tickers, timeframes = _parse_targets(msg, state)
+    channel, tickers, timeframes = await _parse_targets(msg, state)
     batch = msg.get("batch")
     if batch is not None and not isinstance(batch, bool):
         raise ProtocolError(code="invalid_message", message="'batch' must be true or false")
@@ -162,7 +187,7 @@ async def _subscribe(msg: dict[str, Any], client: Client, state: AppState) -> No
         added = state.hub.subscribe(client, _keys(channel, tickers, timeframes), batch)
     except ValueError as err:
         raise ProtocolError(code="subscription_limit", message=str(err)) from None
-    client.offer(_ack("subscribed", channel, tickers, timeframes, client.batch), TICKS)
+    client.offer(_ack("subscribed", channel, tickers, timeframes, client.batch))
     if channel == TICKS:
         await _send_snapshot(client, _newly_covered(before, added, state), state)
 
@@ -200,12 +225,18 @@ def _keys(channel: int, tickers: list[str], timeframes: list[str]) -> list[str]:
     return [sub_key(channel, t, tf) for t in tickers for tf in timeframes]
 
 
-def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str], list[str]]:
-    """Channel, canonical tickers and timeframes of a (un)subscribe message; ProtocolError when malformed."""
+async def _parse_targets(
+    msg: dict[str, Any], state: AppState, *, known_only: bool = True
+) -> tuple[int, list[str], list[str]]:
+    """Channel, canonical tickers and timeframes of a (un)subscribe message; ProtocolError when malformed.
+
+    ``known_only``: a ticker must be in the universe (a miss reloads the set first, at most once per
+    ``miss_refresh_s``, as the REST paths do); while the set is unavailable every well-formed ticker passes.
+    """
     channel_name = msg.get("channel", "ticks")
     if not isinstance(channel_name, str) or channel_name not in CHANNELS:  # a list or object is not hashable
         raise ProtocolError(
-            code="invalid_channel", message=f"channel must be one of {list(CHANNELS)}, got {str(channel_name)[:40]!r}"
+            code="invalid_channel", message=f"channel must be one of {list(CHANNELS)}, got {_shown(channel_name)}"
         )
     channel = CHANNELS[channel_name]
     tickers_raw = msg.get("tickers", msg.get("symbols", ["*"] if channel == ANOMALIES else None))
@@ -213,12 +244,14 @@ def _parse_targets(msg: dict[str, Any], state: AppState) -> tuple[int, list[str]
         raise ProtocolError(code="invalid_message", message="'tickers' must be a non-empty list of ticker strings")
     if len(tickers_raw) > MAX_TICKERS_PER_MESSAGE:
         raise ProtocolError(code="invalid_message", message=f"at most {MAX_TICKERS_PER_MESSAGE} tickers per message")
+    canonical = [_WILDCARD if _is_wildcard(t) else ticker_symbol(t) for t in tickers_raw]  # REST's normalisation
+    known = state.tickers.known
+    if known_only and known and any(c is not None and c != _WILDCARD and c not in known for c in canonical):
+        known = await state.tickers.refreshed_on_miss()
     tickers: list[str] = []
     bad: list[str] = []
-    known = state.tickers.known
-    for t in tickers_raw:
-        canon = "*" if t.strip() == "*" else ticker_symbol(t)  # the REST paths' normalisation
-        if canon is not None and (canon == "*" or not known or canon in known):
+    for t, canon in zip(tickers_raw, canonical, strict=True):
+        if canon is not None and (canon == _WILDCARD or not known_only or not known or canon in known):
             tickers.append(canon)
         else:
             bad.append(t[:40])
@@ -275,12 +308,19 @@ async def _send_snapshot(client: Client, tickers: list[str], state: AppState) ->
     _offer_ticks(client, frames)
 
 
+def _is_wildcard(raw: str) -> bool:
+    """``"*"``, with ASCII blanks around it at most (a non-ASCII character never makes a ticker, nor ``*``)."""
+    return raw.isascii() and raw.strip() == _WILDCARD
+
+
 def _offer_ticks(client: Client, frames: list[str]) -> None:
-    """Queue snapshot ticks as the client's mode wants them: single ``tick`` frames, or one ``batch`` frame."""
+    """Queue snapshot ticks as the client's mode wants them: single ``tick`` frames (beyond the queue bound, as
+    one snapshot), or one ``batch`` frame."""
     if not frames:
         return
     if client.batch:
-        client.offer(batch_frame(frames), BATCH)
+        counts = [0] * len(CHANNEL_NAMES)
+        counts[TICKS] = len(frames)
+        client.offer(batch_frame(frames), BATCH, counts)
     else:
-        for frame in frames:
-            client.offer(frame, TICKS)
+        client.offer_snapshot(frames, TICKS)

@@ -12,7 +12,10 @@ scope's extension ``scope["extensions"][SEND_TEXTS] = {"send": send_texts, "writ
   ``transport.write``; it waits while the transport is paused, exactly as uvicorn's ``send`` does;
 * ``write_texts(texts) -> bool`` is its synchronous twin: it writes only if it can without waiting, else returns
   ``False`` and writes nothing. The hub uses it to write to idle clients straight from the fan-out instead of
-  waking a task per client.
+  waking a task per client;
+* ``abort()`` drops the connection at once, discarding what is buffered: for a client dropped because it does
+  not read, whose close frame would otherwise wait behind everything it has not read (and hold the socket and
+  its buffer for as long as the peer keeps its receive window shut).
 
 Nothing changes on the wire: the client sees the same frames in the same order. The frame bytes of a text are
 built once and shared by every connection that sends the same ``str`` (the hub queues one object per event for
@@ -56,8 +59,15 @@ def uvicorn_ws_options(settings: ApiSettings) -> dict[str, Any]:
     return {
         "ws": uvicorn_ws(settings.ws_protocol),
         "ws_per_message_deflate": settings.ws_per_message_deflate,
-        "ws_max_size": settings.ws_max_message_bytes,
+        # headroom over the app's own limit, so a message a little too large gets a `too_large` error frame from
+        # the app; only one beyond this closes the connection (1009)
+        "ws_max_size": transport_max_bytes(settings.ws_max_message_bytes),
     }
+
+
+def transport_max_bytes(app_max_bytes: int) -> int:
+    """The largest message the server reads at all: 4x the app's limit, at least 1 MiB."""
+    return max(4 * app_max_bytes, 1 << 20)
 
 
 def text_frame(text: str) -> bytes:
@@ -91,7 +101,11 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope.setdefault("extensions", {})[SEND_TEXTS] = {"send": self.send_texts, "write": self.write_texts}
+            scope.setdefault("extensions", {})[SEND_TEXTS] = {
+                "send": self.send_texts,
+                "write": self.write_texts,
+                "abort": self.abort,
+            }
 
     async def send_texts(self, texts: Sequence[str]) -> None:
         """Send every text as one WebSocket text frame, in order, in one socket write.
@@ -110,6 +124,10 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             return False
         self._write_frames(texts)
         return True
+
+    def abort(self) -> None:
+        """Close the connection now without a closing handshake, discarding buffered frames."""
+        self.transport.abort()
 
     def _write_frames(self, texts: Sequence[str]) -> None:
         if not texts:

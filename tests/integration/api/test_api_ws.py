@@ -121,6 +121,15 @@ async def test_malformed_messages_get_errors_and_the_connection_stays_open(api: 
             assert err["code"] == code, (raw, err)
         await ws.send(b'{"type": "ping"}')  # binary frames are accepted too
         assert (await recv_type(ws, "pong"))["type"] == "pong"
+        limit = api.settings.ws_max_message_bytes
+        # over the limit in bytes (not in characters: "é" is two bytes of UTF-8), text or binary: an error frame,
+        # not a closed connection
+        for raw in ("x" * (limit + 1), "é" * (limit // 2 + 1), b"y" * (limit + 1)):
+            await ws.send(raw)
+            err = await recv_type(ws, "error")
+            assert err["code"] == "too_large"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_type(ws, "pong"))["type"] == "pong"
 
 
 async def test_fields_of_the_wrong_json_type_get_errors_and_the_connection_stays_open(api: LiveApi) -> None:
@@ -149,15 +158,24 @@ async def test_fields_of_the_wrong_json_type_get_errors_and_the_connection_stays
             ({"type": "subscribe", "tickers": ["SYNTH"], "channel": "bars", "timeframes": "1m"}, "invalid_timeframe"),
             ({"type": "subscribe", "tickers": ["SYNTH"], "batch": [True]}, "invalid_message"),
             ({"type": "subscribe", "tickers": ["SYNTH"], "batch": {}}, "invalid_message"),
+            # nested ~1,000 deep (orjson parses up to 1,024): str() of it once overflowed the recursion limit in
+            # the error message and closed the connection with 1011
+            ('{"type": ' + _nested(1000) + "}", "unknown_type"),
+            ('{"type": "subscribe", "tickers": ["SYNTH"], "channel": ' + _nested(1000) + "}", "invalid_channel"),
         ]
         for msg, code in cases:
-            await ws.send(json.dumps(msg))
+            await ws.send(msg if isinstance(msg, str) else json.dumps(msg))
             err = await recv_type(ws, "error")
             assert err["code"] == code, (msg, err)
             await ws.send(json.dumps({"type": "ping"}))
             assert (await recv_type(ws, "pong"))["type"] == "pong", msg
         await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "mode": ["batch"]}))
         assert (await recv_type(ws, "subscribed"))["batch"] is False, "an odd 'mode' is ignored, as before"
+
+
+def _nested(depth: int) -> str:
+    """A JSON array nested ``depth`` deep (as text: Python's json refuses to encode that deep)."""
+    return "[" * depth + "]" * depth
 
 
 class _Records(logging.Handler):
@@ -295,6 +313,15 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
                 break
             await asyncio.sleep(0.1)  # noqa: ASYNC110 - polling another thread's state
         assert len(hub.clients) == 1
+        # ... and the server lets go of its socket: a close frame cannot pass the frames the peer never read, so
+        # after a short wait the connection is aborted (once it lingered, holding its buffers, for as long as the
+        # peer kept its window shut)
+        connections = api.server.server_state.connections
+        for _ in range(100):
+            if len(connections) <= 1:
+                break
+            await asyncio.sleep(0.1)  # noqa: ASYNC110 - polling another thread's state
+        assert len(connections) == 1, "the dropped client's connection is still open on the server"
         with pytest.raises(ConnectionClosed):  # noqa: PT012 - drain what was buffered, then the close
             while True:
                 await recv(stalled, 20)

@@ -179,6 +179,8 @@ async def test_batch_frames_are_counted_in_the_batch_slot_not_anomalies() -> Non
         hub.subscribe(c, ["t:X"], batch=True)
     hub.publish([tick("X", 1), tick("X", 2)])
     hub.flush_batches()
+    assert hub.sent == [0] * 5, "queued is not sent"
+    await settle()
     assert hub.sent[BATCH] == 2  # one batch frame per client
     assert hub.sent[ANOMALIES] == 0
     assert hub.sent[TICKS] == 4  # two ticks delivered to each of two clients
@@ -476,4 +478,99 @@ async def test_kick_writes_directly_when_it_can_and_wakes_the_writer_when_not() 
     assert direct.calls == 4
     assert seqs_of(sink.frames) == [1, 2, 3, 4, 5, 6, 7]
     assert not c.closed
+    await hub.stop()
+
+
+class Socket:
+    """A connection that takes everything at once (``write_now`` succeeds), like a reader that keeps up."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def write(self, texts: Sequence[str]) -> bool:
+        self.frames.extend(texts)
+        return True
+
+    async def send_many(self, texts: list[str]) -> None:
+        self.frames.extend(texts)
+
+    async def send(self, text: str) -> None:
+        self.frames.append(text)
+
+
+async def test_one_fan_out_larger_than_the_queue_bound_does_not_mark_a_reader_that_keeps_up_lagging() -> None:
+    hub = make_hub(queue_bound=16, max_subscriptions=10)
+    sock = Socket()
+    c = Client("fast", sock.send, hub, sock.send_many, sock.write)
+    hub.register(c)
+    hub.subscribe(c, ["t:*"])
+    hub.publish([tick(f"T{i}", i) for i in range(100)])  # one relayed batch: 100 frames against a bound of 16
+    await settle()
+    kinds = [json.loads(f)["type"] for f in sock.frames]
+    assert kinds == ["tick"] * 100, "every tick, in order, and no lagging notice"
+    assert [json.loads(f)["data"]["ticker"] for f in sock.frames] == [f"T{i}" for i in range(100)]
+    assert c.lagging_since is None
+    assert c.dropped == 0
+    assert hub.sent[TICKS] == 100
+    assert hub.dropped == [0] * 5
+    await hub.stop()
+
+
+async def test_a_reader_that_does_not_keep_up_is_still_lagging_at_the_bound() -> None:
+    hub = make_hub(queue_bound=4, max_dropped=1000)
+    c = Client("slow", Sink(block=True).send, hub, None, lambda _texts: False)  # the socket takes nothing now
+    hub.register(c)
+    hub.subscribe(c, ["t:X"])
+    hub.publish([tick("X", i) for i in range(6)])
+    assert c.lagging_since is not None
+    assert json.loads(c.queue[0])["type"] == "lagging"
+    await hub.stop()
+
+
+async def test_every_event_is_counted_once_sent_or_dropped_under_its_own_channel() -> None:
+    hub = make_hub(queue_bound=4, max_dropped=1000)
+    c = Client("s", Sink(block=True).send, hub)  # its writer hangs on the first frame it sends
+    hub.register(c)
+    hub.subscribe(c, ["t:X", "b:X:1m"])
+    bar = bar_events(
+        encode_bar(
+            Bar(
+                ticker="X",
+                timeframe="1m",
+                start=0,
+                end=60_000,
+                open=1.0,
+                high=1.0,
+                low=1.0,
+                close=1.0,
+                volume=1,
+                vwap=1.0,
+                trades=1,
+                first_tick=1,
+                last_tick=2,
+                final=False,
+                indicators=None,
+            )  # fmt: skip
+        )
+    )
+    hub.publish([*bar, tick("X", 1), tick("X", 2), tick("X", 3), tick("X", 4)])  # 1 bar + 3 ticks fit, 1 overflows
+    hub.publish([tick("X", 5)])  # queued behind the lagging notice
+    await settle()
+    assert hub.sent == [0] * 5, "the writer is stuck on the lagging notice: nothing was written"
+    assert (hub.dropped[TICKS], hub.dropped[BARS]) == (4, 1), "the discarded backlog, each under its channel"
+    hub.drop(c, "lagging")
+    assert hub.dropped[TICKS] == 5, "what was still queued when the lagging client was dropped"
+    assert sum(hub.dropped) == 6, "six events, each counted once"
+    await hub.stop()
+
+
+async def test_control_frames_are_not_counted_as_events() -> None:
+    hub = make_hub()
+    sock = Socket()
+    c = Client("c", sock.send, hub, sock.send_many, sock.write)
+    hub.register(c)
+    c.offer('{"type":"pong"}')
+    await settle()
+    assert sock.frames == ['{"type":"pong"}']
+    assert hub.sent == [0] * 5
     await hub.stop()

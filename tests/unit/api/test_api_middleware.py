@@ -366,3 +366,21 @@ async def test_answers_without_a_route_share_one_label_whatever_their_status() -
     assert not [label for label in labels if any(token in label for token in tokens)]
     assert {"/openapi.json", "/docs"} <= labels  # framework routes keep their own path
     assert "/docs/" not in labels
+
+
+async def test_a_websocket_miss_reloads_the_set_at_most_once_per_interval_and_survives_a_failed_reload() -> None:
+    store = FlakyStore({"SYNTH"})
+    store.up = True
+    tickers = TickerDirectory(store, ttl_s=3600, miss_refresh_s=0.0)
+    await tickers.refresh()
+    store.names.add("NEWCO")
+    assert "NEWCO" in await tickers.refreshed_on_miss()
+    assert store.queries == 2
+    tickers.miss_refresh_s = 3600
+    store.names.add("LATER")
+    assert "LATER" not in await tickers.refreshed_on_miss(), "within miss_refresh_s: the cached set, no query"
+    assert store.queries == 2
+    tickers.miss_refresh_s = 0.0
+    store.up = False
+    assert await tickers.refreshed_on_miss() == frozenset({"SYNTH", "NEWCO"}), "a failed reload: the cached set"
+    assert store.queries == 3

@@ -186,3 +186,78 @@ async def test_a_non_ascii_spelling_of_a_ticker_is_an_unknown_ticker_on_the_webs
     assert client.keys == set()
     assert [f["type"] for f in await _send(client, state, tickers=[" synth "])] == ["subscribed"]
     assert client.keys == {"t:SYNTH"}
+
+
+async def test_a_wildcard_snapshot_larger_than_the_send_queue_is_queued_whole() -> None:
+    from api.relay import tick_event
+
+    hub = Hub(queue_bound=16, lag_grace_s=60, max_dropped=100, max_clients=5, max_subscriptions=5,
+              heartbeat_s=60, batch_interval_s=0.025)  # fmt: skip
+    names = [f"S{i:03}" for i in range(300)]
+    hub.publish([tick_event(_named(t, 1)) for t in names])
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)  # frames stay in its queue, as before its writer runs
+    frames = await _send(client, _state(hub, DictRedis({}), set(names)), tickers=["*"])
+    assert frames[0]["type"] == "subscribed"
+    assert sorted(t for t, _ in _tick_seqs(frames)) == names, "every ticker's latest tick, none dropped"
+    assert client.lagging_since is None
+    assert client.dropped == 0
+    # live ticks get the bound's room on top of the snapshot until the queue is written
+    hub.publish([tick_event(_named("S000", 2))])
+    assert _tick_seqs(_frames(client)) == [("S000", 2)]
+
+
+async def test_only_an_ascii_star_is_the_wildcard() -> None:
+    hub = _hub()
+    state = _state(hub, DictRedis({}), {"SYNTH"})
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    with pytest.raises(ProtocolError) as err:
+        await _handle(json.dumps({"type": "subscribe", "tickers": ["\u3000*\u00a0"]}), client, state)
+    assert err.value.code == "unknown_ticker"
+    assert client.keys == set()
+    await _send(client, state, tickers=[" * "])
+    assert client.keys == {"t:*"}
+
+
+class Directory:
+    """The gateway's ticker set: ``known`` now, and what a reload on a miss would find."""
+
+    def __init__(self, known: set[str], after_reload: set[str]) -> None:
+        self.known = frozenset(known)
+        self.after_reload = frozenset(after_reload)
+        self.reloads = 0
+
+    async def refreshed_on_miss(self) -> frozenset[str]:
+        self.reloads += 1
+        self.known = self.after_reload
+        return self.known
+
+
+async def test_a_ticker_added_since_the_set_was_loaded_is_found_by_a_reload_on_the_miss() -> None:
+    hub = _hub()
+    tickers = Directory({"SYNTH"}, {"SYNTH", "NEWCO"})
+    state = SimpleNamespace(hub=hub, redis=DictRedis({}), tickers=tickers)
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    await _send(client, state, tickers=["SYNTH"])
+    assert tickers.reloads == 0, "no reload while every ticker is known"
+    await _send(client, state, tickers=["newco"])
+    assert tickers.reloads == 1
+    assert client.keys == {"t:SYNTH", "t:NEWCO"}
+    with pytest.raises(ProtocolError) as err:
+        await _handle(json.dumps({"type": "subscribe", "tickers": ["NOPE"]}), client, state)
+    assert err.value.code == "unknown_ticker"
+
+
+async def test_a_ticker_no_longer_known_can_still_be_unsubscribed() -> None:
+    hub = _hub()
+    tickers = Directory(set(), {"SYNTH"})  # the set has not loaded yet: any well-formed ticker is accepted
+    state = SimpleNamespace(hub=hub, redis=DictRedis({}), tickers=tickers)
+    client = Client("c", lambda _t: asyncio.sleep(0), hub)
+    await _send(client, state, tickers=["FOO"])
+    assert client.keys == {"t:FOO"}
+    tickers.known = frozenset({"SYNTH"})  # loaded since: FOO does not exist
+    await _handle(json.dumps({"type": "unsubscribe", "tickers": ["foo"]}), client, state)
+    assert [f["type"] for f in _frames(client)] == ["unsubscribed"]
+    assert client.keys == set()
+    with pytest.raises(ProtocolError) as err:  # malformed is still an error
+        await _handle(json.dumps({"type": "unsubscribe", "tickers": ["bad ticker!"]}), client, state)
+    assert err.value.code == "unknown_ticker"
