@@ -113,8 +113,8 @@ class Client:
         self.queue: deque[str] = deque()
         #: events per metrics slot in the frames queued and not yet written
         self.unsent = [0] * SLOTS
-        #: frames the queue may hold beyond the bound: a subscribe snapshot, until the queue is next written
-        self.allowance = 0
+        #: frames the queue may hold: the hub's bound, plus a subscribe snapshot until the queue is next written
+        self.bound = hub.queue_bound
         self.wake = asyncio.Event()
         self.gone = asyncio.Event()
         self.lagging_since: float | None = None
@@ -131,7 +131,7 @@ class Client:
         events per channel a batch frame carries."""
         if self.closed:
             return False
-        if len(self.queue) < self.hub.queue_bound + self.allowance or self._make_room():
+        if len(self.queue) < self.bound or self._make_room():
             self.queue.append(frame)
             if channel is not None:
                 self.unsent[channel] += 1
@@ -148,7 +148,7 @@ class Client:
         because it asked for many tickers at once. Live frames get the bound's room again once it is written."""
         if self.closed or not frames:
             return
-        self.allowance += len(frames)
+        self.bound += len(frames)
         for frame in frames:
             self.offer(frame, channel)
 
@@ -158,7 +158,7 @@ class Client:
         if self.closed:
             return False
         q = self.queue
-        if len(q) < self.hub.queue_bound + self.allowance or self._make_room():
+        if len(q) < self.bound or self._make_room():
             if not q:
                 self.hub.pending.append(self)
             q.append(frame)
@@ -189,7 +189,7 @@ class Client:
     def written(self) -> None:
         """The whole queue has been handed to the socket: clear it, count its events as sent."""
         self.queue.clear()
-        self.allowance = 0
+        self.bound = self.hub.queue_bound
         self.lagging_since = None
         self.hub.record_written(self.take_unsent())
 
@@ -210,7 +210,7 @@ class Client:
             self.lagging_since = time.monotonic()
             lost += len(self.queue)
             self.queue.clear()
-            self.allowance = 0
+            self.bound = self.hub.queue_bound
             hub.count_dropped(self.take_unsent())
             self.queue.append(control("lagging", dropped=self.dropped + lost, clientId=self.id))
             self.wake.set()
@@ -241,7 +241,7 @@ class Client:
                 if send_many is not None:
                     frames = list(q)
                     q.clear()
-                    self.allowance = 0
+                    self.bound = self.hub.queue_bound
                     counts = self.take_unsent()
                     await send_many(frames)
                     self.hub.record_written(counts)
@@ -249,7 +249,7 @@ class Client:
                 else:
                     await send(q.popleft())
                     if not q:
-                        self.allowance = 0
+                        self.bound = self.hub.queue_bound
                         self.hub.record_written(self.take_unsent())
                 self.sending_since = None
         except asyncio.CancelledError:
@@ -495,6 +495,7 @@ class Hub:
         if not pending:
             return
         self.pending = []
+        written_tallies = self.written
         for c in pending:
             q = c.queue
             if c.closed or not q:
@@ -506,10 +507,16 @@ class Hub:
                 except Exception as err:  # noqa: BLE001 - let the writer meet the error and drop the client
                     log.debug("client %s direct write failed: %r", c.id, err)
                     written = False
-                if written:
-                    c.written()
+                if written:  # Client.written inlined: this runs per client and fan-out
+                    q.clear()
+                    c.bound = self.queue_bound
+                    c.lagging_since = None
+                    written_tallies.append(c.unsent)
+                    c.unsent = [0] * SLOTS
                     continue
             c.wake.set()
+        if len(written_tallies) >= 4096:
+            _ = self.sent  # fold the tallies now and then, not only at the next metrics flush
 
     def _drop_pending(self) -> None:
         if self.to_drop:
