@@ -6,6 +6,12 @@ matrix: every field as right-aligned ASCII digits with NUL for leading zeros, li
 columns; dropping the NULs in one pass gives one ``bytes`` buffer plus offsets. Prices are integer cents,
 written the way msgspec writes the float ``cents / 100`` (shortest round-trip form: ``150.0``, ``152.3``,
 ``152.34``). Tests compare the output with ``encode_tick`` on the same ticks byte for byte.
+
+The digit writer only knows non-negative numbers (a negative one would come out as garbage, e.g. a timestamp
+before 1970 as ``0``), so every chunk's columns are range-checked first against the contract: ``seq``,
+sizes and volume >= 0, sizes <= ``MAX_INT32``, prices >= 1 cent, timestamps in the contract's epoch-ms range
+(13 digits). A value outside raises :class:`ContractError` naming the field instead of producing a message
+the contract rejects.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import ContractError
-from contracts.tick import SYMBOL_RE, TICK_SCHEMA_VERSION
-from simulator.engine import TickBatch
+from contracts.tick import MAX_INT32, MAX_INT64, SYMBOL_RE, TICK_SCHEMA_VERSION
+from simulator.engine import MAX_TICK_MS, MIN_TICK_MS, TickBatch
 
 U8 = NDArray[np.uint8]
 #: the constant parts of a tick after its first field (same every chunk)
@@ -53,6 +59,14 @@ def _ndigits(values: NDArray[np.int64]) -> NDArray[np.intp]:
 
 def _digit_width(values: NDArray[np.int64]) -> int:
     return len(str(int(values.max()))) if values.size else 1
+
+
+def _check_range(name: str, values: NDArray[np.int64], lo: int, hi: int) -> None:
+    """Raise :class:`ContractError` when a value of ``values`` is outside ``[lo, hi]``."""
+    if values.size and (int(values.min()) < lo or int(values.max()) > hi):
+        bad = int(values[(values < lo) | (values > hi)][0])
+        msg = f"tick batch cannot be encoded: {name} {bad!r} is outside the contract's range [{lo}, {hi}]"
+        raise ContractError(msg)
 
 
 def _runs(values: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
@@ -108,6 +122,13 @@ class BatchEncoder:
         n = len(b)
         # seq and timestamp repeat for a whole step (or slice): digits of each run once, then repeated
         runs = [_runs(b.seq), _runs(b.stamp_ms)]
+        _check_range("seq", runs[0][0], 0, MAX_INT64)
+        _check_range("timestamp", runs[1][0], MIN_TICK_MS, MAX_TICK_MS)
+        for name in ("price", "bid", "ask"):
+            _check_range(name, getattr(b, name), 1, MAX_INT64)
+        _check_range("bid_size", b.bid_size, 0, MAX_INT32)
+        _check_range("ask_size", b.ask_size, 0, MAX_INT32)
+        _check_range("volume", b.volume, 0, MAX_INT64)
         prices = [np.divmod(c, 100) for c in (b.price, b.bid, b.ask)]
         ints = (b.bid_size, b.ask_size, b.volume)
         lits, tail = _LITS, _TAIL

@@ -15,11 +15,19 @@ tickers share a slice, so a step's rows stay in ticker order with non-decreasing
 the generated columns) and a real-time producer sends ``n / S`` ticks every ``slice_ms`` instead of ``n`` ticks
 in one burst. Only timestamps depend on it, never a price or the row order.
 
+*The start*: the stream starts exactly at the first step (of the ``tick_ms`` grid) at/after ``start_ms``; when
+that is inside a block, the first block is a partial one (its steps before ``start_ms`` are not generated and
+draw no random numbers) and the blocks after it are on the usual grid. A start on a block boundary gives the
+same stream as always; any other start gives its own stream (the ticks of ``[start, end)`` are all there).
+``start_ms`` must be inside the tick contract's timestamp range (2001-09-09 .. 2286-11-20).
+
 *Resuming* (``resume=ResumeState``, see :mod:`simulator.resume`): the engine continues a history that ended
 before ``start_ms``: each ticker's ``seq`` continues from its own next value and its log price starts at the
-given price; the stream starts exactly at the first step at/after ``start_ms`` (the first block may be a
-partial one) and its random streams are derived from the seed and ``start_ms``, so the same seed and resume
-point give the same stream again.
+given price; its random streams are derived from the seed and ``start_ms``, so the same seed and resume point
+give the same stream again.
+
+*Memory*: a block holds ``tickers x block_ms / tick_ms`` rows of :data:`BYTES_PER_TICK` bytes
+(:func:`block_bytes`); a real-time run holds about two (the one being sent and the one prefetched).
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from common.clock import iso_from_ms
 from common.errors import ConfigError
-from contracts.tick import TICK_SCHEMA_VERSION, Tick
+from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, TICK_SCHEMA_VERSION, Tick
 from simulator.microstructure import QUOTE_COLUMNS, MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
 from simulator.resume import ResumeState, resume_seed
@@ -42,6 +51,29 @@ from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
 I64 = NDArray[np.int64]
+#: The tick contract's timestamp range (epoch ms, inclusive): the engine starts nowhere else.
+MIN_TICK_MS, MAX_TICK_MS = _MIN_TS_MS, _MAX_TS_MS
+#: Bytes of one row of a :class:`TickBatch` (int32 ticker, eight int64 columns; a delay column adds 8 more).
+BYTES_PER_TICK = 4 + 8 * 8
+
+
+def block_bytes(n_tickers: int, tick_ms: int, block_ms: int = 60_000) -> int:
+    """Bytes of the columns of one engine block of ``n_tickers`` ticking every ``tick_ms``."""
+    return n_tickers * (block_ms // tick_ms) * BYTES_PER_TICK
+
+
+def time_range_problem(name: str, ms: int) -> str | None:
+    """Why ``ms`` cannot be a tick's timestamp (outside the contract's range), naming ``name``; else None."""
+    if MIN_TICK_MS <= ms <= MAX_TICK_MS:
+        return None
+    try:
+        shown = iso_from_ms(ms)
+    except OverflowError:  # beyond datetime's years 1-9999
+        shown = f"{ms} ms"
+    return (
+        f"{name} {shown} is outside the tick contract's timestamp range"
+        f" [{iso_from_ms(MIN_TICK_MS)}, {iso_from_ms(MAX_TICK_MS)}]"
+    )
 
 
 @dataclass(frozen=True)
@@ -136,8 +168,13 @@ class TickEngine:
         if session.mode == "exchange" and (session.session_seconds * 1000) % block_ms:
             msg = f"session length {session.session_seconds!r} s must be a whole number of {block_ms!r} ms blocks"
             raise ConfigError(msg)
+        problem = time_range_problem("start", start_ms)
+        if problem is not None:
+            raise ConfigError(problem)
         self.universe = universe
         self.session = session
+        #: the requested start: the first tick is at the first step at/after it (scheduled events use it)
+        self.start_ms = start_ms
         self.tick_ms = tick_ms
         self.block_ms = block_ms
         self.micro = micro or MicrostructureParams()
@@ -153,6 +190,9 @@ class TickEngine:
         #: per ticker, how much earlier its ticks are stamped than produced (``delay`` events; zeros: none)
         self.stamp_delay = np.zeros(self.n, dtype=np.int64)
         self._dt = tick_ms / 1000.0 * session.years_per_second()
+        if self.model.heston is not None:  # the variance updates once per block and once per overnight gap
+            self.model.heston.check_step(self.steps_per_block * self._dt)
+            self.model.heston.check_step(session.gap_years())
         self._steps = 0  # steps generated so far
         # next seq of each ticker at the start (a resumed ticker continues its own numbering)
         self._seq0 = None if resume is None or not resume.next_seq.any() else resume.next_seq.astype(np.int64)
@@ -162,9 +202,10 @@ class TickEngine:
         self._slice_offset = np.arange(self.n, dtype=np.int64) * slices // max(1, self.n) * slice_ms
         self._tickers = np.tile(np.arange(self.n, dtype=np.int32), self.steps_per_block)
         self._offsets = np.arange(self.steps_per_block, dtype=np.int64)
-        self._starts = block_starts(self.session, start_ms, self.block_ms, resume=resume is not None)
-        # a resumed engine starts at the step at/after start_ms, possibly inside a block: steps skipped there
-        self._skip_before = start_ms if resume is not None else None
+        self._starts = block_starts(self.session, start_ms, self.block_ms, resume=resume is not None, partial=True)
+        # the engine starts at the step at/after start_ms, possibly inside a block: steps skipped there
+        self._skip_before: int | None = start_ms
+        self._resumed = resume is not None
         self._next: tuple[int, bool, int] | None = None
         self._pending: TickBatch | None = None
         self.ticks_generated = 0
@@ -201,6 +242,7 @@ class TickEngine:
                 skip = max(0, -(-(self._skip_before - t0) // self.tick_ms))
                 if skip >= self.steps_per_block:  # start after the block's last step: the next block
                     t0, gap = next(self._starts)
+                    gap = gap and self._resumed  # a fresh start's first block never has a night before it
                     skip = 0
                 self._skip_before = None
             self._next = (t0, gap, skip)

@@ -18,10 +18,18 @@ expects exactly one price-spike alert; a delay raises one high-latency alert). A
 Events act at block boundaries of the engine (one simulated minute by default): an event takes effect at the
 first block that starts at or after its time. They consume no random numbers, so everything else in the stream
 — other tickers, other times — stays byte-identical to the run without events.
+
+Events before the start. An event whose block starts before the engine's start (``TickEngine.start_ms``: the
+requested start of a fresh stream, or the resume point of a resumed ``run``) belongs to history that was either
+never produced (fresh start) or already produced, with the event applied, by the run being continued (resume):
+a jump or regime switch there is dropped with a warning, so the same ``--inject`` given again after a restart
+does not act twice; a volume burst or delay still running at the start goes on until its original end (as the
+continued run would have had it), one already over is dropped with the warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -29,9 +37,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from common.clock import to_ms
+from common.clock import from_ms, to_ms
 from common.errors import ConfigError
-from simulator.session import parse_time
+from simulator.session import block_starts, parse_time
 
 if TYPE_CHECKING:
     from simulator.engine import TickEngine
@@ -43,6 +51,7 @@ _PATTERN = re.compile(
 )
 MAX_DELAY_MS = 3_600_000
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,9 @@ def parse_event(text: str) -> MarketEvent:
     if value not in ("stressed", "calm"):
         msg = f"event {text!r}: a regime event is 'stressed' or 'calm'"
         raise ConfigError(msg)
+    if ticker != "*":
+        msg = f"event {text!r}: the regime is market-wide, write it *:regime:{value}@..."
+        raise ConfigError(msg)
     return MarketEvent("*", "regime", 1.0 if value == "stressed" else 0.0, at_ms)
 
 
@@ -112,32 +124,65 @@ class EventSchedule:
         self._delay_until: dict[int, int] = {}  # ticker column -> end of its feed delay (ms)
         self._base_volume: np.ndarray | None = None
         self.applied: list[tuple[int, MarketEvent]] = []  # (block start, event): what happened when
+        self.dropped: list[MarketEvent] = []  # events before the engine's start (see the module docstring)
 
     def __call__(self, engine: TickEngine, block_start_ms: int) -> None:
-        """Apply every event due by ``block_start_ms``; end volume bursts that are over."""
+        """Apply every event due by ``block_start_ms``; end volume bursts and delays that are over.
+
+        At the first block, events before the engine's start are handled as the module docstring says.
+        """
+        first = self._base_volume is None
         if self._base_volume is None:
             self._base_volume = engine._tick_volume.copy()
+        base = self._base_volume
         for col, until in list(self._volume_until.items()):
             if block_start_ms >= until:
-                engine._tick_volume[col] = self._base_volume[col]
+                engine._tick_volume[col] = base[col]
                 del self._volume_until[col]
         for col, until in list(self._delay_until.items()):
             if block_start_ms >= until:
                 engine.stamp_delay[col] = 0
                 del self._delay_until[col]
+        stale: list[MarketEvent] = []
         while self._pending and self._pending[0].at_ms <= block_start_ms:
             event = self._pending.pop(0)
-            if event.kind == "regime":
-                engine.model.stressed = event.value > 0
-            else:
-                col = self._index[event.ticker]
-                if event.kind == "jump":
-                    engine._x[col] += math.log1p(event.value)
-                elif event.kind == "delay":
-                    engine.stamp_delay[col] = int(event.value)
-                    self._delay_until[col] = block_start_ms + max(event.duration_ms, engine.block_ms)
-                else:
-                    engine._tick_volume = engine._tick_volume.copy()  # never write into the universe's array
-                    engine._tick_volume[col] = self._base_volume[col] * event.value
-                    self._volume_until[col] = block_start_ms + max(event.duration_ms, engine.block_ms)
+            acts_at = block_start_ms
+            if first and event.at_ms < engine.start_ms:
+                acts_at, _ = next(block_starts(engine.session, event.at_ms, engine.block_ms))
+                still_on = event.kind in ("volume", "delay") and self._until(engine, event, acts_at) > block_start_ms
+                if acts_at < engine.start_ms and not still_on:
+                    stale.append(event)
+                    continue
+            self._apply(engine, event, acts_at, base)
             self.applied.append((block_start_ms, event))
+        if stale:
+            self.dropped += stale
+            log.warning(
+                "dropping %d event(s) that act before the start %s (already applied by the run this one resumes,"
+                " or before the stream): %s",
+                len(stale),
+                from_ms(engine.start_ms).isoformat(),
+                ", ".join(f"{e.ticker}:{e.kind}@{from_ms(e.at_ms).isoformat()}" for e in stale),
+            )
+
+    @staticmethod
+    def _until(engine: TickEngine, event: MarketEvent, acts_at: int) -> int:
+        """End of a volume burst or delay that starts acting at block ``acts_at``."""
+        return acts_at + max(event.duration_ms, engine.block_ms)
+
+    def _apply(self, engine: TickEngine, event: MarketEvent, acts_at: int, base: np.ndarray) -> None:
+        """Apply ``event``, which acts from the block starting at ``acts_at`` (earlier than now: a burst or delay
+        that began before a resumed engine's start keeps its original end)."""
+        if event.kind == "regime":
+            engine.model.stressed = event.value > 0
+            return
+        col = self._index[event.ticker]
+        if event.kind == "jump":
+            engine._x[col] += math.log1p(event.value)
+        elif event.kind == "delay":
+            engine.stamp_delay[col] = int(event.value)
+            self._delay_until[col] = self._until(engine, event, acts_at)
+        else:
+            engine._tick_volume = engine._tick_volume.copy()  # never write into the universe's array
+            engine._tick_volume[col] = base[col] * event.value
+            self._volume_until[col] = self._until(engine, event, acts_at)

@@ -6,10 +6,16 @@ previous close (times the overnight gap return on a session's first bar), high/l
 Brownian bridge between open and close, volume from the expected tick volume of the bar scaled like the tick
 model (intraday U shape, vol level, size of the move). 20 years of daily bars for 100 tickers take about a
 second because the loop runs once per day over vectorised tickers.
+
+Ranges are ``[start, end)`` on the rows' timestamps (a bar's is its open time): a start inside a bar block
+simulates a partial first block from the first bar at/after the start (block-aligned starts give the same
+bars as always). A range without any session still writes the file, empty but with its header (CSV) or schema
+(Parquet), replacing whatever was at ``out``, and logs a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +29,10 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from common.clock import iso_from_ms
 from common.errors import ConfigError
 from simulator.engine import TickBatch, TickEngine
+from simulator.events import EventSchedule
 from simulator.microstructure import MicrostructureParams, bar_volume, bridge_high_low
 from simulator.models import SeedLike, child_sequence
 from simulator.session import Session, block_starts, intraday_volume_shape
@@ -33,6 +41,7 @@ from simulator.universe import Universe
 Interval = Literal["tick", "1s", "1m", "1d"]
 FileFormat = Literal["csv", "parquet"]
 I64 = NDArray[np.int64]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ def simulate_bars(
     bar_ms, block_ms = _bar_layout(session, interval)
     m = block_ms // bar_ms
     model = universe.model(seed)
+    if model.heston is not None:  # the variance updates once per block and once per overnight gap
+        model.heston.check_step(block_ms / 1000.0 * session.years_per_second())
+        model.heston.check_step(session.gap_years())
     # the bridge/volume uniforms come from a stream disjoint from the model's (spawn key 2)
     rng = np.random.default_rng(child_sequence(seed, 2))
     n = len(universe)
@@ -90,22 +102,30 @@ def simulate_bars(
     tickers = np.tile(np.arange(n, dtype=np.int32), m)
     total = max(1, (end_ms - start_ms) // block_ms)
     bar = tqdm(total=total, unit="block", disable=not progress, mininterval=1.0, desc=f"export {interval}")
+    skip_before: int | None = start_ms  # the first block may start before start_ms: its bars before it are skipped
     try:
-        for t0, gap in block_starts(session, start_ms, block_ms):
+        for t0, gap in block_starts(session, start_ms, block_ms, partial=True):
             if t0 >= end_ms:
                 return
+            mb = m
+            if skip_before is not None:
+                skip = max(0, -(-(skip_before - t0) // bar_ms))
+                if skip >= m:  # the start is after the block's last bar: the next block is the first
+                    continue
+                t0, mb, skip_before = t0 + skip * bar_ms, m - skip, None
+                gap = False  # the first block generated: no night before a fresh start
             x_open = x
             if gap and session.gap_years() > 0.0:
                 x_open = x + model.advance(1, session.gap_years()).log_returns[0]
-            res = model.advance(m, dt)
+            res = model.advance(mb, dt)
             r = res.log_returns
             closes = x_open + np.cumsum(r, axis=0)
             opens = np.vstack([x_open[None, :], closes[:-1]])
             var = (res.sigma**2 * dt)[None, :]
-            u = 1.0 - rng.random((3, m, n))  # (0, 1]: safe for log
+            u = 1.0 - rng.random((3, mb, n))  # (0, 1]: safe for log
             hi, lo = bridge_high_low(opens, closes, np.broadcast_to(var, r.shape), u[0], u[1])
             x = closes[-1].copy()
-            ts = t0 + np.arange(m, dtype=np.int64) * bar_ms
+            ts = t0 + np.arange(mb, dtype=np.int64) * bar_ms
             pos = session.session_position(ts) if interval != "1d" else None
             shape = (
                 None
@@ -201,9 +221,23 @@ class _Writer:
         self._w.write_table(table)
         self.rows += table.num_rows
 
+    @property
+    def opened(self) -> bool:
+        return self._w is not None
+
     def close(self) -> None:
         if self._w is not None:
             self._w.close()
+
+
+def _empty_tick_batch() -> TickBatch:
+    z = np.zeros(0, dtype=np.int64)
+    return TickBatch(np.zeros(0, dtype=np.int32), z, z, z, z, z, z, z, z)
+
+
+def _empty_bar_batch() -> BarBatch:
+    z = np.zeros(0, dtype=np.int64)
+    return BarBatch(np.zeros(0, dtype=np.int32), z, z, z, z, z, z)
 
 
 def export(
@@ -219,15 +253,33 @@ def export(
     threads: int = 1,
     progress: bool = False,
     slice_ms: int | None = None,
+    events: EventSchedule | None = None,
 ) -> int:
-    """Write ticks or bars for ``[start_ms, end_ms)`` to ``out``; returns the number of rows written."""
+    """Write ticks or bars for ``[start_ms, end_ms)`` to ``out``; returns the number of rows written.
+
+    ``events`` (scheduled events, :mod:`simulator.events`) act on tick exports only: bars are simulated directly
+    at the bar step, where an event has no block to act at, so passing them with a bar interval is an error.
+    A range without rows still replaces ``out`` with an empty file (header or schema only) and logs it.
+    """
     if end_ms <= start_ms:
         msg = f"export end {end_ms!r} must be after start {start_ms!r}"
+        raise ConfigError(msg)
+    if events is not None and interval != "tick":
+        msg = f"scheduled events (--inject) act on tick exports only, not on {interval} bars"
         raise ConfigError(msg)
     writer = _Writer(out, fmt)
     try:
         if interval == "tick":
-            engine = TickEngine(universe, session, seed, start_ms, tick_ms=tick_ms, threads=threads, slice_ms=slice_ms)
+            engine = TickEngine(
+                universe,
+                session,
+                seed,
+                start_ms,
+                tick_ms=tick_ms,
+                threads=threads,
+                slice_ms=slice_ms,
+                before_block=events,
+            )
             try:
                 bar = tqdm(total=(end_ms - start_ms) // 1000, unit="sim-s", disable=not progress, desc="export tick")
                 done = 0
@@ -252,6 +304,20 @@ def export(
                     pending, rows = [], 0
             if pending:
                 writer.write(pa.concat_tables(pending))
+        if not writer.opened:  # no session in the range: an empty file, not the one a previous export left
+            log.warning(
+                "export: [%s, %s) holds no %s row (no open %s session, or shorter than one step): %s written"
+                " with no rows",
+                iso_from_ms(start_ms),
+                iso_from_ms(end_ms),
+                interval,
+                session.mode,
+                out,
+            )
+            if interval == "tick":
+                writer.write(tick_table(universe, _empty_tick_batch()))
+            else:
+                writer.write(bar_table(universe, _empty_bar_batch()))
     finally:
         writer.close()
     return writer.rows

@@ -6,7 +6,10 @@
   to price for cheaper stocks. Upticks trade at the ask, downticks at the bid (bid-ask bounce).
 * Volume: heavy-tailed (log-normal noise) around ``tick_volume``, scaled by the intraday U shape, by the
   current vol level (``activity``) and by the size of the tick's move, so volume correlates with |return|.
-* Bid/ask sizes: round lots (100 shares), heavy-tailed, scaled with the ticker's ``tick_volume``.
+  A print is at least one share (a print of 0 shares is no trade) and at most the contract's ``volume`` limit.
+* Bid/ask sizes: round lots (100 shares), heavy-tailed, scaled with the ticker's ``tick_volume``; the lot is
+  capped at :data:`MAX_LOT_SHARES` so the largest size fits the contract's ``bid_size``/``ask_size`` limit
+  (``MAX_INT32``) whatever ``tick_volume`` a volume event multiplies.
 
 The per-tick randomness is one 64-bit word from the ``micro`` stream split into four 16-bit uniforms that
 index fixed inverse-CDF tables (16 bits for volume noise, 8 bits for each quote size, 16 bits for the extra
@@ -21,6 +24,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtri
+
+from contracts.tick import MAX_INT32, MAX_INT64
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -103,7 +108,7 @@ def ticker_micro(
     scale = tick_volume * activity**params.activity_power
     return TickerMicro(
         spread=base_spread_cents(price_cents, sigma, params),
-        lot_shares=100 * np.maximum(1, np.rint(tick_volume / 500.0)).astype(np.int64),
+        lot_shares=100 * np.clip(np.rint(tick_volume / 500.0), 1, MAX_LOT_SHARES // 100).astype(np.int64),
         vol_base=scale * (1.0 - w),
         vol_move=scale * (w / _MEAN_ABS_Z) / np.maximum(sigma_step, _TINY),
     )
@@ -150,6 +155,7 @@ def dress_into(
     tmp *= VOLUME_NOISE[w16[:, :, _W_NOISE]]
     if shape is not None:
         tmp *= shape[:, None]
+    np.clip(tmp, _ONE, _MAX_VOLUME_F, out=tmp)  # at least one share; never past the contract's int64
     np.rint(tmp, out=tmp)
     out.volume[...] = tmp
 
@@ -160,6 +166,11 @@ _W_NOISE, _W_SPREAD = (0, 3) if _LITTLE else (3, 0)
 _B_BID, _B_ASK = (2, 4) if _LITTLE else (5, 3)
 #: quote size in lots for an 8-bit uniform: log-normal (median 3 lots), at least 1
 SIZE_LOTS_INT = np.maximum(1, np.rint(np.exp(np.log(3.0) + 0.8 * ndtri((np.arange(256) + 0.5) / 256)))).astype(np.int64)
+#: largest quote lot (a multiple of 100 shares): the largest size, ``SIZE_LOTS_INT.max()`` lots, fits ``MAX_INT32``
+MAX_LOT_SHARES = MAX_INT32 // int(SIZE_LOTS_INT.max()) // 100 * 100
+#: bounds of a print's volume before rounding: one share, and the largest float64 below 2**63 (fits int64)
+_ONE = np.float64(1.0)
+_MAX_VOLUME_F = np.nextafter(np.float64(MAX_INT64 + 1), np.float64(0.0))
 
 
 def bridge_high_low(log_open: F64, log_close: F64, var: F64, u_hi: F64, u_lo: F64) -> tuple[F64, F64]:

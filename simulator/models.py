@@ -40,6 +40,8 @@ FloatArray = NDArray[np.float64]
 HestonScheme = Literal["full_truncation", "qe"]
 #: Andersen's switching threshold between the quadratic and the exponential branch.
 QE_PSI_C = 1.5
+#: Full truncation's Euler step is stable only for ``kappa * dt`` below this (checked at every variance update).
+MAX_KAPPA_DT = 2.0
 SeedLike = int | np.random.Generator | np.random.SeedSequence | None
 
 #: Global stream names in spawn order; adding one at the end keeps existing streams (and outputs) unchanged.
@@ -85,19 +87,23 @@ def make_streams(
     seed: SeedLike,
     groups: int = 1,
 ) -> tuple[dict[str, np.random.Generator], list[dict[str, np.random.Generator]]]:
-    """Independent generators derived from ``seed``: global ones and one set per ticker group."""
-    top = seed_sequence(seed).spawn(2)
-    glob = {
-        name: np.random.Generator(np.random.PCG64(c))
-        for name, c in zip(STREAMS, top[0].spawn(len(STREAMS)), strict=True)
-    }
-    per_group = [
-        {
-            name: np.random.Generator(np.random.PCG64(c))
-            for name, c in zip(GROUP_STREAMS, g.spawn(len(GROUP_STREAMS)), strict=True)
-        }
-        for g in top[1].spawn(groups)
-    ]
+    """Independent generators derived from ``seed``: global ones and one set per ticker group.
+
+    The children are those ``spawn`` gives a fresh sequence (global streams under child 0, groups under child 1),
+    built with :func:`child_sequence`, so the caller's ``SeedSequence`` or ``Generator`` is never mutated: the
+    same object passed twice gives the same streams, and an int seed gives the same streams as its sequence.
+    """
+
+    def gen(ss: np.random.SeedSequence) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(ss))
+
+    ss = seed_sequence(seed)  # once: a None seed draws fresh entropy at every call
+    glob_ss, groups_ss = child_sequence(ss, 0), child_sequence(ss, 1)
+    glob = {name: gen(child_sequence(glob_ss, j)) for j, name in enumerate(STREAMS)}
+    per_group = []
+    for g in range(groups):
+        g_ss = child_sequence(groups_ss, g)
+        per_group.append({name: gen(child_sequence(g_ss, j)) for j, name in enumerate(GROUP_STREAMS)})
     return glob, per_group
 
 
@@ -325,6 +331,21 @@ class HestonParams:
             raise ConfigError(msg)
         check_feller(self.kappa, 1.0, self.xi)
 
+    def check_step(self, dt: float) -> None:
+        """Raise :class:`ConfigError` when full truncation is unstable for an update of ``dt`` years.
+
+        The Euler step of the mean reversion multiplies the distance to the mean by ``1 - kappa dt``: at
+        ``kappa dt >= 2`` that no longer shrinks and ``h`` oscillates with a growing amplitude (mostly negative,
+        so the applied variance is truncated to 0). QE is exact in mean and variance at any step.
+        """
+        if self.scheme == "full_truncation" and self.kappa * dt >= MAX_KAPPA_DT:
+            msg = (
+                f"heston.kappa {self.kappa!r} is too large for the full_truncation scheme with a variance update"
+                f" every {dt!r} years: kappa * dt = {self.kappa * dt:.3g} must be < {MAX_KAPPA_DT:g};"
+                f" lower kappa or use heston.scheme: qe"
+            )
+            raise ConfigError(msg)
+
 
 @dataclass(frozen=True)
 class TickerParams:
@@ -482,6 +503,7 @@ class MarketModel:
     def _update_state(self, dt: float, z_market: float) -> None:
         if self.heston is not None:
             hp = self.heston
+            hp.check_step(dt)
             zv = hp.rho * z_market + math.sqrt(1.0 - hp.rho**2) * float(self.streams["variance"].standard_normal())
             self.h = float(variance_step(hp.scheme, self.h, hp.kappa, 1.0, hp.xi, dt, zv))
         if self.regime_params is not None:

@@ -125,18 +125,22 @@ class Session:
         return np.clip(pos, 0.0, 1.0 - 1e-9)
 
 
-def block_starts(session: Session, start_ms: int, block_ms: int, *, resume: bool = False) -> Iterator[tuple[int, bool]]:
+def block_starts(
+    session: Session, start_ms: int, block_ms: int, *, resume: bool = False, partial: bool = False
+) -> Iterator[tuple[int, bool]]:
     """(start ms, overnight gap before it) of consecutive blocks of ``block_ms`` from the first at/after ``start_ms``.
 
     24/7 blocks are aligned on the epoch; exchange blocks on each session's open (the session length must be a
     whole number of blocks). The gap flag is set on the first block of every session but the first one.
 
-    ``resume=True`` (continuing a history that ended before ``start_ms``): the first block is the one that
-    *holds* ``start_ms`` (the caller skips its steps before ``start_ms``), and a first block that starts a
-    session gets the gap too, since the history it continues ended before that open.
+    ``partial=True``: the first block is the one that *holds* ``start_ms`` (the caller skips its steps before
+    ``start_ms``), so nothing of ``[start_ms, ...)`` is left out; on a block boundary it is the same block.
+    ``resume=True`` (continuing a history that ended before ``start_ms``; implies ``partial``): a first block
+    that starts a session gets the gap too, since the history it continues ended before that open.
     """
+    partial = partial or resume
     if session.mode == "24/7":
-        t = (start_ms // block_ms if resume else -(-start_ms // block_ms)) * block_ms
+        t = (start_ms // block_ms if partial else -(-start_ms // block_ms)) * block_ms
         while True:
             yield t, False
             t += block_ms
@@ -147,7 +151,7 @@ def block_starts(session: Session, start_ms: int, block_ms: int, *, resume: bool
             open_ms, close_ms = session.day_bounds(day)
             if start_ms <= open_ms:
                 t = open_ms
-            elif resume:
+            elif partial:
                 t = open_ms + (start_ms - open_ms) // block_ms * block_ms
             else:
                 t = open_ms + -(-(start_ms - open_ms) // block_ms) * block_ms

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from common.errors import ConfigError
 from common.settings import BASE_CONFIG, SharedSettings
 
 
@@ -43,6 +44,12 @@ class SimulatorSettings(SharedSettings):
         " to find each ticker's last tick; a ticker not found by then starts afresh (seq 0)",
     )
     batch_ticks: int = Field(50_000, ge=1, le=5_000_000)
+    max_block_mb: int = Field(
+        1024,
+        ge=1,
+        le=1_048_576,
+        description="largest one-minute block of ticks (tickers x 60 s x tick rate x 68 B) accepted at start, MiB",
+    )
     threads: int = Field(2, ge=1, le=64)
     metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables the Prometheus endpoint")
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
@@ -78,3 +85,17 @@ class SimulatorSettings(SharedSettings):
     def tick_ms(self) -> int:
         """Tick interval per ticker in milliseconds."""
         return round(1000.0 / self.tick_rate)
+
+    def check_block_memory(self, n_tickers: int) -> None:
+        """Raise :class:`ConfigError` when one engine block of ``n_tickers`` would exceed ``max_block_mb``."""
+        from simulator.engine import BYTES_PER_TICK, block_bytes  # numpy: not needed to read the settings
+
+        size = block_bytes(n_tickers, self.tick_ms)
+        if size > self.max_block_mb * 2**20:
+            msg = (
+                f"one 60 s block of {n_tickers:,} tickers at {self.tick_rate:g} ticks/s each is {size / 2**20:,.0f}"
+                f" MiB of ticks ({BYTES_PER_TICK} B each; a real-time run holds about two), over"
+                f" SIM_MAX_BLOCK_MB={self.max_block_mb}: lower SIM_TICK_RATE, use a smaller universe (SIM_PRESET)"
+                " or raise SIM_MAX_BLOCK_MB if the memory is there"
+            )
+            raise ConfigError(msg)

@@ -23,6 +23,14 @@ from simulator.models import FactorStructure, HestonParams, MarketModel, RegimeP
 
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+#: Largest ``tick_volume`` (mean shares per print): its quote lot (100 * round(tick_volume / 500) shares) times
+#: the largest lot count stays far below the contract's ``bid_size``/``ask_size`` limit (MAX_INT32); volume
+#: events may multiply it further, where the lot is capped (``microstructure.MAX_LOT_SHARES``).
+MAX_TICK_VOLUME = 100_000_000
+#: Largest ``heston.kappa`` with the full-truncation scheme: ``kappa * dt`` stays below 0.8 (no oscillation, far from
+#: the instability at 2) for the coarsest variance update the simulator makes, one trading day (0.8 / 252 year of
+#: a ``1d`` export); faster mean reversion needs ``scheme: qe``, exact at any step.
+MAX_KAPPA_FULL_TRUNCATION = 250.0
 
 
 class _Model(BaseModel):
@@ -45,6 +53,17 @@ class HestonConfig(_Model):
     rho: float = Field(default=-0.7, gt=-1, lt=1, allow_inf_nan=False)
     scheme: Literal["full_truncation", "qe"] = "full_truncation"
 
+    @model_validator(mode="after")
+    def _stable_kappa(self) -> Self:
+        if self.scheme == "full_truncation" and self.kappa > MAX_KAPPA_FULL_TRUNCATION:
+            msg = (
+                f"kappa must be <= {MAX_KAPPA_FULL_TRUNCATION:g} with scheme full_truncation (its Euler step is"
+                f" unstable when kappa * dt >= 2 and a daily export steps ~1/252 year), got {self.kappa!r};"
+                " use scheme: qe for faster mean reversion"
+            )
+            raise ValueError(msg)
+        return self
+
 
 class RegimeConfig(_Model):
     """Calm/stressed switch: vol ratio (stressed/calm) and mean state durations in trading days."""
@@ -60,14 +79,14 @@ class TickerConfig(_Model):
     symbol: str
     name: str = ""
     sector: str = "Unknown"
-    start_price: float = Field(gt=0, le=1e7, allow_inf_nan=False)
+    start_price: float = Field(ge=0.01, le=1e7, allow_inf_nan=False)  # one cent: the price grid's step
     drift: float = Field(default=0.05, ge=-1, le=1, allow_inf_nan=False)
     volatility: float = Field(gt=0, le=5, allow_inf_nan=False)
     loadings: dict[str, Fraction] = Field(default_factory=dict)
     jumps: JumpConfig | None = None
     stochastic_vol: bool = True
     regime: bool = True
-    tick_volume: float = Field(default=500.0, gt=0, le=1e9, allow_inf_nan=False)
+    tick_volume: float = Field(default=500.0, ge=1, le=MAX_TICK_VOLUME, allow_inf_nan=False)
 
     @field_validator("symbol")
     @classmethod
@@ -267,7 +286,10 @@ def generate_tickers(
 ) -> list[TickerConfig]:
     """``count`` plausible tickers: log-normal prices, vols 15-60 %, market beta and one sector loading.
 
-    Factor 0 is treated as the market; the other factors are sectors (one per ticker, round-robin).
+    Factor 0 is treated as the market; the other factors are sectors (one per ticker, round-robin). Ticker ``i``
+    is named ``{prefix}{i}`` (zero-padded); when that name is in ``taken`` (a named ticker of the universe), it
+    gets the next free name after the range instead, so exactly ``count`` tickers are generated and every
+    other one keeps its name and parameters.
     """
     rng = np.random.default_rng(seed)
     taken = taken or set()
@@ -279,10 +301,12 @@ def generate_tickers(
     sec = rng.uniform(0.15, 0.4, count)
     out: list[TickerConfig] = []
     n_sec = len(factors) - 1
+    spare = count  # number of the next name tried for a ticker whose own name is taken
     for i in range(count):
         sym = f"{prefix}{i:0{width}d}"
-        if sym in taken:
-            continue
+        while sym in taken:
+            sym = f"{prefix}{spare:0{width}d}"
+            spare += 1
         loadings = {factors[0]: round(float(mkt[i]), 4)}
         sector = _SECTOR_NAMES[i % len(_SECTOR_NAMES)]
         if n_sec > 0:

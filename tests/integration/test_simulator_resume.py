@@ -37,7 +37,7 @@ SETTINGS = SimulatorSettings(tick_rate=10, preset="default")
 SIM_ENV = {"SIM_METRICS_PORT": "0", "SIM_TICK_RATE": str(SETTINGS.tick_rate), "SIM_PRESET": SETTINGS.preset}
 UNIVERSE = load_universe(SETTINGS.preset)
 TICKERS = set(UNIVERSE.symbols)
-#: history of the first run: 3 minutes (the run starts at the first whole minute after now - 3 min)
+#: history of the first run: 3 minutes (the run starts at the first 100 ms step at/after now - 3 min)
 BACKFILL_HOURS = 0.05
 TICKS_PER_S = len(UNIVERSE) * SETTINGS.tick_rate
 STARTED = re.compile(r"producing \d+ tickers at .* from (\S+) \(real time\)")

@@ -1,4 +1,5 @@
-"""Statistical tests of the model maths; tolerances are k standard errors of the sample size used."""
+"""Statistical tests of the model maths (tolerances are k standard errors of the sample size used); seed handling
+and the stability bound of the variance scheme."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from common.errors import ConfigError
 from simulator.models import (
+    STREAMS,
     FactorStructure,
     FellerWarning,
     HestonParams,
@@ -20,10 +22,11 @@ from simulator.models import (
     check_feller,
     gbm_log_returns,
     heston_qe_step,
+    make_streams,
     simulate_gbm,
     simulate_heston,
 )
-from simulator.universe import Universe, UniverseConfig
+from simulator.universe import Universe, UniverseConfig, parse_universe
 
 K = 5.0  # standard errors allowed: a fixed-seed test fails only if the code is wrong
 
@@ -220,3 +223,93 @@ def test_universe_heston_scheme_field() -> None:
     assert Universe(cfg).heston_params() == HestonParams(kappa=2.0, xi=1.0, rho=-0.5, scheme="qe")
     with pytest.raises(ValidationError, match="scheme"):
         UniverseConfig(factors=["market"], generate={"count": 3, "seed": 1}, heston={"scheme": "euler"})
+
+
+# --------------------------------------------------------------------------- seeds, kappa (audit fixes)
+
+
+def _first_block(seed: object) -> np.ndarray:
+    from simulator.engine import TickEngine
+    from simulator.session import Session
+    from simulator.universe import load_universe
+
+    eng = TickEngine(load_universe("default"), Session(), seed, 1_767_225_600_000, tick_ms=100)  # type: ignore[arg-type]
+    try:
+        return next(eng.blocks()).price.copy()
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize(
+    "make_seed",
+    [lambda: np.random.SeedSequence(42), lambda: np.random.default_rng(42)],
+    ids=["SeedSequence", "Generator"],
+)
+def test_the_same_seed_object_twice_gives_the_same_stream_and_is_not_mutated(make_seed: object) -> None:
+    """make_streams used to spawn from the caller's sequence: the second use of the same object drew other numbers."""
+    seed = make_seed()  # type: ignore[operator]
+    a, b = _first_block(seed), _first_block(seed)
+    assert np.array_equal(a, b)
+    assert np.array_equal(a, _first_block(42))  # and the same as the int seed
+    ss = seed if isinstance(seed, np.random.SeedSequence) else seed.bit_generator.seed_seq
+    assert ss.n_children_spawned == 0
+
+
+def test_make_streams_are_the_children_spawn_gives_a_fresh_sequence() -> None:
+    """The int-seed streams are unchanged: child i of child 0 (global) / of child j of child 1 (groups)."""
+    glob, groups = make_streams(42, 2)
+    top = np.random.SeedSequence(42).spawn(2)
+    want_glob = top[0].spawn(len(STREAMS))
+    want_groups = [g.spawn(2) for g in top[1].spawn(2)]
+    for j, name in enumerate(STREAMS):
+        assert glob[name].random() == np.random.Generator(np.random.PCG64(want_glob[j])).random()
+    for g in range(2):
+        for j, name in enumerate(("idio", "micro")):
+            assert groups[g][name].random() == np.random.Generator(np.random.PCG64(want_groups[g][j])).random()
+
+
+def test_full_truncation_refuses_an_unstable_kappa_step() -> None:
+    """kappa * dt > 2 made h explode (mean -11.8 instead of 1 for kappa 2000 with daily steps)."""
+    fs = FactorStructure(np.eye(1), np.array([[0.5]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FellerWarning)
+        unstable = HestonParams(kappa=2000.0, xi=0.5, rho=-0.5)
+        qe = HestonParams(kappa=2000.0, xi=0.5, rho=-0.5, scheme="qe")
+    with pytest.raises(ConfigError, match=r"kappa \* dt = 7.94 must be < 2"):
+        MarketModel(_params(1, sv=True), fs, unstable, None, seed=1).advance(1, 1 / 252)
+    unstable.check_step(1 / 1100)  # kappa * dt = 1.8: stable
+    model = MarketModel(_params(1, sv=True), fs, qe, None, seed=1)
+    hs = []
+    for _ in range(500):
+        model.advance(1, 1 / 252)
+        hs.append(model.h)
+    assert abs(np.mean(hs) - 1.0) < 0.05  # QE is exact at any step
+
+
+@pytest.mark.parametrize(
+    ("kappa", "scheme", "ok"),
+    [(250.0, "full_truncation", True), (251.0, "full_truncation", False), (2000.0, "qe", True)],
+)
+def test_config_bounds_kappa_for_full_truncation(kappa: float, scheme: str, ok: bool) -> None:
+    data = {
+        "heston": {"kappa": kappa, "xi": 0.5, "rho": -0.5, "scheme": scheme},
+        "tickers": [{"symbol": "A", "start_price": 10.0, "volatility": 0.2}],
+    }
+    if ok:
+        parse_universe(data)
+    else:
+        with pytest.raises(ConfigError, match="kappa must be <= 250 with scheme full_truncation"):
+            parse_universe(data)
+
+
+def test_the_largest_kappa_of_the_config_is_stable_at_every_step_the_simulator_takes() -> None:
+    """The coarsest variance update: one trading day of a 1d export (0.8 / 252 year), or a 24/7 day."""
+    from simulator.session import Session
+    from simulator.universe import MAX_KAPPA_FULL_TRUNCATION
+
+    hp = HestonParams(kappa=MAX_KAPPA_FULL_TRUNCATION, xi=0.1)
+    for session in (Session(mode="exchange"), Session()):
+        day_dt = session.session_seconds * session.years_per_second()
+        assert MAX_KAPPA_FULL_TRUNCATION * day_dt < 1.0  # no oscillation either
+        hp.check_step(day_dt)
+        hp.check_step(session.gap_years())

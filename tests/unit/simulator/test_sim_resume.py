@@ -190,11 +190,12 @@ def test_engine_resume_is_deterministic_and_batch_independent(universe: Universe
     assert not np.array_equal(a.price[-5:], c.price[-5:])  # another resume point: other random numbers
 
 
-def test_without_resume_state_the_stream_is_unchanged(universe: Universe) -> None:
-    """Without a resume state the stream is the old one: starts at the next block, seq 0, configured prices."""
-    ticks = _take(_engine(universe, T0 + 5_100, None), T0 + 200_000)
-    assert int(ticks.ts_ms[0]) == T0 + 60_000
+def test_without_resume_state_the_stream_starts_fresh_at_the_start(universe: Universe) -> None:
+    """Without a resume state: the first step at/after the start (inside a block too), seq 0, configured prices."""
+    ticks = _take(_engine(universe, T0 + 5_050, None), T0 + 200_000)
+    assert int(ticks.ts_ms[0]) == T0 + 5_100
     assert ticks.seq[: len(universe)].tolist() == [0] * len(universe)
+    assert np.allclose(ticks.price[: len(universe)] / 100, universe.start_prices, rtol=0.01)
 
 
 def test_resume_state_must_match_the_universe(universe: Universe) -> None:

@@ -118,3 +118,51 @@ def test_settings_reject_bad_tick_rate() -> None:
 @pytest.fixture(scope="module")
 def default_universe() -> Universe:
     return load_universe("default")
+
+
+# --------------------------------------------------------------------------- bounds (audit fixes)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("tick_volume", 1e9, "tickers.0.tick_volume: Input should be less than or equal to 100000000"),
+        ("tick_volume", 0.5, "tickers.0.tick_volume: Input should be greater than or equal to 1"),
+        ("start_price", 0.004, "tickers.0.start_price: Input should be greater than or equal to 0.01"),
+    ],
+)
+def test_ticker_bounds(field: str, value: float, needle: str) -> None:
+    """tick_volume up to 1e9 overflowed the quote sizes; below one share it made 0-share prints; a start price
+    below half a cent rounded to 0 cents."""
+    with pytest.raises(ConfigError, match=needle):
+        parse_universe({"tickers": [{**BASE, field: value}]})
+    parse_universe({"tickers": [{**BASE, "tick_volume": 1, "start_price": 0.01}]})
+
+
+def test_the_largest_tick_volume_quotes_fit_the_contract() -> None:
+    from contracts.tick import MAX_INT32
+    from simulator.microstructure import SIZE_LOTS_INT, ticker_micro
+    from simulator.universe import MAX_TICK_VOLUME
+
+    one = np.ones(1)
+    coef = ticker_micro(np.array([10_000]), 0.2 * one, 1e-4 * one, MAX_TICK_VOLUME * one, one, MicrostructureParams())
+    assert int(coef.lot_shares[0]) * int(SIZE_LOTS_INT.max()) <= MAX_INT32
+
+
+def test_generated_names_taken_by_named_tickers_still_give_the_count() -> None:
+    """Generated tickers whose name was taken used to be skipped silently: 5 asked, 4 generated."""
+    named = {**BASE, "symbol": "S0001"}
+    u = Universe(UniverseConfig(factors=["market"], tickers=[named], generate={"count": 5, "seed": 3}))
+    assert u.symbols == ["S0001", "S0000", "S0005", "S0002", "S0003", "S0004"]
+    plain = Universe(UniverseConfig(factors=["market"], generate={"count": 5, "seed": 3}))
+    # every other generated ticker keeps its name and parameters; the renamed one keeps its parameters
+    assert [t.start_price for t in u.tickers[1:]] == [t.start_price for t in plain.tickers]
+    assert u.tickers[3].symbol == plain.tickers[2].symbol == "S0002"
+
+
+def test_settings_bound_the_memory_of_a_block() -> None:
+    """SIM_PRESET=large at 1000 ticks/s needs ~41 GB per block: refused at start, naming what to change."""
+    SimulatorSettings(tick_rate=10).check_block_memory(10_000)  # the large preset as configured: ~390 MiB
+    with pytest.raises(ConfigError, match=r"38,910 MiB of ticks .* over SIM_MAX_BLOCK_MB=1024: lower SIM_TICK_RATE"):
+        SimulatorSettings(tick_rate=1000).check_block_memory(10_000)
+    SimulatorSettings(tick_rate=1000, max_block_mb=40_000).check_block_memory(10_000)
