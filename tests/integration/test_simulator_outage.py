@@ -156,7 +156,11 @@ def test_outage_longer_than_delivery_timeout_counts_and_logs_every_loss(
     assert any("undeliverable tick" in r.getMessage() for r in caplog.records)
     seen = _consume_all(broker.bootstrap, topic)
     assert max(seen.values()) == 1
-    assert sum(seen.values()) + producer.failed == producer.produced  # each tick: delivered once or counted
+    # each tick delivered once or counted as failed; a tick whose time ran out while its request was in flight to
+    # the broker being stopped may have been written all the same ("possibly persisted": its acknowledgement was
+    # lost with the broker), and is counted as failed too, so the failures bound what is missing from above
+    assert producer.delivered + producer.failed == producer.produced, "one delivery report per tick"
+    assert producer.delivered <= sum(seen.values()) <= producer.produced
     m = producer.metrics
     errors = sum(
         s.value
@@ -166,7 +170,7 @@ def test_outage_longer_than_delivery_timeout_counts_and_logs_every_loss(
         if s.name.endswith("_total")
     )
     assert errors == producer.failed
-    assert _sample(m, "sim_ticks_delivered_total") == sum(seen.values())
+    assert _sample(m, "sim_ticks_delivered_total") == producer.delivered
 
 
 def test_broker_down_at_start_is_retried_with_backoff_until_it_is_up(
