@@ -25,8 +25,8 @@ from contracts.codec import decode_message
 
 TICK_SCHEMA_VERSION = 1
 #: 2001-09-09 .. 2286-11-20 in epoch ms: catches seconds or microseconds sent by mistake.
-_MIN_TS_MS = 1_000_000_000_000
-_MAX_TS_MS = 9_999_999_999_999
+MIN_TIMESTAMP_MS = 1_000_000_000_000
+MAX_TIMESTAMP_MS = 9_999_999_999_999
 #: Storage limits of v1 (clarification): ``seq``/``volume`` fit a ``bigint``, ``bid_size``/``ask_size`` an ``integer``.
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
@@ -111,7 +111,7 @@ def tick_problem(t: Tick) -> str | None:
         return f"seq must be >= 0, got {t.seq!r}"
     if t.seq > MAX_INT64:
         return f"seq must be <= {MAX_INT64}, got {t.seq!r}"
-    if not _MIN_TS_MS <= t.timestamp <= _MAX_TS_MS:
+    if not MIN_TIMESTAMP_MS <= t.timestamp <= MAX_TIMESTAMP_MS:
         return f"timestamp must be epoch milliseconds, got {t.timestamp!r}"
     return None
 

@@ -28,10 +28,10 @@ import tickscan
 
 from contracts.codec import DECODE_ERRORS, problem
 from contracts.tick import (
-    _MAX_TS_MS,
-    _MIN_TS_MS,
     MAX_INT32,
     MAX_INT64,
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
     TICK_SCHEMA_VERSION,
     Tick,
     Ticker,
@@ -55,7 +55,7 @@ class WireTick(msgspec.Struct, frozen=True, gc=False):
 
     ticker: Ticker
     seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
-    timestamp: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]
+    timestamp: Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP_MS, le=MAX_TIMESTAMP_MS)]
     price: _Price
     bid: _Price
     ask: _Price

@@ -20,8 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import ContractError
-from contracts.tick import MAX_INT32, MAX_INT64, SYMBOL_RE, TICK_SCHEMA_VERSION
-from simulator.engine import MAX_TICK_MS, MIN_TICK_MS, TickBatch
+from contracts.tick import MAX_INT32, MAX_INT64, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, SYMBOL_RE, TICK_SCHEMA_VERSION
+from simulator.engine import TickBatch
 
 U8 = NDArray[np.uint8]
 #: the constant parts of a tick after its first field (same every chunk)
@@ -123,7 +123,7 @@ class BatchEncoder:
         # seq and timestamp repeat for a whole step (or slice): digits of each run once, then repeated
         runs = [_runs(b.seq), _runs(b.stamp_ms)]
         _check_range("seq", runs[0][0], 0, MAX_INT64)
-        _check_range("timestamp", runs[1][0], MIN_TICK_MS, MAX_TICK_MS)
+        _check_range("timestamp", runs[1][0], MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS)
         for name in ("price", "bid", "ask"):
             _check_range(name, getattr(b, name), 1, MAX_INT64)
         _check_range("bid_size", b.bid_size, 0, MAX_INT32)

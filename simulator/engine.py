@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from common.clock import iso_from_ms
 from common.errors import ConfigError
-from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, TICK_SCHEMA_VERSION, Tick
+from contracts.tick import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, TICK_SCHEMA_VERSION, Tick
 from simulator.microstructure import QUOTE_COLUMNS, MicrostructureParams, Quotes, dress_into, ticker_micro
 from simulator.models import SeedLike
 from simulator.resume import ResumeState, resume_seed
@@ -51,8 +51,6 @@ from simulator.session import Session, block_starts, intraday_volume_shape
 from simulator.universe import Universe
 
 I64 = NDArray[np.int64]
-#: The tick contract's timestamp range (epoch ms, inclusive): the engine starts nowhere else.
-MIN_TICK_MS, MAX_TICK_MS = _MIN_TS_MS, _MAX_TS_MS
 #: Bytes of one row of a :class:`TickBatch` (int32 ticker, eight int64 columns; a delay column adds 8 more).
 BYTES_PER_TICK = 4 + 8 * 8
 
@@ -64,7 +62,7 @@ def block_bytes(n_tickers: int, tick_ms: int, block_ms: int = 60_000) -> int:
 
 def time_range_problem(name: str, ms: int) -> str | None:
     """Why ``ms`` cannot be a tick's timestamp (outside the contract's range), naming ``name``; else None."""
-    if MIN_TICK_MS <= ms <= MAX_TICK_MS:
+    if MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
         return None
     try:
         shown = iso_from_ms(ms)
@@ -72,7 +70,7 @@ def time_range_problem(name: str, ms: int) -> str | None:
         shown = f"{ms} ms"
     return (
         f"{name} {shown} is outside the tick contract's timestamp range"
-        f" [{iso_from_ms(MIN_TICK_MS)}, {iso_from_ms(MAX_TICK_MS)}]"
+        f" [{iso_from_ms(MIN_TIMESTAMP_MS)}, {iso_from_ms(MAX_TIMESTAMP_MS)}]"
     )
 
 

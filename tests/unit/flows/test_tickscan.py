@@ -17,7 +17,7 @@ import tickscan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.tick import _MAX_TS_MS, _MIN_TS_MS, MAX_INT32, MAX_INT64, MAX_TICKER_CHARS
+from contracts.tick import MAX_INT32, MAX_INT64, MAX_TICKER_CHARS, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from flows.decode import MAX_PRICE, MAX_SIZE, WireTick, decode_batch
 
 _DECODER = msgspec.json.Decoder(WireTick)
@@ -65,8 +65,8 @@ def _tick(**fields: object) -> bytes:
 def test_limits_are_the_contracts() -> None:
     assert tickscan.LIMITS == {
         "max_ticker_chars": MAX_TICKER_CHARS,
-        "min_ts_ms": _MIN_TS_MS,
-        "max_ts_ms": _MAX_TS_MS,
+        "min_ts_ms": MIN_TIMESTAMP_MS,
+        "max_ts_ms": MAX_TIMESTAMP_MS,
         "max_price": MAX_PRICE,
         "max_seq": MAX_INT64,
         "max_quote_size": MAX_INT32,
@@ -84,8 +84,8 @@ def test_limits_are_the_contracts() -> None:
         {"ticker": "a b~!#$%&'()*+,-./:;<=>?@[]^_`{|}"[:32]},
         {"seq": 0},
         {"seq": MAX_INT64},
-        {"timestamp": _MIN_TS_MS},
-        {"timestamp": _MAX_TS_MS},
+        {"timestamp": MIN_TIMESTAMP_MS},
+        {"timestamp": MAX_TIMESTAMP_MS},
         {"price": 0.01, "bid": 0.01, "ask": 0.02},
         {"price": 999_999_999.99, "bid": 999_999_999.98, "ask": 999_999_999.99},
         {"price": 150},  # an integer where a float is expected: msgspec accepts it, so may the scanner
@@ -108,8 +108,8 @@ def test_canonical_values_in_range_are_scanned_exactly(fields: dict[str, object]
         _tick(ticker="A" * (MAX_TICKER_CHARS + 1)),
         _tick(seq=MAX_INT64 + 1),
         _tick(seq=10**19),
-        _tick(timestamp=_MIN_TS_MS - 1),
-        _tick(timestamp=_MAX_TS_MS + 1),
+        _tick(timestamp=MIN_TIMESTAMP_MS - 1),
+        _tick(timestamp=MAX_TIMESTAMP_MS + 1),
         _tick(price=0),
         _tick(price=1e9),
         _tick(price=1_000_000_000),
@@ -233,7 +233,7 @@ _ticks = st.fixed_dictionaries(
             st.text(st.characters(min_codepoint=0x00, max_codepoint=0x2FF), min_size=0, max_size=34),
         ),
         "seq": _mostly(st.integers(0, MAX_INT64), st.integers(MAX_INT64 - 2, 2**64)),
-        "timestamp": _mostly(st.integers(_MIN_TS_MS, _MAX_TS_MS), st.integers(0, 2 * _MAX_TS_MS)),
+        "timestamp": _mostly(st.integers(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS), st.integers(0, 2 * MAX_TIMESTAMP_MS)),
         "price": _prices,
         "bid": _prices,
         "ask": _prices,
