@@ -245,17 +245,21 @@ class TickerDirectory:
         if ticker in self._known:
             self._reload_if_stale()
             return ticker
-        if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
+        if self._may_reload_on_miss():
             if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)
                 return ticker
         elif not self._current:  # never loaded or the last reload failed: the set cannot say "unknown"
             raise ApiError(503, "unavailable", "the ticker list is unavailable, try again shortly")
         raise not_found(what=f"unknown ticker {ticker!r}")
 
+    def _may_reload_on_miss(self) -> bool:
+        """A miss may reload the set: one is running (share it), or the last started ``miss_refresh_s`` ago."""
+        return self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s
+
     async def refreshed_on_miss(self) -> frozenset[str]:
         """The set after a look-up missed it: reloaded first, as :meth:`require` does, unless a reload ran within
         ``miss_refresh_s`` (a failed reload leaves the cached set: the caller decides what a miss then means)."""
-        if self._reloading is not None or time.monotonic() - self._loaded_at >= self.miss_refresh_s:
+        if self._may_reload_on_miss():
             try:
                 return await self.refresh()
             except ApiError as err:

@@ -131,7 +131,7 @@ class Client:
         events per channel a batch frame carries."""
         if self.closed:
             return False
-        if len(self.queue) < self.bound or self._make_room():
+        if len(self.queue) < self.bound or self.write_queue():
             self.queue.append(frame)
             if channel is not None:
                 self.unsent[channel] += 1
@@ -158,7 +158,7 @@ class Client:
         if self.closed:
             return False
         q = self.queue
-        if len(q) < self.bound or self._make_room():
+        if len(q) < self.bound or self.write_queue():
             if not q:
                 self.hub.pending.append(self)
             q.append(frame)
@@ -169,29 +169,30 @@ class Client:
         self._overflow(channel, counts)
         return False
 
-    def _make_room(self) -> bool:
-        """At the bound: write the queue out now if the connection takes it without waiting and no send is in
-        flight, so one large fan-out (a relayed batch of thousands of events) does not mark a reader that keeps
-        up as lagging; False if it cannot (the reader really is behind)."""
+    def write_queue(self) -> bool:
+        """Hand the whole queue to the socket here, in one write, if the connection takes it without waiting and
+        no send of the writer is in flight (nothing can overtake frames the writer holds); its events count as
+        sent. False (nothing written) otherwise: the writer task has to wait for the socket.
+
+        The hub calls it after each fan-out (:meth:`Hub.kick`), and :meth:`put`/:meth:`offer` at the bound, so one
+        large fan-out (a relayed batch of thousands of events) does not mark a reader that keeps up as lagging.
+        """
         write = self.write_now
         q = self.queue
         if write is None or self.sending_since is not None or not q:
             return False
         try:
-            written = write(q)
+            written = write(q)  # written synchronously: the deque is not kept
         except Exception as err:  # noqa: BLE001 - the writer meets the error and drops the client
             log.debug("client %s direct write failed: %r", self.id, err)
             return False
-        if written:
-            self.written()
+        if written:  # on the fan-out's path once per client: the tally handed over without further calls
+            q.clear()
+            self.bound = self.hub.queue_bound
+            self.lagging_since = None
+            self.hub.written.append(self.unsent)
+            self.unsent = [0] * SLOTS
         return written
-
-    def written(self) -> None:
-        """The whole queue has been handed to the socket: clear it, count its events as sent."""
-        self.queue.clear()
-        self.bound = self.hub.queue_bound
-        self.lagging_since = None
-        self.hub.record_written(self.take_unsent())
 
     def take_unsent(self) -> list[int]:
         """The tally of the queued events, reset (the caller counts it as sent or dropped)."""
@@ -244,13 +245,13 @@ class Client:
                     self.bound = self.hub.queue_bound
                     counts = self.take_unsent()
                     await send_many(frames)
-                    self.hub.record_written(counts)
+                    self.hub.written.append(counts)
                     counts = None
                 else:
                     await send(q.popleft())
                     if not q:
                         self.bound = self.hub.queue_bound
-                        self.hub.record_written(self.take_unsent())
+                        self.hub.written.append(self.take_unsent())
                 self.sending_since = None
         except asyncio.CancelledError:
             raise
@@ -298,7 +299,7 @@ class Hub:
         self.batches = Batcher(batch_interval_s, len(CHANNEL_NAMES))
         self.tick_cache: dict[str, str] = {}
         self._sent = [0] * SLOTS  # events written per channel, then batch frames (see `sent`)
-        #: per-write tallies of written events (Client.written), folded into ``_sent`` when read
+        #: per-write tallies of written events (a list append per write), folded into ``_sent`` when read
         self.written: list[list[int]] = []
         self.dropped = [0] * SLOTS
         self.relayed = [0] * len(CHANNEL_NAMES)
@@ -310,18 +311,15 @@ class Hub:
     @property
     def sent(self) -> list[int]:
         """Events written to clients per metrics slot since the metrics were last flushed."""
+        self._fold_written()
+        return self._sent
+
+    def _fold_written(self) -> None:
+        """Add the per-write tallies to ``_sent`` (they are kept as a list append per write, folded here)."""
         totals = self._sent
         for counts in self.written:
             _add(totals, counts)
         self.written.clear()
-        return totals
-
-    def record_written(self, counts: list[int]) -> None:
-        """Count a written queue's events as sent (tallies are folded in batches: a list append per write)."""
-        written = self.written
-        written.append(counts)
-        if len(written) >= 4096:
-            _ = self.sent
 
     def count_dropped(self, counts: Sequence[int]) -> None:
         """Count the events of discarded frames as dropped."""
@@ -495,28 +493,11 @@ class Hub:
         if not pending:
             return
         self.pending = []
-        written_tallies = self.written
         for c in pending:
-            q = c.queue
-            if c.closed or not q:
-                continue
-            write = c.write_now
-            if write is not None and c.sending_since is None:
-                try:
-                    written = write(q)  # written synchronously: the deque is not kept
-                except Exception as err:  # noqa: BLE001 - let the writer meet the error and drop the client
-                    log.debug("client %s direct write failed: %r", c.id, err)
-                    written = False
-                if written:  # Client.written inlined: this runs per client and fan-out
-                    q.clear()
-                    c.bound = self.queue_bound
-                    c.lagging_since = None
-                    written_tallies.append(c.unsent)
-                    c.unsent = [0] * SLOTS
-                    continue
-            c.wake.set()
-        if len(written_tallies) >= 4096:
-            _ = self.sent  # fold the tallies now and then, not only at the next metrics flush
+            if not c.closed and c.queue and not c.write_queue():
+                c.wake.set()
+        if len(self.written) >= 4096:  # fold the tallies now and then, not only at the next metrics flush
+            self._fold_written()
 
     def _drop_pending(self) -> None:
         if self.to_drop:
