@@ -127,8 +127,8 @@ async def test_batches_share_one_frame_per_subscription_set() -> None:
     await hub.stop()
 
 
-def test_bar_events_carry_indicators_for_final_bars() -> None:
-    bar = Bar(
+def one_minute_bar(final: bool, indicators: Indicators | None = None) -> Bar:
+    return Bar(
         ticker="X",
         timeframe="1m",
         start=1_700_000_040_000,
@@ -142,9 +142,13 @@ def test_bar_events_carry_indicators_for_final_bars() -> None:
         trades=3,
         first_tick=1_700_000_040_000,
         last_tick=1_700_000_099_000,
-        final=True,
-        indicators=Indicators(rsi_14=50.0),
+        final=final,
+        indicators=indicators,
     )
+
+
+def test_bar_events_carry_indicators_for_final_bars() -> None:
+    bar = one_minute_bar(final=True, indicators=Indicators(rsi_14=50.0))
     events = bar_events(encode_bar(bar))
     assert [e.channel for e in events] == [BARS, 2]
     assert events[0].key == "b:X:1m"
@@ -532,27 +536,7 @@ async def test_every_event_is_counted_once_sent_or_dropped_under_its_own_channel
     c = Client("s", Sink(block=True).send, hub)  # its writer hangs on the first frame it sends
     hub.register(c)
     hub.subscribe(c, ["t:X", "b:X:1m"])
-    bar = bar_events(
-        encode_bar(
-            Bar(
-                ticker="X",
-                timeframe="1m",
-                start=0,
-                end=60_000,
-                open=1.0,
-                high=1.0,
-                low=1.0,
-                close=1.0,
-                volume=1,
-                vwap=1.0,
-                trades=1,
-                first_tick=1,
-                last_tick=2,
-                final=False,
-                indicators=None,
-            )  # fmt: skip
-        )
-    )
+    bar = bar_events(encode_bar(one_minute_bar(final=False)))  # a live bar: one event, no indicators
     hub.publish([*bar, tick("X", 1), tick("X", 2), tick("X", 3), tick("X", 4)])  # 1 bar + 3 ticks fit, 1 overflows
     hub.publish([tick("X", 5)])  # queued behind the lagging notice
     await settle()
