@@ -558,3 +558,17 @@ async def test_control_frames_are_not_counted_as_events() -> None:
     assert sock.frames == ['{"type":"pong"}']
     assert hub.sent == [0] * 5
     await hub.stop()
+
+
+async def test_the_events_inside_discarded_batch_frames_are_counted_dropped_under_their_channels() -> None:
+    hub = make_hub(queue_bound=2, max_dropped=1000)
+    c = Client("s", Sink(block=True).send, hub)  # its writer hangs on the first frame it sends
+    hub.register(c)
+    hub.subscribe(c, ["t:X"], batch=True)
+    for seq in range(3):  # three batch frames of two ticks: two queued, the third overflows
+        hub.publish([tick("X", 2 * seq), tick("X", 2 * seq + 1)])
+        hub.flush_batches()
+    await settle()
+    assert hub.sent == [0] * 5
+    assert (hub.dropped[BATCH], hub.dropped[TICKS]) == (3, 6), "three frames, each tick once"
+    await hub.stop()
