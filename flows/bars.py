@@ -293,6 +293,7 @@ def _production_flow() -> Dataflow:
                 settings.topic_ticks,
                 batch_size=settings.batch_size,
                 group_id=settings.group_id("bars"),
+                fetch_bytes=settings.fetch_bytes("bars"),
                 log_times=settings.log_times(),
             )
         ),

@@ -19,6 +19,13 @@ from flows.logclock import DEFAULT_IDLE_CLOSE_APPEND_MS, DEFAULT_IDLE_CLOSE_MS, 
 #: values per Kafka source batch unless ``FLOW_BATCH_SIZE`` says otherwise
 DEFAULT_BATCH_SIZE = 200_000
 
+#: bytes each flow's Kafka source fetches per partition and request unless ``FLOW_FETCH_PARTITION_BYTES`` says
+#: otherwise. The bars flow reads a backlog fastest at 16 MiB (librdkafka's 1 MiB was bound by fetch round trips).
+#: The tick archive consumes slower than Kafka serves a backlog, so librdkafka holds fetches for it: at 16 MiB a
+#: 48 h backlog over 6 partitions took it to ~2 GB RSS, at 4 MiB about half, read as fast (docs/benchmarks.md,
+#: session 15)
+DEFAULT_FETCH_BYTES = {"bars": 16 * 1024 * 1024, "ticks": 4 * 1024 * 1024}
+
 
 class FlowSettings(SharedSettings):
     """Configuration of ``flows.bars``; every field is read from ``FLOW_<NAME>``."""
@@ -55,6 +62,9 @@ class FlowSettings(SharedSettings):
     #: each batch over more ticks: at 1,000 tickers 200,000 is 1.3-1.6x faster than 50,000 in memory and
     #: 1.1-1.3x from Kafka into the sinks, at a few tens of MB more peak memory (docs/benchmarks.md, session 14)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1_000_000)
+    #: bytes the Kafka source fetches per partition and request; unset: the flow's own (``DEFAULT_FETCH_BYTES``).
+    #: A flow behind on its backlog holds a few fetches per partition in memory (docs/flows.md)
+    fetch_partition_bytes: int | None = Field(None, ge=65_536, le=268_435_456)
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9102, ge=0, le=65535)
     #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)
@@ -126,6 +136,10 @@ class FlowSettings(SharedSettings):
             max_future_ms=self.max_future_ms,
             idle_close_append_ms=self.idle_close_append_ms,
         )
+
+    def fetch_bytes(self, flow: Literal["bars", "ticks"]) -> int:
+        """Bytes per partition and fetch request of flow ``flow``'s Kafka source: the setting, else its default."""
+        return self.fetch_partition_bytes or DEFAULT_FETCH_BYTES[flow]
 
     def group_id(self, flow: str) -> str:
         """The consumer group id of flow ``flow`` (``bars``, ``ticks``): the setting, else ``flows-<flow>``."""

@@ -25,16 +25,27 @@ from confluent_kafka.admin import AdminClient
 
 from common.clock import now_ms
 from common.errors import SourceError
+from common.heap import release_free_memory
 from flows.decode import RawBatch
 from flows.logclock import MARKER_INTERVAL_MS, LogTimes, running_log_times
 from flows.observe import CONSUMER_LAG, IDLE_OVERRUN, SOURCE_OFFSET
-from flows.settings import DEFAULT_BATCH_SIZE
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_FETCH_BYTES
 
 log = logging.getLogger(__name__)
 
 
-#: bytes fetched per partition and request (librdkafka's default is 1 MiB); ``extra_config`` overrides it
-MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+#: bytes fetched per partition and request unless a flow asks otherwise (librdkafka's default is 1 MiB)
+MAX_PARTITION_FETCH_BYTES = DEFAULT_FETCH_BYTES["bars"]
+
+#: how long librdkafka waits before fetching again once a partition's prefetch queue is over its thresholds, for
+#: fetches smaller than ``MAX_PARTITION_FETCH_BYTES``: its default of 1 s stalled a backlog read at 4 MiB fetches
+#: to 0.27 M msgs/s, 2.5x slower than 10 ms. At 16 MiB the default is kept: 10 ms read no faster into the sinks
+#: and held 0.2-0.3 GB more (docs/benchmarks.md, session 15)
+FETCH_QUEUE_BACKOFF_MS = 10
+
+#: values read since the last heap trim after which the first empty poll (caught up) trims the heap: catching up
+#: leaves the fetched messages' freed pages resident in librdkafka's malloc arenas (:mod:`common.heap`)
+TRIM_AFTER_VALUES = 1_000_000
 
 
 #: a source partition's snapshot: the next offset, or ``(next offset, log time)`` with log times
@@ -66,6 +77,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         #: the clock the idle margin advanced to since records were last read (None: records read since)
         self._idle_log: int | None = None
         self._eof = False
+        #: values read since the heap was last trimmed
+        self._untrimmed = 0
         self._labels = (topic, str(partition))
         if log_times is not None:
             IDLE_OVERRUN.labels(*self._labels)  # exported as 0 from the start (a rate from the first scrape)
@@ -87,7 +100,11 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, self._poll_s)
         if not msgs:
+            if self._untrimmed >= TRIM_AFTER_VALUES:
+                self._untrimmed = 0
+                release_free_memory()
             return self._idle()
+        self._untrimmed += len(msgs)
         if any(map(Message.error, msgs)):  # rare: end of partition or a broker error inside the batch
             msgs = self._without_errors(msgs)
             if not msgs:
@@ -181,9 +198,11 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
         group_id: str = "bytewax-managed-offsets",
         extra_config: dict[str, object] | None = None,
         log_times: LogTimes | None = None,
+        fetch_bytes: int = MAX_PARTITION_FETCH_BYTES,
     ) -> None:
         """``group_id`` only names the consumer on the broker: partitions are assigned, offsets never committed.
-        ``log_times``: stamp values with their partition's log time and keep the idle clock (live bars)."""
+        ``log_times``: stamp values with their partition's log time and keep the idle clock (live bars).
+        ``fetch_bytes``: bytes per partition and fetch request (throughput of a backlog read vs memory)."""
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._tail = tail
@@ -192,6 +211,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
         self._group_id = group_id
         self._extra = extra_config or {}
         self._log_times = log_times
+        self._fetch_bytes = fetch_bytes
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
@@ -217,10 +237,12 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
             "fetch.wait.max.ms": 50,
             # librdkafka's 1 MiB per partition and fetch capped a backlog read near 0.33 M msgs/s here (fetch
             # round trips, not CPU); 16 MiB read the same backlog at 0.52 M/s (docs/benchmarks.md)
-            "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
+            "max.partition.fetch.bytes": self._fetch_bytes,
             "queued.max.messages.kbytes": 262_144,
             "statistics.interval.ms": 5_000,
-            **self._extra,
         }
+        if self._fetch_bytes < MAX_PARTITION_FETCH_BYTES:
+            config["fetch.queue.backoff.ms"] = FETCH_QUEUE_BACKOFF_MS
+        config.update(self._extra)
         state = OFFSET_BEGINNING if resume_state is None else resume_state
         return _RawKafkaPartition(config, topic, int(part), state, self._batch_size, self._poll_s, self._log_times)

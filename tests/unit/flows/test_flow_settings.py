@@ -74,11 +74,19 @@ def test_periods_of_one_where_talib_accepts_them(monkeypatch: pytest.MonkeyPatch
         ({"bb_period": 1}, r"bb_period=1 must be an integer within 2\.\.100000"),
         ({"gap_fill": True}, "gap_fill"),
         ({"mode": "replay"}, "mode"),
+        ({"fetch_partition_bytes": 1024}, "fetch_partition_bytes"),
     ],
 )
 def test_invalid_settings_fail_naming_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         FlowSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_each_flow_fetches_its_own_size_unless_the_setting_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = FlowSettings()
+    assert (default.fetch_bytes("bars"), default.fetch_bytes("ticks")) == (16 * 1024 * 1024, 4 * 1024 * 1024)
+    monkeypatch.setenv("FLOW_FETCH_PARTITION_BYTES", "1048576")
+    assert (FlowSettings().fetch_bytes("bars"), FlowSettings().fetch_bytes("ticks")) == (1_048_576, 1_048_576)
 
 
 def test_importing_the_flow_module_needs_no_kafka_or_sinks() -> None:

@@ -5,18 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 import flows.sources as sources
 
 
 class _Consumer:
     configs: list[dict[str, Any]] = []
+    #: what successive ``consume`` calls return: a number of messages (0: an empty poll)
+    polls: list[int] = []
 
     def __init__(self, config: dict[str, Any]) -> None:
         _Consumer.configs.append(config)
 
     def assign(self, parts: list[Any]) -> None:
         pass
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        n = _Consumer.polls.pop(0)
+        return [Message(topic="market-ticks", partition=0, offset=i, value=b"{}") for i in range(n)]
 
 
 @pytest.mark.parametrize(("kwargs", "group"), [({}, "bytewax-managed-offsets"), ({"group_id": "e2e-1"}, "e2e-1")])
@@ -45,3 +52,31 @@ def test_source_fetches_large_batches_per_partition_unless_overridden(monkeypatc
     sources.RawKafkaSource("localhost:1", "market-ticks", extra_config=extra).build_part("in", "market-ticks#1", None)
     assert _Consumer.configs[0]["max.partition.fetch.bytes"] == sources.MAX_PARTITION_FETCH_BYTES > 1024 * 1024
     assert _Consumer.configs[1]["max.partition.fetch.bytes"] == 65_536
+
+
+def test_source_fetches_the_size_it_is_given_without_stalling_a_full_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    _Consumer.configs = []
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    sources.RawKafkaSource("localhost:1", "market-ticks", fetch_bytes=4 << 20).build_part("in", "market-ticks#0", None)
+    sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", None)
+    assert _Consumer.configs[0]["max.partition.fetch.bytes"] == 4 << 20
+    # librdkafka's default backoff (1 s) once the prefetch queue is full stalled a backlog read at 4 MiB fetches
+    assert _Consumer.configs[0]["fetch.queue.backoff.ms"] == sources.FETCH_QUEUE_BACKOFF_MS <= 10
+    assert "fetch.queue.backoff.ms" not in _Consumer.configs[1]  # 16 MiB: librdkafka's default, less memory
+
+
+def test_heap_is_trimmed_once_when_a_partition_catches_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    monkeypatch.setattr(sources, "release_free_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(sources, "TRIM_AFTER_VALUES", 5)
+    part = sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", None)
+    _Consumer.polls = [3, 0, 3, 0, 0, 4, 0, 0]
+    done = []
+    for _ in range(len(_Consumer.polls)):
+        part.next_batch()
+        done.append(len(trims))
+    # 3 values: under the threshold at the first empty poll; 6 by the second: one trim, then not again until
+    # another 5 were read; 4 more are not enough
+    assert done == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert part.snapshot() == 4
