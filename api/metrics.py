@@ -39,6 +39,9 @@ WS_DROPPED = Counter("api_ws_messages_dropped_total", "events dropped for laggin
 WS_DISCONNECTS = Counter("api_ws_disconnects_total", "WebSocket disconnections", ["reason"])
 RELAY_MESSAGES = Counter("api_relay_messages_total", "Kafka messages relayed", ["channel"])
 RELAY_BAD = Counter("api_relay_bad_messages_total", "Kafka messages that broke the contract", ["channel"])
+RELAY_WAIT = Counter(
+    "api_relay_wait_seconds_total", "seconds the Kafka relay waited for the event loop (API_RELAY_MAX_PENDING reached)"
+)
 #: relayed channels (``api.hub.CHANNEL_NAMES``, which imports this module) and the WebSocket label values
 RELAY_CHANNELS: tuple[str, ...] = ("ticks", "bars", "indicators", "anomalies")
 WS_CHANNELS: tuple[str, ...] = (*RELAY_CHANNELS, "batch")  # plus batched frames

@@ -2,9 +2,11 @@
 
 The thread polls ``market-ticks`` and ``market-bars`` in batches, validates each value against the contract,
 serialises the client-facing frame once (WebSocket messages carry numbers, as the seed shows) and hands the
-whole batch to the event loop with ``call_soon_threadsafe``. It assigns partitions itself at the current end
-of each partition (no consumer group, no rebalance delay, nothing committed): a gateway relays what happens
-from now on, and the tick cache plus Redis cover the latest state.
+whole batch to the event loop with ``call_soon_threadsafe``. At most ``API_RELAY_MAX_PENDING`` batches wait
+for the loop: beyond that the thread waits too (Kafka keeps the rest), so a gateway whose loop falls behind holds
+bounded memory and shows it in its relay latency, instead of queueing hand-overs without end. It assigns
+partitions itself at the current end of each partition (no consumer group, no rebalance delay, nothing
+committed): a gateway relays what happens from now on, and the tick cache plus Redis cover the latest state.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from api.hub import ANOMALIES, BARS, CHANNEL_NAMES, INDICATORS, TICKS, Event, Hub, sub_key
-from api.metrics import RELAY_BAD
+from api.metrics import RELAY_BAD, RELAY_WAIT
 from api.settings import ApiSettings
 from common.errors import ContractError
 from contracts.anomaly import ANOMALY_SCHEMA_VERSION, decode_anomaly
@@ -154,6 +156,8 @@ class KafkaRelay:
         self._thread: threading.Thread | None = None
         self.assigned = threading.Event()
         self.last_error: str | None = None
+        #: one slot per batch handed to the loop and not yet published
+        self._pending = threading.BoundedSemaphore(settings.relay_max_pending)
 
     def start(self) -> None:
         """Start the consumer thread."""
@@ -230,11 +234,34 @@ class KafkaRelay:
             msgs = _next_messages(consumer, batch, poll_s, coalesce_s)
             if msgs:
                 events = self._events(msgs)
-                if events:
-                    self.loop.call_soon_threadsafe(self.hub.publish, events)
+                if events and not self.hand_over(events):
+                    return  # stopping
             if time.monotonic() > refresh_at:
                 refresh_at = time.monotonic() + METADATA_REFRESH_S
                 assigned = self._assign(consumer, assigned)
+
+    def hand_over(self, events: list[Event]) -> bool:
+        """Queue ``events`` for the hub on the loop; waits while ``relay_max_pending`` batches are still queued
+        there. False, with nothing queued, if the relay is stopped while waiting."""
+        if not self._pending.acquire(blocking=False):
+            started = time.monotonic()
+            while not self._pending.acquire(timeout=0.05):
+                if self._stop.is_set():
+                    RELAY_WAIT.inc(time.monotonic() - started)
+                    return False
+            RELAY_WAIT.inc(time.monotonic() - started)
+        try:
+            self.loop.call_soon_threadsafe(self._publish, events)
+        except RuntimeError:  # the loop is closed: the gateway is shutting down
+            self._pending.release()
+            return False
+        return True
+
+    def _publish(self, events: list[Event]) -> None:
+        try:
+            self.hub.publish(events)
+        finally:
+            self._pending.release()
 
     def _events(self, msgs: list[Message]) -> list[Event]:
         events: list[Event] = []

@@ -74,6 +74,13 @@ class ApiSettings(SharedSettings):
     relay_coalesce_ms: float = Field(
         2.0, ge=0, le=100, description="after a message arrives, also relay those arriving within this many ms"
     )
+    relay_max_pending: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="relayed batches handed to the event loop and not yet fanned out; at this many the relay "
+        "waits for the loop (Kafka holds the rest) instead of queueing without bound",
+    )
 
     # --- queries ------------------------------------------------------------------------------------------------
     history_default_limit: int = Field(1000, ge=1)
