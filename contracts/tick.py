@@ -7,9 +7,9 @@ Key: the ticker (UTF-8). Value: a JSON object, see ``contracts/schemas/tick.v1.j
 
 Invariants checked at construction and on decode: ``version`` present and 1, ``price > 0``, ``0 < bid <
 ask``, prices exactly on the $0.01 grid (see :func:`on_cent_grid`), sizes and volume ``>= 0``, ``seq >= 0``,
-``timestamp`` an epoch-millisecond integer. Storage limits (a clarification of v1, see docs/contracts.md):
-``seq`` and ``volume`` at most :data:`MAX_INT64`, ``bid_size`` and ``ask_size`` at most :data:`MAX_INT32` (the
-``bigint``/``integer`` columns of ``market_ticks``).
+``timestamp`` an epoch-millisecond integer. Limits (clarifications of v1, see docs/contracts.md): ``seq`` at
+most :data:`MAX_INT64`, ``bid_size`` and ``ask_size`` at most :data:`MAX_INT32` (the ``bigint``/``integer``
+columns of ``market_ticks``), ``volume`` at most :data:`MAX_VOLUME` and prices below :data:`MAX_PRICE`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ MAX_TIMESTAMP_MS = 9_999_999_999_999
 #: Storage limits of v1 (clarification): ``seq``/``volume`` fit a ``bigint``, ``bid_size``/``ask_size`` an ``integer``.
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
+#: Largest ``volume`` of a tick (clarification of v1): beyond 2**53 a JSON number loses integer precision in most
+#: consumers (JavaScript, float parsers).
+MAX_VOLUME = 2**53
+#: Prices (``price``, ``bid``, ``ask``) are below this (clarification of v1): no instrument trades near it, and it
+#: keeps every price's cents exact and far from the arithmetic limits of the bars (cents x volume sums).
+MAX_PRICE = 1e9
 #: Longest ticker of any v1 message (tick, bar, anomaly: the JSON Schemas' ``maxLength``).
 MAX_TICKER_CHARS = 32
 #: Characters no ticker may hold: the C0 controls and DEL. PostgreSQL's ``text`` cannot store NUL at all, so a
@@ -94,10 +100,12 @@ def tick_problem(t: Tick) -> str | None:
     problem = ticker_problem(t.ticker)
     if problem is not None:
         return problem
-    if not (math.isfinite(t.price) and t.price > 0):
-        return f"price must be > 0, got {t.price!r}"
+    if not (math.isfinite(t.price) and 0 < t.price < MAX_PRICE):
+        return f"price must be > 0 and < {MAX_PRICE:.0f}, got {t.price!r}"
     if not (math.isfinite(t.bid) and math.isfinite(t.ask) and 0 < t.bid < t.ask):
         return f"need 0 < bid < ask, got bid={t.bid!r} ask={t.ask!r}"
+    if t.ask >= MAX_PRICE:
+        return f"ask must be < {MAX_PRICE:.0f}, got {t.ask!r}"
     for name, value in (("price", t.price), ("bid", t.bid), ("ask", t.ask)):
         if not on_cent_grid(value):
             return f"{name} {value!r} is not on the $0.01 grid"
@@ -105,8 +113,8 @@ def tick_problem(t: Tick) -> str | None:
         return f"sizes must be >= 0, got volume={t.volume!r} bid_size={t.bid_size!r} ask_size={t.ask_size!r}"
     if t.bid_size > MAX_INT32 or t.ask_size > MAX_INT32:
         return f"bid_size and ask_size must be <= {MAX_INT32}, got bid_size={t.bid_size!r} ask_size={t.ask_size!r}"
-    if t.volume > MAX_INT64:
-        return f"volume must be <= {MAX_INT64}, got {t.volume!r}"
+    if t.volume > MAX_VOLUME:
+        return f"volume must be <= {MAX_VOLUME} (2**53), got {t.volume!r}"
     if t.seq < 0:
         return f"seq must be >= 0, got {t.seq!r}"
     if t.seq > MAX_INT64:

@@ -30,7 +30,9 @@ from contracts.codec import DECODE_ERRORS, problem
 from contracts.tick import (
     MAX_INT32,
     MAX_INT64,
+    MAX_PRICE,
     MAX_TIMESTAMP_MS,
+    MAX_VOLUME,
     MIN_TIMESTAMP_MS,
     TICK_SCHEMA_VERSION,
     Tick,
@@ -39,13 +41,9 @@ from contracts.tick import (
 )
 from flows.logclock import log_columns
 
-#: Largest volume accepted: beyond 2**53 a JSON number loses integer precision in most consumers.
-MAX_SIZE = 2**53
-#: Prices at or above this are rejected (it also rules out ``inf`` from an overflowing JSON number).
-MAX_PRICE = 1e9
-
+#: the contract's bounds (``MAX_PRICE`` also rules out ``inf`` from an overflowing JSON number)
 _Price = Annotated[float, msgspec.Meta(gt=0, lt=MAX_PRICE)]
-_Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+_Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_VOLUME)]
 #: bid/ask sizes are ``integer`` columns of ``market_ticks`` (the contract's storage limit)
 _QuoteSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
 

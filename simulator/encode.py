@@ -20,7 +20,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import ContractError
-from contracts.tick import MAX_INT32, MAX_INT64, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, SYMBOL_RE, TICK_SCHEMA_VERSION
+from contracts.tick import (
+    MAX_INT32,
+    MAX_INT64,
+    MAX_PRICE,
+    MAX_TIMESTAMP_MS,
+    MAX_VOLUME,
+    MIN_TIMESTAMP_MS,
+    SYMBOL_RE,
+    TICK_SCHEMA_VERSION,
+)
 from simulator.engine import TickBatch
 
 U8 = NDArray[np.uint8]
@@ -59,6 +68,10 @@ def _ndigits(values: NDArray[np.int64]) -> NDArray[np.intp]:
 
 def _digit_width(values: NDArray[np.int64]) -> int:
     return len(str(int(values.max()))) if values.size else 1
+
+
+#: the largest price in cents the contract allows (prices are below ``MAX_PRICE`` dollars)
+_MAX_CENTS = round(MAX_PRICE * 100) - 1
 
 
 def _check_range(name: str, values: NDArray[np.int64], lo: int, hi: int) -> None:
@@ -125,10 +138,10 @@ class BatchEncoder:
         _check_range("seq", runs[0][0], 0, MAX_INT64)
         _check_range("timestamp", runs[1][0], MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS)
         for name in ("price", "bid", "ask"):
-            _check_range(name, getattr(b, name), 1, MAX_INT64)
+            _check_range(name, getattr(b, name), 1, _MAX_CENTS)
         _check_range("bid_size", b.bid_size, 0, MAX_INT32)
         _check_range("ask_size", b.ask_size, 0, MAX_INT32)
-        _check_range("volume", b.volume, 0, MAX_INT64)
+        _check_range("volume", b.volume, 0, MAX_VOLUME)
         prices = [np.divmod(c, 100) for c in (b.price, b.bid, b.ask)]
         ints = (b.bid_size, b.ask_size, b.volume)
         lits, tail = _LITS, _TAIL

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtri
 
-from contracts.tick import MAX_INT32, MAX_INT64
+from contracts.tick import MAX_INT32, MAX_VOLUME
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -168,9 +168,9 @@ _B_BID, _B_ASK = (2, 4) if _LITTLE else (5, 3)
 SIZE_LOTS_INT = np.maximum(1, np.rint(np.exp(np.log(3.0) + 0.8 * ndtri((np.arange(256) + 0.5) / 256)))).astype(np.int64)
 #: largest quote lot (a multiple of 100 shares): the largest size, ``SIZE_LOTS_INT.max()`` lots, fits ``MAX_INT32``
 MAX_LOT_SHARES = MAX_INT32 // int(SIZE_LOTS_INT.max()) // 100 * 100
-#: bounds of a print's volume before rounding: one share, and the largest float64 below 2**63 (fits int64)
+#: bounds of a print's volume before rounding: one share, and the contract's largest volume (2**53, exact in float64)
 _ONE = np.float64(1.0)
-_MAX_VOLUME_F = np.nextafter(np.float64(MAX_INT64 + 1), np.float64(0.0))
+_MAX_VOLUME_F = np.float64(MAX_VOLUME)
 
 
 def bridge_high_low(log_open: F64, log_close: F64, var: F64, u_hi: F64, u_lo: F64) -> tuple[F64, F64]:

@@ -22,9 +22,9 @@ const MAX_TICKER_CHARS: usize = 32;
 /// Event-time bounds in epoch milliseconds (`contracts.tick._MIN_TS_MS`, `_MAX_TS_MS`).
 const MIN_TS_MS: u64 = 1_000_000_000_000;
 const MAX_TS_MS: u64 = 9_999_999_999_999;
-/// Prices must be `0 < p < MAX_PRICE` (`flows.decode.MAX_PRICE`).
+/// Prices must be `0 < p < MAX_PRICE` (`contracts.tick.MAX_PRICE`).
 const MAX_PRICE: f64 = 1e9;
-/// `seq` bound (`contracts.tick.MAX_INT64`), bid/ask size bound (`MAX_INT32`), volume bound (`flows.decode.MAX_SIZE`).
+/// `seq` bound (`contracts.tick.MAX_INT64`), bid/ask size bound (`MAX_INT32`), volume bound (`contracts.tick.MAX_VOLUME`).
 const MAX_SEQ: u64 = i64::MAX as u64;
 const MAX_QUOTE_SIZE: u64 = i32::MAX as u64;
 const MAX_VOLUME: u64 = 1 << 53;

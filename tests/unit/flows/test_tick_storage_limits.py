@@ -1,5 +1,7 @@
-"""Ticks whose seq or sizes do not fit the ``market_ticks`` columns are rejected at the contract (tick.v1
-storage limits), so they are dead-lettered by the bars flow and counted by the archive instead of crashing it."""
+"""Ticks whose seq or sizes do not fit the ``market_ticks`` columns, whose volume is over 2**53 or whose prices
+are not below ``MAX_PRICE`` are rejected at the contract (tick.v1 limits), so they are dead-lettered by the bars
+flow and counted by the archive instead of crashing it; the flows' decoder, the contract and the JSON Schema
+draw the same lines."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ContractError
-from contracts.tick import MAX_INT32, MAX_INT64
+from contracts.tick import MAX_INT32, MAX_INT64, MAX_PRICE, MAX_VOLUME
 from flows.decode import decode_batch
 from flows.observe import ARCHIVE_REJECTED
 from flows.tick_copy import copy_payload, tick_columns
@@ -24,24 +26,51 @@ _TOO_BIG = [
     {"bid_size": MAX_INT32 + 1},
     {"ask_size": MAX_INT32 + 1},
     {"bid_size": 2**53},
+    {"volume": MAX_VOLUME + 1},
+    {"volume": MAX_INT64 + 1},
+]
+#: prices at the bound (bid < ask kept where the other two are the sample's)
+_PRICE_TOO_BIG = [
+    {"price": MAX_PRICE},
+    {"price": 1.5e9},
+    {"ask": MAX_PRICE},
+    {"bid": 999_999_999.99, "ask": MAX_PRICE},
 ]
 
 
-@pytest.mark.parametrize("overrides", [*_TOO_BIG, {"volume": MAX_INT64 + 1}])
+@pytest.mark.parametrize("overrides", _TOO_BIG)
 def test_contract_rejects_values_beyond_the_storage_limits(overrides: dict[str, object]) -> None:
     with pytest.raises(ContractError, match="must be <="):
         sample_tick(**overrides)
 
 
+@pytest.mark.parametrize("overrides", _PRICE_TOO_BIG)
+def test_contract_rejects_prices_at_or_above_the_bound(overrides: dict[str, object]) -> None:
+    with pytest.raises(ContractError, match="< 1000000000, got"):
+        sample_tick(**overrides)
+
+
 def test_contract_accepts_the_limits_themselves() -> None:
-    sample_tick(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32, volume=MAX_INT64)
+    sample_tick(seq=MAX_INT64, bid_size=MAX_INT32, ask_size=MAX_INT32, volume=MAX_VOLUME)
+    sample_tick(price=999_999_999.99, bid=999_999_999.98, ask=999_999_999.99)
 
 
-def test_schema_states_the_storage_limits() -> None:
+def test_schema_states_the_limits() -> None:
     props = json.loads(_SCHEMA.read_text())["properties"]
     assert props["seq"]["maximum"] == MAX_INT64
-    assert props["volume"]["maximum"] == MAX_INT64
+    assert props["volume"]["maximum"] == MAX_VOLUME
     assert props["bid_size"]["maximum"] == props["ask_size"]["maximum"] == MAX_INT32
+    assert props["price"]["exclusiveMaximum"] == props["bid"]["exclusiveMaximum"] == MAX_PRICE
+    assert props["ask"]["exclusiveMaximum"] == MAX_PRICE
+
+
+@pytest.mark.parametrize("overrides", _PRICE_TOO_BIG)
+def test_decode_dead_letters_prices_the_contract_refuses(overrides: dict[str, object]) -> None:
+    good = raw_tick_json()
+    bad = raw_tick_json(**overrides)
+    batch, dead = decode_batch([good, bad, good])
+    assert len(batch) == 2
+    assert [(d.kind, d.raw) for d in dead] == [("malformed", bad)]
 
 
 @pytest.mark.parametrize("overrides", _TOO_BIG)

@@ -17,8 +17,16 @@ import tickscan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.tick import MAX_INT32, MAX_INT64, MAX_TICKER_CHARS, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from flows.decode import MAX_PRICE, MAX_SIZE, WireTick, decode_batch
+from contracts.tick import (
+    MAX_INT32,
+    MAX_INT64,
+    MAX_PRICE,
+    MAX_TICKER_CHARS,
+    MAX_TIMESTAMP_MS,
+    MAX_VOLUME,
+    MIN_TIMESTAMP_MS,
+)
+from flows.decode import WireTick, decode_batch
 
 _DECODER = msgspec.json.Decoder(WireTick)
 _ENCODER = msgspec.json.Encoder()
@@ -70,7 +78,7 @@ def test_limits_are_the_contracts() -> None:
         "max_price": MAX_PRICE,
         "max_seq": MAX_INT64,
         "max_quote_size": MAX_INT32,
-        "max_volume": MAX_SIZE,
+        "max_volume": MAX_VOLUME,
     }
 
 
@@ -91,7 +99,7 @@ def test_limits_are_the_contracts() -> None:
         {"price": 150},  # an integer where a float is expected: msgspec accepts it, so may the scanner
         {"bid_size": 0, "ask_size": MAX_INT32},
         {"volume": 0},
-        {"volume": MAX_SIZE},
+        {"volume": MAX_VOLUME},
     ],
 )
 def test_canonical_values_in_range_are_scanned_exactly(fields: dict[str, object]) -> None:
@@ -114,7 +122,7 @@ def test_canonical_values_in_range_are_scanned_exactly(fields: dict[str, object]
         _tick(price=1e9),
         _tick(price=1_000_000_000),
         _tick(bid_size=MAX_INT32 + 1),
-        _tick(volume=MAX_SIZE + 1),
+        _tick(volume=MAX_VOLUME + 1),
         _tick(version=2),
         # valid for msgspec, but not the canonical layout: the scanner declines, msgspec decodes
         json.dumps(json.loads(_tick())).encode(),  # ", " and ": "
@@ -239,7 +247,7 @@ _ticks = st.fixed_dictionaries(
         "ask": _prices,
         "bid_size": _mostly(st.integers(0, MAX_INT32), st.integers(MAX_INT32 - 2, 2**32)),
         "ask_size": _mostly(st.integers(0, MAX_INT32), st.integers(MAX_INT32 - 2, 2**32)),
-        "volume": _mostly(st.integers(0, MAX_SIZE), st.integers(MAX_SIZE - 2, 2**64)),
+        "volume": _mostly(st.integers(0, MAX_VOLUME), st.integers(MAX_VOLUME - 2, 2**64)),
         "version": _mostly(st.just(1), st.integers(0, 3)),
     }
 )

@@ -10,7 +10,7 @@ import pytest
 
 from common.clock import to_ms
 from common.errors import ConfigError, ContractError
-from contracts.tick import MAX_INT32, MAX_INT64, encode_tick
+from contracts.tick import MAX_INT32, MAX_VOLUME, encode_tick
 from simulator.encode import BatchEncoder
 from simulator.engine import TickBatch, TickEngine
 from simulator.events import EventSchedule, parse_event
@@ -116,8 +116,9 @@ def test_batch_encoder_is_byte_identical_to_contract(exchange_ticks: TickBatch, 
 
 
 def test_batch_encoder_edge_values() -> None:
-    """Zero, one-cent, round-dollar, 10-cent and large values format like msgspec floats/ints."""
-    cents = np.array([1, 10, 100, 101, 110, 199, 99_999_999_999, 1_000_000], dtype=np.int64)
+    """Zero, one-cent, round-dollar, 10-cent and the largest allowed prices (ask $999,999,999.99) format like
+    msgspec floats/ints."""
+    cents = np.array([1, 10, 100, 101, 110, 199, 99_999_999_998, 1_000_000], dtype=np.int64)
     n = cents.size
     b = TickBatch(
         ticker=np.zeros(n, np.int32),
@@ -211,7 +212,7 @@ def test_quote_sizes_and_volumes_are_clipped_to_the_contract_whatever_the_coeffi
     r = np.full((64, 1), 0.5)  # huge moves: the volume model goes past int64
     dress_into(out, np.cumsum(r, axis=0) + np.log(100.0), r, coef, None, np.random.default_rng(1), params)
     assert int(out.volume.min()) > 0  # a float past 2**63 used to wrap to a negative int64
-    assert int(out.volume.max()) <= MAX_INT64
+    assert int(out.volume.max()) <= MAX_VOLUME
     assert int(out.bid_size.max()) <= MAX_INT32
 
 
@@ -268,6 +269,9 @@ def _batch(n: int = 3, **cols: np.ndarray) -> TickBatch:
         ("volume", -5),
         ("bid_size", 2**31),
         ("price", 0),
+        ("price", 100_000_000_000),  # $1e9: prices are below it
+        ("ask", 100_000_000_000),
+        ("volume", 2**53 + 1),  # beyond JSON's exact integers
     ],
 )
 def test_batch_encoder_refuses_values_outside_the_contract(field: str, value: int) -> None:
