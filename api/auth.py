@@ -1,15 +1,18 @@
 """Optional API keys (``X-API-Key``, ``Authorization: Bearer``, ``?api_key=``) and the per-key rate limit.
 
 Keys come only from settings (``API_KEYS``); with none configured authentication is off. Keys are compared in
-constant time. :func:`admit` is the one check (authenticate, then rate-limit by key, or by client IP when
-authentication is off): :class:`api.middleware.GatewayMiddleware` answers its error as 401/429, :mod:`api.ws`
-as a close code.
+constant time. :func:`admit` is the one check (rate-limit by key, or by client IP when authentication is off
+or the request has no valid key, then authenticate): :class:`api.middleware.GatewayMiddleware` answers its
+error as 401/429, :mod:`api.ws` as a close code. The limiter (so Redis key names) only ever sees a digest of a
+key, never the key itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from api.errors import ApiError
@@ -42,25 +45,37 @@ def key_is_valid(candidate: str | None, settings: ApiSettings) -> bool:
     return ok
 
 
+@lru_cache(maxsize=256)
+def key_identity(key: str) -> str:
+    """The rate-limit identity of a (valid) key: ``k:`` + 16 hex digits of its SHA-256, never the key itself.
+
+    Only configured keys reach it (after :func:`key_is_valid`), so the cache is bounded by the key list.
+    """
+    return "k:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 async def admit(
     settings: ApiSettings, limiter: RateLimiter | None, credential: str | None, client_host: str, kind: str
 ) -> ApiError | None:
     """None when a request/connection may proceed, else the 401 (bad or missing key) or 429 :class:`ApiError`.
 
-    ``credential`` is what :func:`credential_from` found (only looked at when authentication is on); the rate
-    limit of ``kind`` (``"http"``/``"ws"``) is per key when authentication is on, per ``client_host`` otherwise.
+    ``credential`` is what :func:`credential_from` found (only looked at when authentication is on). The rate
+    limit of ``kind`` (``"http"``/``"ws"``) is per key (its :func:`key_identity`) for a valid key, per
+    ``client_host`` otherwise: authentication off, or a missing or invalid key, which is limited by its client
+    IP first (429 once over the limit, so key guessing is throttled) and only then refused with 401.
     """
-    if settings.auth_enabled and not key_is_valid(credential, settings):
+    valid = settings.auth_enabled and key_is_valid(credential, settings)
+    if limiter is not None:
+        identity = key_identity(credential) if valid and credential else client_host
+        try:
+            await limiter.check(identity, kind)
+        except ApiError as err:
+            return err
+    if settings.auth_enabled and not valid:
         return ApiError(
             401,
             "unauthorized",
             "missing or invalid API key (X-API-Key header, Bearer token or api_key query parameter)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if limiter is not None:
-        identity = credential if settings.auth_enabled and credential else client_host
-        try:
-            await limiter.check(identity, kind)
-        except ApiError as err:
-            return err
     return None

@@ -27,6 +27,10 @@ from contracts.tick import SYMBOL_RE, Tick, decode_tick
 log = logging.getLogger("api.cache")
 
 
+class CacheUnavailable(Exception):
+    """Redis could not be read (as opposed to a key that is absent)."""
+
+
 class GetCoalescer:
     """Merges the GETs issued during one event-loop iteration into one MGET (a "data loader").
 
@@ -107,8 +111,17 @@ class MarketCache:
         return value
 
     async def latest_tick(self, ticker: str) -> Tick | None:
-        """Newest tick of ``ticker`` or None (missing, unreadable or Redis down)."""
-        raw = await self._get(redis_keys.latest_price(ticker))
+        """Newest tick of ``ticker`` or None (missing or unreadable); :class:`CacheUnavailable` when Redis is down.
+
+        The caller tells the two apart: a missing tick may be a 404, a Redis outage must not be (see
+        :func:`api.fastpath.latest_quote`).
+        """
+        key = redis_keys.latest_price(ticker)
+        try:
+            raw = await self.gets.get(key)
+        except (RedisError, OSError) as err:
+            log.warning("redis GET %s failed: %r", key, err)
+            raise CacheUnavailable(repr(err)) from err
         if raw is None:
             return None
         try:

@@ -21,6 +21,10 @@ from common.errors import MarketDataError
 log = logging.getLogger("api.errors")
 
 
+#: the message of every 500: never internals (the request id, in the response header and the log, links the two)
+INTERNAL_MESSAGE = "internal error; see the gateway log for this request id"
+
+
 class ApiError(MarketDataError):
     """An error answered to the client with ``status`` and a stable machine-readable ``code``."""
 
@@ -104,8 +108,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    # a fallback: GatewayMiddleware answers exceptions from the app itself (with the request id); this handler
+    # (Starlette's ServerErrorMiddleware, outermost) only sees one raised outside it
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal error; see the gateway log for this request id")
+    return error_response(500, "internal_error", INTERNAL_MESSAGE)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from api.cache import CacheUnavailable
 from api.convert import quote_json_from_row, quote_json_from_tick
 from api.deps import API_PREFIX
-from api.errors import invalid, not_found
+from api.errors import ApiError, invalid, not_found
 from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
@@ -33,22 +34,34 @@ Headers = list[tuple[bytes, bytes]]
 
 
 async def latest_quote(state: AppState, ticker: str) -> dict[str, Any]:
-    """JSON of the newest tick from Redis, else from the archive; 404 when the ticker never traded."""
-    tick = await state.cache.latest_tick(ticker)
+    """JSON of the newest tick from Redis, else from the archive; 404 when the ticker never traded.
+
+    With Redis down the archive answers; if it has nothing either, that is a 503 (the tick may well be in
+    Redis), never a 404.
+    """
+    redis_down = False
+    try:
+        tick = await state.cache.latest_tick(ticker)
+    except CacheUnavailable:
+        tick = None
+        redis_down = True
     if tick is not None:
         return quote_json_from_tick(tick)
     row = await state.store.latest_tick(ticker)
     if row is None:
+        if redis_down:
+            raise ApiError(503, "unavailable", "the quote cache (Redis) is unavailable, try again shortly")
         raise not_found(what=f"no tick for {ticker!r} yet")
     return quote_json_from_row(row)
 
 
 async def _ticker(state: AppState, raw: str, name: str) -> str:
+    # what the route's Path(max_length=MAX_TICKER_CHARS) answers: on the value as sent, before blanks are stripped
+    if len(raw) > MAX_TICKER_CHARS:
+        raise invalid(name, f"String should have at most {MAX_TICKER_CHARS} characters")
     known = state.tickers.canonical(raw)
     if known is not None:
         return known
-    if len(raw) > MAX_TICKER_CHARS:  # what the route's Path(max_length=MAX_TICKER_CHARS) answers
-        raise invalid(name, f"String should have at most {MAX_TICKER_CHARS} characters")
     return await state.tickers.require(raw)
 
 

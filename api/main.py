@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
@@ -23,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import metrics, ws
 from api.cache import MarketCache, TickerDirectory
-from api.deps import AppState
+from api.deps import API_PREFIX, AppState
 from api.errors import install_error_handlers
 from api.fastpath import fast_routes
 from api.hub import Hub
@@ -134,9 +135,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # provider checks were ~3 % of a /quote in the profile
         telemetry={"tracing": False, "metrics": False, "logs": False},
         responses={
-            401: {"model": ErrorResponse, "description": "missing or invalid API key"},
             422: {"model": ErrorResponse, "description": "a parameter is invalid (the message names it)"},
-            429: {"model": ErrorResponse, "description": "rate limited (see Retry-After)"},
             503: {"model": ErrorResponse, "description": "a dependency is unavailable"},
         },
     )
@@ -144,7 +143,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(system.router)
     for router in ROUTERS:
-        app.include_router(router)  # auth and rate limit: GatewayMiddleware, for every /api/v1 path
+        # auth and rate limit: GatewayMiddleware, for every /api/v1 path; documented here, on these routes only
+        app.include_router(router, responses=GUARDED_RESPONSES)
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.add_middleware(
@@ -158,8 +158,48 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET"],
             allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate"],
         )
+    if settings.auth_enabled:
+        document_security(app)
     return app
+
+
+#: the answers of GatewayMiddleware's guard, which only ``/api/v1`` paths pass through
+GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    429: {"model": ErrorResponse, "description": "rate limited (see Retry-After)"},
+}
+
+#: the three ways to present a key (:func:`api.auth.credential_from`), named as FastAPI's security classes
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "HTTPBearer": {"type": "http", "scheme": "bearer"},
+    "APIKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+}
+
+
+def document_security(app: FastAPI) -> None:
+    """Declare the API-key schemes in OpenAPI and require one of them on every ``/api/v1`` operation.
+
+    Documentation only: the check stays in :class:`api.middleware.GatewayMiddleware` (FastAPI security
+    dependencies would add dependency solving to every request).
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # caches it in app.openapi_schema; completed in place below
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        requirement: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]  # any one of them
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith(API_PREFIX + "/"):
+                for operation in operations.values():
+                    operation["security"] = requirement
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

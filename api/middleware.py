@@ -10,16 +10,18 @@ Order of work for an HTTP request:
 
 1. request id: the client's ``X-Request-ID`` (first 64 characters) or ``<process prefix>-<counter>``
    (unique per process without calling the random source per request); echoed in the response headers;
-2. under ``/api/v1``: authentication (when keys are configured; 401 + ``WWW-Authenticate``) and the rate limit
-   per key or client IP (429 + ``Retry-After``); service endpoints (``/health``, ``/ready``, ``/metrics``,
-   ``/docs``) stay open;
-3. the fast routes, else FastAPI;
+2. under ``/api/v1`` (the routing path: ``root_path`` stripped, as the router sees it): the rate limit per key
+   digest, or per client IP without a valid key (429 + ``Retry-After``), and authentication (when keys are
+   configured; 401 + ``WWW-Authenticate``); service endpoints (``/health``, ``/ready``, ``/metrics``, ``/docs``)
+   stay open;
+3. the fast routes, else FastAPI; an exception escaping FastAPI is logged here with the request id and answered
+   with the 500 envelope and ``X-Request-ID`` (re-raised when the response had already started);
 4. metrics per (method, route template, status): the template (``/api/v1/quote/{ticker}``), never the raw
    path, so label cardinality stays bounded whatever clients send; every answer without a route (404s, and
    FastAPI's trailing-slash 307 redirects whatever the path) shares ``<unmatched>``;
 5. the access log line, only when the ``api.access`` logger is enabled for INFO (no formatting otherwise).
 
-CORS (when configured) wraps this middleware, so error answers made here carry the CORS headers too and
+CORS (when configured) wraps this middleware, so error answers made here (500s included) carry the CORS headers and
 preflight requests are answered by the CORS layer without auth (they carry no credentials by design).
 """
 
@@ -41,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import admit, credential_from
 from api.deps import API_PREFIX
-from api.errors import ApiError, error_body
+from api.errors import INTERNAL_MESSAGE, ApiError, error_body
 from api.metrics import LATENCY, REQUESTS
 from api.observability import REQUEST_ID
 
@@ -67,6 +69,18 @@ class _Metric:
     def __init__(self, count: Counter, latency: Histogram) -> None:
         self.count = count
         self.latency = latency
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``scope["path"]`` without a leading ``root_path`` (as Starlette's own private
+    ``get_route_path`` does; kept here so a Starlette upgrade cannot move it from under the auth check)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 class GatewayMiddleware:
@@ -112,16 +126,19 @@ class GatewayMiddleware:
         REQUEST_ID.set(request_id)
         rid = request_id.encode("latin-1")
         started = time.perf_counter()
-        path: str = scope["path"]
+        # the routing path: behind a path-prefix proxy (uvicorn --root-path /md) scope["path"] is
+        # "/md/api/v1/..." and the routes match it with the root path stripped, so must auth and the fast routes
+        path = route_path(scope)
         method: str = scope["method"]
         status = 500
         template: str | None = None
+        response_started = False
         try:
             if path.startswith(_GUARDED_PREFIX):
                 rejection = await self._guard(scope, headers)
                 if rejection is not None:
                     status = rejection.status
-                    template = self._template(scope)
+                    template = self._template(scope, path)
                     await _send_error(send, rejection, rid)
                     return
                 if method == "GET":
@@ -132,13 +149,24 @@ class GatewayMiddleware:
                             return
 
             async def send_with_id(message: Message) -> None:
-                nonlocal status
+                nonlocal status, response_started
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    response_started = True
                     message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
                 await send(message)
 
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # here, not in Starlette's ServerErrorMiddleware (outside this middleware and CORS): the log line
+                # and the 500 carry the request id, and CORS (wrapping this middleware) adds its headers
+                log.exception("unhandled error on %s %s", method, scope["path"], extra={"request_id": request_id})
+                status = 500
+                if response_started:  # the status line is gone: only the connection can still tell the client
+                    raise
+                internal = ApiError(500, "internal_error", INTERNAL_MESSAGE)
+                await _send_error(send, internal, rid)
         finally:
             elapsed = time.perf_counter() - started
             if template is None:
@@ -162,7 +190,7 @@ class GatewayMiddleware:
                 access_log.info(
                     "%s %s %s",
                     method,
-                    path,
+                    scope["path"],
                     status,
                     extra={"route": template, "status": status, "ms": round(elapsed * 1000, 3)},
                 )
@@ -194,9 +222,10 @@ class GatewayMiddleware:
             self._framework = frozenset(p for n in names if isinstance(p := getattr(app, n, None), str))
         return self._framework
 
-    def _template(self, scope: Scope) -> str:
-        """Route template of a request answered before routing (401/429), from the OpenAPI paths."""
-        path: str = scope["path"]
+    def _template(self, scope: Scope, path: str) -> str:
+        """Route template of a request answered before routing (401/429), from the OpenAPI paths.
+
+        ``path`` is the routing path (root path stripped)."""
         for prefix, (route, _) in self.fast_routes.items():
             if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 return route
@@ -220,8 +249,9 @@ class GatewayMiddleware:
             await _send_error(send, err, rid)
             return err.status
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            internal = ApiError(500, "internal_error", "internal error; see the gateway log for this request id")
+            request_id = rid.decode("latin-1")
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"], extra={"request_id": request_id})
+            internal = ApiError(500, "internal_error", INTERNAL_MESSAGE)
             await _send_error(send, internal, rid)
             return 500
         await _send(send, status, body, [_JSON, (b"x-request-id", rid), *extra])

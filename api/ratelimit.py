@@ -1,5 +1,7 @@
 """Rate limiting per API key (or client IP) with the ``limits`` library on Redis, shared by all workers.
 
+The identity of a key is :func:`api.auth.key_identity` (a digest): Redis key names never contain an API key.
+
 Sliding-window counters in Redis so several gateway processes enforce one budget. If Redis is unreachable the
 limiter fails open and logs: an outage of the limiter must not become an outage of the API. "Unreachable"
 includes a Redis that accepts connections but stops answering (``CLIENT PAUSE``, a stalled host): the client has

@@ -77,7 +77,9 @@ class FakeState:
     started_monotonic: float = 0.0
 
 
-def client_for(limiter: FakeLimiter | None = None, **overrides: Any) -> tuple[httpx.AsyncClient, FakeState]:
+def client_for(
+    limiter: FakeLimiter | None = None, root_path: str = "", **overrides: Any
+) -> tuple[httpx.AsyncClient, FakeState]:
     settings = ApiSettings(relay_enabled=False, access_log=False, **overrides)
     app = create_app(settings)
     store = FakeStore({"SYNTH", "TECH"})
@@ -89,7 +91,7 @@ def client_for(limiter: FakeLimiter | None = None, **overrides: Any) -> tuple[ht
         settings, tickers, MarketCache(FakeRedis({redis_keys.latest_price("SYNTH"): encode_tick(TICK)})), store, limiter
     )  # type: ignore[arg-type]
     app.state.md = state
-    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555), root_path=root_path)
     return httpx.AsyncClient(transport=transport, base_url="http://test"), state
 
 
@@ -305,14 +307,13 @@ async def test_a_stale_set_reloads_in_the_background_on_the_fast_path_and_ws_rea
 
 
 async def test_admit_is_the_one_key_and_rate_limit_check_of_rest_and_ws() -> None:
-    from api.auth import admit
+    from api.auth import admit, key_identity
 
     with_keys = ApiSettings(relay_enabled=False, keys=[SecretStr("k1")])
-    limiter = FakeLimiter(budget=1)
+    limiter = FakeLimiter(budget=2)
     refused = await admit(with_keys, limiter, "wrong", "10.0.0.1", "ws")
     assert refused is not None
-    assert refused.status == 401
-    assert limiter.identities == []  # a refused key is not counted
+    assert refused.status == 401  # counted against its client IP, then refused
     assert await admit(with_keys, limiter, "k1", "10.0.0.1", "ws") is None
     limited = await admit(with_keys, limiter, "k1", "10.0.0.1", "ws")
     assert limited is not None
@@ -320,7 +321,8 @@ async def test_admit_is_the_one_key_and_rate_limit_check_of_rest_and_ws() -> Non
     open_settings = ApiSettings(relay_enabled=False)
     assert await admit(open_settings, None, None, "10.0.0.2", "http") is None
     await admit(open_settings, limiter, "anything", "10.0.0.2", "ws")
-    assert limiter.identities == ["k1", "k1", "10.0.0.2"]  # per key with auth on, per client IP with it off
+    # per key digest with a valid key, per client IP without one or with auth off
+    assert limiter.identities == ["10.0.0.1", key_identity("k1"), key_identity("k1"), "10.0.0.2"]
 
 
 def test_iso_timestamps_always_have_four_digit_years() -> None:

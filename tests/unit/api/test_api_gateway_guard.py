@@ -1,0 +1,207 @@
+"""Audit fixes of the gateway's guard and error paths: root path, unauthenticated rate limit, 500s with request
+ids and CORS, exposed CORS headers, key digests as limiter identities, raw ticker length on the fast routes,
+OpenAPI security, and a Redis outage on ``/quote``.
+
+Same in-process harness as ``test_api_middleware`` (the real app over ``httpx.ASGITransport``, fakes for the
+database and Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from api import auth
+from api.cache import MarketCache
+from api.main import create_app
+from api.middleware import GatewayMiddleware
+from api.settings import ApiSettings
+from contracts.tick import MAX_TICKER_CHARS
+from tests.unit.api.test_api_middleware import FakeLimiter, client_for, count
+
+ORIGIN = "https://app.example"
+
+
+async def test_with_a_root_path_api_keys_and_rate_limits_still_apply() -> None:
+    # uvicorn --root-path /md: scope["path"] is "/md/api/v1/...", the routes match it without the root path
+    limiter = FakeLimiter(budget=3)
+    client, _ = client_for(limiter, root_path="/md", keys=[SecretStr("k1")])
+    before = count("/api/v1/quote/{ticker}", 401)
+    async with client:
+        missing = [
+            (await client.get("/md/api/v1/tickers")).status_code,
+            (await client.get("/md/api/v1/quote/SYNTH")).status_code,
+        ]
+        ok = await client.get("/md/api/v1/quote/SYNTH", headers={"X-API-Key": "k1"})
+        limited = await client.get("/md/api/v1/quote/SYNTH", headers={"X-API-Key": "k1"})
+        health = await client.get("/md/health")
+    assert missing == [401, 401]
+    assert ok.status_code == 200
+    assert ok.json()["data"]["ticker"] == "SYNTH"
+    assert limited.status_code == 429
+    assert health.status_code == 200
+    assert count("/api/v1/quote/{ticker}", 401) - before == 1  # the template, not the prefixed path
+
+
+async def test_requests_without_a_valid_key_are_rate_limited_by_client_ip() -> None:
+    limiter = FakeLimiter(budget=2)
+    client, _ = client_for(limiter, keys=[SecretStr("k1")])
+    async with client:
+        codes = [
+            (await client.get("/api/v1/quote/SYNTH")).status_code,
+            (await client.get("/api/v1/quote/SYNTH", headers={"X-API-Key": "guess"})).status_code,
+        ]
+        refused = await client.get("/api/v1/quote/SYNTH", headers={"X-API-Key": "guess2"})
+    assert codes == [401, 401]
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "7"
+    assert limiter.identities == ["10.1.2.3"] * 3
+
+
+async def test_the_limiter_never_sees_a_key_only_its_digest() -> None:
+    limiter = FakeLimiter(budget=10)
+    client, _ = client_for(limiter, keys=[SecretStr("k1-secret"), SecretStr("k2-secret")])
+    async with client:
+        await client.get("/api/v1/quote/SYNTH", headers={"X-API-Key": "k1-secret"})
+        await client.get("/api/v1/quote/SYNTH", headers={"Authorization": "Bearer k2-secret"})
+        await client.get("/api/v1/quote/SYNTH", params={"api_key": "k1-secret"})
+    assert not any("secret" in identity for identity in limiter.identities)
+    digest = auth.key_identity  # type: ignore[attr-defined,unused-ignore]  # absent before the fix
+    assert limiter.identities == [digest("k1-secret"), digest("k2-secret"), digest("k1-secret")]
+    assert digest("k1-secret").startswith("k:")
+    assert len(digest("k1-secret")) == 18
+
+
+def _failing_store_client(**overrides: Any) -> Any:
+    client, state = client_for(fast_routes=False, **overrides)
+
+    async def boom(ticker: str) -> None:
+        raise RuntimeError("simulated bug")
+
+    state.store.latest_tick = boom  # type: ignore[method-assign]  # TECH is known and not in Redis: the store is asked
+    return client
+
+
+async def test_an_unhandled_error_is_a_500_envelope_with_the_request_id_and_logged_with_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _failing_store_client()
+    with caplog.at_level(logging.ERROR, logger="api.middleware"):
+        async with client:
+            resp = await client.get("/api/v1/quote/TECH", headers={"X-Request-ID": "rid-500"})
+    assert resp.status_code == 500
+    assert resp.headers["x-request-id"] == "rid-500"
+    assert resp.json() == {
+        "success": False,
+        "error": {"code": "internal_error", "message": "internal error; see the gateway log for this request id"},
+    }
+    records = [r for r in caplog.records if r.name == "api.middleware" and r.exc_info]
+    assert len(records) == 1
+    assert records[0].request_id == "rid-500"  # type: ignore[attr-defined]
+
+
+async def test_a_500_carries_the_cors_headers() -> None:
+    client = _failing_store_client(cors_origins=[ORIGIN])
+    async with client:
+        resp = await client.get("/api/v1/quote/TECH", headers={"Origin": ORIGIN})
+    assert resp.status_code == 500
+    assert resp.headers["access-control-allow-origin"] == ORIGIN
+    assert resp.headers["x-request-id"]
+
+
+async def test_an_error_after_the_response_started_is_logged_and_re_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("mid-stream")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/stream", "headers": [], "app": object()}
+    with caplog.at_level(logging.ERROR, logger="api.middleware"), pytest.raises(RuntimeError, match="mid-stream"):
+        await GatewayMiddleware(app)(scope, receive, send)
+    assert [m["type"] for m in sent] == ["http.response.start"]  # no second start
+    assert any(r.name == "api.middleware" and r.exc_info for r in caplog.records)
+
+
+async def test_cors_exposes_retry_after_and_the_request_id() -> None:
+    limiter = FakeLimiter(budget=0)
+    client, _ = client_for(limiter, cors_origins=[ORIGIN])
+    async with client:
+        resp = await client.get("/api/v1/quote/SYNTH", headers={"Origin": ORIGIN})
+    assert resp.status_code == 429
+    exposed = {h.strip().lower() for h in resp.headers["access-control-expose-headers"].split(",")}
+    assert {"retry-after", "x-request-id", "www-authenticate"} <= exposed
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_blank_padded_ticker_longer_than_the_limit_is_a_422_on_both_routes(fast: bool) -> None:
+    padded = " " * (MAX_TICKER_CHARS - 2) + "SYNTH"
+    client, _ = client_for(fast_routes=fast)
+    async with client:
+        quote = await client.get("/api/v1/quote/" + padded)
+        latest = await client.get("/api/v1/latest/" + padded)
+        fits = await client.get("/api/v1/quote/" + " " * (MAX_TICKER_CHARS - 5) + "SYNTH")
+    assert quote.status_code == 422
+    assert quote.json()["error"]["message"].startswith(f"ticker: String should have at most {MAX_TICKER_CHARS}")
+    assert latest.status_code == 422
+    assert latest.json()["error"]["message"].startswith(f"symbol: String should have at most {MAX_TICKER_CHARS}")
+    assert fits.status_code == 200
+
+
+class DownRedis:
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_redis_down_and_nothing_archived_is_a_503_not_a_404(fast: bool) -> None:
+    client, state = client_for(fast_routes=fast)
+    async with client:
+        missing = await client.get("/api/v1/quote/TECH")  # Redis up, no tick anywhere: still a 404
+        state.cache = MarketCache(DownRedis())  # type: ignore[arg-type]
+        quote = await client.get("/api/v1/quote/SYNTH")
+        latest = await client.get("/api/v1/latest/SYNTH")
+    assert missing.status_code == 404
+    for resp in (quote, latest):
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "unavailable"
+
+
+def _operation(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    op: dict[str, Any] = spec["paths"][path]["get"]
+    return op
+
+
+def test_openapi_declares_the_key_schemes_and_401_429_only_on_api_routes() -> None:
+    spec = create_app(ApiSettings(relay_enabled=False, keys=[SecretStr("k1")])).openapi()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["HTTPBearer"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["APIKeyQuery"] == {"type": "apiKey", "in": "query", "name": "api_key"}
+    for path in ("/api/v1/quote/{ticker}", "/api/v1/tickers", "/api/v1/bars/{ticker}"):
+        op = _operation(spec, path)
+        assert {"401", "429"} <= set(op["responses"]), path
+        assert op["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}, {"APIKeyQuery": []}]
+    for path in ("/health", "/ready", "/"):
+        op = _operation(spec, path)
+        assert not {"401", "429"} & set(op["responses"]), path
+        assert "security" not in op
+    assert "security" not in spec
+
+
+def test_openapi_without_keys_has_no_security_but_still_documents_the_rate_limit() -> None:
+    spec = create_app(ApiSettings(relay_enabled=False)).openapi()
+    assert "securitySchemes" not in spec.get("components", {})
+    assert "security" not in _operation(spec, "/api/v1/quote/{ticker}")
+    assert "429" in _operation(spec, "/api/v1/quote/{ticker}")["responses"]
+    assert "429" not in _operation(spec, "/health")["responses"]
