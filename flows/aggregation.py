@@ -262,54 +262,68 @@ class TickerBars:
                     or (first_reach > frontier and chunk[1][0][0] + base <= first_reach)
                 ):
                     st.next_due = next_due
-                    late.extend(self._tick_by_tick(chunk))
+                    late.extend(self._tick_by_tick(chunk, now_ms))
                     next_due = st.next_due
                     ticks += len(chunk[2])
                     newest = max(newest, *(seg[9] for seg in chunk[1]))  # processed now, late ones included
                     continue
-            for seg in chunk[1]:
-                start = seg[0]
-                if start + base <= frontier or start <= last_final:
-                    late.extend(self._late(chunk, seg))
+            # the segments are the rule's result only if the volume limit rejects none of their ticks (a rejected
+            # tick raises no watermark, so the ticks after it would be judged differently): a chunk of several
+            # segments is checked first, a lone one as it is merged; otherwise the chunk is redone tick by tick
+            segments = chunk[1]
+            if len(segments) == 1 or self._fits(segments, frontier, last_final):
+                for seg in segments:
+                    start = seg[0]
+                    if start + base <= frontier or start <= last_final:
+                        late.extend(self._late(chunk, seg))
+                        continue
+                    acc = open_base.get(start)
+                    if (seg[5] if acc is None else acc.volume + seg[5]) > cap:
+                        break  # a lone segment (see _fits): nothing of the chunk merged yet
+                    if acc is None:
+                        open_base[start] = Acc(*seg[:10])
+                        if start + base < next_due:
+                            next_due = start + base
+                    else:  # Acc.add: earliest event time opens, latest closes (ties: arrival order)
+                        if seg[8] < acc.first_ts:
+                            acc.open, acc.first_ts = seg[1], seg[8]
+                        if seg[9] >= acc.last_ts:
+                            acc.close, acc.last_ts = seg[4], seg[9]
+                        if seg[2] > acc.high:
+                            acc.high = seg[2]
+                        if seg[3] < acc.low:
+                            acc.low = seg[3]
+                        acc.volume += seg[5]
+                        acc.pv += seg[6]
+                        acc.trades += seg[7]
+                    if seg[9] > newest:
+                        newest = seg[9]
+                        if newest > watermark:
+                            watermark = newest
+                else:  # no break: every segment merged or late as a whole
+                    if clock is None:
+                        if watermark > st.watermark:
+                            st.watermark, st.watermark_log = watermark, now_ms
+                        if watermark - grace > st.frontier:
+                            st.frontier = watermark - grace
+                    else:
+                        if watermark > st.watermark:
+                            st.watermark, st.watermark_log = watermark, clock[2]
+                        # the frontier is the greatest reached at any tick of the chunk (the first, the later ones, and
+                        # the log at its last tick extrapolated from the new watermark)
+                        reached = max(first_reach, clock[5] - grace, self._extrapolated(clock[1]))
+                        if reached > st.frontier:
+                            st.frontier = reached
+                    held = chunk[7]
+                    if held is not None:  # the ticks late against earlier ones of the batch: late by the rule too
+                        late.extend(held[1])
+                    ticks += len(chunk[2])
                     continue
-                acc = open_base.get(start)
-                if (seg[5] if acc is None else acc.volume + seg[5]) > cap:
-                    late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
-                    continue
-                if acc is None:
-                    open_base[start] = Acc(*seg[:10])
-                    if start + base < next_due:
-                        next_due = start + base
-                else:  # Acc.add: earliest event time opens, latest closes (ties: arrival order)
-                    if seg[8] < acc.first_ts:
-                        acc.open, acc.first_ts = seg[1], seg[8]
-                    if seg[9] >= acc.last_ts:
-                        acc.close, acc.last_ts = seg[4], seg[9]
-                    if seg[2] > acc.high:
-                        acc.high = seg[2]
-                    if seg[3] < acc.low:
-                        acc.low = seg[3]
-                    acc.volume += seg[5]
-                    acc.pv += seg[6]
-                    acc.trades += seg[7]
-                if seg[9] > newest:
-                    newest = seg[9]
-                    if newest > watermark:
-                        watermark = newest
-            if clock is None:
-                if watermark > st.watermark:
-                    st.watermark, st.watermark_log = watermark, now_ms
-                if watermark - grace > st.frontier:
-                    st.frontier = watermark - grace
-            else:
-                if watermark > st.watermark:
-                    st.watermark, st.watermark_log = watermark, clock[2]
-                # the frontier is the greatest reached at any tick of the chunk (the first, the later ones, and
-                # the log at its last tick extrapolated from the new watermark)
-                reached = max(first_reach, clock[5] - grace, self._extrapolated(clock[1]))
-                if reached > st.frontier:
-                    st.frontier = reached
+            st.next_due = next_due
+            late.extend(self._tick_by_tick(chunk, now_ms))
+            next_due = st.next_due
             ticks += len(chunk[2])
+            newest = max(newest, *(seg[9] for seg in segments))
         st.next_due = next_due
         st.ticks_since_live += ticks
         st.live_dirty = True
@@ -323,35 +337,56 @@ class TickerBars:
             return NOTHING
         return Emitted(finals, lives, late, duplicates)
 
-    def _tick_by_tick(self, chunk: TickChunk) -> list[DeadLetter]:
-        """Merge a chunk one tick at a time in arrival order, each judged at its own log time (a window of the
-        chunk closes part-way through it; rare). Same rules as the segment loop of :meth:`on_chunks`."""
+    def _fits(self, segments: list[Segment], frontier: int, last_final: int) -> bool:
+        """Whether every segment the merge of :meth:`on_chunks` does not reject as late fits its window under
+        the volume limit (then no tick of them is rejected for volume, taken one at a time either)."""
+        open_base, base, cap = self.state.open_base, self.lengths[0], self.volume_cap
+        for seg in segments:
+            start = seg[0]
+            if start + base <= frontier or start <= last_final:
+                continue
+            acc = open_base.get(start)
+            if (seg[5] if acc is None else acc.volume + seg[5]) > cap:
+                return False
+        return True
+
+    def _tick_by_tick(self, chunk: TickChunk, now_ms: int) -> list[DeadLetter]:
+        """Merge a chunk one tick at a time in arrival order, its held ticks included (rare): a window of the
+        chunk closes part-way through it (each tick is judged at its own log time), or the volume limit rejects a
+        tick of it (a rejected tick raises no watermark). The rule itself; the segment loop of :meth:`on_chunks`
+        gives the same result whenever it is used."""
         st, base, grace, cap = self.state, self.lengths[0], self.config.grace_ms, self.volume_cap
-        columns = chunk[6]
-        assert columns is not None  # a chunk with a clock has its columns
-        rows = chunk[2]
+        columns, clock, held = chunk[6], chunk[5], chunk[7]
+        rows = sorted(chunk[2] + held[0]) if held is not None else sorted(chunk[2])  # batch rows: arrival order
+        times = columns.timestamps[rows].tolist()
+        cents_l = columns.cents[rows].tolist()
+        volumes = columns.volumes[rows].tolist()
+        # the log time of each tick (a chunk without a clock: its ticks have no log, the wall clock is ``now_ms``)
+        logs = columns.log_times[rows].tolist() if clock is not None and columns.log_times is not None else None
         late: list[DeadLetter] = []
-        for i in sorted(range(len(rows)), key=rows.__getitem__):  # rows are batch positions: arrival order
-            row = rows[i]
-            ts, log = int(columns.timestamps[row]), int(columns.log_times[row])
-            reached = self._extrapolated(log)
-            if reached > st.frontier:
-                st.frontier = reached
+        for k, row in enumerate(rows):
+            ts, cents, volume = times[k], cents_l[k], volumes[k]
+            if logs is not None:
+                log = logs[k]
+                reached = self._extrapolated(log)
+                if reached > st.frontier:
+                    st.frontier = reached
+            else:
+                log = now_ms
             start = ts - ts % base
-            cents, volume = int(columns.cents[row]), int(columns.volumes[row])
-            seg: Segment = (start, cents, cents, cents, cents, volume, cents * volume, 1, ts, ts, i, i + 1)
             if start + base <= st.frontier or start <= st.last_final[0]:
-                late.extend(self._late(chunk, seg))
+                late.append(dead_letter("late", self._late_reason(start), *chunk.value(row)))
                 continue
             acc = st.open_base.get(start)
-            if (volume if acc is None else acc.volume + volume) > cap:
-                late.extend(self._oversized(chunk, seg, 0 if acc is None else acc.volume))
+            before = 0 if acc is None else acc.volume
+            if before + volume > cap:
+                late.append(dead_letter("malformed", self._overflow_reason(start, before, volume), *chunk.value(row)))
                 continue
             if acc is None:
-                st.open_base[start] = Acc(*seg[:10])
+                st.open_base[start] = Acc(start, cents, cents, cents, cents, volume, cents * volume, 1, ts, ts)
                 st.next_due = min(st.next_due, start + base)
             else:
-                acc.add(*seg[1:10])
+                acc.add(cents, cents, cents, cents, volume, cents * volume, 1, ts, ts)
             if ts > st.watermark:
                 st.watermark, st.watermark_log = ts, log
                 st.frontier = max(st.frontier, ts - grace)
@@ -422,21 +457,22 @@ class TickerBars:
         return st.watermark_log + max(0, st.next_due + self.config.grace_ms - st.watermark)
 
     def _late(self, chunk: TickChunk, seg: Segment) -> list[DeadLetter]:
-        st, base = self.state, self.lengths[0]
-        reason = late_reason(
-            st.ticker, self.config.timeframes[0], seg[0], base, st.watermark, self.config.grace_ms, st.frontier
-        )
+        """Dead letters (late) for the ticks of ``seg``: its window is closed or already has a final bar."""
+        reason = self._late_reason(seg[0])
         return [dead_letter("late", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
 
-    def _oversized(self, chunk: TickChunk, seg: Segment, volume: int) -> list[DeadLetter]:
-        """Dead letters (malformed) for the ticks of ``seg``: with them the bar's volume would pass the cap."""
+    def _late_reason(self, start: int) -> str:
         st = self.state
-        reason = (
-            f"volume overflow {st.ticker!r}: {self.config.timeframes[0]} window [{seg[0]}, {seg[0] + self.lengths[0]})"
-            f" holds volume {volume} and these ticks add {seg[5]}; a bar's volume must stay <= {self.volume_cap} so"
-            f" that its {self.config.timeframes[-1]} bar fits a signed 64-bit integer"
+        timeframe, base, grace = self.config.timeframes[0], self.lengths[0], self.config.grace_ms
+        return late_reason(st.ticker, timeframe, start, base, st.watermark, grace, st.frontier)
+
+    def _overflow_reason(self, start: int, before: int, volume: int) -> str:
+        """Why a tick of ``volume`` is a dead letter (malformed): its window, holding ``before``, would pass the cap."""
+        return (
+            f"volume overflow {self.state.ticker!r}: {self.config.timeframes[0]} window [{start}, "
+            f"{start + self.lengths[0]}) holds volume {before} and the tick adds {volume}; a bar's volume must stay "
+            f"<= {self.volume_cap} so that its {self.config.timeframes[-1]} bar fits a signed 64-bit integer"
         )
-        return [dead_letter("malformed", reason, *chunk.raw(i)) for i in range(seg[10], seg[11])]
 
     def _close_due(self) -> tuple[list[Bar], int]:
         st, lengths, frontier = self.state, self.lengths, self.state.frontier

@@ -218,7 +218,7 @@ def build_flow(
             EVENT_LAG.set(time.time() - int(batch.timestamps.max()) / 1000.0)
             batch_seconds.observe(time.perf_counter() - started)
         groups = cast(list[tuple[str, _ShardItems]], shard_keys.grouped(result.chunks))
-        out: list[_Prepared] = [*dead, *result.late, *groups]
+        out: list[_Prepared] = [*dead, *groups]
         if batch.log_ends:  # live mode: the logs' clocks to the shards (closes quiet tickers' windows)
             out.extend(_with_clocks(groups, batch.log_ends, markers, shard_keys))
         if result.latest:

@@ -1,9 +1,10 @@
 """Per-batch pre-aggregation with NumPy: one decoded batch (all tickers mixed) into per-ticker partial 1m bars.
 
 :func:`partial_bars` groups a :class:`~flows.decode.DecodedBatch` by ticker and base (1m) window and returns,
-per ticker, a :class:`TickChunk`: the partial base bars of that ticker in this batch. It also rejects ticks
-that are late relative to earlier ticks *of the same batch* and returns each ticker's newest tick. Pure logic,
-no Bytewax import; :mod:`flows.aggregation` merges the chunks into each ticker's open windows.
+per ticker, a :class:`TickChunk`: the partial base bars of that ticker in this batch. It also finds the ticks
+that are late relative to earlier ticks *of the same batch* (their dead letters travel with the chunk: whether
+they stand depends on the ticker's state, see :class:`TickChunk`) and returns each ticker's newest tick. Pure
+logic, no Bytewax import; :mod:`flows.aggregation` merges the chunks into each ticker's open windows.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ Segment = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
 class Columns(NamedTuple):
-    """A batch's columns a chunk may need again, by row: event times, cents, volumes, log times."""
+    """A batch's columns a chunk may need again, by row: event times, cents, volumes, log times (live mode)."""
 
     timestamps: npt.NDArray[np.int64]
     cents: npt.NDArray[np.int64]
     volumes: npt.NDArray[np.int64]
-    log_times: npt.NDArray[np.int64]
+    log_times: npt.NDArray[np.int64] | None
 
     def take(self, rows: list[int]) -> Columns:
-        return Columns(self.timestamps[rows], self.cents[rows], self.volumes[rows], self.log_times[rows])
+        logs = self.log_times[rows] if self.log_times is not None else None
+        return Columns(self.timestamps[rows], self.cents[rows], self.volumes[rows], logs)
 
 
 #: live mode, per chunk (:mod:`flows.logclock`): ``(log key or None, log time at its last tick, log time at the
@@ -50,19 +52,34 @@ ChunkClock = tuple[str | None, int, int, int, int, int, bool]
 #: ``reach`` of a chunk of one tick
 NO_REACH = -(2**62)
 
+#: the ticks of a chunk late against earlier ticks of its batch: their batch rows and their dead letters
+Held = tuple[list[int], list[DeadLetter]]
+
 _ChunkFields = tuple[
-    str, list[Segment], list[int], list[bytes], Sequence[Origin | None] | None, ChunkClock | None, Columns | None
+    str,
+    list[Segment],
+    list[int],
+    list[bytes],
+    Sequence[Origin | None] | None,
+    ChunkClock | None,
+    Columns,
+    Held | None,
 ]
 
 
 class TickChunk(_ChunkFields):
     """The ticks of one ticker in one batch, pre-aggregated into base-timeframe segments (ascending start).
 
-    A tuple ``(ticker, segments, rows, raws, origins, clock, columns)`` so a whole batch of chunks is built by
-    C-level ``map``/``zip``. The original values are only needed when a segment turns out late, so a chunk
-    refers to the batch's value list by row numbers instead of copying; pickling (an exchange between workers)
-    materialises just this chunk's own values. In live mode ``clock`` summarises the chunk's log times and
-    ``columns`` lets a chunk whose window closes part-way through be redone tick by tick.
+    A tuple ``(ticker, segments, rows, raws, origins, clock, columns, held)`` so a whole batch of chunks is built
+    by C-level ``map``/``zip``. The original values are only needed when a tick turns out late or too big, so a
+    chunk refers to the batch's value list by row numbers instead of copying; pickling (an exchange between
+    workers) materialises just this chunk's own values. In live mode ``clock`` summarises the chunk's log times.
+
+    ``held`` (None: none) are the ticks late against an earlier tick of the batch, left out of the segments with
+    their dead letters. Those letters stand when the shard merges the segments as they are (every tick of them
+    accepted, the rule's result then); when it cannot -- a tick the volume limit rejects, which must not raise
+    the watermark, or a window the log closes part-way through -- it redoes the chunk one tick at a time from
+    ``columns``, the held ticks included, and judges every tick itself.
     """
 
     __slots__ = ()
@@ -81,7 +98,10 @@ class TickChunk(_ChunkFields):
 
     def raw(self, i: int) -> tuple[bytes, Origin | None]:
         """The original value of the chunk's ``i``-th tick (segment order) and where it came from."""
-        row = self[2][i]
+        return self.value(self[2][i])
+
+    def value(self, row: int) -> tuple[bytes, Origin | None]:
+        """The original value of the tick in batch row ``row`` (a segment's or a held one) and where it came from."""
         origins = self[4]
         return self[3][row], origins[row] if origins is not None else None
 
@@ -89,32 +109,41 @@ class TickChunk(_ChunkFields):
     def clock(self) -> ChunkClock | None:
         return self[5]
 
+    @property
+    def held(self) -> Held | None:
+        return self[7]
+
     def __reduce__(self) -> tuple[type[TickChunk], tuple[_ChunkFields]]:
-        ticker, segments, rows, raws, origins, clock, columns = self
-        arrival = sorted(rows)  # renumbered 0.. in arrival order, so row order still tells arrival order
+        ticker, segments, rows, raws, origins, clock, columns, held = self
+        # renumbered 0.. in arrival order, so row order still tells arrival order
+        arrival = sorted(rows + held[0]) if held is not None else sorted(rows)
         position = {row: i for i, row in enumerate(arrival)}
         own_raws = [raws[r] for r in arrival]
         own_origins = [origins[r] for r in arrival] if origins is not None else None
-        own_columns = columns.take(arrival) if columns is not None else None
         own_rows = [position[r] for r in rows]
-        return TickChunk, ((ticker, segments, own_rows, own_raws, own_origins, clock, own_columns),)
+        own_held = ([position[r] for r in held[0]], held[1]) if held is not None else None
+        own = (ticker, segments, own_rows, own_raws, own_origins, clock, columns.take(arrival), own_held)
+        return TickChunk, (own,)
 
 
 class BatchResult(NamedTuple):
     """What :func:`partial_bars` makes of one decoded batch."""
 
+    #: per ticker its chunk; a tick late against an earlier tick of its batch is held in it
+    #: (:attr:`TickChunk.held`) until the ticker's state decides
     chunks: list[tuple[str, TickChunk]]
-    late: list[DeadLetter]
+    #: the newest tick of each ticker by ``(timestamp, seq)``, the order of the Redis compare-and-set (ties:
+    #: the first to arrive, which that compare-and-set keeps too)
     latest: list[WireTick]
     #: every valid tick of the batch (late ones included) tallied by ticker: ``(names, counts)``, for metrics
     tally: tuple[list[str], list[int]]
 
 
 def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResult:
-    """Group a batch by ticker and base window; reject ticks late against earlier ticks of the batch."""
+    """Group a batch by ticker and base window; hold back ticks late against earlier ticks of the batch."""
     n = len(batch)
     if n == 0:
-        return BatchResult([], [], [], ([], []))
+        return BatchResult([], [], ([], []))
     codes = batch.codes
     ts = batch.timestamps
     t_min = int(ts.min())
@@ -148,11 +177,15 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
     # order; the names are those of the chunks below (a ticker's first tick is never late, so none drops out)
     counts = np.diff(np.r_[np.flatnonzero(first), n]).tolist()
 
-    late: list[DeadLetter] = []
+    # late against an earlier tick of the batch as if every tick were accepted: the shard keeps these letters
+    # when it accepts every other tick, and judges the chunk tick by tick when not (a tick over the volume limit)
+    held: dict[int, Held] = {}
     if late_a.any():
         for pos in np.flatnonzero(late_a).tolist():
             row = int(order[pos])
-            late.append(_late_letter(batch, row, base_ms, grace_ms, int(prior[pos]) + t_min))
+            rows, letters = held.setdefault(int(c_a[pos]), ([], []))
+            rows.append(row)
+            letters.append(_late_letter(batch, row, base_ms, grace_ms, int(prior[pos]) + t_min))
         order = order[~late_a]
         c_a, r_a = c_a[~late_a], r_a[~late_a]
         first = np.r_[True, c_a[1:] != c_a[:-1]]
@@ -204,13 +237,12 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
     seg_bounds = np.r_[tick_first_seg, len(lo)]
     row_bounds = np.r_[lo[tick_first_seg], len(order)]
     # one chunk per ticker, built with C-level map/zip: per-ticker Python code is the cost at many tickers
-    latest: list[WireTick] = list(map(batch.ticks.__getitem__, order[row_bounds[1:] - 1].tolist()))
-    names = list(map(batch.names.__getitem__, c_a[row_bounds[:-1]].tolist()))
+    latest: list[WireTick] = list(map(batch.ticks.__getitem__, _newest_rows(batch, order, ts_s, row_bounds)))
+    codes_list = c_a[row_bounds[:-1]].tolist()
+    names = list(map(batch.names.__getitem__, codes_list))
     seg_slices = map(segments.__getitem__, map(slice, seg_bounds[:-1].tolist(), seg_bounds[1:].tolist()))
     row_slices = map(order_list.__getitem__, map(slice, row_bounds[:-1].tolist(), row_bounds[1:].tolist()))
-    columns = (
-        Columns(batch.timestamps, batch.cents, batch.volumes, batch.log_times) if batch.log_times is not None else None
-    )
+    columns = Columns(batch.timestamps, batch.cents, batch.volumes, batch.log_times)
     fields = zip(
         names,
         seg_slices,
@@ -219,10 +251,35 @@ def partial_bars(batch: DecodedBatch, base_ms: int, grace_ms: int) -> BatchResul
         repeat(batch.origins),
         clocks if clocks is not None else repeat(None),
         repeat(columns),
+        map(held.get, codes_list) if held else repeat(None),
         strict=False,
     )
     chunks = list(zip(names, map(TickChunk, fields), strict=True))
-    return BatchResult(chunks, late, latest, (names, counts))
+    return BatchResult(chunks, latest, (names, counts))
+
+
+def _newest_rows(
+    batch: DecodedBatch, order: npt.NDArray[np.intp], ts_s: npt.NDArray[np.int64], bounds: npt.NDArray[np.intp]
+) -> list[int]:
+    """The batch row of each ticker's newest tick by ``(timestamp, seq)``, the first to arrive on a tie.
+
+    ``order`` holds the rows sorted by (ticker, event time, arrival), ``ts_s`` their event times and ``bounds``
+    where each ticker's rows begin (and, last, where they end). A ticker's last row has the greatest event time;
+    only when the row before it has the same one (rare) do the seqs of those rows decide.
+    """
+    last = bounds[1:] - 1
+    newest = order[last]
+    tied = np.flatnonzero((last > bounds[:-1]) & (ts_s[last - 1] == ts_s[last]))
+    if len(tied):
+        seqs = batch.seqs
+        for k in tied.tolist():
+            hi = int(last[k]) + 1
+            lo = hi - 1
+            while lo > bounds[k] and ts_s[lo - 1] == ts_s[hi - 1]:
+                lo -= 1
+            same = order[lo:hi]  # the ticker's ticks at its newest event time, in arrival order
+            newest[k] = same[int(np.argmax(seqs[same]))]  # argmax: the first of equal seqs
+    return newest.tolist()  # type: ignore[no-any-return]
 
 
 def _chunk_clocks(

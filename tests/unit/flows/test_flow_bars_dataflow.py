@@ -56,7 +56,7 @@ def expected(values: list[bytes], batch: int) -> tuple[list[Bar], list[bytes]]:
     for i in range(0, len(values), batch):
         decoded, bad = decode_batch(values[i : i + batch])
         result = partial_bars(decoded, cfg.lengths[0], cfg.grace_ms)
-        dead += [d.raw for d in bad + result.late]
+        dead += [d.raw for d in bad]
         per: dict[str, list[TickChunk]] = defaultdict(list)
         for ticker, chunk in result.chunks:
             per[ticker].append(chunk)

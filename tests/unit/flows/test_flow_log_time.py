@@ -304,7 +304,7 @@ def test_a_backlog_is_merged_segment_by_segment_with_the_bars_of_the_rule(monkey
     all but equal). No window closes part-way through a chunk by the log, so no chunk is redone tick by tick
     (the slow path), and the bars are the rule's."""
 
-    def forbidden(self: TickerBars, chunk: Any) -> list[DeadLetter]:
+    def forbidden(self: TickerBars, chunk: Any, now_ms: int) -> list[DeadLetter]:
         raise AssertionError(f"{self.state.ticker}: chunk redone tick by tick")
 
     written = T0 + 86_400_000
