@@ -8,10 +8,9 @@ ticker's windows close as the partition's log moves on, and every tick is judged
 from __future__ import annotations
 
 import pickle
-from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,30 +24,12 @@ from flows.decode import DeadLetter, RawBatch, decode_batch
 from flows.logclock import LogClock, MarkerPlan, log_columns, running_log_times
 from flows.partial import NO_REACH
 from flows.settings import FlowSettings
-from tests.ticks import tick_bytes
+from tests.bar_rule import MIN, Record, Windows, content, idle, one_minute, oracle, to_batches
+from tests.bar_rule import record as tick
 
 T0 = 1_705_276_800_000  # a whole UTC minute
-MIN = 60_000
 GRACE = 2_000
-TOPIC = "market-ticks"
 SETTINGS = FlowSettings(mode="live", live_enabled=False, timeframes=("1m", "5m"), grace_ms=GRACE)
-
-
-class Record(NamedTuple):
-    """One record of the partition: a tick (``raw``) with its Kafka timestamp, or an idle clock step."""
-
-    ticker: str
-    ts: int
-    stamp: int
-    raw: bytes | None  # None: the source's idle clock moved to ``stamp``
-
-
-def tick(ticker: str, seq: int, ts: int, stamp: int, cents: int = 10_000, volume: int = 1) -> Record:
-    return Record(ticker, ts, stamp, tick_bytes(ticker, seq, ts, cents / 100, volume=volume, bid_size=1, ask_size=1))
-
-
-def idle(stamp: int) -> Record:
-    return Record("", 0, stamp, None)
 
 
 def random_stream(seed: int, n: int = 3_000) -> list[Record]:
@@ -72,27 +53,6 @@ def random_stream(seed: int, n: int = 3_000) -> list[Record]:
     return out
 
 
-def to_batches(records: list[Record], cuts: list[int]) -> list[RawBatch]:
-    """The records as the source emits them: cut at ``cuts`` (and around idle steps), log time = running max."""
-    stamps = [(1, r.stamp) for r in records]
-    logs, _ = running_log_times(stamps, -1, 2**62)
-    batches: list[RawBatch] = []
-    start = 0
-    bounds = sorted({*cuts, len(records), *(i for i, r in enumerate(records) if r.raw is None)})
-    bounds += [i + 1 for i, r in enumerate(records) if r.raw is None]
-    for end in sorted(set(bounds)):
-        if end <= start:
-            continue
-        part = records[start:end]
-        if part[0].raw is None:  # an idle step: an empty batch carrying only the clock
-            batches.append(RawBatch(TOPIC, 0, [], [], None, int(logs[end - 1])))
-        else:
-            values = [r.raw for r in part if r.raw is not None]
-            batches.append(RawBatch(TOPIC, 0, list(range(start, end)), values, logs[start:end], int(logs[end - 1])))
-        start = end
-    return batches
-
-
 def run(
     batches: list[Any], wall: int, recovery: Path | None = None, batch_size: int = 3
 ) -> tuple[list[Bar], list[DeadLetter]]:
@@ -114,63 +74,16 @@ def run(
     return finals, dead
 
 
-def oracle(records: list[Record]) -> tuple[dict[tuple[str, int], tuple[int, int, int, int, int, int]], set[bytes]]:
-    """The rule, one tick at a time: a tick is late when its 1m window ends at or before the ticker's frontier,
-    ``max over its history of (watermark + log time since the watermark rose - grace)``, taken at the tick's
-    own log time. Returns the 1m windows closed by the end as ``(ticker, start) -> (open, high, low, close,
-    volume, trades)`` (cents) and the late ticks' values."""
-    log = -1
-    state: dict[str, list[int]] = {}  # ticker -> [watermark, log at rise, frontier]
-    windows: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
-    late: set[bytes] = set()
-    never = -(2**62)
-    for r in records:
-        log = max(log, r.stamp)
-        if r.raw is None:
-            continue
-        w, lw, f = state.setdefault(r.ticker, [never, never, never])
-        if lw != never:
-            f = max(f, w + max(0, log - lw) - GRACE)
-        start = r.ts - r.ts % MIN
-        if start + MIN <= f:
-            late.add(r.raw)
-        else:
-            decoded, _ = decode_batch([r.raw])
-            windows[r.ticker, start].append((r.ts, int(decoded.cents[0]), int(decoded.volumes[0])))
-            if r.ts > w:
-                w, lw = r.ts, log
-                f = max(f, w - GRACE)
-        state[r.ticker] = [w, lw, f]
-    closed = {}
-    for (ticker, start), ticks in windows.items():
-        w, lw, f = state[ticker]
-        if start + MIN <= max(f, w + max(0, log - lw) - GRACE):
-            by_time = sorted(ticks, key=lambda t: t[0])  # stable: ties keep arrival order
-            cents = [c for _, c, _ in ticks]
-            closed[ticker, start] = (
-                by_time[0][1], max(cents), min(cents), by_time[-1][1], sum(v for *_, v in ticks), len(ticks)
-            )  # fmt: skip
-    return closed, late
-
-
-def one_minute(finals: list[Bar]) -> dict[tuple[str, int], tuple[int, int, int, int, int, int]]:
-    out = {}
-    for b in finals:
-        if b.timeframe == "1m":
-            cents = [round(p * 100) for p in (b.open, b.high, b.low, b.close)]
-            assert (b.ticker, b.start) not in out, "a final bar twice"
-            out[b.ticker, b.start] = (*cents, b.volume, b.trades)
-    return out
-
-
-def content(finals: list[Bar]) -> list[tuple[Any, ...]]:
-    return sorted((b.ticker, b.timeframe, b.start, b.open, b.high, b.low, b.close, b.volume, b.trades) for b in finals)
+def rule(records: list[Record]) -> tuple[Windows, set[bytes]]:
+    """The rule's closed 1m windows and late ticks for ``records`` (live mode: windows close on the log too)."""
+    want = oracle(records, live=True, grace=GRACE)
+    return want.bars, want.late()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_bars_and_late_ticks_follow_the_log_whatever_the_batches_and_the_wall_clock(seed: int) -> None:
     records = random_stream(seed)
-    want_bars, want_late = oracle(records)
+    want_bars, want_late = rule(records)
     rng = np.random.default_rng(seed)
     splits = {
         "one record per batch": list(range(len(records))),
@@ -216,7 +129,7 @@ def jumpy_stream(seed: int, n: int = 800) -> list[Record]:
 @pytest.mark.parametrize("seed", [13, 17, 24, 41, 44])
 def test_bars_and_late_ticks_follow_the_log_for_out_of_order_ticks_read_in_bursts(seed: int) -> None:
     records = jumpy_stream(seed)
-    want_bars, want_late = oracle(records)
+    want_bars, want_late = rule(records)
     rng = np.random.default_rng(seed)
     for cuts in (list(range(len(records))), sorted(rng.choice(len(records), 80, replace=False).tolist()), []):
         finals, dead = run(to_batches(records, cuts), records[-1].stamp, batch_size=1)
@@ -310,7 +223,7 @@ def test_a_backlog_is_merged_segment_by_segment_with_the_bars_of_the_rule(monkey
     written = T0 + 86_400_000
     records = [tick(f"B{i % 3}", i, T0 + i * 700, written + i // 100) for i in range(3_000)]
     records.append(idle(written + 10 * MIN))
-    want_bars, want_late = oracle(records)
+    want_bars, want_late = rule(records)
     monkeypatch.setattr(TickerBars, "_tick_by_tick", forbidden)
     finals, dead = run(to_batches(records, list(range(0, len(records), 500))), written, batch_size=1)
     assert one_minute(finals) == want_bars

@@ -12,41 +12,24 @@ from __future__ import annotations
 
 import pickle
 from collections import defaultdict
-from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from contracts.bar import TIMEFRAMES, Bar
+from contracts.bar import Bar
 from contracts.tick import MAX_INT64
 from flows.aggregation import AggregationConfig, TickChunk, TickerBars, partial_bars
 from flows.bars import build_flow
-from flows.decode import DeadLetter, RawBatch, WireTick, decode_batch
+from flows.decode import DeadLetter, WireTick, decode_batch
 from flows.settings import FlowSettings
+from tests.bar_rule import CAP, GRACE, MIN, Outcome, Record, content, idle, one_minute, oracle, record, to_batches
 from tests.ticks import tick_bytes
 
 T0 = 1_705_276_800_000  # 2024-01-15 00:00 UTC
-MIN = 60_000
 DAY = 86_400_000
-GRACE = 2_000
-TOPIC = "market-ticks"
-#: the largest volume of a 1m bar with the default timeframes (1m up to 1d): 1,440 of them fit an int64
-CAP = MAX_INT64 // (TIMEFRAMES["1d"] // MIN)
 BIG = 2**53  # the largest volume a tick may carry: over the cap on its own
 BACKFILL = AggregationConfig(close_on_system_time=False, live_enabled=False)
-
-
-class Record(NamedTuple):
-    """A record of the partition: a tick (``raw``) read at log time ``stamp``, or (``raw`` None) an idle step."""
-
-    ticker: str
-    seq: int
-    ts: int
-    stamp: int
-    cents: int
-    volume: int
-    raw: bytes | None
 
 
 def value(ticker: str, seq: int, ts: int, cents: int = 10_000, volume: int = 1) -> bytes:
@@ -54,12 +37,7 @@ def value(ticker: str, seq: int, ts: int, cents: int = 10_000, volume: int = 1) 
 
 
 def tick(ticker: str, seq: int, ts: int, cents: int = 10_000, volume: int = 1, stamp: int | None = None) -> Record:
-    raw = value(ticker, seq, ts, cents, volume)
-    return Record(ticker, seq, ts, ts if stamp is None else stamp, cents, volume, raw)
-
-
-def idle(stamp: int) -> Record:
-    return Record("", 0, 0, stamp, 0, 0, None)
+    return record(ticker, seq, ts, ts if stamp is None else stamp, cents, volume)
 
 
 def stream(seed: int, n: int = 240) -> list[Record]:
@@ -98,91 +76,6 @@ def stream(seed: int, n: int = 240) -> list[Record]:
     return out
 
 
-class Outcome(NamedTuple):
-    #: 1m windows closed, ``(ticker, start) -> (open, high, low, close, volume, trades)`` (cents)
-    bars: dict[tuple[str, int], tuple[int, int, int, int, int, int]]
-    #: ``(kind, raw)`` of every dead letter, sorted
-    dead: list[tuple[str, bytes]]
-    #: what ``latest_price:{ticker}`` ends up holding: ``ticker -> (timestamp, seq, price)``
-    latest: dict[str, tuple[int, int, float]]
-
-
-def oracle(records: list[Record], live: bool) -> Outcome:
-    """The rule one tick at a time, per ticker in arrival order: late when the tick's window ends at or before
-    the ticker's frontier (watermark - grace; live mode: the greatest watermark + log time since it rose - grace,
-    taken at the tick's own log time), else a volume dead letter when its window's volume plus the tick's would
-    pass the cap; only accepted ticks add to a window and raise the watermark."""
-    never = -(2**62)
-    log = -1
-    state: dict[str, list[int]] = {}  # ticker -> [watermark, log when it rose, frontier]
-    windows: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
-    held: dict[tuple[str, int], int] = defaultdict(int)
-    dead: list[tuple[str, bytes]] = []
-    newest: dict[str, Record] = {}
-    for r in records:
-        log = max(log, r.stamp)
-        if r.raw is None:
-            continue
-        best = newest.get(r.ticker)
-        if best is None or (r.ts, r.seq) > (best.ts, best.seq):
-            newest[r.ticker] = r
-        w, lw, f = state.setdefault(r.ticker, [never, never, never])
-        if live and lw != never:
-            f = max(f, w + max(0, log - lw) - GRACE)
-        start = r.ts - r.ts % MIN
-        if start + MIN <= f:
-            dead.append(("late", r.raw))
-        elif held[r.ticker, start] + r.volume > CAP:
-            dead.append(("malformed", r.raw))
-        else:
-            held[r.ticker, start] += r.volume
-            windows[r.ticker, start].append((r.ts, r.cents, r.volume))
-            if r.ts > w:
-                w, lw = r.ts, log
-                f = max(f, w - GRACE)
-        state[r.ticker] = [w, lw, f]
-    bars = {}
-    for (ticker, start), ticks in windows.items():
-        w, lw, f = state[ticker]
-        frontier = max(f, w + max(0, log - lw) - GRACE) if live else f
-        if start + MIN <= frontier:
-            by_time = sorted(ticks, key=lambda t: t[0])  # stable: ties keep arrival order
-            cents = [c for _, c, _ in ticks]
-            bars[ticker, start] = (
-                by_time[0][1], max(cents), min(cents), by_time[-1][1], sum(v for *_, v in ticks), len(ticks)
-            )  # fmt: skip
-    latest = {name: (r.ts, r.seq, r.cents / 100) for name, r in newest.items()}
-    return Outcome(bars, sorted(dead), latest)
-
-
-def to_batches(records: list[Record], cuts: list[int], live: bool) -> list[RawBatch]:
-    """The records as the source emits them, cut at ``cuts`` and around idle steps; live mode: with log times
-    (the running maximum of the record timestamps), idle steps as empty batches carrying only the log time."""
-    logs = np.maximum.accumulate([r.stamp for r in records]).tolist()
-    bounds = {*cuts, len(records)}
-    bounds |= {i for i, r in enumerate(records) if r.raw is None} | {
-        i + 1 for i, r in enumerate(records) if r.raw is None
-    }
-    batches: list[RawBatch] = []
-    start = 0
-    for end in sorted(bounds):
-        if end <= start:
-            continue
-        part = records[start:end]
-        if part[0].raw is None:
-            if live:
-                batches.append(RawBatch(TOPIC, 0, [], [], None, logs[end - 1]))
-        else:
-            values = [r.raw for r in part if r.raw is not None]
-            offsets = list(range(start, end))
-            if live:
-                batches.append(RawBatch(TOPIC, 0, offsets, values, logs[start:end], logs[end - 1]))
-            else:
-                batches.append(RawBatch(TOPIC, 0, offsets, values))
-        start = end
-    return batches
-
-
 def run(records: list[Record], cuts: list[int], live: bool) -> tuple[Outcome, list[Bar]]:
     """The bars flow over the records cut at ``cuts``; the latest ticks through the sink's compare-and-set."""
     finals: list[Bar] = []
@@ -204,20 +97,12 @@ def run(records: list[Record], cuts: list[int], live: bool) -> tuple[Outcome, li
             old = stored.get(t.ticker)
             if old is None or (t.timestamp, t.seq) > (old.timestamp, old.seq):
                 stored[t.ticker] = t
-    bars = {}
-    for b in finals:
-        if b.timeframe == "1m":
-            assert (b.ticker, b.start) not in bars, "a final bar twice"
-            cents = [round(p * 100) for p in (b.open, b.high, b.low, b.close)]
-            bars[b.ticker, b.start] = (cents[0], cents[1], cents[2], cents[3], b.volume, b.trades)
     got = Outcome(
-        bars, sorted((d.kind, d.raw) for d in dead), {k: (t.timestamp, t.seq, t.price) for k, t in stored.items()}
+        one_minute(finals),
+        sorted((d.kind, d.raw) for d in dead),
+        {k: (t.timestamp, t.seq, t.price) for k, t in stored.items()},
     )
     return got, finals
-
-
-def content(finals: list[Bar]) -> list[tuple[Any, ...]]:
-    return sorted((b.ticker, b.timeframe, b.start, b.open, b.high, b.low, b.close, b.volume, b.trades) for b in finals)
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["backfill", "live"])
@@ -270,7 +155,7 @@ def driver_run(batches: list[list[bytes]], config: AggregationConfig = BACKFILL)
     return finals, dead
 
 
-def one_minute(finals: list[Bar]) -> list[tuple[int, int, float, float, int]]:
+def one_minute_rows(finals: list[Bar]) -> list[tuple[int, int, float, float, int]]:
     return [(b.start, b.volume, b.open, b.close, b.trades) for b in finals if b.timeframe == "1m"]
 
 
@@ -282,7 +167,7 @@ def test_ticks_that_fit_are_accepted_though_the_window_overflows_in_the_same_bat
     values = [value("A", 1, T0 + 1_000, 10_000, v), value("A", 2, T0 + 2_000, 10_001, v)]
     values += [value("A", 3, T0 + 3_000, 10_002, 1), value("A", 4, T0 + 2 * DAY, 10_000, 1)]
     finals, dead = driver_run([values[:3], values[3:]] if together else [[v_] for v_ in values])
-    assert one_minute(finals)[0] == (T0, v + 1, 100.00, 100.02, 2)
+    assert one_minute_rows(finals)[0] == (T0, v + 1, 100.00, 100.02, 2)
     assert [d.raw for d in dead] == [values[1]]
     assert dead[0].kind == "malformed"
     assert "volume overflow 'A'" in dead[0].reason
@@ -297,7 +182,7 @@ def test_a_tick_rejected_for_volume_raises_no_watermark(together: bool) -> None:
     values = [value("B", 1, T0 + 1_000, 10_000, 1), value("B", 2, T0 + 10 * MIN, 10_000, BIG)]
     values += [value("B", 3, T0 + 2_000, 10_005, 1), value("B", 4, T0 + 2 * DAY, 10_000, 1)]
     finals, dead = driver_run([values] if together else [[v_] for v_ in values])
-    assert one_minute(finals)[0] == (T0, 2, 100.00, 100.05, 2)
+    assert one_minute_rows(finals)[0] == (T0, 2, 100.00, 100.05, 2)
     assert [(d.kind, d.raw) for d in dead] == [("malformed", values[1])]
 
 
