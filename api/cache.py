@@ -102,13 +102,20 @@ class MarketCache:
         self.client = client
         self.gets = GetCoalescer(client)
 
-    async def _get(self, key: str) -> bytes | None:
+    async def _read(self, key: str) -> bytes | None:
+        """The value at ``key`` or None when absent; :class:`CacheUnavailable` when Redis cannot be read."""
         try:
-            value = await self.gets.get(key)
+            return await self.gets.get(key)
         except (RedisError, OSError) as err:
             log.warning("redis GET %s failed: %r", key, err)
+            raise CacheUnavailable(repr(err)) from err
+
+    async def _get(self, key: str) -> bytes | None:
+        """The value at ``key``, or None when absent or Redis is down (callers that must tell: :meth:`_read`)."""
+        try:
+            return await self._read(key)
+        except CacheUnavailable:
             return None
-        return value
 
     async def latest_tick(self, ticker: str) -> Tick | None:
         """Newest tick of ``ticker`` or None (missing or unreadable); :class:`CacheUnavailable` when Redis is down.
@@ -117,17 +124,13 @@ class MarketCache:
         :func:`api.fastpath.latest_quote`).
         """
         key = redis_keys.latest_price(ticker)
-        try:
-            raw = await self.gets.get(key)
-        except (RedisError, OSError) as err:
-            log.warning("redis GET %s failed: %r", key, err)
-            raise CacheUnavailable(repr(err)) from err
+        raw = await self._read(key)
         if raw is None:
             return None
         try:
             return decode_tick(raw)
         except ContractError as err:
-            log.warning("ignoring bad value at %s: %s", redis_keys.latest_price(ticker), err)
+            log.warning("ignoring bad value at %s: %s", key, err)
             return None
 
     async def live_bar(self, ticker: str, timeframe: str) -> Bar | None:

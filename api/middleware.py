@@ -161,12 +161,11 @@ class GatewayMiddleware:
             except Exception:
                 # here, not in Starlette's ServerErrorMiddleware (outside this middleware and CORS): the log line
                 # and the 500 carry the request id, and CORS (wrapping this middleware) adds its headers
-                log.exception("unhandled error on %s %s", method, scope["path"], extra={"request_id": request_id})
-                status = 500
                 if response_started:  # the status line is gone: only the connection can still tell the client
+                    _log_unhandled(scope, rid)
+                    status = 500
                     raise
-                internal = ApiError(500, "internal_error", INTERNAL_MESSAGE)
-                await _send_error(send, internal, rid)
+                status = await _answer_unhandled(scope, send, rid)
         finally:
             elapsed = time.perf_counter() - started
             if template is None:
@@ -249,13 +248,22 @@ class GatewayMiddleware:
             await _send_error(send, err, rid)
             return err.status
         except Exception:
-            request_id = rid.decode("latin-1")
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"], extra={"request_id": request_id})
-            internal = ApiError(500, "internal_error", INTERNAL_MESSAGE)
-            await _send_error(send, internal, rid)
-            return 500
+            return await _answer_unhandled(scope, send, rid)
         await _send(send, status, body, [_JSON, (b"x-request-id", rid), *extra])
         return status
+
+
+def _log_unhandled(scope: Scope, rid: bytes) -> None:
+    """Log the exception being handled, with the request id."""
+    request_id = rid.decode("latin-1")
+    log.exception("unhandled error on %s %s", scope["method"], scope["path"], extra={"request_id": request_id})
+
+
+async def _answer_unhandled(scope: Scope, send: Send, rid: bytes) -> int:
+    """Log the exception being handled and answer the 500 envelope (never internals; the request id links them)."""
+    _log_unhandled(scope, rid)
+    await _send_error(send, ApiError(500, "internal_error", INTERNAL_MESSAGE), rid)
+    return 500
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -245,11 +245,11 @@ class KafkaRelay:
         there. False, with nothing queued, if the relay is stopped while waiting."""
         if not self._pending.acquire(blocking=False):
             started = time.monotonic()
-            while not self._pending.acquire(timeout=0.05):
-                if self._stop.is_set():
-                    RELAY_WAIT.inc(time.monotonic() - started)
-                    return False
+            while not (taken := self._pending.acquire(timeout=0.05)) and not self._stop.is_set():
+                pass
             RELAY_WAIT.inc(time.monotonic() - started)
+            if not taken:
+                return False
         try:
             self.loop.call_soon_threadsafe(self._publish, events)
         except RuntimeError:  # the loop is closed: the gateway is shutting down

@@ -246,6 +246,10 @@ class TickerBars:
             frontier, watermark = st.frontier, st.watermark
             clock = chunk[5]
             first_reach = _NEVER
+            # the segments are the rule's result unless a window closes part-way through the chunk (live mode) or
+            # the volume limit rejects one of its ticks (a rejected tick raises no watermark, so the ticks after it
+            # would be judged differently): then the chunk is redone one tick at a time (rare)
+            by_tick = False
             if clock is not None:
                 if clock[0] is not None:
                     st.source = clock[0]
@@ -255,23 +259,15 @@ class TickerBars:
                 first_ts = clock[3]
                 if st.watermark_log != _NEVER:
                     first_reach = watermark + max(0, clock[4] - st.watermark_log) - grace
-                if (
+                by_tick = (
                     not clock[6]
                     or first_ts <= watermark
                     or first_ts - first_ts % base + base <= frontier
                     or (first_reach > frontier and chunk[1][0][0] + base <= first_reach)
-                ):
-                    st.next_due = next_due
-                    late.extend(self._tick_by_tick(chunk, now_ms))
-                    next_due = st.next_due
-                    ticks += len(chunk[2])
-                    newest = max(newest, *(seg[9] for seg in chunk[1]))  # processed now, late ones included
-                    continue
-            # the segments are the rule's result only if the volume limit rejects none of their ticks (a rejected
-            # tick raises no watermark, so the ticks after it would be judged differently): a chunk of several
-            # segments is checked first, a lone one as it is merged; otherwise the chunk is redone tick by tick
+                )
             segments = chunk[1]
-            if len(segments) == 1 or self._fits(segments, frontier, last_final):
+            # the volume limit: a chunk of several segments is checked first, a lone one as it is merged
+            if not by_tick and (len(segments) == 1 or self._fits(segments, frontier, last_final)):
                 for seg in segments:
                     start = seg[0]
                     if start + base <= frontier or start <= last_final:
@@ -323,7 +319,7 @@ class TickerBars:
             late.extend(self._tick_by_tick(chunk, now_ms))
             next_due = st.next_due
             ticks += len(chunk[2])
-            newest = max(newest, *(seg[9] for seg in segments))
+            newest = max(newest, *(seg[9] for seg in segments))  # processed now, late ones included
         st.next_due = next_due
         st.ticks_since_live += ticks
         st.live_dirty = True
