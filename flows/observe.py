@@ -22,6 +22,7 @@ from common.metrics import CONSUMER_LAG, END_TO_END, PROCESSING_LATENCY, TICKS_R
 __all__ = [
     "ARCHIVE_REJECTED", "BARS", "CONSUMER_LAG", "DEAD_LETTERS", "DUPLICATES", "END_TO_END", "EVENT_LAG",
     "IDLE_OVERRUN", "PROCESSING_LATENCY", "SINK_ERRORS", "SINK_ROWS", "SINK_SECONDS", "SOURCE_OFFSET",
+    "SOURCE_OFFSET_GAP",
     "TICKS_RECEIVED",
     "TickCounter", "observe_latency", "start_metrics_server",
 ]  # fmt: skip
@@ -41,6 +42,12 @@ DUPLICATES = Counter("flow_duplicate_finals_suppressed_total", "Second finals fo
 EVENT_LAG = Gauge("flow_event_time_lag_seconds", "System time minus the newest tick time of the last batch")
 SOURCE_OFFSET = Gauge(
     "flow_kafka_source_offset", "Next offset the flow will read, per topic partition", ["topic", "partition"]
+)
+SOURCE_OFFSET_GAP = Counter(
+    "flow_kafka_source_offset_gap_total",
+    "Offsets skipped between the offset a partition was to read next and the first one it got: records deleted "
+    "by retention before the flow read them (it resumes at the oldest record still kept)",
+    ["topic", "partition"],
 )
 IDLE_OVERRUN = Counter(
     "flow_idle_clock_overrun_total",

@@ -28,7 +28,7 @@ from common.errors import SourceError
 from common.heap import release_free_memory
 from flows.decode import RawBatch
 from flows.logclock import MARKER_INTERVAL_MS, LogTimes, running_log_times
-from flows.observe import CONSUMER_LAG, IDLE_OVERRUN, SOURCE_OFFSET
+from flows.observe import CONSUMER_LAG, IDLE_OVERRUN, SOURCE_OFFSET, SOURCE_OFFSET_GAP
 from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_FETCH_BYTES
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ FETCH_QUEUE_BACKOFF_MS = 10
 #: leaves the fetched messages' freed pages resident in librdkafka's malloc arenas (:mod:`common.heap`)
 TRIM_AFTER_VALUES = 1_000_000
 
+
+#: how long a partition waits at start for the topic's metadata (then starts without it)
+_METADATA_TIMEOUT_S = 10.0
 
 #: a source partition's snapshot: the next offset, or ``(next offset, log time)`` with log times
 SourceState = int | tuple[int, int]
@@ -80,11 +83,24 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         #: values read since the heap was last trimmed
         self._untrimmed = 0
         self._labels = (topic, str(partition))
+        SOURCE_OFFSET_GAP.labels(*self._labels)  # exported as 0 from the start, like the next one
         if log_times is not None:
-            IDLE_OVERRUN.labels(*self._labels)  # exported as 0 from the start (a rate from the first scrape)
+            IDLE_OVERRUN.labels(*self._labels)  # (a rate from the first scrape)
         self._tp = TopicPartition(topic, partition)
         self._consumer = Consumer({**config, "stats_cb": self._on_stats})
+        self._know_leader(config)
         self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+
+    def _know_leader(self, config: dict[str, object]) -> None:
+        """Ask for the topic's metadata before assigning: a partition assigned before librdkafka knows its leader
+        waits for a 500 ms retry timer before its first fetch, so every restart (and each partition of a backlog
+        read) started half a second late (docs/benchmarks.md, session 16). Best effort: without an answer the
+        consumer finds the leader itself, later."""
+        try:
+            self._consumer.list_topics(self._topic, timeout=_METADATA_TIMEOUT_S)
+        except ConfluentKafkaException as exc:
+            log.warning("no metadata for %r from %s yet (%s): reading starts later", self._topic,
+                        config.get("bootstrap.servers"), exc)  # fmt: skip
 
     def _on_stats(self, raw: str) -> None:
         try:
@@ -112,6 +128,8 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         # C-level map over the unbound accessors: ~3x cheaper per message than a Python loop
         offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]  # never None when fetched
         values = [v if v is not None else b"" for v in map(Message.value, msgs)]
+        if offsets[0] > self._offset >= 0:
+            self._count_gap(offsets[0])
         self._offset = offsets[-1] + 1
         SOURCE_OFFSET.labels(*self._labels).set(self._offset)
         if self._log_times is None:
@@ -124,6 +142,15 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
         return [RawBatch(self._topic, self._partition, offsets, values, times, self._log)]
+
+    def _count_gap(self, first: int) -> None:
+        """The batch starts after the offset this partition was to read next: retention deleted the records in
+        between before they were read (``auto.offset.reset`` moved the position to the oldest record kept)."""
+        SOURCE_OFFSET_GAP.labels(*self._labels).inc(first - self._offset)
+        log.warning(
+            "%s[%d]: offsets %d-%d were deleted (retention) before this flow read them; reading resumes at %d",
+            self._topic, self._partition, self._offset, first - 1, first,
+        )  # fmt: skip
 
     def _idle(self) -> list[RawBatch]:
         """Nothing new: if the partition is caught up, let its log clock run on at wall speed from the last
@@ -233,6 +260,9 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": not self._tail,
+            # a snapshot's offset that retention deleted while the flow was down: read from the oldest record kept
+            # (counted as a gap), not from the end -- librdkafka's default would skip every record still there
+            "auto.offset.reset": "earliest",
             "fetch.min.bytes": 1,
             "fetch.wait.max.ms": 50,
             # librdkafka's 1 MiB per partition and fetch capped a backlog read near 0.33 M msgs/s here (fetch

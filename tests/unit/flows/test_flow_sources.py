@@ -14,12 +14,17 @@ class _Consumer:
     configs: list[dict[str, Any]] = []
     #: what successive ``consume`` calls return: a number of messages (0: an empty poll)
     polls: list[int] = []
+    #: the calls made on consumers, in order
+    calls: list[str] = []
 
     def __init__(self, config: dict[str, Any]) -> None:
         _Consumer.configs.append(config)
 
+    def list_topics(self, topic: str, timeout: float) -> None:
+        _Consumer.calls.append(f"list_topics {topic}")
+
     def assign(self, parts: list[Any]) -> None:
-        pass
+        _Consumer.calls.append("assign")
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         n = _Consumer.polls.pop(0)
@@ -35,6 +40,17 @@ def test_source_uses_the_configured_group_id(
     sources.RawKafkaSource("localhost:1", "market-ticks", **kwargs).build_part("in", "market-ticks#0", None)
     assert _Consumer.configs[0]["group.id"] == group
     assert _Consumer.configs[0]["enable.auto.commit"] is False
+
+
+def test_source_learns_the_leader_before_assigning_and_resumes_a_deleted_offset_at_the_oldest_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _Consumer.configs, _Consumer.calls = [], []
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", 42)
+    # assigned first, a partition waits 500 ms for librdkafka's leader retry timer before its first fetch
+    assert _Consumer.calls == ["list_topics market-ticks", "assign"]
+    assert _Consumer.configs[0]["auto.offset.reset"] == "earliest"  # librdkafka's default jumps to the end
 
 
 def test_flow_settings_read_the_consumer_group(monkeypatch: pytest.MonkeyPatch) -> None:
