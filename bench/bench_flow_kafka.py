@@ -13,7 +13,10 @@ of each partition) three ways, and prints one table row each:
   topic and the latest-quote sink (``flows.sinks``).
 
 The differences between rows show where the time goes; ``host busy`` is how many of the machine's cores
-were busy during the row (all processes: the broker, the servers behind the sinks, this one); ``peak +MB``
+were busy during the row (all processes: the broker, the servers behind the sinks, this one); ``worker busy``
+the share of the row the flow's worker thread spent on a core (1.00: the Python thread is the bound; less: it
+waited, for fetches or sinks); ``start s`` the seconds from starting the flow to its first value (connecting,
+metadata, the first fetch) and ``steady/s`` the rate after it; ``peak +MB``
 how far this process's resident memory rose above its level at the row's start (``VmHWM`` after a reset): the
 memory a batch size costs while catching up.
 Target: >= 500,000 ticks/s per process into the sinks.
@@ -107,9 +110,28 @@ class _SumSink(DynamicSink[int]):
         return _SumPartition(self.counter)
 
 
+class _TimedSource(RawKafkaSource):
+    """The flow's source, noting when the first value arrived (the start-up before it is not backlog reading)."""
+
+    first_value_at: float | None = None
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> Any:
+        part = super().build_part(step_id, for_part, resume_state)
+        read = part.next_batch
+
+        def next_batch() -> list[Any]:
+            batches = read()
+            if _TimedSource.first_value_at is None and any(b.values for b in batches):
+                _TimedSource.first_value_at = time.perf_counter()
+            return batches
+
+        part.next_batch = next_batch  # type: ignore[method-assign]
+        return part
+
+
 def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None = None) -> Any:
     log_times = settings.log_times()
-    return RawKafkaSource(
+    return _TimedSource(
         settings.kafka_bootstrap_servers,
         topic,
         tail=False,
@@ -140,12 +162,13 @@ def run_once(
     extra: dict[str, object] | None = None,
     batch_size: int | None = None,
     flow_mode: str = "backfill",
-) -> tuple[float, float, dict[str, int]]:
+) -> tuple[float, float, float, float, dict[str, int]]:
     """One pass over the whole topic (``extra``: more consumer settings, ``batch_size``: messages per consume
     instead of ``FLOW_BATCH_SIZE``, ``flow_mode``: ``FLOW_MODE``, live reading log times); returns (seconds,
-    cpu seconds, counts)."""
+    cpu seconds, the worker thread's cpu seconds, seconds until the first value, counts)."""
     if mode == "kcat (C)":
-        return (*_kcat(stack.bootstrap, topic, extra), {})
+        elapsed, cpu_s = _kcat(stack.bootstrap, topic, extra)
+        return elapsed, cpu_s, float("nan"), float("nan"), {}
     overrides: dict[str, object] = {} if batch_size is None else {"batch_size": batch_size}
     settings = stack.flow_settings(mode=flow_mode, **overrides)
     tune_gc(settings)
@@ -173,9 +196,10 @@ def run_once(
             settings=settings,
         )
     before = _sink_seconds()
-    start, cpu = time.perf_counter(), time.process_time()
-    run_main(flow)  # type: ignore[no-untyped-call]
-    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    _TimedSource.first_value_at = None
+    start, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
+    run_main(flow)  # type: ignore[no-untyped-call]  # the worker runs on this thread
+    elapsed, cpu_s, own_s = time.perf_counter() - start, time.process_time() - cpu, time.thread_time() - own
     spent = {sink: round(s - before.get(sink, 0.0), 3) for sink, s in _sink_seconds().items()}
     if mode == "source only":
         counts["values"] = counter.n
@@ -183,7 +207,8 @@ def run_once(
         counts.update(final=finals.n, live=lives.n, dead=dead.n)
     else:  # wall seconds inside each sink's write_batch (flow_sink_write_seconds), the flow thread waits on them
         counts["sink seconds"] = {sink: s for sink, s in spent.items() if s}  # type: ignore[assignment]
-    return elapsed, cpu_s, counts
+    first = (_TimedSource.first_value_at or start) - start
+    return elapsed, cpu_s, own_s, first, counts
 
 
 def _sink_seconds() -> dict[str, float]:
@@ -252,14 +277,15 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         if extra:
             print(f"rows marked * read with the consumer settings {extra}")
-        columns = f"{'seconds':>8} {'ticks/s':>12} {'ticks/cpu-s':>12} {'host busy':>9} {'peak +MB':>8}"
+        columns = f"{'seconds':>8} {'ticks/s':>12} {'start s':>7} {'steady/s':>10} {'ticks/cpu-s':>12}"
+        columns += f" {'host busy':>9} {'worker busy':>11} {'peak +MB':>8}"
         print(f"{'run':<27} {columns}  counts")
         for mode in modes:
             for (mark, config), size, flow_mode in itertools.product(variants, sizes, flow_modes):
                 if mode == "kcat (C)" and flow_mode != flow_modes[0]:
                     continue
                 busy, rss = host_busy_seconds(), reset_peak_rss()
-                elapsed, cpu, counts = run_once(stack, topic, mode, config, size, flow_mode)
+                elapsed, cpu, own, first, counts = run_once(stack, topic, mode, config, size, flow_mode)
                 busy = (host_busy_seconds() - busy) / elapsed
                 growth = peak_rss_mb() - rss if mode != "kcat (C)" else 0.0
                 if mode == "flow + sinks":
@@ -267,8 +293,9 @@ def main() -> None:
                 label = mode + mark + (f" /{size // 1000}k" if size else "")
                 label += f" {flow_mode}" if len(flow_modes) > 1 and mode != "kcat (C)" else ""
                 print(
-                    f"{label:<27} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {args.ticks / cpu:>12,.0f} "
-                    f"{busy:>9.2f} {growth:>8.0f}  {counts}",
+                    f"{label:<27} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {first:>7.2f} "
+                    f"{args.ticks / (elapsed - first):>10,.0f} {args.ticks / cpu:>12,.0f} "
+                    f"{busy:>9.2f} {own / elapsed:>11.2f} {growth:>8.0f}  {counts}",
                     flush=True,
                 )
         print(f"load average after: {os.getloadavg()[0]:.2f} (target: >= 500,000 ticks/s into the sinks)")
