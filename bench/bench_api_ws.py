@@ -15,6 +15,7 @@ includes Kafka produce and consume. Scenarios:
     .venv/bin/python bench/bench_api_ws.py [--clients 100] [--rate 1000] [--batch-clients 1000] [--seconds 10]
         [--ws-protocols frame-writer,websockets-sansio]   # API_WS_PROTOCOL values, one gateway each, same run
         [--baseline REV]   # also the api package of git revision REV (its default protocol), same run
+        [--rounds N]   # every gateway N times, interleaved: the first of a run measures worse
         [--variant 'int15:API_WS_BATCH_INTERVAL_MS=15'] ...   # also a gateway with these settings, same run
 
 Everything shares this machine's two cores: the CPU columns say who used what.
@@ -452,6 +453,13 @@ def main() -> None:
     ap.add_argument(
         "--broker-warmup", type=float, default=10.0, help="seconds of ticks into Kafka before the first gateway"
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every gateway this many times, interleaved (A B A B: the first "
+        "gateway of a run measured worse than the same settings later, so compare from the second round on)",
+    )
     ap.add_argument("--baseline", default=None, help="git revision whose api package also runs, same run")
     ap.add_argument(
         "--variant", action="append", default=[], help="LABEL:K=V[,K=V]: also a gateway with these settings"
@@ -471,16 +479,19 @@ def main() -> None:
         }
         _warm_broker(bootstrap, ticks, args.rate, args.broker_warmup)
         base = export_revision(args.baseline, stack.home / f"base-{args.baseline}") if args.baseline else None
-        for protocol in args.ws_protocols.split(","):
-            results += _run_gateway(args, protocol, env, stack.home, bootstrap, ticks)
-            if base is not None:
-                for r in _run_gateway(args, "frame-writer", env, stack.home, bootstrap, ticks, base):
-                    results.append(replace(r, protocol=f"rev {args.baseline}"))
-            for variant in args.variant:
-                label, _, pairs = variant.partition(":")
-                extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-                for r in _run_gateway(args, protocol, env, stack.home, bootstrap, ticks, None, extra, label):
-                    results.append(replace(r, protocol=label))
+        where = (env, stack.home, bootstrap, ticks)
+        for rnd in range(1, args.rounds + 1):
+            mark = f" #{rnd}" if args.rounds > 1 else ""
+            for protocol in args.ws_protocols.split(","):
+                results += [replace(r, protocol=protocol + mark) for r in _run_gateway(args, protocol, *where)]
+                if base is not None:
+                    for r in _run_gateway(args, "frame-writer", *where, base):
+                        results.append(replace(r, protocol=f"rev {args.baseline}{mark}"))
+                for variant in args.variant:
+                    label, _, pairs = variant.partition(":")
+                    extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+                    for r in _run_gateway(args, protocol, *where, None, extra, label):
+                        results.append(replace(r, protocol=label + mark))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (2 vCPU shared); {args.rate:.0f} ticks/s")
     print(
         f"{'scenario':<18}{'ws protocol':<19}{'clients':>8}{'offered/s':>11}{'delivered/s':>13}{'p50 ms':>8}"
