@@ -46,7 +46,8 @@ SOURCE_OFFSET = Gauge(
 SOURCE_OFFSET_GAP = Counter(
     "flow_kafka_source_offset_gap_total",
     "Offsets skipped between the offset a partition was to read next and the first one it got: records deleted "
-    "by retention before the flow read them (it resumes at the oldest record still kept)",
+    "by retention before the flow read them (it resumes at the oldest record still kept); a transactional "
+    "producer's commit markers and aborted records would count here too",
     ["topic", "partition"],
 )
 IDLE_OVERRUN = Counter(

@@ -145,10 +145,12 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
 
     def _count_gap(self, first: int) -> None:
         """The batch starts after the offset this partition was to read next: retention deleted the records in
-        between before they were read (``auto.offset.reset`` moved the position to the oldest record kept)."""
+        between before they were read (``auto.offset.reset`` moved the position to the oldest record kept). Our
+        producers are not transactional; a transactional one's markers and aborted records would show here too."""
         SOURCE_OFFSET_GAP.labels(*self._labels).inc(first - self._offset)
         log.warning(
-            "%s[%d]: offsets %d-%d were deleted (retention) before this flow read them; reading resumes at %d",
+            "%s[%d]: offsets %d-%d were not delivered (deleted by retention before this flow read them?); reading "
+            "resumes at %d",
             self._topic, self._partition, self._offset, first - 1, first,
         )  # fmt: skip
 
