@@ -145,6 +145,22 @@ def build() -> models.Dashboard:
                 )
             )
         )
+        .with_panel(
+            timeseries_panel(
+                "Ticks skipped or delivered late",
+                "short",
+                "Kafka records deleted by retention before a flow read them (should stay 0; docs/flows.md), and "
+                "records that arrived behind a partition's idle clock (flow_idle_clock_overrun_total)",
+                datasource=PROMETHEUS,
+            )
+            .with_target(
+                prom(f"sum by (job) (increase(flow_kafka_source_offset_gap_total{{{JOB}}}[5m]))", "lost {{job}}")
+            )
+            .with_target(
+                prom(f"sum by (job) (increase(flow_idle_clock_overrun_total{{{JOB}}}[5m]))", "late {{job}}", "B")
+            )
+            .span(24)
+        )
         .with_row(dashboard.Row("Anomalies"))
         .with_panel(
             timeseries_panel(
