@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import common.heap as heap
 from common.heap import release_free_memory
 
 CHUNK, COUNT = 1_700, 60_000  # ~100 MB in chunks below glibc's mmap threshold: they come from the heap
@@ -40,3 +41,8 @@ def test_freed_heap_below_a_live_chunk_is_returned() -> None:
     finally:
         libc.free(pin)
     assert released > 0.5 * CHUNK * COUNT / 2**20, f"only {released:.0f} MB of ~{CHUNK * COUNT / 2**20:.0f} MB returned"
+
+
+def test_without_malloc_trim_it_does_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "_TRIM", None)  # musl, macOS: the C library has no malloc_trim
+    assert release_free_memory() is False
