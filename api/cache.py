@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ApiError, not_found
+from api.errors import ApiError, not_found, unavailable
 from api.store import Store
 from common.errors import ContractError
 from contracts import redis_keys
@@ -25,6 +27,11 @@ from contracts.bar import Bar, decode_bar
 from contracts.tick import SYMBOL_RE, Tick, decode_tick
 
 log = logging.getLogger("api.cache")
+
+
+C = TypeVar("C")
+S = TypeVar("S")
+T = TypeVar("T")
 
 
 class CacheUnavailable(Exception):
@@ -102,27 +109,20 @@ class MarketCache:
         self.client = client
         self.gets = GetCoalescer(client)
 
-    async def _read(self, key: str) -> bytes | None:
-        """The value at ``key`` or None when absent; :class:`CacheUnavailable` when Redis cannot be read."""
+    async def _read(self, key: str, field: str | None = None) -> bytes | None:
+        """The value at ``key`` (of hash ``key``'s ``field``) or None when absent; :class:`CacheUnavailable` when
+        Redis cannot be read."""
         try:
-            return await self.gets.get(key)
+            return await (self.gets.get(key) if field is None else self.client.hget(key, field))
         except (RedisError, OSError) as err:
-            log.warning("redis GET %s failed: %r", key, err)
+            log.warning("redis read of %s%s failed: %r", key, f" {field}" if field else "", err)
             raise CacheUnavailable(repr(err)) from err
 
-    async def _get(self, key: str) -> bytes | None:
-        """The value at ``key``, or None when absent or Redis is down (callers that must tell: :meth:`_read`)."""
-        try:
-            return await self._read(key)
-        except CacheUnavailable:
-            return None
+    # Every read below: None when the value is missing or unreadable, :class:`CacheUnavailable` when Redis is down.
+    # The caller tells the two apart: a missing value may be a 404, a Redis outage must not be (:func:`read_through`).
 
     async def latest_tick(self, ticker: str) -> Tick | None:
-        """Newest tick of ``ticker`` or None (missing or unreadable); :class:`CacheUnavailable` when Redis is down.
-
-        The caller tells the two apart: a missing tick may be a 404, a Redis outage must not be (see
-        :func:`api.fastpath.latest_quote`).
-        """
+        """Newest tick of ``ticker``."""
         key = redis_keys.latest_price(ticker)
         raw = await self._read(key)
         if raw is None:
@@ -143,15 +143,11 @@ class MarketCache:
 
     async def indicator_bar(self, ticker: str, timeframe: str) -> Bar | None:
         """The newest final bar of ``timeframe`` from the indicators hash."""
-        try:
-            raw: bytes | None = await self.client.hget(redis_keys.indicators(ticker), timeframe)
-        except (RedisError, OSError) as err:
-            log.warning("redis HGET %s failed: %r", redis_keys.indicators(ticker), err)
-            return None
-        return self._decode_bar(raw, redis_keys.indicators(ticker))
+        key = redis_keys.indicators(ticker)
+        return self._decode_bar(await self._read(key, timeframe), key)
 
     async def _bar(self, key: str) -> Bar | None:
-        return self._decode_bar(await self._get(key), key)
+        return self._decode_bar(await self._read(key), key)
 
     @staticmethod
     def _decode_bar(raw: bytes | None, key: str) -> Bar | None:
@@ -175,6 +171,30 @@ def ticker_symbol(raw: str) -> str | None:
         return None
     ticker = raw.strip().upper()
     return ticker if SYMBOL_RE.fullmatch(ticker) else None
+
+
+async def read_through(
+    cached: Awaitable[C | None],
+    stored: Callable[[], Awaitable[S | None]],
+    missing: str,
+    from_cache: Callable[[C], T],
+    from_store: Callable[[S], T],
+) -> T:
+    """The value from the cache, else the row from the store, each made into the answer by its function; 404
+    (``missing``) when neither has it, but 503 when Redis was down: the value may well be there, and a client
+    must not take it for absent."""
+    try:
+        value = await cached
+    except CacheUnavailable:
+        value, down = None, True
+    else:
+        down = False
+    if value is not None:
+        return from_cache(value)
+    row = await stored()
+    if row is None:
+        raise unavailable(what="the cache (Redis)") if down else not_found(what=missing)
+    return from_store(row)
 
 
 class TickerDirectory:
@@ -265,7 +285,7 @@ class TickerDirectory:
             if ticker in await self.refresh():  # a database outage is a 503 (ApiError from the store)
                 return ticker
         elif not self._current:  # never loaded or the last reload failed: the set cannot say "unknown"
-            raise ApiError(503, "unavailable", "the ticker list is unavailable, try again shortly")
+            raise unavailable(what="the ticker list")
         raise not_found(what=f"unknown ticker {ticker!r}")
 
     def _may_reload_on_miss(self) -> bool:

@@ -41,6 +41,11 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", what)
 
 
+def unavailable(what: str) -> ApiError:
+    """503 for a dependency that cannot be reached right now (the caller logs the cause, never the client)."""
+    return ApiError(503, "unavailable", f"{what} is unavailable, try again shortly")
+
+
 def invalid(parameter: str, message: str, code: str = "invalid_parameter") -> ApiError:
     """422 naming the offending parameter."""
     return ApiError(422, code, f"{parameter}: {message}")

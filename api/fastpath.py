@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.cache import CacheUnavailable
+from api.cache import read_through
 from api.convert import quote_json_from_row, quote_json_from_tick
 from api.deps import API_PREFIX
-from api.errors import ApiError, invalid, not_found
+from api.errors import invalid
 from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
@@ -39,20 +39,13 @@ async def latest_quote(state: AppState, ticker: str) -> dict[str, Any]:
     With Redis down the archive answers; if it has nothing either, that is a 503 (the tick may well be in
     Redis), never a 404.
     """
-    redis_down = False
-    try:
-        tick = await state.cache.latest_tick(ticker)
-    except CacheUnavailable:
-        tick = None
-        redis_down = True
-    if tick is not None:
-        return quote_json_from_tick(tick)
-    row = await state.store.latest_tick(ticker)
-    if row is None:
-        if redis_down:
-            raise ApiError(503, "unavailable", "the quote cache (Redis) is unavailable, try again shortly")
-        raise not_found(what=f"no tick for {ticker!r} yet")
-    return quote_json_from_row(row)
+    return await read_through(
+        state.cache.latest_tick(ticker),
+        lambda: state.store.latest_tick(ticker),
+        f"no tick for {ticker!r} yet",
+        quote_json_from_tick,
+        quote_json_from_row,
+    )
 
 
 async def _ticker(state: AppState, raw: str, name: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from api import errors
 from api.errors import ApiError
 from contracts.bar import INDICATOR_NAMES
 
@@ -99,7 +100,7 @@ class StatsRow:
 def unavailable(what: str, err: Exception) -> ApiError:
     """503 for a dependency that cannot be reached; the detail goes to the log, not the client."""
     log.warning("%s unavailable: %r", what, err)
-    return ApiError(503, "unavailable", f"{what} is unavailable, try again shortly")
+    return errors.unavailable(what)
 
 
 class Store:

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.cache import MarketCache
+from api.cache import CacheUnavailable, MarketCache, read_through
 from api.convert import bar_from_row, bar_from_wire, json_response
 from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
-from api.errors import not_found
 from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page, scope_of
 from api.store import BarText, Store
 from common.clock import from_ms
@@ -103,8 +102,12 @@ def _final_json(rows: list[BarText], ticker: str, timeframe: str) -> list[dict[s
 
 
 async def _live_in(cache: MarketCache, ticker: str, timeframe: str, plan: PagePlan) -> tuple[Bar, datetime] | None:
-    """The live bar and its start when it lies in the plan's range."""
-    live = await cache.live_bar(ticker, timeframe)
+    """The live bar and its start when it lies in the plan's range (none while Redis is down: the final bars
+    from the database still answer)."""
+    try:
+        live = await cache.live_bar(ticker, timeframe)
+    except CacheUnavailable:
+        return None
     if live is None or live.final:
         return None
     live_start = from_ms(live.start)
@@ -168,12 +171,11 @@ async def get_aggregated(
 ) -> schemas.Envelope[schemas.AggregatedBar]:
     """The newest final bar of a window (seed-002 path; Redis, falling back to the database)."""
     timeframe = WINDOW_TO_TIMEFRAME[window]
-    wire = await cache.final_bar(symbol, timeframe)
-    if wire is not None:
-        bar = bar_from_wire(wire)
-    else:
-        row = await store.latest_bar(symbol, timeframe)
-        if row is None:
-            raise not_found(what=f"no {window} bar for {symbol!r} yet")
-        bar = bar_from_row(row)
+    bar = await read_through(
+        cache.final_bar(symbol, timeframe),
+        lambda: store.latest_bar(symbol, timeframe),
+        f"no {window} bar for {symbol!r} yet",
+        bar_from_wire,
+        bar_from_row,
+    )
     return schemas.Envelope(data=schemas.AggregatedBar(**bar.model_dump(), symbol=symbol, window=window))

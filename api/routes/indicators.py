@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Query
 
 from api import schemas
+from api.cache import read_through
 from api.convert import cents, dec
 from api.deps import API_PREFIX, CacheDep, StoreDep, TickerPath
-from api.errors import not_found
+from api.store import BarRow
 from common.clock import from_ms
+from contracts.bar import Bar
 
 router = APIRouter(prefix=API_PREFIX, tags=["indicators"])
 
@@ -29,18 +32,34 @@ async def get_indicators(
     timeframe: Annotated[schemas.Timeframe, Query(description="bar length the indicators are computed on")] = "1m",
 ) -> schemas.Envelope[schemas.IndicatorValues]:
     """SMA, EMA, RSI, MACD and Bollinger values of the newest final bar (Redis, falling back to the database)."""
-    wire = await cache.indicator_bar(ticker, timeframe)
-    if wire is not None and wire.indicators is not None:
-        values = msgspec.structs.asdict(wire.indicators)
-        time, close = from_ms(wire.start), cents(wire.close)
-    else:
+
+    async def cached() -> Bar | None:
+        wire = await cache.indicator_bar(ticker, timeframe)
+        return wire if wire is not None and wire.indicators is not None else None
+
+    async def stored() -> BarRow | None:
         row = await store.latest_bar(ticker, timeframe)
-        if row is None or row.indicators is None:
-            raise not_found(what=f"no final {timeframe} bar for {ticker!r} yet")
-        values = row.indicators
-        time, close = row.time, dec(row.close)
+        return row if row is not None and row.indicators is not None else None
+
+    missing = f"no final {timeframe} bar for {ticker!r} yet"
+    values, time, close = await read_through(cached(), stored, missing, _from_wire, _from_row)
     return schemas.Envelope(
         data=schemas.IndicatorValues(
             ticker=ticker, symbol=ticker, timeframe=timeframe, time=time, close=close, **values
         )
     )
+
+
+#: an answer's indicator values, bar start and close
+_Values = tuple[dict[str, Any], datetime, str]
+
+
+def _from_wire(wire: Bar) -> _Values:
+    indicators = wire.indicators
+    assert indicators is not None  # get_indicators' cached() passes only bars that have them
+    return msgspec.structs.asdict(indicators), from_ms(wire.start), cents(wire.close)
+
+
+def _from_row(row: BarRow) -> _Values:
+    assert row.indicators is not None  # get_indicators' stored() passes only rows that have them
+    return row.indicators, row.time, dec(row.close)

@@ -1,4 +1,5 @@
-"""The guard against real Redis: key digests in Redis key names, throttled key guessing, a Redis outage on /quote."""
+"""The guard against real Redis: key digests in Redis key names, throttled key guessing, a Redis outage on the
+routes that read Redis first (/quote, /aggregated, /indicators, /bars)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis
 from stack.services import free_port
 from tests.ticks import make_tick
 
-from .conftest import LiveApi, Seeder
+from .conftest import LiveApi, Seeder, make_bar
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +44,26 @@ def test_redis_down_and_nothing_archived_is_a_503(seed: Seeder, start_api: Calla
     resp = httpx.get(api.base_url + "/api/v1/quote/SYNTH", timeout=10)
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "unavailable"
+
+
+def test_redis_down_every_cached_route_answers_from_the_database_or_503_never_404(
+    seed: Seeder, start_api: Callable[..., LiveApi]
+) -> None:
+    seed.universe()
+    minute = int(time.time()) // 60 * 60_000 - 300_000
+    seed.bars([make_bar("TECH", "1m", minute, 60_000, 10.0, 10.5, 9.5, 10.25)])  # TECH: in the database
+    api = start_api(redis_url=f"redis://127.0.0.1:{free_port()}/0", ready_timeout_s=0.5)
+
+    def get(path: str) -> httpx.Response:
+        return httpx.get(api.base_url + "/api/v1" + path, timeout=10)
+
+    # SYNTH has nothing in the database: with Redis down that is "try again", not "there is none"
+    for path in ("/aggregated/SYNTH?window=1min", "/indicators/SYNTH?timeframe=1m"):
+        resp = get(path)
+        assert resp.status_code == 503, path
+        assert resp.json()["error"]["code"] == "unavailable", path
+    aggregated, bars = get("/aggregated/TECH?window=1min"), get("/bars/TECH?timeframe=1m")
+    assert aggregated.status_code == 200
+    assert aggregated.json()["data"]["close"] == "10.25"
+    assert bars.status_code == 200  # the final bars from the database, without the live bar
+    assert [b["close"] for b in bars.json()["data"]] == ["10.25"]
