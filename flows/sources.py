@@ -13,6 +13,7 @@ the snapshot is then ``(next offset, log time)``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from datetime import datetime
@@ -114,27 +115,21 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
     def next_batch(self) -> list[RawBatch]:
         if self._eof:
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, self._poll_s)
-        if not msgs:
+        read = self._read()
+        if read is None:
             if self._untrimmed >= TRIM_AFTER_VALUES:
                 self._untrimmed = 0
                 release_free_memory()
             return self._idle()
-        self._untrimmed += len(msgs)
-        if any(map(Message.error, msgs)):  # rare: end of partition or a broker error inside the batch
-            msgs = self._without_errors(msgs)
-            if not msgs:
-                return []
-        # C-level map over the unbound accessors: ~3x cheaper per message than a Python loop
-        offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]  # never None when fetched
-        values = [v if v is not None else b"" for v in map(Message.value, msgs)]
+        offsets, values, stamps = read
+        if not offsets:
+            return []
         if offsets[0] > self._offset >= 0:
             self._count_gap(offsets[0])
         self._offset = offsets[-1] + 1
         SOURCE_OFFSET.labels(*self._labels).set(self._offset)
-        if self._log_times is None:
+        if self._log_times is None or stamps is None:
             return [RawBatch(self._topic, self._partition, offsets, values)]
-        stamps = list(map(Message.timestamp, msgs))
         self._append_time = stamps[-1][0] == TIMESTAMP_LOG_APPEND_TIME
         if self._idle_log is not None:
             self._check_overrun(stamps, self._idle_log, self._log_times.idle_margin(self._append_time))
@@ -142,6 +137,33 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
         return [RawBatch(self._topic, self._partition, offsets, values, times, self._log)]
+
+    def _read(self) -> tuple[list[int], list[bytes], list[tuple[int, int]] | None] | None:
+        """One ``consume()``: the offsets, values and (with log times) timestamps read, or None if nothing came.
+
+        Python's collector is paused while the ``Message`` objects live: they are tracked by it, so a batch of
+        200,000 triggered generation-0 and -1 collections that walked them all, 14 % of the worker thread's time
+        reading a backlog (docs/benchmarks.md, session 17). They are gone, and their allocations uncounted again,
+        before it resumes; the lists returned hold only ints, bytes and tuples."""
+        collecting = gc.isenabled()
+        gc.disable()
+        msgs: list[Message] = []
+        try:
+            msgs = self._consumer.consume(self._batch_size, self._poll_s)
+            if not msgs:
+                return None
+            self._untrimmed += len(msgs)
+            if any(map(Message.error, msgs)):  # rare: end of partition or a broker error inside the batch
+                msgs = self._without_errors(msgs)
+            # C-level map over the unbound accessors: ~3x cheaper per message than a Python loop
+            offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]  # never None when read
+            values = [v if v is not None else b"" for v in map(Message.value, msgs)]
+            stamps = list(map(Message.timestamp, msgs)) if self._log_times is not None else None
+            return offsets, values, stamps
+        finally:
+            del msgs
+            if collecting:
+                gc.enable()
 
     def _count_gap(self, first: int) -> None:
         """The batch starts after the offset this partition was to read next: retention deleted the records in

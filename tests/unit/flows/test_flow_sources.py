@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,10 @@ class _Consumer:
     polls: list[int] = []
     #: the calls made on consumers, in order
     calls: list[str] = []
+    #: whether Python's collector was enabled during each ``consume`` call
+    collecting: list[bool] = []
+    #: what ``consume`` raises instead of returning (None: nothing)
+    fails: Exception | None = None
 
     def __init__(self, config: dict[str, Any]) -> None:
         _Consumer.configs.append(config)
@@ -27,6 +33,9 @@ class _Consumer:
         _Consumer.calls.append("assign")
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        _Consumer.collecting.append(gc.isenabled())
+        if _Consumer.fails is not None:
+            raise _Consumer.fails
         n = _Consumer.polls.pop(0)
         return [Message(topic="market-ticks", partition=0, offset=i, value=b"{}") for i in range(n)]
 
@@ -96,3 +105,59 @@ def test_heap_is_trimmed_once_when_a_partition_catches_up(monkeypatch: pytest.Mo
     # another 5 were read; 4 more are not enough
     assert done == [0, 0, 0, 1, 1, 1, 1, 1]
     assert part.snapshot() == 4
+
+
+@pytest.fixture
+def low_gc_threshold() -> Iterator[None]:
+    """A generation-0 threshold of 100: a batch of thousands of messages would trigger collections."""
+    old = gc.get_threshold()
+    gc.set_threshold(100, old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+@pytest.mark.usefixtures("low_gc_threshold")
+def test_reading_a_batch_triggers_no_garbage_collection_and_leaves_the_collector_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    _Consumer.collecting, _Consumer.fails = [], None
+    part = sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", None)
+    _Consumer.polls = [5_000, 5_000]
+    collections: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(f"gen{info['generation']}")
+
+    gc.callbacks.append(count)
+    try:
+        first = part.next_batch()
+    finally:
+        gc.callbacks.remove(count)
+    # the collector walked 5,000 tracked Message objects ~50 times per batch here (14 % of a backlog read)
+    assert collections == []
+    assert gc.isenabled()
+    assert _Consumer.collecting == [False]
+    assert first[0].offsets == list(range(5_000))
+    assert first[0].values == [b"{}"] * 5_000
+
+
+def test_a_failing_read_leaves_the_collector_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "Consumer", _Consumer)
+    _Consumer.collecting, _Consumer.fails = [], RuntimeError("broker gone")
+    part = sources.RawKafkaSource("localhost:1", "market-ticks").build_part("in", "market-ticks#0", None)
+    try:
+        with pytest.raises(RuntimeError, match="broker gone"):
+            part.next_batch()
+        assert gc.isenabled()
+        gc.disable()  # a caller that runs without the collector keeps it off
+        with pytest.raises(RuntimeError, match="broker gone"):
+            part.next_batch()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        _Consumer.fails = None
+    assert _Consumer.collecting == [False, False]
