@@ -1,12 +1,16 @@
 # One image for every platform process (simulator, flows, gateway); docker-compose picks the command.
 
-# The bars flow's Rust decoder fast path (native/tickscan) as a wheel for CPython 3.11 (Debian bookworm's, the
-# same minor version and C library as python:3.11-slim's)
+# The flows' Rust parts as wheels for CPython 3.11 (Debian bookworm's, the same minor version and C library as
+# python:3.11-slim's): the decoder fast path (native/tickscan) and the Kafka reader (native/kafkaread, which builds
+# librdkafka from its bundled source: make and a C compiler; zlib comes with every Debian image)
 FROM rust:1-slim-bookworm AS native
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv make gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/maturin && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.7,<2"
 COPY native/tickscan /src/tickscan
-RUN /opt/maturin/bin/maturin build --release --manifest-path /src/tickscan/Cargo.toml -i python3 -o /wheels
+COPY native/kafkaread /src/kafkaread
+RUN /opt/maturin/bin/maturin build --release --manifest-path /src/tickscan/Cargo.toml -i python3 -o /wheels \
+    && /opt/maturin/bin/maturin build --release --manifest-path /src/kafkaread/Cargo.toml -i python3 -o /wheels
 
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -20,8 +24,9 @@ COPY api ./api
 COPY stack ./stack
 COPY sql ./sql
 COPY --from=native /wheels /wheels
-# --no-sources: take tickscan from the wheel above, not from pyproject's path source (not in the image)
-RUN pip install --upgrade pip uv && uv pip install --system --no-sources /wheels/tickscan-*.whl . && rm -rf /wheels
+# --no-sources: take tickscan and kafkaread from the wheels above, not from pyproject's path sources (not in the image)
+RUN pip install --upgrade pip uv \
+    && uv pip install --system --no-sources /wheels/tickscan-*.whl /wheels/kafkaread-*.whl . && rm -rf /wheels
 RUN useradd --create-home --uid 10001 app && mkdir -p /data/recovery && chown -R app /data
 USER app
 EXPOSE 8000 9101 9102

@@ -8,11 +8,13 @@ VENV_STAMP := .venv/.installed
 venv: $(VENV_STAMP)
 
 # (Re)install the project into .venv whenever pyproject.toml or the Rust extension changes; uv makes a fresh
-# install take seconds, plus about a minute to compile native/tickscan the first time (cargo, from rustup).
-NATIVE_SOURCES := $(wildcard native/tickscan/Cargo.* native/tickscan/pyproject.toml native/tickscan/*.pyi native/tickscan/src/*.rs)
+# install take seconds, plus about two minutes to compile native/tickscan and native/kafkaread (librdkafka from source,
+# so a C compiler and make too) the first time (cargo, from rustup).
+NATIVE_SOURCES := $(wildcard native/*/Cargo.* native/*/pyproject.toml native/*/*.pyi native/*/src/*.rs)
 $(VENV_STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
-	@command -v cargo >/dev/null || { echo "cargo (Rust 1.74+, https://rustup.rs) is required to build native/tickscan"; exit 1; }
+	@command -v cargo >/dev/null || { echo "cargo (Rust 1.74+, https://rustup.rs) is required to build native/tickscan and native/kafkaread"; exit 1; }
+	@command -v cc >/dev/null && command -v make >/dev/null || { echo "a C compiler (cc) and make are required to build librdkafka for native/kafkaread"; exit 1; }
 	@test -x $(PY) || python3 -m venv .venv
 	@$(PY) -m pip install -q --disable-pip-version-check uv
 	@$(PY) -m uv pip install -q --python $(PY) -e '.[dev]'
@@ -61,6 +63,8 @@ lint: venv
 	.venv/bin/mypy contracts common simulator flows api stack sql grafana
 	cargo fmt --manifest-path native/tickscan/Cargo.toml --check
 	cargo clippy --quiet --manifest-path native/tickscan/Cargo.toml --release -- -D warnings
+	cargo fmt --manifest-path native/kafkaread/Cargo.toml --check
+	cargo clippy --quiet --manifest-path native/kafkaread/Cargo.toml --release -- -D warnings
 
 ## benchmarks (one command each, printing a table; results go to docs/benchmarks.md)
 bench-simulator: venv

@@ -22,6 +22,8 @@ memory a batch size costs while catching up.
 Target: >= 500,000 ticks/s per process into the sinks.
 ``--modes source,flow`` runs some rows only; ``--consumer KEY=VALUE`` (repeatable) runs every row a second time,
 right after the first over the same backlog, with those librdkafka consumer settings added (marked ``*``).
+``--readers native,confluent`` runs every row with each partition reader in turn (``FLOW_KAFKA_READER``: the
+native one against confluent-kafka's ``Consumer``, same backlog, same run).
 The servers come from :func:`benchstack.local_stack`, shared with the other benchmarks.
 """
 
@@ -138,6 +140,7 @@ def _source(settings: FlowSettings, topic: str, extra: dict[str, object] | None 
         batch_size=settings.batch_size,
         extra_config=extra,
         log_times=log_times,
+        reader=settings.kafka_reader,
     )
 
 
@@ -162,6 +165,7 @@ def run_once(
     extra: dict[str, object] | None = None,
     batch_size: int | None = None,
     flow_mode: str = "backfill",
+    reader: str = "native",
 ) -> tuple[float, float, float, float, dict[str, int]]:
     """One pass over the whole topic (``extra``: more consumer settings, ``batch_size``: messages per consume
     instead of ``FLOW_BATCH_SIZE``, ``flow_mode``: ``FLOW_MODE``, live reading log times); returns (seconds,
@@ -169,7 +173,9 @@ def run_once(
     if mode == "kcat (C)":
         elapsed, cpu_s = _kcat(stack.bootstrap, topic, extra)
         return elapsed, cpu_s, float("nan"), float("nan"), {}
-    overrides: dict[str, object] = {} if batch_size is None else {"batch_size": batch_size}
+    overrides: dict[str, object] = {"kafka_reader": reader}
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
     settings = stack.flow_settings(mode=flow_mode, **overrides)
     tune_gc(settings)
     counts: dict[str, int] = {}
@@ -252,11 +258,17 @@ def main() -> None:
         help="comma-separated messages per consume() to run every row with, alternated (default: FLOW_BATCH_SIZE)",
     )
     parser.add_argument(
+        "--readers",
+        default="native",
+        help="comma-separated FLOW_KAFKA_READER values to run every row with, alternated (native, confluent)",
+    )
+    parser.add_argument(
         "--flow-modes",
         default="backfill",
         help="comma-separated FLOW_MODE values to run every row with, alternated (live: the source reads log times)",
     )
     args = parser.parse_args()
+    readers = [r.strip() for r in args.readers.split(",") if r.strip()]
     flow_modes = [m.strip() for m in args.flow_modes.split(",") if m.strip()]
     sizes: list[int | None] = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     extra: dict[str, object] = dict(item.split("=", 1) for item in args.consumer)
@@ -281,17 +293,18 @@ def main() -> None:
         columns += f" {'host busy':>9} {'worker busy':>11} {'peak +MB':>8}"
         print(f"{'run':<27} {columns}  counts")
         for mode in modes:
-            for (mark, config), size, flow_mode in itertools.product(variants, sizes, flow_modes):
-                if mode == "kcat (C)" and flow_mode != flow_modes[0]:
+            for (mark, config), size, flow_mode, reader in itertools.product(variants, sizes, flow_modes, readers):
+                if mode == "kcat (C)" and (flow_mode != flow_modes[0] or reader != readers[0]):
                     continue
                 busy, rss = host_busy_seconds(), reset_peak_rss()
-                elapsed, cpu, own, first, counts = run_once(stack, topic, mode, config, size, flow_mode)
+                elapsed, cpu, own, first, counts = run_once(stack, topic, mode, config, size, flow_mode, reader)
                 busy = (host_busy_seconds() - busy) / elapsed
                 growth = peak_rss_mb() - rss if mode != "kcat (C)" else 0.0
                 if mode == "flow + sinks":
                     counts["rows in market_bars"] = _stored_bars(stack.database_url)
                 label = mode + mark + (f" /{size // 1000}k" if size else "")
                 label += f" {flow_mode}" if len(flow_modes) > 1 and mode != "kcat (C)" else ""
+                label += f" [{reader}]" if len(readers) > 1 and mode != "kcat (C)" else ""
                 print(
                     f"{label:<27} {elapsed:>8.2f} {args.ticks / elapsed:>12,.0f} {first:>7.2f} "
                     f"{args.ticks / (elapsed - first):>10,.0f} {args.ticks / cpu:>12,.0f} "

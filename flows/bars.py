@@ -294,6 +294,7 @@ def _production_flow() -> Dataflow:
                 batch_size=settings.batch_size,
                 group_id=settings.group_id("bars"),
                 fetch_bytes=settings.fetch_bytes("bars"),
+                reader=settings.kafka_reader,
                 log_times=settings.log_times(),
             )
         ),

@@ -16,6 +16,9 @@ from flows.aggregation import AggregationConfig
 from flows.indicators import IndicatorConfig
 from flows.logclock import DEFAULT_IDLE_CLOSE_APPEND_MS, DEFAULT_IDLE_CLOSE_MS, LogTimes
 
+#: how the Kafka source reads a partition (:mod:`flows.kafka_readers`)
+ReaderKind = Literal["native", "confluent"]
+
 #: values per Kafka source batch unless ``FLOW_BATCH_SIZE`` says otherwise
 DEFAULT_BATCH_SIZE = 200_000
 
@@ -65,6 +68,9 @@ class FlowSettings(SharedSettings):
     #: bytes the Kafka source fetches per partition and request; unset: the flow's own (``DEFAULT_FETCH_BYTES``).
     #: A flow behind on its backlog holds a few fetches per partition in memory (docs/flows.md)
     fetch_partition_bytes: int | None = Field(None, ge=65_536, le=268_435_456)
+    #: how the Kafka source reads a partition: ``native`` (:mod:`kafkaread`, no Python object per record) or
+    #: ``confluent`` (confluent-kafka's ``Consumer``, a ``Message`` per record: the fallback; docs/flows.md)
+    kafka_reader: ReaderKind = "native"
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9102, ge=0, le=65535)
     #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)

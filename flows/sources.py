@@ -2,9 +2,10 @@
 
 Bytewax's stock ``KafkaSource`` builds a dataclass per message, which caps a process near 0.35 M msgs/s
 (GUIDE). This source hands the dataflow one :class:`RawBatch` per poll — the partition's values as a list of
-bytes plus their offsets — so decoding can happen for the whole batch at once. Each Kafka partition is one
-Bytewax source partition; its snapshot is the next offset to read, so a restarted flow resumes exactly where
-its last snapshot was taken (at-least-once since then; the sinks are idempotent).
+bytes plus their offsets — so decoding can happen for the whole batch at once; by default it reads them with
+:mod:`kafkaread`, which makes no per-record Python object at all (:mod:`flows.kafka_readers`). Each Kafka
+partition is one Bytewax source partition; its snapshot is the next offset to read, so a restarted flow resumes
+exactly where its last snapshot was taken (at-least-once since then; the sinks are idempotent).
 
 With ``log_times`` (the bars flow in live mode) each batch also carries the partition's log time at every
 value, and an idle, caught-up partition emits empty batches that only move its clock (:mod:`flows.logclock`);
@@ -13,24 +14,21 @@ the snapshot is then ``(next offset, log time)``.
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 from datetime import datetime
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, TopicPartition
-from confluent_kafka import KafkaError as ConfluentKafkaError
-from confluent_kafka import KafkaException as ConfluentKafkaException
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AdminClient
 
 from common.clock import now_ms
 from common.errors import SourceError
 from common.heap import release_free_memory
 from flows.decode import RawBatch
+from flows.kafka_readers import open_reader
 from flows.logclock import MARKER_INTERVAL_MS, LogTimes, running_log_times
 from flows.observe import CONSUMER_LAG, IDLE_OVERRUN, SOURCE_OFFSET, SOURCE_OFFSET_GAP
-from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_FETCH_BYTES
+from flows.settings import DEFAULT_BATCH_SIZE, DEFAULT_FETCH_BYTES, ReaderKind
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +64,7 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         batch_size: int,
         poll_s: float,
         log_times: LogTimes | None = None,
+        reader: ReaderKind = "native",
     ) -> None:
         self._topic = topic
         self._partition = partition
@@ -87,10 +86,9 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         SOURCE_OFFSET_GAP.labels(*self._labels)  # exported as 0 from the start, like the next one
         if log_times is not None:
             IDLE_OVERRUN.labels(*self._labels)  # (a rate from the first scrape)
-        self._tp = TopicPartition(topic, partition)
-        self._consumer = Consumer({**config, "stats_cb": self._on_stats})
+        self._reader = open_reader(reader, config, topic, partition)
         self._know_leader(config)
-        self._consumer.assign([TopicPartition(topic, partition, self._offset)])
+        self._reader.assign(self._offset)
 
     def _know_leader(self, config: dict[str, object]) -> None:
         """Ask for the topic's metadata before assigning: a partition assigned before librdkafka knows its leader
@@ -98,36 +96,42 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         read) started half a second late (docs/benchmarks.md, session 16). Best effort: without an answer the
         consumer finds the leader itself, later."""
         try:
-            self._consumer.list_topics(self._topic, timeout=_METADATA_TIMEOUT_S)
-        except ConfluentKafkaException as exc:
+            self._reader.fetch_metadata(_METADATA_TIMEOUT_S)
+        except RuntimeError as exc:
             log.warning("no metadata for %r from %s yet (%s): reading starts later", self._topic,
                         config.get("bootstrap.servers"), exc)  # fmt: skip
 
-    def _on_stats(self, raw: str) -> None:
-        try:
-            stats = json.loads(raw)["topics"][self._topic]["partitions"][str(self._partition)]
-        except (KeyError, ValueError):
-            return
-        high = stats.get("hi_offset", -1)
-        if high >= 0 and self._offset >= 0:
-            CONSUMER_LAG.labels(*self._labels).set(max(0, high - self._offset))
+    def _note_lag(self) -> None:
+        """``kafka_consumer_lag``: the records between the next offset and the high watermark of the last fetch."""
+        marks = self._reader.watermarks()
+        if marks is not None and self._offset >= 0:
+            CONSUMER_LAG.labels(*self._labels).set(max(0, marks[1] - self._offset))
 
     def next_batch(self) -> list[RawBatch]:
         if self._eof:
             raise StopIteration
-        read = self._read()
+        read = self._reader.read(self._batch_size, self._poll_s, self._log_times is not None)
         if read is None:
+            self._note_lag()
             if self._untrimmed >= TRIM_AFTER_VALUES:
                 self._untrimmed = 0
                 release_free_memory()
             return self._idle()
-        offsets, values, stamps = read
+        offsets, values, stamps, eof, errors = read
+        for text, fatal in errors:  # rare: librdkafka retries transient broker errors by itself
+            message = f"error reading {self._topic!r} partition {self._partition}: {text}"
+            if fatal:
+                raise SourceError(message)
+            log.warning("%s", message)
+        self._eof = eof
         if not offsets:
             return []
+        self._untrimmed += len(offsets)
         if offsets[0] > self._offset >= 0:
             self._count_gap(offsets[0])
         self._offset = offsets[-1] + 1
         SOURCE_OFFSET.labels(*self._labels).set(self._offset)
+        self._note_lag()
         if self._log_times is None or stamps is None:
             return [RawBatch(self._topic, self._partition, offsets, values)]
         self._append_time = stamps[-1][0] == TIMESTAMP_LOG_APPEND_TIME
@@ -137,33 +141,6 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         times, self._log = running_log_times(stamps, self._log, now + self._log_times.max_future_ms)
         self._read_log, self._read_wall = self._log, now
         return [RawBatch(self._topic, self._partition, offsets, values, times, self._log)]
-
-    def _read(self) -> tuple[list[int], list[bytes], list[tuple[int, int]] | None] | None:
-        """One ``consume()``: the offsets, values and (with log times) timestamps read, or None if nothing came.
-
-        Python's collector is paused while the ``Message`` objects live: they are tracked by it, so a batch of
-        200,000 triggered generation-0 and -1 collections that walked them all, 14 % of the worker thread's time
-        reading a backlog (docs/benchmarks.md, session 17). They are gone, and their allocations uncounted again,
-        before it resumes; the lists returned hold only ints, bytes and tuples."""
-        collecting = gc.isenabled()
-        gc.disable()
-        msgs: list[Message] = []
-        try:
-            msgs = self._consumer.consume(self._batch_size, self._poll_s)
-            if not msgs:
-                return None
-            self._untrimmed += len(msgs)
-            if any(map(Message.error, msgs)):  # rare: end of partition or a broker error inside the batch
-                msgs = self._without_errors(msgs)
-            # C-level map over the unbound accessors: ~3x cheaper per message than a Python loop
-            offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]  # never None when read
-            values = [v if v is not None else b"" for v in map(Message.value, msgs)]
-            stamps = list(map(Message.timestamp, msgs)) if self._log_times is not None else None
-            return offsets, values, stamps
-        finally:
-            del msgs
-            if collecting:
-                gc.enable()
 
     def _count_gap(self, first: int) -> None:
         """The batch starts after the offset this partition was to read next: retention deleted the records in
@@ -185,12 +162,12 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         target = self._read_log + now_ms() - self._read_wall - margin
         if target < self._log + MARKER_INTERVAL_MS:
             return []
-        try:
-            low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
-        except ConfluentKafkaException:
+        marks = self._reader.watermarks()
+        if marks is None:
             return []
+        low, high = marks
         caught_up = self._offset >= high if self._offset >= 0 else 0 <= high <= low
-        if high < 0 or not caught_up:
+        if not caught_up:
             return []
         self._log = self._idle_log = target
         return [RawBatch(self._topic, self._partition, [], [], None, target)]
@@ -208,23 +185,6 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
                 self._topic, self._partition, len(behind), idle_log - min(behind), margin,
             )  # fmt: skip
 
-    def _without_errors(self, msgs: list[Message]) -> list[Message]:
-        """The messages before an end-of-partition marker, minus transient errors (logged); fatal ones raise."""
-        kept: list[Message] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                kept.append(msg)
-                continue
-            if err.code() == ConfluentKafkaError._PARTITION_EOF:
-                self._eof = True
-                break
-            text = f"error reading {self._topic!r} partition {self._partition}: {err}"
-            if err.fatal():
-                raise SourceError(text)
-            log.warning("%s", text)  # transient broker errors: librdkafka retries by itself
-        return kept
-
     def next_awake(self) -> datetime | None:
         return None  # consume() above already waits up to poll_s for data
 
@@ -232,7 +192,7 @@ class _RawKafkaPartition(StatefulSourcePartition[RawBatch, SourceState]):
         return self._offset if self._log_times is None else (self._offset, self._log)
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
 
 class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
@@ -250,10 +210,12 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
         extra_config: dict[str, object] | None = None,
         log_times: LogTimes | None = None,
         fetch_bytes: int = MAX_PARTITION_FETCH_BYTES,
+        reader: ReaderKind = "native",
     ) -> None:
         """``group_id`` only names the consumer on the broker: partitions are assigned, offsets never committed.
         ``log_times``: stamp values with their partition's log time and keep the idle clock (live bars).
-        ``fetch_bytes``: bytes per partition and fetch request (throughput of a backlog read vs memory)."""
+        ``fetch_bytes``: bytes per partition and fetch request (throughput of a backlog read vs memory).
+        ``reader``: :mod:`flows.kafka_readers` (``native``, or confluent-kafka's ``Consumer``)."""
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._tail = tail
@@ -263,6 +225,7 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
         self._extra = extra_config or {}
         self._log_times = log_times
         self._fetch_bytes = fetch_bytes
+        self._reader = reader
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
@@ -293,10 +256,11 @@ class RawKafkaSource(FixedPartitionedSource[RawBatch, SourceState]):
             # round trips, not CPU); 16 MiB read the same backlog at 0.52 M/s (docs/benchmarks.md)
             "max.partition.fetch.bytes": self._fetch_bytes,
             "queued.max.messages.kbytes": 262_144,
-            "statistics.interval.ms": 5_000,
         }
         if self._fetch_bytes < MAX_PARTITION_FETCH_BYTES:
             config["fetch.queue.backoff.ms"] = FETCH_QUEUE_BACKOFF_MS
         config.update(self._extra)
         state = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _RawKafkaPartition(config, topic, int(part), state, self._batch_size, self._poll_s, self._log_times)
+        return _RawKafkaPartition(
+            config, topic, int(part), state, self._batch_size, self._poll_s, self._log_times, self._reader
+        )

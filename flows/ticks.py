@@ -79,6 +79,7 @@ def _production_flow() -> Dataflow:
             batch_size=settings.batch_size,
             group_id=settings.group_id("ticks"),
             fetch_bytes=settings.fetch_bytes("ticks"),
+            reader=settings.kafka_reader,
         ),
         sinks.TickArchiveSink(settings.database_url.get_secret_value()),
         metrics_max_tickers=settings.metrics_max_tickers,
