@@ -2,9 +2,9 @@
 
 # The flows' Rust parts as wheels for CPython 3.11 (Debian bookworm's, the same minor version and C library as
 # python:3.11-slim's): the decoder fast path (native/tickscan) and the Kafka reader (native/kafkaread, which builds
-# librdkafka from its bundled source: make and a C compiler; zlib comes with every Debian image)
+# librdkafka from its bundled source: make and C and C++ compilers; zlib comes with every Debian image)
 FROM rust:1-slim-bookworm AS native
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv make gcc libc6-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv make gcc g++ libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/maturin && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.7,<2"
 COPY native/tickscan /src/tickscan

@@ -9,12 +9,12 @@ venv: $(VENV_STAMP)
 
 # (Re)install the project into .venv whenever pyproject.toml or the Rust extension changes; uv makes a fresh
 # install take seconds, plus about two minutes to compile native/tickscan and native/kafkaread (librdkafka from source,
-# so a C compiler and make too) the first time (cargo, from rustup).
+# so C and C++ compilers and make too) the first time (cargo, from rustup).
 NATIVE_SOURCES := $(wildcard native/*/Cargo.* native/*/pyproject.toml native/*/*.pyi native/*/src/*.rs)
 $(VENV_STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
 	@command -v cargo >/dev/null || { echo "cargo (Rust 1.74+, https://rustup.rs) is required to build native/tickscan and native/kafkaread"; exit 1; }
-	@command -v cc >/dev/null && command -v make >/dev/null || { echo "a C compiler (cc) and make are required to build librdkafka for native/kafkaread"; exit 1; }
+	@command -v cc >/dev/null && command -v c++ >/dev/null && command -v make >/dev/null || { echo "C and C++ compilers (cc, c++) and make are required to build librdkafka for native/kafkaread"; exit 1; }
 	@test -x $(PY) || python3 -m venv .venv
 	@$(PY) -m pip install -q --disable-pip-version-check uv
 	@$(PY) -m uv pip install -q --python $(PY) -e '.[dev]'

@@ -113,7 +113,10 @@ def _production_flow() -> Dataflow:
     return build_flow(
         _kafka_source(
             sources.RawKafkaSource(
-                settings.kafka_bootstrap_servers, settings.topic_bars, batch_size=settings.batch_size
+                settings.kafka_bootstrap_servers,
+                settings.topic_bars,
+                batch_size=settings.batch_size,
+                reader=settings.kafka_reader,
             )
         ),
         anomaly_sink=alert_sinks.anomaly_sink(settings),

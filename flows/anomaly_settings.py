@@ -16,6 +16,7 @@ from common.settings import BASE_CONFIG, SharedSettings, split_list
 from contracts.anomaly import Severity
 from contracts.bar import TIMEFRAMES
 from flows.detectors import DetectorConfig
+from flows.settings import ReaderKind
 
 
 class AnomalySettings(SharedSettings):
@@ -46,6 +47,9 @@ class AnomalySettings(SharedSettings):
     webhook_queue: int = Field(1_000, ge=1, description="pending notifications; beyond this they are dropped")
 
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="values per Kafka source batch")
+    kafka_reader: ReaderKind = Field(
+        "native", description="how the Kafka source reads a partition: native or confluent (docs/flows.md)"
+    )
     #: Prometheus exporter port of the flow process; 0 disables it
     metrics_port: int = Field(9111, ge=0, le=65535)
     #: address the exporter binds (0.0.0.0 in containers, so Prometheus in another container can scrape it)

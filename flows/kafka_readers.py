@@ -20,7 +20,6 @@ from typing import Protocol
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException as ConfluentKafkaException
-from kafkaread import PartitionReader as NativeReader
 
 from flows.settings import ReaderKind
 
@@ -50,6 +49,8 @@ class PartitionReader(Protocol):
 def open_reader(kind: ReaderKind, config: dict[str, object], topic: str, partition: int) -> PartitionReader:
     """A reader of ``partition`` of ``topic`` with librdkafka settings ``config`` (not yet assigned)."""
     if kind == "native":
+        from kafkaread import PartitionReader as NativeReader  # only where it reads: the fallback needs none
+
         return NativeReader(librdkafka_strings(config), topic, partition)
     if kind == "confluent":
         return ConfluentReader(config, topic, partition)
@@ -58,9 +59,12 @@ def open_reader(kind: ReaderKind, config: dict[str, object], topic: str, partiti
 
 
 def librdkafka_strings(config: dict[str, object]) -> dict[str, str]:
-    """``config`` as librdkafka's string settings (booleans as ``true``/``false``); callbacks are refused."""
+    """``config`` as librdkafka's string settings (booleans as ``true``/``false``, None left at librdkafka's
+    default, as confluent-kafka does); callbacks are refused."""
     out: dict[str, str] = {}
     for key, value in config.items():
+        if value is None:
+            continue
         if callable(value):
             msg = f"Kafka setting {key!r}: the native reader takes no callbacks (use FLOW_KAFKA_READER=confluent)"
             raise ValueError(msg)
@@ -134,5 +138,6 @@ def _without_errors(msgs: list[Message]) -> tuple[list[Message], bool, list[tupl
         elif err.code() == ConfluentKafkaError._PARTITION_EOF:
             return kept, True, errors
         else:
-            errors.append((str(err), bool(err.fatal())))
+            # confluent-kafka never flags a consumer record's error fatal: librdkafka's code says so
+            errors.append((str(err), bool(err.fatal()) or err.code() == ConfluentKafkaError._FATAL))
     return kept, False, errors

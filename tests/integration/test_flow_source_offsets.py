@@ -135,3 +135,39 @@ def test_the_native_reader_returns_what_confluent_kafka_returns(
     assert [ms for _, ms in stamps[:198]] == [s for _, _, s in sent[3:201]]
     assert {kind for kind, _ in stamps} == {1}  # CreateTime
     assert errors == []
+
+
+def test_both_readers_report_broker_time_stamps_and_error_records(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    produce(kafka_bootstrap, topic, [("K", b"v%d" % i, 1_000) for i in range(203)])  # 1970: replaced by the broker
+    native = _read_all("native", kafka_bootstrap, topic, 0)
+    confluent = _read_all("confluent", kafka_bootstrap, topic, 0)
+    assert native[:2] == confluent[:2]
+    for _, _, stamps, _, _ in (native, confluent):
+        assert stamps is not None
+        assert {kind for kind, _ in stamps} == {2}  # LogAppendTime
+        assert min(ms for _, ms in stamps) > 1_600_000_000_000
+
+    # an offset past the end with auto.offset.reset=error: librdkafka hands the reader an error record
+    for kind in READERS:
+        config = {"bootstrap.servers": kafka_bootstrap, "group.id": "readers-test", "auto.offset.reset": "error"}
+        reader = open_reader(kind, config, topic, 0)
+        errors: list[tuple[str, bool]] = []
+        deadline = time.monotonic() + 30
+        try:
+            reader.assign(10_000)
+            while not errors:
+                assert time.monotonic() < deadline, f"{kind}: no error record for an offset out of range"
+                read = reader.read(10, 0.1)
+                if read is not None:
+                    assert read[0] == []
+                    errors = read[4]
+        finally:
+            reader.close()
+        assert len(errors) == 1
+        text, fatal = errors[0]
+        assert "_AUTO_OFFSET_RESET" in text
+        assert "Offset out of range" in text
+        assert fatal is False

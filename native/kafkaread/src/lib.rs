@@ -8,14 +8,14 @@
 //! source keeps: a list of offsets, a list of values as `bytes` and, if asked, the timestamps.
 //!
 //! Configuration is librdkafka's own (`key -> value` strings, as confluent-kafka takes them). librdkafka's
-//! log lines and client-level errors go to its default, stderr, as with confluent-kafka when no logger is
-//! set. Records with an error (a broker error, end of partition) come back as `(text, fatal)` pairs.
+//! log lines go to its default, stderr, as with confluent-kafka when no logger is set; so do client-level
+//! errors such as "all brokers down" (confluent-kafka drops those unless given an `error_cb`). Records with an
+//! error (a broker error, end of partition) come back as `(text, fatal)` pairs, `__FATAL` being fatal.
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rdkafka_sys as rd;
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
 
@@ -55,6 +55,22 @@ extern "C" {
     fn rd_kafka_err2name(err: c_int) -> *const c_char;
     fn rd_kafka_err2str(err: c_int) -> *const c_char;
     fn rd_kafka_last_error() -> c_int;
+    fn rd_kafka_poll_set_consumer(rk: *mut rd::rd_kafka_t) -> c_int;
+    fn rd_kafka_metadata(
+        rk: *mut rd::rd_kafka_t,
+        all_topics: c_int,
+        only_rkt: *mut rd::rd_kafka_topic_t,
+        metadatap: *mut *const rd::rd_kafka_metadata,
+        timeout_ms: c_int,
+    ) -> c_int;
+    fn rd_kafka_assign(rk: *mut rd::rd_kafka_t, partitions: *const rd::rd_kafka_topic_partition_list_t) -> c_int;
+    fn rd_kafka_get_watermark_offsets(
+        rk: *mut rd::rd_kafka_t,
+        topic: *const c_char,
+        partition: i32,
+        low: *mut i64,
+        high: *mut i64,
+    ) -> c_int;
 }
 
 fn err_text(code: c_int) -> String {
@@ -151,15 +167,28 @@ fn cstring(what: &str, s: &str) -> PyResult<CString> {
 
 #[pymethods]
 impl PartitionReader {
-    /// A consumer with librdkafka settings `config` (strings) that will read `partition` of `topic`.
+    /// A consumer with librdkafka settings `config` (string keys and values, applied in the dict's order) that
+    /// will read `partition` of `topic`. ValueError names a setting librdkafka rejects; `group.id` is required.
     #[new]
-    fn new(config: HashMap<String, String>, topic: &str, partition: i32) -> PyResult<Self> {
+    fn new(config: &Bound<'_, PyDict>, topic: &str, partition: i32) -> PyResult<Self> {
+        // every string checked before librdkafka allocates anything: an error below leaves nothing behind
+        let topic = cstring("topic", topic)?;
+        let mut pairs = Vec::with_capacity(config.len());
+        for (key, value) in config.iter() {
+            let (key, value): (String, String) = (key.extract()?, value.extract()?);
+            pairs.push((
+                cstring("config key", &key)?,
+                cstring("config value", &value)?,
+                key,
+                value,
+            ));
+        }
         let mut errstr = [0 as c_char; ERRSTR_LEN];
-        // SAFETY: conf is owned here until rd_kafka_new takes it (on success only).
+        // SAFETY: conf is owned here until rd_kafka_new takes it (on success only); rk is destroyed on every
+        // failure after it exists.
         unsafe {
             let conf = rd::rd_kafka_conf_new();
-            for (key, value) in &config {
-                let (k, v) = (cstring("config key", key)?, cstring("config value", value)?);
+            for (k, v, key, value) in &pairs {
                 let res = rd::rd_kafka_conf_set(conf, k.as_ptr(), v.as_ptr(), errstr.as_mut_ptr(), ERRSTR_LEN);
                 if res != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
                     rd::rd_kafka_conf_destroy(conf);
@@ -180,11 +209,21 @@ impl PartitionReader {
                     "cannot create a Kafka consumer: {why}"
                 )));
             }
-            rd::rd_kafka_poll_set_consumer(rk);
-            let queue = rd::rd_kafka_queue_get_consumer(rk);
+            // without a group.id librdkafka makes no consumer group: no consumer queue to read (NULL)
+            let queue = if rd_kafka_poll_set_consumer(rk) == 0 {
+                rd::rd_kafka_queue_get_consumer(rk)
+            } else {
+                ptr::null_mut()
+            };
+            if queue.is_null() {
+                rd::rd_kafka_destroy(rk);
+                return Err(PyValueError::new_err(
+                    "Kafka setting group.id is required (a non-empty string)",
+                ));
+            }
             Ok(Self {
                 handles: Some(Handles { rk, queue }),
-                topic: cstring("topic", topic)?,
+                topic,
                 partition,
             })
         }
@@ -202,7 +241,7 @@ impl PartitionReader {
             unsafe {
                 let rkt = rd::rd_kafka_topic_new(h.rk, topic.as_ptr(), ptr::null_mut());
                 let mut md: *const rd::rd_kafka_metadata = ptr::null();
-                let err = rd::rd_kafka_metadata(h.rk, 0, rkt, &mut md, ms) as c_int;
+                let err = rd_kafka_metadata(h.rk, 0, rkt, &mut md, ms);
                 if !md.is_null() {
                     rd::rd_kafka_metadata_destroy(md);
                 }
@@ -226,7 +265,7 @@ impl PartitionReader {
             let list = rd::rd_kafka_topic_partition_list_new(1);
             let part = rd::rd_kafka_topic_partition_list_add(list, self.topic.as_ptr(), self.partition);
             (*part).offset = offset;
-            let err = rd::rd_kafka_assign(h.rk, list) as c_int;
+            let err = rd_kafka_assign(h.rk, list);
             rd::rd_kafka_topic_partition_list_destroy(list);
             err
         };
@@ -294,10 +333,9 @@ impl PartitionReader {
         let h = self.open()?;
         let (mut low, mut high) = (OFFSET_INVALID, OFFSET_INVALID);
         // SAFETY: reads librdkafka's cached offsets into the two locals.
-        let code = unsafe {
-            rd::rd_kafka_get_watermark_offsets(h.rk, self.topic.as_ptr(), self.partition, &mut low, &mut high)
-        };
-        if code as c_int != 0 || high == OFFSET_INVALID {
+        let code =
+            unsafe { rd_kafka_get_watermark_offsets(h.rk, self.topic.as_ptr(), self.partition, &mut low, &mut high) };
+        if code != 0 || high == OFFSET_INVALID {
             return Ok(None);
         }
         Ok(Some((low, high)))
@@ -312,6 +350,14 @@ impl PartitionReader {
 }
 
 impl Handles {
+    fn destroy_unclosed(self) {
+        // SAFETY: called once, when a dropped reader gives its handles up.
+        unsafe {
+            rd::rd_kafka_queue_destroy(self.queue);
+            rd::rd_kafka_destroy_flags(self.rk, rd::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        }
+    }
+
     fn destroy(self) {
         // SAFETY: called once, when the reader gives its handles up.
         unsafe {
@@ -323,9 +369,11 @@ impl Handles {
 }
 
 impl Drop for PartitionReader {
+    /// A reader dropped without `close()` (a flow that failed): destroy without the consumer close, which waits
+    /// on librdkafka's threads, and with the GIL released, as confluent-kafka's `Consumer` does.
     fn drop(&mut self) {
         if let Some(h) = self.handles.take() {
-            h.destroy();
+            Python::attach(|py| py.detach(move || h.destroy_unclosed()));
         }
     }
 }

@@ -116,8 +116,17 @@ def test_confluent_read_stops_at_the_end_of_the_partition_and_reports_errors(
     assert confluent.read(10, 0.01) is None
 
 
+def test_a_fatal_error_record_is_reported_fatal(confluent: readers.ConfluentReader) -> None:
+    # confluent-kafka's KafkaError of a consumer record never says fatal() itself: the code does
+    fatal = Message(topic="market-ticks", partition=0, offset=-1, error=KafkaError(KafkaError._FATAL, "fenced"))
+    _Consumer.batch = [fatal]
+    read = confluent.read(10, 0.01)
+    assert read is not None
+    assert [flag for _, flag in read[4]] == [True]
+
+
 def test_librdkafka_strings_spells_booleans_as_librdkafka_does_and_refuses_callbacks() -> None:
-    assert readers.librdkafka_strings({"enable.auto.commit": False, "fetch.wait.max.ms": 50, "a": "b"}) == {
+    assert readers.librdkafka_strings({"enable.auto.commit": False, "fetch.wait.max.ms": 50, "a": "b", "x": None}) == {
         "enable.auto.commit": "false",
         "fetch.wait.max.ms": "50",
         "a": "b",
@@ -138,6 +147,14 @@ def test_native_reader_names_a_setting_librdkafka_rejects() -> None:
         PartitionReader({"no.such.setting": "1"}, "t", 0)
 
 
+def test_native_reader_requires_a_group_id() -> None:
+    # without one librdkafka has no consumer queue: reading (or freeing) it would crash the process
+    with pytest.raises(ValueError, match=r"group\.id"):
+        PartitionReader({"bootstrap.servers": "127.0.0.1:1"}, "t", 0)
+    with pytest.raises(ValueError, match="NUL"):
+        PartitionReader({"group.id": "g"}, "t\x00", 0)
+
+
 def test_native_reader_checks_its_arguments_and_refuses_to_read_once_closed() -> None:
     reader = PartitionReader({"bootstrap.servers": "127.0.0.1:1", "group.id": "unit", "log_level": "0"}, "t", 0)
     with pytest.raises(ValueError, match="max_messages"):
@@ -153,3 +170,8 @@ def test_native_reader_checks_its_arguments_and_refuses_to_read_once_closed() ->
         reader.read(10, 0.0)
     with pytest.raises(RuntimeError, match="closed"):
         reader.assign(0)
+    # one never closed (a flow that failed) is freed when dropped: no crash, no consumer close to wait for
+    dropped = PartitionReader({"bootstrap.servers": "127.0.0.1:1", "group.id": "unit", "log_level": "0"}, "t", 0)
+    dropped.assign(0)
+    del dropped
+    gc.collect()
