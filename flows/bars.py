@@ -21,7 +21,6 @@ module attribute ``flow`` is built on first access by :func:`_production_flow` f
 from __future__ import annotations
 
 import collections
-import gc
 import itertools
 import operator
 import time
@@ -36,6 +35,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from common.clock import now_ms
+from common.collector import tune_collector
 from contracts.bar import Bar
 from flows import lazy_flow
 from flows.aggregation import AggregationConfig, TickChunk, partial_bars
@@ -266,11 +266,7 @@ def _with_clocks(
 
 def tune_gc(settings: FlowSettings) -> None:
     """Apply ``settings.gc_threshold`` to this process and freeze what exists so far (imports, config)."""
-    if settings.gc_threshold:
-        gc.collect()
-        gc.freeze()  # long-lived module objects leave the collector's generations for good
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(settings.gc_threshold, gen1, gen2)
+    tune_collector(settings.gc_threshold)
 
 
 def _kafka_source(source: Source[RawBatch]) -> Source[RawItem]:
