@@ -31,6 +31,7 @@ import os
 import re
 import sys
 import time
+import urllib.request
 from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -275,6 +276,47 @@ def _producer(bootstrap: str, topic: str, rate: float, tickers: int, stop: Any) 
     p.flush(5)
 
 
+def _kafka_probe(bootstrap: str, topic: str, go: Any, stop: Any, out: Any) -> None:
+    """Process body: a plain consumer of the ticks topic with the relay's fetch settings; reports, for the measured
+    window, the share of ticks it received within 25/50/100 ms of their timestamp and its p99 -- the producer and
+    broker part of the relay latency, without the gateway."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-probe",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "socket.nagle.disable": True,
+        }
+    )
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, -1) for p in parts])  # from the end
+    lat: list[float] = []
+    while not go.is_set():
+        c.consume(10_000, 0.05)
+    while not stop.is_set():
+        msgs = c.consume(10_000, 0)  # what is queued now; else wait for the first to arrive (as the relay does)
+        if not msgs:
+            first = c.poll(0.05)
+            msgs = [first] if first is not None and first.error() is None else []
+        for m in msgs:
+            now_ms = time.time_ns() / 1e6
+            found = TS_RE.search(m.value() or b"")
+            if found is not None:
+                lat.append(now_ms - int(found.group(1)))
+    c.close()
+    a = np.array(lat)
+    out.put(
+        "; kafka probe within 25/50/100 ms "
+        + "/".join(f"{(a <= t).mean():.1%}" for t in (25, 50, 100))
+        + f" p99 {np.percentile(a, 99):.1f} ms"
+        if a.size
+        else ""
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class WsResult:
     """One scenario."""
@@ -330,9 +372,14 @@ def run_scenario(
                 raise RuntimeError(msg)
         prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, pstop))
         prod.start()
+        probe_out: Any = ctx.Queue()
+        probe = ctx.Process(target=_kafka_probe, args=(bootstrap, topic, go, stop, probe_out))
+        probe.start()
+        workers.append(probe)
         time.sleep(warmup_s)  # warm-up: relay assigned, caches, GC, the clients' first frames
         cpu0 = cpu_seconds(gw.pid, tree=True)
         rss_max = 0.0
+        hub0 = _hub_buckets(port)
         t0 = time.perf_counter()
         go.set()
         end = t0 + seconds
@@ -342,7 +389,9 @@ def run_scenario(
             rss_max = max(rss_max, rss_mb(gw.pid))
         stop.set()
         gw_cpu = (cpu_seconds(gw.pid, tree=True) - cpu0) / (time.perf_counter() - t0)
-        reports = [out.get(timeout=60) for _ in workers]
+        hub = _hub_shares(hub0, _hub_buckets(port))
+        reports = [out.get(timeout=60) for _ in workers[:-1]]
+        hub += probe_out.get(timeout=60)
         pstop.set()
         prod.join(15)
         for w in workers:
@@ -362,6 +411,7 @@ def run_scenario(
     wire = np.concatenate([np.frombuffer(r["wire"], dtype=float) for r in reports])
     if wire.size:  # batched: how much of the latency is after the frame was built (write, network, client)
         note += f"; frame->client p50 {np.percentile(wire, 50):.1f} p99 {np.percentile(wire, 99):.1f} ms"
+    note += hub  # how much is before the hub: producer, broker, relay
     if stalled:
         note += f"; stalled clients got {stalled_got} events, closed {sum(r['closed'] for r in reports)}"
     return WsResult(
@@ -378,6 +428,31 @@ def run_scenario(
         rss_mb=rss_max,
         note=note,
     )
+
+
+_HUB_LE = re.compile(rb'le="([^"]+)"')
+
+
+def _hub_buckets(port: int) -> dict[float, float]:
+    """The gateway's ``end_to_end_latency_seconds{path="ws_ticks"}`` buckets (tick time -> handed to the hub)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+        text = resp.read()
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(b"end_to_end_latency_seconds_bucket{") and b'path="ws_ticks"' in line:
+            le = _HUB_LE.search(line)
+            if le is not None:
+                out[float(le.group(1))] = float(line.rsplit(b" ", 1)[1])
+    return out
+
+
+def _hub_shares(before: dict[float, float], after: dict[float, float]) -> str:
+    """Share of the ticks the relay handed to the hub within 25, 50 and 100 ms of their timestamp, in a window."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    if total <= 0:
+        return ""
+    shares = [f"{(after.get(le, 0.0) - before.get(le, 0.0)) / total:.1%}" for le in (0.025, 0.05, 0.1)]
+    return "; tick->hub within 25/50/100 ms " + "/".join(shares)
 
 
 def _warm_broker(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
