@@ -465,17 +465,26 @@ def _hub_shares(before: dict[float, float], after: dict[float, float]) -> str:
 
 
 def _warm_broker(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
-    """Produce at ``rate`` for ``seconds`` before any gateway starts: a fresh broker's JVM compiles its hot
-    paths under the first load, which showed as seconds of latency in whichever scenario ran first."""
+    """Produce at ``rate`` for ``seconds`` before any gateway starts, and consume it as the relay does: a fresh
+    broker's JVM compiles its hot paths under the first load, which showed as seconds of latency in whichever
+    scenario ran first. Producing alone left the fetch path cold: the first gateway's Kafka probe still saw
+    p99 0.4-2.9 s (docs/benchmarks.md, session 17)."""
     if seconds <= 0:
         return
     ctx = mp.get_context("spawn")
-    stop = ctx.Event()
+    stop, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    go.set()
+    out: Any = ctx.Queue()
     prod = ctx.Process(target=_producer, args=(bootstrap, topic, rate, 100, stop))
+    reader = ctx.Process(target=_kafka_probe, args=(bootstrap, topic, go, done, out))
     prod.start()
+    reader.start()
     time.sleep(seconds)
+    done.set()
+    out.get(timeout=60)
     stop.set()
-    prod.join(15)
+    for proc in (prod, reader):
+        proc.join(15)
 
 
 def _run_gateway(
