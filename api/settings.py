@@ -30,6 +30,13 @@ class ApiSettings(SharedSettings):
     access_log: bool = Field(True, description="one structured log line per HTTP request")
     fast_routes: bool = Field(True, description="answer /quote and /latest in the middleware, before FastAPI")
     backlog: int = Field(2048, ge=16, le=65535, description="listen() backlog of the server socket")
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="generation-0 threshold of the garbage collector (0: Python's 700); the default keeps the "
+        "oldest generation's 60-200 ms collections (every few seconds with 1,000 clients at 700) off the event "
+        "loop (common.collector)",
+    )
 
     # --- security -----------------------------------------------------------------------------------------------
     keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -73,13 +80,6 @@ class ApiSettings(SharedSettings):
     )
     relay_coalesce_ms: float = Field(
         2.0, ge=0, le=100, description="after a message arrives, also relay those arriving within this many ms"
-    )
-    gc_threshold: int = Field(
-        50_000,
-        ge=0,
-        description="generation-0 threshold of the garbage collector (0: Python's 700); the default keeps the "
-        "oldest generation's 60-200 ms collections (every few seconds with 1,000 clients at 700) off the event "
-        "loop (common.collector)",
     )
     relay_max_pending: int = Field(
         64,
