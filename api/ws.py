@@ -78,7 +78,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     hub = state.hub
     fast = (ws.scope.get("extensions") or {}).get(SEND_TEXTS, {})
-    client = Client(uuid.uuid4().hex, ws.send_text, hub, fast.get("send"), fast.get("write"))
+    client = Client(uuid.uuid4().hex, ws.send_text, hub, fast.get("send"), fast.get("write"), fast.get("write_one"))
     if not hub.register(client):
         await ws.send_text(control("error", code="too_many_clients", message="server is at its client limit"))
         await ws.close(code=1013, reason="too many clients")

@@ -13,6 +13,8 @@ scope's extension ``scope["extensions"][SEND_TEXTS] = {"send": send_texts, "writ
 * ``write_texts(texts) -> bool`` is its synchronous twin: it writes only if it can without waiting, else returns
   ``False`` and writes nothing. The hub uses it to write to idle clients straight from the fan-out instead of
   waking a task per client;
+* ``write_text(text) -> bool`` is ``write_texts`` for one text, without compression (``False`` when
+  permessage-deflate is negotiated): the batched flush's path, one call per client and frame;
 * ``abort()`` drops the connection at once, discarding what is buffered: for a client dropped because it does
   not read, whose close frame would otherwise wait behind everything it has not read (and hold the socket and
   its buffer for as long as the peer keeps its receive window shut).
@@ -104,6 +106,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             scope.setdefault("extensions", {})[SEND_TEXTS] = {
                 "send": self.send_texts,
                 "write": self.write_texts,
+                "write_one": self.write_text,
                 "abort": self.abort,
             }
 
@@ -123,6 +126,20 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         if not self.writable.is_set() or self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
             return False
         self._write_frames(texts)
+        return True
+
+    def write_text(self, text: str) -> bool:
+        """As :meth:`write_texts` with one text, for the batched flush: ``False`` also when permessage-deflate is
+        negotiated (the caller then queues the text, and :meth:`write_texts` compresses it for this connection)."""
+        if (
+            self.conn.extensions
+            or not self.writable.is_set()
+            or self.disconnected
+            or self.close_sent
+            or self.conn.state is not State.OPEN
+        ):
+            return False
+        self.transport.write(text_frame(text))
         return True
 
     def abort(self) -> None:

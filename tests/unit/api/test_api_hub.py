@@ -191,6 +191,63 @@ async def test_batch_frames_are_counted_in_the_batch_slot_not_anomalies() -> Non
     await hub.stop()
 
 
+class DirectSocket:
+    """A connection offering ``write_one``: takes a frame now (``accepts``), refuses it, or raises."""
+
+    def __init__(self, accepts: bool = True, fails: bool = False) -> None:
+        self.written: list[dict[str, object]] = []
+        self.accepts = accepts
+        self.fails = fails
+
+    def write_one(self, text: str) -> bool:
+        if self.fails:
+            raise ConnectionResetError("peer gone")
+        if self.accepts:
+            self.written.append(json.loads(text))
+        return self.accepts
+
+
+async def test_batched_flush_writes_idle_clients_directly_and_tallies_once_per_frame() -> None:
+    hub = make_hub()
+    sockets = [DirectSocket() for _ in range(3)]
+    sinks = [Sink() for _ in sockets]
+    clients = [
+        Client(str(i), s.send, hub, write_one=d.write_one) for i, (s, d) in enumerate(zip(sinks, sockets, strict=True))
+    ]
+    for c in clients:
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    hub.publish([tick("X", 1), tick("X", 2)])
+    hub.flush_batches()
+    # written at once, by the flush itself: no writer task, nothing queued
+    stamps = [[e["data"]["timestamp"] - 1_700_000_000_000 for e in d.written[0]["events"]] for d in sockets]  # type: ignore[index]
+    assert stamps == [[1, 2]] * 3
+    assert all(not c.queue for c in clients)
+    assert sinks[0].frames == []
+    assert hub.sent[BATCH] == 3
+    assert hub.sent[TICKS] == 6
+    await hub.stop()
+
+
+async def test_batched_flush_queues_behind_frames_already_queued_and_when_the_socket_refuses() -> None:
+    hub = make_hub()
+    busy, refusing, failing = DirectSocket(), DirectSocket(accepts=False), DirectSocket(fails=True)
+    sinks = [Sink() for _ in range(3)]
+    pairs = zip(sinks, (busy, refusing, failing), strict=True)
+    clients = [Client(str(i), s.send, hub, write_one=d.write_one) for i, (s, d) in enumerate(pairs)]
+    for c in clients:
+        hub.register(c)
+        hub.subscribe(c, ["t:X"], batch=True)
+    clients[0].queue.append('{"type":"pong","timestamp":1}')  # queued earlier: the batch frame must not overtake it
+    hub.publish([tick("X", 1)])
+    hub.flush_batches()
+    assert [busy.written, refusing.written, failing.written] == [[], [], []]
+    assert [len(c.queue) for c in clients] == [2, 1, 1]  # handed to each client's writer instead, in order
+    assert clients[0].queue[0].startswith('{"type":"pong"')
+    assert hub.sent[BATCH] == 0
+    await hub.stop()
+
+
 def test_preregistered_metric_labels_are_the_hub_channels() -> None:
     from api.hub import CHANNEL_NAMES
     from api.metrics import RELAY_CHANNELS, WS_CHANNELS
