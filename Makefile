@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-decode bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-pg-bars bench-ticks bench-api bench-api-ws
+.PHONY: up down clean status test test-unit test-integration lint venv anomaly dashboards bench-simulator bench-simulator-kafka bench-flow bench-decode bench-flow-kafka bench-flow-latency bench-flow-memory bench-redis-bars bench-pg-bars bench-ticks bench-api bench-api-ws bench-ws-floor
 
 venv: $(VENV_STAMP)
 
@@ -102,3 +102,6 @@ bench-api: venv
 
 bench-api-ws: venv
 	$(PY) bench/bench_api_ws.py
+
+bench-ws-floor: venv
+	$(PY) bench/bench_ws_floor.py
