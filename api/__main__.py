@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -57,6 +58,16 @@ def main() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def proxy_options(settings: ApiSettings) -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For/-Proto options: believed from ``API_FORWARDED_ALLOW_IPS`` only, off when empty.
+
+    The client address they set is the rate-limit identity of requests without a valid key: a peer trusted here
+    chooses it, so a gateway without a proxy in front trusts nobody (``API_FORWARDED_ALLOW_IPS=``).
+    """
+    allowed = settings.forwarded_allow_ips
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": allowed}
+
+
 def _serve(settings: ApiSettings) -> None:
     """uvicorn in the foreground until it stops."""
     uvicorn.run(
@@ -67,7 +78,7 @@ def _serve(settings: ApiSettings) -> None:
         **uvicorn_ws_options(settings),
         log_level=settings.log_level.lower(),
         access_log=False,  # our middleware logs requests with ids
-        proxy_headers=True,
+        **proxy_options(settings),
         http="httptools",  # the C parser (uvicorn's "auto" picks it too; explicit so a missing wheel fails loudly)
         loop="uvloop",
         backlog=settings.backlog,

@@ -23,14 +23,19 @@ if TYPE_CHECKING:
 
 
 def credential_from(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The key a client presented, from the header, the bearer token or the query string."""
+    """The key a client presented, from the header, the bearer token or the query string.
+
+    Only HTTP's blanks (space, tab) around a bearer token are dropped: ``str.strip()`` would also drop Unicode
+    ones (a Latin-1 header byte 0xA0 or 0x85), and a token that is a key plus such a byte is not that key.
+    """
     key = headers.get("x-api-key")
     if key:
         return key
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+    token = token.strip(" \t")
+    if scheme.lower() == "bearer" and token:
+        return token
     return query.get("api_key") or None
 
 

@@ -19,6 +19,8 @@ from common.clock import EPOCH, as_utc
 from contracts.tick import MAX_TICKER_CHARS
 
 if TYPE_CHECKING:
+    import asyncio
+
     import redis.asyncio as aioredis
     from confluent_kafka.admin import AdminClient
     from psycopg_pool import AsyncConnectionPool
@@ -47,6 +49,8 @@ class AppState:
     admin: AdminClient | None
     limiter: RateLimiter | None
     started_monotonic: float = 0.0
+    #: the Kafka readiness probe (a blocking metadata call in a thread) while it runs: /ready checks share it
+    kafka_probe: asyncio.Future[None] | None = None
 
 
 def state_of(request: Request) -> AppState:
@@ -85,12 +89,25 @@ StoreDep = Annotated[Store, Depends(get_store)]
 CacheDep = Annotated[MarketCache, Depends(get_cache)]
 
 
+async def get_tickers(state: StateDep) -> TickerDirectory:
+    """The known-ticker set."""
+    return state.tickers
+
+
+TickersDep = Annotated[TickerDirectory, Depends(get_tickers)]
+
+
 #: a ticker in the path: at most the contract's length (longer ones are a 422, shorter unknown ones a 404)
 TickerInPath = Annotated[str, Path(description="ticker symbol", max_length=MAX_TICKER_CHARS, examples=["SYNTH"])]
 
+# Routes WITH query parameters take ``TickerInPath`` and look the ticker up (``await tickers.require(ticker)``)
+# after every check of their parameters. FastAPI runs a dependency before it validates the route's own query
+# parameters, so a 404 raised in ``TickerPath`` answered ``/bars/NOPE?timeframe=7m`` with 404 instead of the 422
+# that request validation gives first everywhere else. ``TickerPath``/``SymbolPath`` are for routes without any.
+
 
 async def known_ticker(state: StateDep, ticker: TickerInPath) -> str:
-    """The path's ticker, upper-cased; 404 when it is not in the universe."""
+    """The path's ticker, upper-cased; 404 when it is not in the universe (routes without query parameters)."""
     return await state.tickers.require(ticker)
 
 

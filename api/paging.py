@@ -18,7 +18,9 @@ A cursor is base64 of ``kind:epoch_us:seq:scope`` (next) or ``kind<:epoch_us:seq
 served, with ``seq`` breaking ties between ticks of one timestamp (bars are unique per start and carry 0), and
 ``scope`` is a short hash of the listing it belongs to (ticker, and timeframe for bars): a cursor handed to
 another ticker or timeframe is a 422 naming ``cursor`` instead of a page that starts at an unrelated position.
-Cursors of the earlier formats (without ``scope``) stay valid.
+Cursors of the earlier formats (without ``scope``) stay valid. Only what an encoder wrote is a cursor: numbers in
+ASCII digits without sign, blanks, underscores or leading zeros (Python's ``int()`` takes ``"+1_000"`` and Arabic-
+Indic digits), unpadded base64 without stray characters; any other spelling of a position is a 422.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -59,6 +62,11 @@ CursorQuery = Annotated[
         max_length=120,
     ),
 ]
+
+
+#: a number of a cursor as the encoders write it (``str`` of a non-negative int): ASCII digits, no sign, no blanks,
+#: no underscores, no leading zero
+_NUMBER = re.compile(r"0|[1-9][0-9]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +107,18 @@ def _time(us: str) -> datetime:
 
 def decode_cursor(kind: str, scope: str, cursor: str) -> Cursor:
     """The cursor made by :func:`encode_next`/:func:`encode_prev` for ``kind`` and ``scope``; 422 naming
-    ``cursor`` otherwise (garbage, a cursor of another endpoint, or of another ticker or timeframe)."""
+    ``cursor`` otherwise (garbage, a cursor of another endpoint, or of another ticker or timeframe, or one spelt
+    otherwise than the encoder spells it)."""
     try:
-        fields = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":")
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if _b64(text) != cursor:  # padding, characters base64 skips, other spellings of the same bytes
+            raise ValueError(cursor)
+        fields = text.split(":")
         older = fields[0] == kind + "<"
         if fields[0] not in (kind, kind + "<") or not 3 + older <= len(fields) <= 4 + older:
             raise ValueError(fields[0])
+        if not all(_NUMBER.fullmatch(number) for number in fields[1 : 3 + older]):  # position (and floor)
+            raise ValueError(cursor)
         at, seq = _time(fields[1]), int(fields[2])
         floor = _time(fields[3]) if older else None
         if seq < 0 or (floor is not None and floor > at):

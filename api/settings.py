@@ -6,10 +6,11 @@ Lists are read from the environment as JSON (``API_KEYS='["k1","k2"]'``) or comm
 
 from __future__ import annotations
 
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings, split_list
@@ -43,6 +44,13 @@ class ApiSettings(SharedSettings):
         default_factory=list, description="accepted API keys; empty = authentication off"
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        validation_alias=AliasChoices("API_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+        description="peers (addresses or networks, '*' for any) whose X-Forwarded-For/-Proto are believed: the "
+        "client address, which requests without a valid key are rate-limited by, is then the forwarded one; empty "
+        "= trust none (no proxy in front). Default loopback, as uvicorn's; uvicorn's FORWARDED_ALLOW_IPS is read too",
+    )
 
     # --- rate limiting ------------------------------------------------------------------------------------------
     rate_limit: str = Field("1200/minute", description="per API key (or client IP) in `limits` notation; empty = off")
@@ -111,10 +119,30 @@ class ApiSettings(SharedSettings):
         None, validation_alias="PROMETHEUS_MULTIPROC_DIR", description="set = multi-process metrics"
     )
 
-    @field_validator("keys", "cors_origins", mode="before")
+    @field_validator("keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return split_list(value)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        # uvicorn takes an entry that is no address or network as a literal that never matches a TCP peer: say so
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                if "/" in entry:
+                    ip_network(entry)
+                else:
+                    ip_address(entry)
+            except ValueError as err:
+                msg = f"{entry!r} is not an IP address, a network such as 10.0.0.0/8 (no host bits), or '*'"
+                raise ValueError(msg) from err
+        if "*" in value and len(value) > 1:
+            msg = "'*' trusts every peer and cannot be combined with addresses"
+            raise ValueError(msg)
+        return value
 
     @field_validator("prometheus_multiproc_dir", mode="before")
     @classmethod
@@ -136,6 +164,13 @@ class ApiSettings(SharedSettings):
         if any(not k.get_secret_value() for k in self.keys):
             msg = "keys: an API key must not be empty"
             raise ValueError(msg)
+        for number, key in enumerate(self.keys, 1):
+            if not _sendable_key(key.get_secret_value()):  # the message never repeats the key
+                msg = (
+                    f"keys: API key #{number} must be printable ASCII without leading or trailing blanks, or"
+                    " clients cannot present it alike as X-API-Key, Bearer token and api_key"
+                )
+                raise ValueError(msg)
         for name in ("rate_limit", "rate_limit_ws_connect"):
             value = getattr(self, name)
             if value:
@@ -152,3 +187,13 @@ class ApiSettings(SharedSettings):
     def auth_enabled(self) -> bool:
         """True when at least one API key is configured."""
         return bool(self.keys)
+
+
+def _sendable_key(key: str) -> bool:
+    """True when a client can present ``key`` alike in a header, a bearer token and ``?api_key=``.
+
+    Header values reach the gateway as bytes (decoded as Latin-1) and the query string percent-decoded as UTF-8,
+    so a non-ASCII key matched one way only (``ключ`` only in the query, ``café`` only as Latin-1 header bytes);
+    control characters cannot be sent in a header at all, and blanks around a header value are removed.
+    """
+    return key.isascii() and key.isprintable() and key == key.strip()

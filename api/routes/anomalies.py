@@ -40,8 +40,8 @@ async def get_anomalies(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"max rows (max {MAX_LIMIT})")] = DEFAULT_LIMIT,
 ) -> AnomaliesResponse:
     """Detected anomalies with bar time in [since, until] (at most 31 days wide), newest first."""
-    canon = await state.tickers.require(ticker) if ticker is not None else None
     rng = time_range(since, until, DEFAULT_SPAN, MAX_SPAN, start_name="since", end_name="until")
+    canon = await state.tickers.require(ticker) if ticker is not None else None  # a bad range is a 422 first
     start, end = rng.start, rng.end
     levels = [s.value for s in SEVERITIES if severity is None or s.rank >= severity.rank]
     rows = await store.anomalies(start, end, levels, canon, type.value if type is not None else None, limit)

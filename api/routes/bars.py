@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.cache import CacheUnavailable, MarketCache, read_through
+from api.cache import CacheUnavailable, MarketCache, read_through, ticker_symbol
 from api.convert import bar_from_row, bar_from_wire, json_response
-from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
+from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, TickerInPath, TickersDep, bounded_limit
 from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page, scope_of
 from api.store import BarText, Store
 from common.clock import from_ms
@@ -31,7 +31,8 @@ BarsResponse = schemas.PagedEnvelope[list[schemas.Bar], schemas.BarsMeta]
 
 @router.get("/bars/{ticker}", responses=ERRORS, response_model=BarsResponse)
 async def get_bars(
-    ticker: TickerPath,
+    ticker: TickerInPath,
+    tickers: TickersDep,
     store: StoreDep,
     cache: CacheDep,
     settings: SettingsDep,
@@ -53,7 +54,9 @@ async def get_bars(
     bar is included when in range."""
     n = bounded_limit(limit, settings.bars_default_limit, settings.bars_max_limit)
     span = timedelta(milliseconds=TIMEFRAMES[timeframe] * settings.bars_max_range_bars)
-    plan = plan_page("b", scope_of(ticker, timeframe), start, end, cursor, timedelta(days=1), span)
+    scope = scope_of(ticker_symbol(ticker) or ticker, timeframe)  # the listing's, as require() spells the ticker
+    plan = plan_page("b", scope, start, end, cursor, timedelta(days=1), span)
+    ticker = await tickers.require(ticker)  # after the parameters' 422s (api.deps, TickerInPath)
     if plan.newest:
         page = await _newest_page(store, cache, ticker, timeframe, plan, n)
     else:
@@ -164,12 +167,14 @@ async def _forward_page(store: Store, cache: MarketCache, ticker: str, timeframe
 
 @router.get("/aggregated/{symbol}", responses=ERRORS)
 async def get_aggregated(
-    symbol: SymbolPath,
+    symbol: TickerInPath,
+    tickers: TickersDep,
     store: StoreDep,
     cache: CacheDep,
     window: Annotated[schemas.Window, Query(description="aggregation window")] = "1min",
 ) -> schemas.Envelope[schemas.AggregatedBar]:
     """The newest final bar of a window (seed-002 path; Redis, falling back to the database)."""
+    symbol = await tickers.require(symbol)
     timeframe = WINDOW_TO_TIMEFRAME[window]
     bar = await read_through(
         cache.final_bar(symbol, timeframe),

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
+from api.cache import ticker_symbol
 from api.convert import json_response, quote_json_from_row
-from api.deps import API_PREFIX, SettingsDep, StoreDep, SymbolPath, TickerPath, bounded_limit
+from api.deps import API_PREFIX, SettingsDep, StoreDep, TickerInPath, TickersDep, bounded_limit
 from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page, scope_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
@@ -25,7 +26,8 @@ HistoryResponse = schemas.PagedEnvelope[list[schemas.Quote], schemas.RangeMeta]
 
 @router.get("/history/{ticker}", responses=ERRORS, response_model=HistoryResponse)
 async def get_history(
-    ticker: TickerPath,
+    ticker: TickerInPath,
+    tickers: TickersDep,
     store: StoreDep,
     settings: SettingsDep,
     start: StartQuery = None,
@@ -39,7 +41,8 @@ async def get_history(
     """Ticks of a ticker, ascending: the newest `limit` of the last hour (or before `end`), or from `start` on."""
     n = bounded_limit(limit, settings.history_default_limit, settings.history_max_limit)
     max_span = timedelta(seconds=settings.history_max_range_s)
-    plan = plan_page("h", scope_of(ticker), start, end, cursor, timedelta(hours=1), max_span)
+    plan = plan_page("h", scope_of(ticker_symbol(ticker) or ticker), start, end, cursor, timedelta(hours=1), max_span)
+    ticker = await tickers.require(ticker)  # after the parameters' 422s (api.deps, TickerInPath)
     next_cursor = prev_cursor = None
     if plan.newest:
         rows = await store.ticks(ticker, plan.start, plan.end, plan.before, n + 1, newest=True)
@@ -72,12 +75,14 @@ TicksResponse = schemas.Envelope[list[schemas.Quote]]
 
 @router.get("/ticks/{symbol}", responses=ERRORS, response_model=TicksResponse)
 async def get_ticks(
-    symbol: SymbolPath,
+    symbol: TickerInPath,
+    tickers: TickersDep,
     store: StoreDep,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, description="newest N ticks (default 100, max 10000)")] = None,
 ) -> Response:
     """The newest ticks of a symbol, ascending (seed-002 path)."""
     n = bounded_limit(limit, settings.ticks_default_limit, settings.history_max_limit)
+    symbol = await tickers.require(symbol)
     rows = await store.recent_ticks(symbol, n)
     return json_response({"success": True, "data": [quote_json_from_row(r) for r in rows]})

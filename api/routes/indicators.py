@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from api import schemas
 from api.cache import read_through
 from api.convert import cents, dec
-from api.deps import API_PREFIX, CacheDep, StoreDep, TickerPath
+from api.deps import API_PREFIX, CacheDep, StoreDep, TickerInPath, TickersDep
 from api.store import BarRow
 from common.clock import from_ms
 from contracts.bar import Bar
@@ -26,12 +26,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/indicators/{ticker}", responses=ERRORS)
 async def get_indicators(
-    ticker: TickerPath,
+    ticker: TickerInPath,
+    tickers: TickersDep,
     cache: CacheDep,
     store: StoreDep,
     timeframe: Annotated[schemas.Timeframe, Query(description="bar length the indicators are computed on")] = "1m",
 ) -> schemas.Envelope[schemas.IndicatorValues]:
     """SMA, EMA, RSI, MACD and Bollinger values of the newest final bar (Redis, falling back to the database)."""
+    ticker = await tickers.require(ticker)  # in the handler: after the 422s of the query (api.deps, TickerInPath)
 
     async def cached() -> Bar | None:
         wire = await cache.indicator_bar(ticker, timeframe)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api import schemas
 from api.convert import dec
-from api.deps import API_PREFIX, StoreDep, TickerPath
+from api.deps import API_PREFIX, StoreDep, TickerInPath, TickersDep
 
 router = APIRouter(prefix=API_PREFIX, tags=["stats"])
 
@@ -31,11 +31,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/stats/{ticker}", responses=ERRORS)
 async def get_stats(
-    ticker: TickerPath,
+    ticker: TickerInPath,
+    tickers: TickersDep,
     store: StoreDep,
     period: Annotated[schemas.Period, Query(description="look-back window")] = "1d",
 ) -> schemas.Envelope[schemas.Stats]:
     """Tick count, range, open/close, average price, volume and volatility over a period."""
+    ticker = await tickers.require(ticker)  # in the handler: after the 422s of the query (api.deps, TickerInPath)
     end = datetime.now(UTC)
     span = PERIODS[period]
     if span <= TICKS_UP_TO:

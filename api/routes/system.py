@@ -98,19 +98,36 @@ async def _timed(state: AppState, coro: object) -> str:
 
 
 async def _kafka(state: AppState) -> str:
+    """The Kafka check: the topics exist, per a metadata request in a thread (confluent-kafka blocks).
+
+    One probe per process at a time: the thread outlives a check that timed out (the call returns after its own
+    timeout, later still if the broker hangs), so a thread per ``/ready`` let concurrent checks against a hung
+    broker take every thread of the loop's default executor. A check while a probe runs waits for that one
+    (``shield``: its timeout never cancels the shared probe); a probe that ended is never reused.
+    """
     if state.admin is None:
         return "down: no client"
-    admin = state.admin
-    topics = [state.settings.topic_ticks, state.settings.topic_bars]
+    probe = state.kafka_probe
+    if probe is None or probe.done():
+        admin = state.admin
+        topics = [state.settings.topic_ticks, state.settings.topic_bars]
 
-    def probe() -> None:
-        meta = admin.list_topics(timeout=state.settings.ready_timeout_s)
-        missing = [t for t in topics if t not in meta.topics]
-        if missing:
-            msg = f"topics missing: {', '.join(missing)}"
-            raise LookupError(msg)
+        def list_topics() -> None:
+            meta = admin.list_topics(timeout=state.settings.ready_timeout_s)
+            missing = [t for t in topics if t not in meta.topics]
+            if missing:
+                msg = f"topics missing: {', '.join(missing)}"
+                raise LookupError(msg)
 
-    return await _timed(state, asyncio.to_thread(probe))
+        probe = state.kafka_probe = asyncio.ensure_future(asyncio.to_thread(list_topics))
+        probe.add_done_callback(_retrieve)
+    return await _timed(state, asyncio.shield(probe))
+
+
+def _retrieve(probe: asyncio.Future[None]) -> None:
+    """Mark a probe's error as seen: every check waiting on it may have timed out (no "never retrieved" log)."""
+    if not probe.cancelled():
+        probe.exception()
 
 
 async def _redis(state: AppState) -> str:

@@ -20,6 +20,7 @@ import redis
 import uvicorn
 from confluent_kafka import Producer
 
+from api.__main__ import proxy_options
 from api.main import create_app
 from api.settings import ApiSettings
 from api.ws_protocol import uvicorn_ws_options
@@ -220,6 +221,7 @@ def start_api(api_settings: dict[str, Any]) -> Iterator[Callable[..., LiveApi]]:
             log_level="warning",
             lifespan="on",
             **uvicorn_ws_options(settings),
+            **proxy_options(settings),  # as python -m api: X-Forwarded-For believed per API_FORWARDED_ALLOW_IPS
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

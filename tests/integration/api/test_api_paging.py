@@ -4,6 +4,7 @@ equal tick timestamps included), the live bar rule, ``start`` unchanged, and 422
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,3 +224,32 @@ def test_garbage_and_misused_cursors_are_422_naming_cursor(
         assert "cursor" in message, (path, params, message)
     assert "another listing" in error_of(api, "/api/v1/bars/SYNTH", cursor=bars_prev, timeframe="1h")[1]
     assert get(api, "/api/v1/bars/SYNTH", cursor=bars_prev, timeframe="1m")["meta"]["count"] > 0  # its own listing
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_only_cursors_spelt_as_the_encoder_spells_them_are_accepted(api: LiveApi, ticks: list[tuple[int, int]]) -> None:
+    """Positions in Unicode digits, with a sign, blanks, underscores or padding are 422 naming cursor; the ticker's
+    case does not change a cursor's listing (the look-up now runs after the parameter checks)."""
+    first = get(api, "/api/v1/history/SYNTH", limit=2)
+    prev = first["meta"]["prev_cursor"]
+    text = base64.urlsafe_b64decode(prev + "=" * (-len(prev) % 4)).decode()
+    kind, at, seq, floor, scope = text.split(":")
+    arabic = at.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for bad in (
+        _cursor(f"{kind}:{arabic}:{seq}:{floor}:{scope}"),
+        _cursor(f"{kind}:+{at}:{seq}:{floor}:{scope}"),
+        _cursor(f"{kind}:{at}:{seq}:{int(floor):_}:{scope}"),
+        _cursor(f"{kind}:{at}: {seq}:{floor}:{scope}"),
+        prev + "=" * (-len(prev) % 4 or 4),
+    ):
+        status, message = error_of(api, "/api/v1/history/SYNTH", cursor=bad)
+        assert (status, message) == (422, "cursor: not a cursor returned by this endpoint"), bad
+    assert error_of(api, "/api/v1/history/NOPE", cursor="garbage!")[0] == 422  # the parameter before the ticker
+    huge = _cursor(f"{kind}:{at}:{2**70}:{floor}:{scope}")  # digits as the encoder writes them, beyond bigint
+    assert httpx.get(api.base_url + "/api/v1/history/SYNTH", params={"cursor": huge}, timeout=10).status_code == 200
+    lower = get(api, "/api/v1/history/synth", limit=2, cursor=prev)
+    assert lower["data"] == get(api, "/api/v1/history/SYNTH", limit=2, cursor=prev)["data"]
+    assert lower["meta"]["ticker"] == "SYNTH"

@@ -205,3 +205,72 @@ def test_openapi_without_keys_has_no_security_but_still_documents_the_rate_limit
     assert "security" not in _operation(spec, "/api/v1/quote/{ticker}")
     assert "429" in _operation(spec, "/api/v1/quote/{ticker}")["responses"]
     assert "429" not in _operation(spec, "/health")["responses"]
+
+
+@pytest.mark.parametrize("key", ["café", "ключ", "tab\tkey", " padded", "padded ", "nul\x00key"])
+def test_a_key_no_client_could_present_alike_everywhere_is_refused_at_start_up(key: str) -> None:
+    """Headers arrive as bytes (decoded as Latin-1) and ``?api_key=`` percent-decoded as UTF-8: ``ключ`` matched
+    only in the query, ``café`` only as Latin-1 header bytes; control characters and outer blanks cannot be sent
+    in a header. Such a key is a settings error (never echoed), not a key that silently never matches."""
+    with pytest.raises(ValueError, match=r"keys: API key #2 must be printable ASCII") as err:
+        ApiSettings(keys=[SecretStr("good-key"), SecretStr(key)])
+    assert key.strip() not in str(err.value)
+    assert ApiSettings(keys=[SecretStr("with inner blank"), SecretStr("~!#$%&'*+-.^_`|")]).auth_enabled
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        {"headers": [(b"x-api-key", "ключ".encode())]},
+        {"headers": [(b"x-api-key", "café".encode("latin-1"))]},
+        {"headers": [(b"x-api-key", b"\xff\xfe\x80")]},
+        {"headers": [(b"authorization", "Bearer ключ".encode())]},
+        {"headers": [(b"authorization", "Bearer\xa0k1".encode("latin-1"))]},
+        {"headers": [(b"authorization", b"Bearer k1\xa0")]},  # the key plus a Latin-1 no-break space
+        {"headers": [(b"authorization", b"Bearer \x85k1")]},  # ... or a next-line byte, both str.strip()ped
+        {"params": {"api_key": "ключ"}},
+        {"params": {"api_key": "k1\u00a0"}},
+    ],
+)
+async def test_a_non_ascii_presented_key_is_a_401_never_a_500(presented: dict[str, Any]) -> None:
+    """A presented key with non-ASCII characters (as UTF-8 or Latin-1 header bytes, percent-encoded in the query,
+    around a bearer token) is an invalid key like any other: 401, limited by client IP, never a 500."""
+    limiter = FakeLimiter(budget=100)
+    client, _ = client_for(limiter, keys=[SecretStr("k1")])
+    async with client:
+        resp = await client.get("/api/v1/quote/SYNTH", **presented)
+        raw = await client.get("/api/v1/quote/SYNTH?api_key=%FF%D0%BA%ED%A0%80")  # invalid UTF-8, a surrogate
+        blanks = await client.get("/api/v1/quote/SYNTH", headers=[(b"authorization", b"Bearer \tk1 ")])
+    assert (resp.status_code, resp.json()["error"]["code"]) == (401, "unauthorized")
+    assert raw.status_code == 401
+    assert blanks.status_code == 200  # HTTP's own blanks around the token are still dropped
+    assert limiter.identities[:2] == ["10.1.2.3", "10.1.2.3"]  # limited by client IP, as any invalid key
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/api/v1/bars/NOPE?timeframe=7m", "timeframe"),
+        ("/api/v1/bars/NOPE?limit=0", "limit"),
+        ("/api/v1/bars/NOPE?limit=5001", "limit"),  # above the maximum of settings, checked in the handler
+        ("/api/v1/bars/NOPE?cursor=garbage", "cursor"),
+        ("/api/v1/bars/NOPE?start=2025-01-02T00:00:00Z&end=2025-01-01T00:00:00Z", "start"),
+        ("/api/v1/history/NOPE?limit=abc", "limit"),
+        ("/api/v1/history/NOPE?cursor=garbage", "cursor"),
+        ("/api/v1/ticks/NOPE?limit=10001", "limit"),
+        ("/api/v1/stats/NOPE?period=9y", "period"),
+        ("/api/v1/indicators/NOPE?timeframe=7m", "timeframe"),
+        ("/api/v1/aggregated/NOPE?window=7m", "window"),
+        ("/api/v1/anomalies?ticker=NOPE&since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z", "since"),
+    ],
+)
+async def test_a_bad_parameter_is_a_422_before_the_404_of_an_unknown_ticker(path: str, parameter: str) -> None:
+    """FastAPI validates the request before the handler runs; the ticker look-up (a dependency before) now runs in
+    the handler after every parameter check, so the 422 naming the parameter comes whatever the ticker."""
+    client, _ = client_for()
+    async with client:
+        resp = await client.get(path)
+        unknown = await client.get(path.split("?")[0] + ("?ticker=NOPE" if "anomalies" in path else ""))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["message"].startswith(f"{parameter}:")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found")  # valid parameters

@@ -39,7 +39,7 @@ def test_cursor_round_trip_and_rejection() -> None:
     assert (prev.older, prev.at, prev.seq, prev.floor) == (True, at, 7, floor)
     legacy = "aDoxNzU5NDEzNjAwMTIzNDU2OjQy"  # base64 of the earliest format "h:1759413600123456:42"
     assert decode_cursor("h", scope, legacy).at == at
-    legacy_prev = base64.urlsafe_b64encode(f"h<:{epoch_us(at)}:7:{epoch_us(floor)}".encode()).decode()
+    legacy_prev = _b64(f"h<:{epoch_us(at)}:7:{epoch_us(floor)}")  # every encoder dropped the padding
     assert decode_cursor("h", scope, legacy_prev) == prev  # the session-8 format, before scopes
     for bad in (
         "",
@@ -54,6 +54,48 @@ def test_cursor_round_trip_and_rejection() -> None:
         with pytest.raises(ApiError, match="cursor") as err:
             decode_cursor("h", scope, bad)
         assert "another listing" not in err.value.message
+
+
+def _b64(text: str) -> str:
+    """A cursor as the encoders write it: URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_only_the_encoders_spelling_of_a_cursor_is_accepted() -> None:
+    """``int()`` takes Unicode digits, signs, blanks and underscores, and base64 decoding skips stray characters
+    and padding: a hand-made cursor spelling a position otherwise than the encoder did is a 422 naming cursor."""
+    at = datetime(2025, 10, 2, 14, 0, 0, 123456, tzinfo=UTC)
+    us, scope = epoch_us(at), scope_of("SYNTH")
+    good = encode_next("h", scope, at, 42)
+    assert good == _b64(f"h:{us}:42:{scope}")
+    assert decode_cursor("h", scope, good).seq == 42
+    floor = epoch_us(at - timedelta(hours=1))
+    arabic = str(us).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for text in (
+        f"h:{arabic}:42:{scope}",  # Arabic-Indic digits
+        f"h:{us}:٤٢:{scope}",
+        f"h:+{us}:42:{scope}",
+        f"h: {us} :42:{scope}",
+        f"h:{us:_}:42:{scope}",  # 1_759_...
+        f"h:{us}:042:{scope}",
+        f"h:{us}:-0:{scope}",
+        f"h:{us}:+42",  # the earliest format (no scope), with the same defects
+        f"h<:{us}:7:+{floor}:{scope}",  # the floor of a prev cursor
+        f"h<:{us}:7:{floor:_}",
+    ):
+        with pytest.raises(ApiError, match="cursor") as err:
+            decode_cursor("h", scope, _b64(text))
+        assert (err.value.status, err.value.code) == (422, "invalid_parameter"), text
+    for spelling in (good + "=", good + "==", good[:5] + "!" + good[5:], good[:5] + "\n" + good[5:]):
+        with pytest.raises(ApiError, match="cursor"):
+            decode_cursor("h", scope, spelling)
+    last = good[-1]
+    other_bits = good[:-1] + ("A" if last != "A" else "B")  # the same bytes when the unused low bits differ
+    if base64.urlsafe_b64decode(other_bits + "=" * (-len(other_bits) % 4)) == base64.urlsafe_b64decode(
+        good + "=" * (-len(good) % 4)
+    ):
+        with pytest.raises(ApiError, match="cursor"):
+            decode_cursor("h", scope, other_bits)
 
 
 def test_cursor_of_another_ticker_or_timeframe_is_refused() -> None:
@@ -251,3 +293,31 @@ def test_several_workers_without_a_multiprocess_dir_get_a_private_one(
     # one worker needs none; a configured directory is used as it is (and kept)
     assert entry.multiprocess_dir(ApiSettings(workers=1)) == (None, False)
     assert entry.multiprocess_dir(ApiSettings(workers=4, prometheus_multiproc_dir=tmp_path)) == (tmp_path, False)
+
+
+def test_forwarded_allow_ips_is_a_setting_passed_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which peers' X-Forwarded-For is believed (it sets the client address, the rate-limit identity without a
+    valid key): uvicorn's loopback default, ``API_FORWARDED_ALLOW_IPS`` (uvicorn's own ``FORWARDED_ALLOW_IPS`` is
+    still honoured), empty = trust nobody, which switches uvicorn's proxy headers off."""
+    import api.__main__ as entry
+
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert ApiSettings().forwarded_allow_ips == ["127.0.0.1", "::1"]
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
+    assert ApiSettings().forwarded_allow_ips == ["10.0.0.5"]
+    monkeypatch.setenv("API_FORWARDED_ALLOW_IPS", "10.0.0.0/8, fd00::/8")
+    assert ApiSettings().forwarded_allow_ips == ["10.0.0.0/8", "fd00::/8"]
+    monkeypatch.setenv("API_FORWARDED_ALLOW_IPS", "")
+    assert ApiSettings().forwarded_allow_ips == []
+    monkeypatch.setenv("API_FORWARDED_ALLOW_IPS", "*")
+    assert ApiSettings().forwarded_allow_ips == ["*"]
+    for bad in ("localhost", "10.0.0.1/8", "*, 10.0.0.1"):
+        with pytest.raises(ValueError, match="forwarded_allow_ips"):
+            ApiSettings(forwarded_allow_ips=bad)
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    entry._serve(ApiSettings(forwarded_allow_ips=""))
+    assert (seen["proxy_headers"], seen["forwarded_allow_ips"]) == (False, [])
+    entry._serve(ApiSettings(forwarded_allow_ips="192.0.2.1"))
+    assert (seen["proxy_headers"], seen["forwarded_allow_ips"]) == (True, ["192.0.2.1"])
