@@ -277,8 +277,9 @@ async def test_batched_mode_sends_arrays(api: LiveApi, producer: Producer) -> No
         assert [e["data"]["price"] for e in events] == [round(150 + i * 0.01, 2) for i in range(50)]
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["seed", "batched"])
 async def test_stalled_client_is_told_and_dropped_without_hurting_others(
-    seed: Seeder, start_api: Callable[..., LiveApi], producer: Producer
+    seed: Seeder, start_api: Callable[..., LiveApi], producer: Producer, batch: bool
 ) -> None:
     seed.universe()
     # a queue deep enough for a healthy reader's bursts; the stalled one is caught by its blocked send
@@ -291,8 +292,8 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
     async with connect(api.ws_url) as good, connect(api.ws_url, sock=sock, max_queue=1) as stalled:
         await recv(good)
         await recv(stalled)
-        for ws in (good, stalled):
-            await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"]}))
+        for ws in (good, stalled):  # batched: the flush writes straight to the socket while it takes frames
+            await ws.send(json.dumps({"type": "subscribe", "tickers": ["SYNTH"], "batch": batch}))
         await recv_type(good, "subscribed")
         await recv_type(stalled, "subscribed")
         ts = now_ms()
@@ -304,9 +305,10 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
         seqs = 0
         while seqs < n:
             msg = await recv(good, 20)
-            if msg["type"] == "tick":
-                seqs += 1
+            events = msg["events"] if msg["type"] == "batch" else [msg]
+            seqs += sum(e["type"] == "tick" for e in events)
             assert msg["type"] != "lagging"
+        assert seqs == n
         # the stalled client is disconnected by the hub (it never read)
         for _ in range(150):  # the sweep runs every second; the grace is 1 s
             if len(hub.clients) <= 1:
