@@ -143,9 +143,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(system.router)
+    guarded = guarded_responses(settings)
     for router in ROUTERS:
         # auth and rate limit: GatewayMiddleware, for every /api/v1 path; documented here, on these routes only
-        app.include_router(router, responses=GUARDED_RESPONSES)
+        app.include_router(router, responses=guarded)
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.add_middleware(
@@ -171,6 +172,13 @@ GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
     429: {"model": ErrorResponse, "description": "rate limited (see Retry-After)"},
 }
+
+
+def guarded_responses(settings: ApiSettings) -> dict[int | str, dict[str, Any]]:
+    """The guard's answers this gateway can give: 401 only with ``API_KEYS`` set, 429 only with ``API_RATE_LIMIT``
+    set (a client generated from the document should not handle answers that never come)."""
+    can = {401: settings.auth_enabled, 429: bool(settings.rate_limit)}
+    return {status: response for status, response in GUARDED_RESPONSES.items() if can[int(status)]}
 
 #: the three ways to present a key (:func:`api.auth.credential_from`), named as FastAPI's security classes
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {

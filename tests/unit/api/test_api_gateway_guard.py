@@ -199,12 +199,21 @@ def test_openapi_declares_the_key_schemes_and_401_429_only_on_api_routes() -> No
     assert "security" not in spec
 
 
-def test_openapi_without_keys_has_no_security_but_still_documents_the_rate_limit() -> None:
+def test_openapi_without_keys_has_no_security_and_no_401_but_still_documents_the_rate_limit() -> None:
     spec = create_app(ApiSettings(relay_enabled=False)).openapi()
     assert "securitySchemes" not in spec.get("components", {})
     assert "security" not in _operation(spec, "/api/v1/quote/{ticker}")
     assert "429" in _operation(spec, "/api/v1/quote/{ticker}")["responses"]
+    assert "401" not in _operation(spec, "/api/v1/quote/{ticker}")["responses"]
     assert "429" not in _operation(spec, "/health")["responses"]
+
+
+def test_openapi_without_a_rate_limit_documents_no_429() -> None:
+    spec = create_app(ApiSettings(relay_enabled=False, keys=[SecretStr("k1")], rate_limit="")).openapi()
+    for path in ("/api/v1/quote/{ticker}", "/api/v1/bars/{ticker}"):
+        responses = set(_operation(spec, path)["responses"])
+        assert "401" in responses, path
+        assert "429" not in responses, path
 
 
 @pytest.mark.parametrize("key", ["café", "ключ", "tab\tkey", " padded", "padded ", "nul\x00key"])
