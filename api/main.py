@@ -180,6 +180,7 @@ def guarded_responses(settings: ApiSettings) -> dict[int | str, dict[str, Any]]:
     can = {401: settings.auth_enabled, 429: bool(settings.rate_limit)}
     return {status: response for status, response in GUARDED_RESPONSES.items() if can[int(status)]}
 
+
 #: the three ways to present a key (:func:`api.auth.credential_from`), named as FastAPI's security classes
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
