@@ -161,10 +161,13 @@ class GatewayMiddleware:
             except Exception:
                 # here, not in Starlette's ServerErrorMiddleware (outside this middleware and CORS): the log line
                 # and the 500 carry the request id, and CORS (wrapping this middleware) adds its headers
-                if response_started:  # the status line is gone: only the connection can still tell the client
+                if response_started:
+                    # the status line is gone: only the connection can still tell the client. Logged here, once,
+                    # and not re-raised: Starlette's error handler and uvicorn each logged it again, three tracebacks
+                    # for one error. uvicorn closes a connection whose response the app left incomplete.
                     _log_unhandled(scope, rid)
                     status = 500
-                    raise
+                    return
                 status = await _answer_unhandled(scope, send, rid)
         finally:
             elapsed = time.perf_counter() - started
