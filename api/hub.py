@@ -516,6 +516,8 @@ class Hub:
                 tally.append(n)
                 written.append(tally)
         self.kick()
+        if len(written) >= 4096:  # kick() folds them too, but not when every client was written here
+            self._fold_written()
         self._drop_pending()
 
     def kick(self) -> None:

@@ -229,6 +229,21 @@ async def test_batched_flush_writes_idle_clients_directly_and_tallies_once_per_f
     await hub.stop()
 
 
+async def test_direct_batched_writes_fold_their_tallies_without_waiting_for_the_metrics_flush() -> None:
+    hub = make_hub()
+    socket_ = DirectSocket()
+    c = Client("a", Sink().send, hub, write_one=socket_.write_one)
+    hub.register(c)
+    hub.subscribe(c, ["t:X"], batch=True)
+    for seq in range(5_000):  # one frame per flush, every one written directly (kick() has nothing to do)
+        hub.publish([tick("X", seq)])
+        hub.flush_batches()
+    assert len(socket_.written) == 5_000
+    assert len(hub.written) < 4096, "per-frame tallies are folded as they pile up"
+    assert hub.sent[TICKS] == 5_000
+    await hub.stop()
+
+
 async def test_batched_flush_queues_behind_frames_already_queued_and_when_the_socket_refuses() -> None:
     hub = make_hub()
     busy, refusing, failing = DirectSocket(), DirectSocket(accepts=False), DirectSocket(fails=True)
