@@ -10,7 +10,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import BASE_CONFIG, SharedSettings, split_list
@@ -46,10 +46,10 @@ class ApiSettings(SharedSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
-        validation_alias=AliasChoices("API_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
         description="peers (addresses or networks, '*' for any) whose X-Forwarded-For/-Proto are believed: the "
         "client address, which requests without a valid key are rate-limited by, is then the forwarded one; empty "
-        "= trust none (no proxy in front). Default loopback, as uvicorn's; uvicorn's FORWARDED_ALLOW_IPS is read too",
+        "= trust none (no proxy in front). Default loopback, as uvicorn's. uvicorn's own FORWARDED_ALLOW_IPS is NOT "
+        "read: images often set it to '*', which would silently let every client choose its rate-limit address",
     )
 
     # --- rate limiting ------------------------------------------------------------------------------------------
