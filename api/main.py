@@ -117,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(relay.stop)
         await hub.stop()
         metrics.mark_worker_stopped(settings.prometheus_multiproc_dir)
+        state.kafka_probe = None  # a failed probe's traceback holds the admin client too
         state.admin = None  # drop the last reference so librdkafka destroys the handle now
         del admin
         await redis_client.aclose()  # type: ignore[attr-defined]  # types-redis predates redis 5
