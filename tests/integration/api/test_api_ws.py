@@ -8,10 +8,12 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -277,6 +279,11 @@ async def test_batched_mode_sends_arrays(api: LiveApi, producer: Producer) -> No
         assert [e["data"]["price"] for e in events] == [round(150 + i * 0.01, 2) for i in range(50)]
 
 
+def _tcp_send_buffer_max() -> int:
+    """The largest a TCP socket's send buffer autotunes to (``tcp_wmem``'s third value), in bytes."""
+    return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+
+
 @pytest.mark.parametrize("batch", [False, True], ids=["seed", "batched"])
 async def test_stalled_client_is_told_and_dropped_without_hurting_others(
     seed: Seeder, start_api: Callable[..., LiveApi], producer: Producer, batch: bool
@@ -289,12 +296,14 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill the pipe quickly
     sock.connect(("127.0.0.1", api.settings.port))
-    # batched frames pack the server's send buffer (autotuned up to tcp_wmem's 4 MiB) far better than one small
-    # frame per tick: only well over that does the stalled socket push back (below, it is never "lagging")
-    n = 200_000 if batch else 30_000
-    async with (
+    # batched frames pack the server's send buffer (autotuned up to tcp_wmem's maximum, 4 MiB by default) far
+    # better than one small frame per tick: only well over that does the stalled socket push back (below it, it
+    # is never "lagging"); a tick is ~100 bytes of a batch frame
+    n = max(200_000, 3 * _tcp_send_buffer_max() // 100) if batch else 30_000
+    lagging = REGISTRY.get_sample_value("api_ws_disconnects_total", {"reason": "lagging"}) or 0.0
+    async with (  # no size limit on either: a stalled client closing itself over a large frame would prove nothing
         connect(api.ws_url, max_size=None) as good,
-        connect(api.ws_url, sock=sock, max_queue=1) as stalled,
+        connect(api.ws_url, sock=sock, max_queue=1, max_size=None) as stalled,
     ):
         await recv(good)
         await recv(stalled)
@@ -335,6 +344,8 @@ async def test_stalled_client_is_told_and_dropped_without_hurting_others(
                 break
             await asyncio.sleep(0.1)  # noqa: ASYNC110 - polling another thread's state
         assert len(hub.clients) == 1
+        dropped = REGISTRY.get_sample_value("api_ws_disconnects_total", {"reason": "lagging"})
+        assert dropped == lagging + 1, "dropped by the hub as lagging, not closed for another reason"
         # ... and the server lets go of its socket: a close frame cannot pass the frames the peer never read, so
         # after a short wait the connection is aborted (once it lingered, holding its buffers, for as long as the
         # peer kept its window shut)
