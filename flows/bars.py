@@ -264,11 +264,6 @@ def _with_clocks(
     return [(key, list(due)) for key in keys.all_keys() if key not in present]
 
 
-def tune_gc(settings: FlowSettings) -> None:
-    """Apply ``settings.gc_threshold`` to this process and freeze what exists so far (imports, config)."""
-    tune_collector(settings.gc_threshold)
-
-
 def _kafka_source(source: Source[RawBatch]) -> Source[RawItem]:
     """A source of whole batches is a source of raw items (Bytewax sources only produce, so this is safe)."""
     return cast(Source[RawItem], source)
@@ -280,7 +275,7 @@ def _production_flow() -> Dataflow:
     from flows import observe, sinks, sources
 
     settings = FlowSettings()
-    tune_gc(settings)
+    tune_collector(settings.gc_threshold)  # freeze imports and configuration; young generation per the setting
     observe.start_metrics_server(settings.metrics_port, settings.metrics_host)
     return build_flow(
         _kafka_source(
