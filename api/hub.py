@@ -205,6 +205,19 @@ class Client:
                 self.unsent_batches = []
         return written
 
+    def write_direct(self, frame: str) -> bool:
+        """Write ``frame`` straight to the socket (``write_one``) if nothing is queued, no send of the writer is in
+        flight (so nothing is overtaken) and the connection takes it without waiting; False: nothing written, the
+        caller queues it. The caller counts what is written (the batched flush: once per frame for all clients)."""
+        write = self.write_one
+        if write is None or self.queue or self.sending_since is not None or self.closed:
+            return False
+        try:
+            return write(frame)
+        except Exception as err:  # noqa: BLE001 - queued instead: the writer meets the error and drops the client
+            log.debug("client %s direct write failed: %r", self.id, err)
+            return False
+
     def take_unsent(self) -> list[Sequence[int]]:
         """The tallies of the queued events, reset (the caller counts them as sent or dropped)."""
         tallies: list[Sequence[int]] = [self.unsent, *self.unsent_batches]
@@ -493,8 +506,8 @@ class Hub:
     def flush_batches(self, phase: int | None = None) -> None:
         """Send the batched clients of ``phase`` (all if ``None``) one frame with their events since their last.
 
-        A client with nothing queued and no send in flight gets the frame written to its socket here, through
-        ``write_one`` (nothing can be overtaken); any other is given it by :meth:`Client.put`, as in the fan-out.
+        A client with nothing queued and no send in flight gets the frame written to its socket here
+        (:meth:`Client.write_direct`: nothing can be overtaken); any other is given it by :meth:`Client.put`.
         The written frames are tallied once per frame, not per client: at 1,000 clients x 40 frames/s the
         per-client queue-and-kick path was a third of the event loop's time (docs/benchmarks.md, session 18).
         """
@@ -502,15 +515,10 @@ class Hub:
         for frame, members, counts in self.batches.take(phase):
             n = 0
             for c in members:
-                write = c.write_one
-                if write is not None and not c.queue and c.sending_since is None and not c.closed:
-                    try:
-                        if write(frame):
-                            n += 1
-                            continue
-                    except Exception as err:  # noqa: BLE001 - queued instead: the writer meets the error, drops it
-                        log.debug("client %s direct write failed: %r", c.id, err)
-                c.put(frame, BATCH, counts)
+                if c.write_direct(frame):
+                    n += 1
+                else:
+                    c.put(frame, BATCH, counts)
             if n:
                 tally = [k * n for k in counts]
                 tally.append(n)

@@ -123,7 +123,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
     def write_texts(self, texts: Sequence[str]) -> bool:
         """As :meth:`send_texts` but without waiting: ``False`` (nothing written) while the transport is paused
         or the connection is gone or closing, so the caller can queue the texts and let a writer wait."""
-        if not self.writable.is_set() or self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+        if not self._takes_writes():
             return False
         self._write_frames(texts)
         return True
@@ -131,16 +131,16 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
     def write_text(self, text: str) -> bool:
         """As :meth:`write_texts` with one text, for the batched flush: ``False`` also when permessage-deflate is
         negotiated (the caller then queues the text, and :meth:`write_texts` compresses it for this connection)."""
-        if (
-            self.conn.extensions
-            or not self.writable.is_set()
-            or self.disconnected
-            or self.close_sent
-            or self.conn.state is not State.OPEN
-        ):
+        if self.conn.extensions or not self._takes_writes():
             return False
         self.transport.write(text_frame(text))
         return True
+
+    def _takes_writes(self) -> bool:
+        """Open, not closing, and the transport not paused: a write now goes out without waiting."""
+        return (
+            self.writable.is_set() and not self.disconnected and not self.close_sent and self.conn.state is State.OPEN
+        )
 
     def abort(self) -> None:
         """Close the connection now without a closing handshake, discarding buffered frames."""
