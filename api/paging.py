@@ -35,6 +35,7 @@ from typing import Annotated
 
 from fastapi import Query
 
+from api.cache import ticker_symbol
 from api.deps import MAX_TIME, epoch_us, time_range
 from api.errors import invalid
 from common.clock import EPOCH
@@ -82,6 +83,12 @@ class Cursor:
 def scope_of(*names: str) -> str:
     """The cursor scope of a listing: 8 hex digits of a hash of its ticker (and timeframe)."""
     return hashlib.blake2b("/".join(names).encode(), digest_size=4).hexdigest()
+
+
+def ticker_scope(ticker: str, *rest: str) -> str:
+    """:func:`scope_of` the listing of ``ticker`` as a client wrote it, spelt as the ticker lookup spells it (so a
+    route can plan its page, and answer a bad cursor's 422, before it looks the ticker up)."""
+    return scope_of(ticker_symbol(ticker) or ticker, *rest)
 
 
 def encode_next(kind: str, scope: str, at: datetime, seq: int = 0) -> str:

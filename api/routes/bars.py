@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.cache import CacheUnavailable, MarketCache, read_through, ticker_symbol
+from api.cache import CacheUnavailable, MarketCache, read_through
 from api.convert import bar_from_row, bar_from_wire, json_response
 from api.deps import API_PREFIX, CacheDep, SettingsDep, StoreDep, TickerInPath, TickersDep, bounded_limit
-from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page, scope_of
+from api.paging import CursorQuery, EndQuery, PagePlan, StartQuery, encode_next, encode_prev, plan_page, ticker_scope
 from api.store import BarText, Store
 from common.clock import from_ms
 from contracts import TIMEFRAMES
@@ -54,8 +54,7 @@ async def get_bars(
     bar is included when in range."""
     n = bounded_limit(limit, settings.bars_default_limit, settings.bars_max_limit)
     span = timedelta(milliseconds=TIMEFRAMES[timeframe] * settings.bars_max_range_bars)
-    scope = scope_of(ticker_symbol(ticker) or ticker, timeframe)  # the listing's, as require() spells the ticker
-    plan = plan_page("b", scope, start, end, cursor, timedelta(days=1), span)
+    plan = plan_page("b", ticker_scope(ticker, timeframe), start, end, cursor, timedelta(days=1), span)
     ticker = await tickers.require(ticker)  # after the parameters' 422s (api.deps, TickerInPath)
     if plan.newest:
         page = await _newest_page(store, cache, ticker, timeframe, plan, n)

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api import schemas
-from api.cache import ticker_symbol
 from api.convert import json_response, quote_json_from_row
 from api.deps import API_PREFIX, SettingsDep, StoreDep, TickerInPath, TickersDep, bounded_limit
-from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page, scope_of
+from api.paging import CursorQuery, EndQuery, StartQuery, encode_next, encode_prev, plan_page, ticker_scope
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
 
@@ -41,7 +40,7 @@ async def get_history(
     """Ticks of a ticker, ascending: the newest `limit` of the last hour (or before `end`), or from `start` on."""
     n = bounded_limit(limit, settings.history_default_limit, settings.history_max_limit)
     max_span = timedelta(seconds=settings.history_max_range_s)
-    plan = plan_page("h", scope_of(ticker_symbol(ticker) or ticker), start, end, cursor, timedelta(hours=1), max_span)
+    plan = plan_page("h", ticker_scope(ticker), start, end, cursor, timedelta(hours=1), max_span)
     ticker = await tickers.require(ticker)  # after the parameters' 422s (api.deps, TickerInPath)
     next_cursor = prev_cursor = None
     if plan.newest:
